@@ -1,0 +1,38 @@
+# `make run` opens leuktui on the demo workspace; `make test` runs every check. Both set up
+# .venv from nothing (pip only; torch comes from the machine's local wheels where present).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOME_DIR ?= leuktui-home
+DEMO := data/demo
+
+.PHONY: run test lint bench demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(DEMO)/train.csv: | $(STAMP)
+	$(VENV)/bin/leuktui data synth $(DEMO) --n-train 600 --n-valid 200 --n-test 200 --size 96
+
+demo: $(DEMO)/train.csv
+
+run: $(STAMP) demo
+	$(VENV)/bin/leuktui --home $(HOME_DIR) run --data-dir $(DEMO) --image-size 64 --epochs 3 --name demo --tag demo
+	$(VENV)/bin/leuktui --home $(HOME_DIR) ls
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest -q -n 2 --durations=15
+
+bench: $(STAMP)
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) $(HOME_DIR) $(DEMO) .pytest_cache

@@ -1,0 +1,231 @@
+"""The typed query API every process uses: the CLI, the app, the worker and the scheduler."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import RUN_STATUSES, Epoch, Evaluation, Prediction, Run, StepMetric, Sweep
+from db.session import create_db_engine, ensure_schema
+
+# Columns of an epoch row a worker supplies; the summary columns of the run follow from them.
+EPOCH_FIELDS = (
+    "train_loss", "train_acc", "val_loss", "val_acc", "sensitivity", "specificity",
+    "f1", "auc", "confusion", "lr", "seconds", "images_per_s",
+)
+
+
+class NotFound(LookupError):
+    """No run (or other record) with that id; the message names it."""
+
+
+class Database:
+    """One database connection pool and the queries on it."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        self.engine: Engine = create_db_engine(url)
+        if migrate:
+            ensure_schema(self.engine, url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        config: dict[str, Any],
+        config_hash: str,
+        model: str,
+        name: str,
+        status: str = "queued",
+        tags: Sequence[str] = (),
+        notes: str = "",
+        sweep_id: int | None = None,
+        parent_id: int | None = None,
+    ) -> Run:
+        assert status in RUN_STATUSES, status
+        run = Run(
+            name=name,
+            status=status,
+            config=config,
+            config_hash=config_hash,
+            model=model,
+            sweep_id=sweep_id,
+            parent_id=parent_id,
+            priority=0,
+            created_at=time.time(),
+            notes=notes,
+            tags=list(tags),
+            environment={},
+            epochs_done=0,
+            last_step=0,
+            summary={},
+        )
+        with self.session() as session, session.begin():
+            session.add(run)
+        return run
+
+    def get_run(self, run_id: int) -> Run:
+        with self.session() as session:
+            run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id}: no such run")
+        return run
+
+    def list_runs(self, *, statuses: Iterable[str] | None = None, limit: int | None = None) -> list[Run]:
+        query = select(Run).order_by(Run.id.desc())
+        if statuses:
+            query = query.where(Run.status.in_(list(statuses)))
+        if limit:
+            query = query.limit(limit)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        with self.session() as session, session.begin():
+            result = session.execute(update(Run).where(Run.id == run_id).values(**values))
+        if result.rowcount == 0:
+            raise NotFound(f"run {run_id}: no such run")
+
+    def heartbeat(self, run_id: int) -> None:
+        self.update_run(run_id, heartbeat_at=time.time())
+
+    def runs_with_config(self, config_hash: str, status: str | None = None) -> list[Run]:
+        query = select(Run).where(Run.config_hash == config_hash)
+        if status:
+            query = query.where(Run.status == status)
+        with self.session() as session:
+            return list(session.scalars(query.order_by(Run.id)))
+
+    # -- epochs and steps ---------------------------------------------------------------------
+
+    def add_epoch(self, run_id: int, epoch: int, step: int, metrics: dict[str, Any], *, best: dict[str, Any] | None = None) -> None:
+        """Record one finished epoch and bring the run's summary columns up to date in one commit.
+
+        ``best`` carries the summary of the best epoch so far when it changed.
+        """
+        row = {key: metrics.get(key) for key in EPOCH_FIELDS}
+        row["confusion"] = row["confusion"] or [[0, 0], [0, 0]]
+        now = time.time()
+        values: dict[str, Any] = {"epochs_done": epoch, "last_step": step, "heartbeat_at": now}
+        if best is not None:
+            values.update(
+                best_epoch=best["epoch"],
+                best_val_acc=best.get("val_acc"),
+                best_val_f1=best.get("f1"),
+                best_val_auc=best.get("auc"),
+                summary=best,
+            )
+        with self.session() as session, session.begin():
+            session.add(Epoch(run_id=run_id, epoch=epoch, step=step, created_at=now, **row))
+            session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    def add_steps(self, run_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
+        """Insert a batch of (step, key, value) rows in one statement and one commit."""
+        if not rows:
+            return
+        payload = [{"run_id": run_id, "step": s, "key": k, "value": v} for s, k, v in rows]
+        with self.session() as session, session.begin():
+            session.execute(insert(StepMetric), payload)
+            session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time()))
+
+    def epochs(self, run_id: int, *, after: int = 0) -> list[Epoch]:
+        query = select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > after).order_by(Epoch.epoch)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def steps(self, run_id: int, key: str = "train_loss", *, after: int = 0) -> list[tuple[int, float]]:
+        query = (
+            select(StepMetric.step, StepMetric.value)
+            .where(StepMetric.run_id == run_id, StepMetric.key == key, StepMetric.step > after)
+            .order_by(StepMetric.step)
+        )
+        with self.session() as session:
+            return [(step, value) for step, value in session.execute(query)]
+
+    def count_steps(self, run_id: int) -> int:
+        with self.session() as session:
+            return session.scalar(select(func.count()).select_from(StepMetric).where(StepMetric.run_id == run_id)) or 0
+
+    def truncate_after(self, run_id: int, *, epoch: int, step: int) -> None:
+        """Forget epochs and steps newer than a checkpoint, so a resumed run repeats none."""
+        with self.session() as session, session.begin():
+            session.execute(delete(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > epoch))
+            session.execute(delete(StepMetric).where(StepMetric.run_id == run_id, StepMetric.step > step))
+            session.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch, last_step=step))
+
+    # -- evaluations ---------------------------------------------------------------------------
+
+    def add_evaluation(
+        self,
+        run_id: int,
+        *,
+        checkpoint: str,
+        epoch: int | None,
+        split: str,
+        tta: str,
+        metrics: dict[str, Any] | None,
+        n: int,
+        predictions: Sequence[tuple[str, float, int, int | None]] = (),
+        output_path: str | None = None,
+    ) -> Evaluation:
+        """Record an evaluation and its per-image predictions (path, probability, predicted, label)."""
+        metrics = metrics or {}
+        evaluation = Evaluation(
+            run_id=run_id,
+            checkpoint=checkpoint,
+            epoch=epoch,
+            split=split,
+            tta=tta,
+            n=n,
+            loss=metrics.get("loss"),
+            acc=metrics.get("acc"),
+            sensitivity=metrics.get("sensitivity"),
+            specificity=metrics.get("specificity"),
+            f1=metrics.get("f1"),
+            auc=metrics.get("auc"),
+            confusion=metrics.get("confusion"),
+            output_path=output_path,
+            created_at=time.time(),
+        )
+        with self.session() as session, session.begin():
+            session.add(evaluation)
+            session.flush()
+            if predictions:
+                session.execute(
+                    insert(Prediction),
+                    [
+                        {"evaluation_id": evaluation.id, "row": i, "path": p, "probability": prob, "predicted": pred, "label": label}
+                        for i, (p, prob, pred, label) in enumerate(predictions)
+                    ],
+                )
+        return evaluation
+
+    def evaluations(self, run_id: int) -> list[Evaluation]:
+        query = select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def predictions(self, evaluation_id: int) -> list[Prediction]:
+        query = select(Prediction).where(Prediction.evaluation_id == evaluation_id).order_by(Prediction.row)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    # -- sweeps --------------------------------------------------------------------------------
+
+    def create_sweep(self, name: str, base_config: dict[str, Any], factors: dict[str, list[Any]]) -> Sweep:
+        sweep = Sweep(name=name, base_config=base_config, factors=factors, created_at=time.time())
+        with self.session() as session, session.begin():
+            session.add(sweep)
+        return sweep

@@ -1,0 +1,100 @@
+"""Opening the database: engine set-up (WAL, busy timeout, foreign keys) and schema upgrades."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+# The newest migration in db/migrations/versions; a test keeps the two in step.
+SCHEMA_REVISION = "0002"
+BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be opened or upgraded; the message names it."""
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def create_db_engine(url: str) -> Engine:
+    sqlite_file = _sqlite_path(url)
+    if sqlite_file is None:
+        return create_engine(url, pool_pre_ping=True)
+    sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    return engine
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """Several processes may open a new workspace at once; only one of them migrates."""
+    sqlite_file = _sqlite_path(url)
+    if sqlite_file is None:
+        yield
+        return
+    lock_path = sqlite_file.with_name(sqlite_file.name + ".migrate.lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    config = alembic_config(url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def ensure_schema(engine: Engine, url: str) -> None:
+    """Bring the schema to the newest revision; cheap when it already is (no alembic import)."""
+    try:
+        if current_revision(engine) == SCHEMA_REVISION:
+            return
+        with _migration_lock(url):
+            if current_revision(engine) != SCHEMA_REVISION:
+                upgrade(engine, url)
+    except OperationalError as exc:
+        raise DatabaseError(f"{engine.url.render_as_string(hide_password=True)}: cannot open the database ({exc.orig})") from None

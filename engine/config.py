@@ -1,0 +1,222 @@
+"""The run configuration: one typed, validated object shared by the CLI, the DB and the worker.
+
+Importing this module never imports torch: the app and the light CLI commands use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODEL_NAMES = ("resnet18", "resnet50", "resnet152")
+TORCHVISION_DEPTHS = (18, 34, 50, 101, 152)
+LOSSES = ("bce", "ce")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "plateau", "cosine")
+EVAL_MODES = ("single", "five", "ten")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+BEST_METRICS = ("val_acc", "val_f1", "val_auc", "val_loss")
+
+_USER_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_TORCHVISION_MODEL = re.compile(r"^torchvision:resnet(\d+)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+class ConfigError(ValueError):
+    """A config value a user gave is not acceptable; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+def _choice(*choices: str) -> dict[str, Any]:
+    return {"choices": choices}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what a run computes, plus where its data lives.
+
+    Field metadata carries the help text and the allowed values, so the CLI flags, the form and
+    the validation all come from this one definition.
+    """
+
+    data_dir: str = field(default="data/demo", metadata={"help": "dataset root (train.csv, valid.csv, test CSVs or fold_*/)"})
+    test_csv: str | None = field(default=None, metadata={"help": "test CSV for predictions (default: the one matching the model depth)"})
+    model: str = field(default="resnet18", metadata={"help": "resnet18|resnet50|resnet152, torchvision:resnetN or package.module:callable"})
+    pretrained: str | None = field(default=None, metadata={"help": "local file with a torchvision-style ResNet state dict"})
+    loss: str = field(default="bce", metadata={"help": "bce: one logit, ce: two logits", **_choice(*LOSSES)})
+    image_size: int = field(default=128, metadata={"help": "side in pixels the images are resized to", "min": 16, "max": 1024})
+    batch_size: int = field(default=32, metadata={"help": "images per training step", "min": 1, "max": 4096})
+    epochs: int = field(default=10, metadata={"help": "training epochs", "min": 1, "max": 10000})
+    optimizer: str = field(default="adam", metadata={"help": "optimizer", **_choice(*OPTIMIZERS)})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate", "min": 0.0, "max": 10.0, "exclusive_min": True})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay", "min": 0.0, "max": 1.0})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "min": 0.0, "max": 1.0})
+    scheduler: str = field(default="none", metadata={"help": "learning-rate schedule", **_choice(*SCHEDULERS)})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    vflip: bool = field(default=True, metadata={"help": "random vertical flips"})
+    rotation: float = field(default=20.0, metadata={"help": "random rotation range in degrees (0 = off)", "min": 0.0, "max": 180.0})
+    hist_eq: bool = field(default=False, metadata={"help": "gray scale + histogram equalization"})
+    center_crop: bool = field(default=False, metadata={"help": "keep the central 384/450 of each image"})
+    crop_to_cell: bool = field(default=False, metadata={"help": "crop to the bounding box of the cell"})
+    eval_mode: str = field(default="single", metadata={"help": "validation views: single, five-crop or ten-crop", **_choice(*EVAL_MODES)})
+    balance: bool = field(default=False, metadata={"help": "class-balanced sampling"})
+    early_stop: int = field(default=0, metadata={"help": "stop after N epochs without improvement (0 = off)", "min": 0, "max": 10000})
+    best_metric: str = field(default="val_acc", metadata={"help": "metric that picks the best checkpoint", **_choice(*BEST_METRICS)})
+    seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": 2**31 - 1})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    amp: str = field(default="auto", metadata={"help": "mixed precision on CUDA (auto = bf16 where supported)", **_choice(*AMP_MODES)})
+    channels_last: bool = field(default=True, metadata={"help": "channels-last memory format"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    workers: int = field(default=2, metadata={"help": "threads decoding images into the cache", "min": 0, "max": 64})
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
+        """Build a validated config from loosely typed values (strings from flags or a form)."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        current = dataclasses.asdict(base or cls())
+        for key, raw in values.items():
+            if key not in known:
+                raise ConfigError(key, f"unknown field (known: {', '.join(known)})")
+            current[key] = _coerce(known[key], raw)
+        config = cls(**current)
+        config.validate()
+        return config
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_dict(changes, base=self)
+
+    # -- validation -----------------------------------------------------------------------
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if "choices" in meta and value not in meta["choices"]:
+                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(meta['choices'])}")
+            if "min" in meta and value is not None:
+                low, high = meta["min"], meta["max"]
+                too_low = value <= low if meta.get("exclusive_min") else value < low
+                if too_low or value > high:
+                    bracket = "(" if meta.get("exclusive_min") else "["
+                    raise ConfigError(f.name, f"{value!r} is outside {bracket}{low}, {high}]")
+        check_model_name(self.model)
+        if not _DEVICE.match(self.device):
+            raise ConfigError("device", f"{self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if not self.data_dir:
+            raise ConfigError("data_dir", "must name a dataset folder")
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.loss == "bce" else 2
+
+    @property
+    def model_depth(self) -> int | None:
+        """The ResNet depth the model name implies (picks the default test CSV), if any."""
+        match = re.search(r"resnet(\d+)$", self.model)
+        return int(match.group(1)) if match else None
+
+    @property
+    def input_size(self) -> int:
+        """Side of the images the network sees after preprocessing."""
+        return center_crop_size(self.image_size) if self.center_crop else self.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def config_hash(self) -> str:
+        """Stable hash of what the run computes; the same config always hashes the same."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def with_absolute_paths(self, cwd: Path | None = None) -> RunConfig:
+        """Resolve relative file paths so a worker started elsewhere finds the same files."""
+        base = cwd or Path.cwd()
+        changes: dict[str, Any] = {"data_dir": str((base / self.data_dir).resolve())}
+        if self.pretrained:
+            changes["pretrained"] = str((base / self.pretrained).resolve())
+        if self.test_csv and not Path(self.test_csv).is_absolute():
+            candidate = base / self.test_csv
+            if candidate.exists():
+                changes["test_csv"] = str(candidate.resolve())
+        return self.replace(**changes)
+
+
+CENTER_CROP_FRACTION = 384 / 450
+
+
+def center_crop_size(size: int) -> int:
+    """The lab's centre crop (384 of 450 pixels) scaled to another image size."""
+    return max(1, round(size * CENTER_CROP_FRACTION))
+
+
+def check_model_name(name: str) -> None:
+    if name in MODEL_NAMES:
+        return
+    match = _TORCHVISION_MODEL.match(name)
+    if match:
+        if int(match.group(1)) not in TORCHVISION_DEPTHS:
+            depths = "|".join(str(d) for d in TORCHVISION_DEPTHS)
+            raise ConfigError("model", f"{name!r}: torchvision ResNets are resnet{depths}")
+        return
+    if _USER_MODEL.match(name) and not name.startswith("torchvision:"):
+        return
+    raise ConfigError(
+        "model",
+        f"{name!r} is not one of {', '.join(MODEL_NAMES)}, torchvision:resnetN or package.module:callable",
+    )
+
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+
+
+def _coerce(f: dataclasses.Field, raw: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    optional = "None" in kind
+    if raw is None or (optional and isinstance(raw, str) and raw.strip().lower() in {"", "none"}):
+        if optional:
+            return None
+        raise ConfigError(f.name, "a value is required")
+    try:
+        if kind.startswith("bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ConfigError(f.name, f"{raw!r} is not a boolean (true/false)")
+        if kind.startswith("int"):
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+        if kind.startswith("float"):
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw).strip()
+    except ValueError:
+        expected = "an integer" if kind.startswith("int") else "a number"
+        raise ConfigError(f.name, f"{raw!r} is not {expected}") from None

@@ -1,0 +1,305 @@
+"""The input pipeline: decode each image once into a uint8 cache, then augment whole batches on
+the training device.
+
+Per-image work (decoding, histogram equalization, crop-to-cell, resizing, the centre crop) is
+deterministic, so it runs once per dataset and preprocessing setting and is kept in a memory-
+mapped ``.npy`` file in the workspace cache. Random work (flips, rotation) runs per batch on the
+device as one ``grid_sample``, and the batch leaves in channels-last layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from engine.config import RunConfig, center_crop_size
+from engine.datasets import DatasetError, Sample
+
+CACHE_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CELL_THRESHOLD = 12      # a pixel brighter than this in any channel belongs to the cell
+CELL_MARGIN = 0.04       # crop-to-cell keeps this much black around the cell's box
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The deterministic per-image steps, in the order they run."""
+
+    size: int
+    hist_eq: bool = False
+    crop_to_cell: bool = False
+    center_crop: bool = False
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> Preprocess:
+        return cls(config.image_size, config.hist_eq, config.crop_to_cell, config.center_crop)
+
+    @property
+    def output_size(self) -> int:
+        return center_crop_size(self.size) if self.center_crop else self.size
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        image = image.convert("RGB")
+        if self.crop_to_cell:
+            image = crop_to_cell(image)
+        if self.hist_eq:
+            image = equalize_gray(image)
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image, dtype=np.uint8)
+        if self.center_crop:
+            side = self.output_size
+            top = (self.size - side) // 2
+            pixels = pixels[top : top + side, top : top + side]
+        return pixels
+
+
+def equalize_gray(image: Image.Image) -> Image.Image:
+    """Gray scale, then histogram equalization with OpenCV's ``equalizeHist`` mapping."""
+    gray = np.asarray(image.convert("L"), dtype=np.uint8)
+    hist = np.bincount(gray.ravel(), minlength=256)
+    cdf = np.cumsum(hist)
+    cdf_min = cdf[np.flatnonzero(hist)[0]]
+    total = gray.size
+    if total == cdf_min:  # a single grey level: nothing to spread
+        return Image.fromarray(gray).convert("RGB")
+    lut = np.clip(np.rint((cdf - cdf_min) * 255.0 / (total - cdf_min)), 0, 255).astype(np.uint8)
+    return Image.fromarray(lut[gray]).convert("RGB")
+
+
+def crop_to_cell(image: Image.Image) -> Image.Image:
+    """A square crop around the bounding box of the non-black cell (black padding if needed)."""
+    pixels = np.asarray(image)
+    mask = pixels.max(axis=2) > CELL_THRESHOLD
+    if not mask.any():
+        return image
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(bottom - top, right - left)
+    side = int(math.ceil(side * (1 + 2 * CELL_MARGIN)))
+    cy, cx = (top + bottom) / 2, (left + right) / 2
+    box_left, box_top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    return image.crop((box_left, box_top, box_left + side, box_top + side))
+
+
+def read_image(path: Path, preprocess: Preprocess) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return preprocess(image)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file is missing") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: image cannot be read ({exc.__class__.__name__})") from None
+
+
+# -- the decoded cache ------------------------------------------------------------------------
+
+
+def _cache_key(paths: Sequence[Path], preprocess: Preprocess) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CACHE_VERSION, preprocess.__dict__], sort_keys=True).encode())
+    for path in paths:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: image file is missing") from None
+    return digest.hexdigest()[:24]
+
+
+def decode_images(
+    samples: Sequence[Sample],
+    preprocess: Preprocess,
+    *,
+    cache_dir: Path | None = None,
+    workers: int = 2,
+) -> np.ndarray:
+    """All samples' images as one ``(N, H, W, 3)`` uint8 array, decoded at most once per setting.
+
+    With a ``cache_dir`` the array is a read-only memory map of a file written atomically there,
+    so later runs, evaluations and exports on the same images skip decoding entirely.
+    """
+    paths = [s.path for s in samples]
+    side = preprocess.output_size
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"{_cache_key(paths, preprocess)}.npy"
+        if cache_file.exists():
+            cached = np.load(cache_file, mmap_mode="r")
+            if cached.shape == (len(paths), side, side, 3):
+                return cached
+    images = np.empty((len(paths), side, side, 3), dtype=np.uint8)
+
+    def fill(index: int) -> None:
+        images[index] = read_image(paths[index], preprocess)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(fill, range(len(paths))))
+    if cache_file is not None:
+        _save_cache(cache_file, images)
+    return images
+
+
+def _save_cache(cache_file: Path, images: np.ndarray) -> None:
+    temp: str | None = None
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=cache_file.parent, suffix=".npy.tmp")
+        with os.fdopen(handle, "wb") as out:
+            np.save(out, images)
+        os.replace(temp, cache_file)
+    except OSError:
+        # The cache only saves time; a full or read-only disk must not stop training.
+        if temp:
+            Path(temp).unlink(missing_ok=True)
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+def batch_indices(
+    labels: np.ndarray,
+    batch_size: int,
+    generator: torch.Generator,
+    *,
+    shuffle: bool,
+    balance: bool = False,
+) -> list[np.ndarray]:
+    """Index arrays for one epoch. Balanced sampling draws classes equally, with replacement."""
+    n = len(labels)
+    if balance:
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        weights = torch.from_numpy(1.0 / counts[labels])
+        order = torch.multinomial(weights, n, replacement=True, generator=generator).numpy()
+    elif shuffle:
+        order = torch.randperm(n, generator=generator).numpy()
+    else:
+        order = np.arange(n)
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if shuffle and len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()  # BatchNorm cannot train on a batch of one
+    return batches
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    batches: Sequence[np.ndarray],
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """uint8 NHWC batches on ``device``, gathered one batch ahead in a background thread."""
+    pin = device.type == "cuda"
+
+    def gather(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # Sorted reads are sequential on a memory map; the order inside a batch is irrelevant.
+        index = np.sort(index)
+        x = torch.from_numpy(np.ascontiguousarray(images[index]))
+        y = torch.from_numpy(labels[index]) if labels is not None else None
+        if pin:
+            x = x.pin_memory()
+        return x, y
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(gather, batches[0]) if batches else None
+        for position in range(len(batches)):
+            x, y = pending.result()
+            if position + 1 < len(batches):
+                pending = pool.submit(gather, batches[position + 1])
+            yield x.to(device, non_blocking=pin), (y.to(device, non_blocking=pin) if y is not None else None)
+
+
+# -- on-device transforms ---------------------------------------------------------------------
+
+
+class BatchTransform:
+    """uint8 NHWC -> normalised float NCHW (channels-last), with optional random flips/rotation."""
+
+    def __init__(
+        self,
+        *,
+        hflip: bool = False,
+        vflip: bool = False,
+        rotation: float = 0.0,
+        channels_last: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.hflip, self.vflip, self.rotation = hflip, vflip, rotation
+        self.channels_last = channels_last
+        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1)
+
+    @classmethod
+    def for_training(cls, config: RunConfig) -> BatchTransform:
+        return cls(hflip=config.hflip, vflip=config.vflip, rotation=config.rotation, channels_last=config.channels_last)
+
+    @classmethod
+    def for_eval(cls, config: RunConfig) -> BatchTransform:
+        return cls(channels_last=config.channels_last)
+
+    @property
+    def random(self) -> bool:
+        return self.hflip or self.vflip or self.rotation > 0
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = batch.permute(0, 3, 1, 2).float()
+        if self.random:
+            if generator is None:
+                raise ValueError("random transforms need a generator")
+            x = self._augment(x, generator)
+        x = x * self.scale.to(x.device) + self.shift.to(x.device)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        # Random numbers come from a CPU generator so a seed gives the same run on any device.
+        flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+        flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if self.vflip else torch.ones(n)
+        if self.rotation <= 0:
+            x = torch.where(flip_x.to(x.device).view(n, 1, 1, 1) < 0, x.flip(3), x)
+            return torch.where(flip_y.to(x.device).view(n, 1, 1, 1) < 0, x.flip(2), x)
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(self.rotation)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # Output pixel -> input pixel: rotate, then mirror; zeros (black) fill the corners.
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = cos * flip_x
+        theta[:, 0, 1] = -sin * flip_x
+        theta[:, 1, 0] = sin * flip_y
+        theta[:, 1, 1] = cos * flip_y
+        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """The views averaged at test time: the image, or five / ten overlapping crops.
+
+    Crops keep 384/450 of the side (the lab's crop), at the four corners and the centre; ten-crop
+    adds their mirror images.
+    """
+    if mode == "single":
+        return [x]
+    height, width = x.shape[-2:]
+    side = center_crop_size(min(height, width))
+    corners = [(0, 0), (0, width - side), (height - side, 0), (height - side, width - side)]
+    corners.append(((height - side) // 2, (width - side) // 2))
+    crops = [x[..., top : top + side, left : left + side] for top, left in corners]
+    if mode == "ten":
+        crops += [crop.flip(-1) for crop in crops]
+    elif mode != "five":
+        raise ValueError(f"unknown eval mode {mode!r}")
+    return crops

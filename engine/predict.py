@@ -1,0 +1,173 @@
+"""Re-evaluating a run's checkpoint (single view, five- or ten-crop) and writing the Kaggle
+submission, both recorded in the database with their per-image predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from db import Database, Workspace
+from db.models import Evaluation
+from engine.checkpoint import load_checkpoint
+from engine.config import ConfigError, RunConfig
+from engine.datasets import DatasetError, Split, default_test_csv, load_split, load_test
+from engine.errors import UserError
+from engine.metrics import classification_metrics
+from engine.models import build_model, strip_compile_prefix
+from engine.pipeline import Preprocess, decode_images
+from engine.train import log_loss, make_precision, predict_probabilities, resolve_device
+
+CHECKPOINTS = ("best", "last")
+TTA_ALIASES = {"none": "single", "single": "single", "five": "five", "ten": "ten"}
+
+
+class PredictError(UserError):
+    """A prediction request a user can fix (no checkpoint, bad output path); one line."""
+
+
+@dataclass
+class LoadedRun:
+    config: RunConfig
+    model: torch.nn.Module
+    device: torch.device
+    epoch: int
+
+
+def tta_mode(value: str, flag: str = "--tta") -> str:
+    if value not in TTA_ALIASES:
+        raise ConfigError(flag.lstrip("-"), f"{value!r} is not one of none, five, ten")
+    return TTA_ALIASES[value]
+
+
+def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: str, device: str | None = None) -> LoadedRun:
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError("checkpoint", f"{checkpoint!r} is not one of best, last")
+    record = db.get_run(run_id)
+    path = workspace.checkpoint_path(run_id, checkpoint)
+    if not path.is_file():
+        raise PredictError(f"run {run_id}: no {checkpoint} checkpoint at {path} (status {record.status})")
+    state = load_checkpoint(path)
+    config = RunConfig.from_dict(state["config"])
+    torch_device = resolve_device(device or config.device)
+    model = build_model(config.model, config.num_outputs)
+    model.load_state_dict(strip_compile_prefix(state["model"]))
+    model.to(torch_device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.eval()
+    return LoadedRun(config, model, torch_device, int(state["epoch"]))
+
+
+def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int], None] | None) -> np.ndarray:
+    images = decode_images(
+        split.samples, Preprocess.from_config(loaded.config), cache_dir=workspace.cache_dir, workers=loaded.config.workers
+    )
+    precision = make_precision(loaded.device, loaded.config.amp)
+    return predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode, on_batch=on_batch)
+
+
+def evaluate_run(
+    db: Database,
+    workspace: Workspace,
+    run_id: int,
+    *,
+    tta: str = "single",
+    checkpoint: str = "best",
+    split: str = "valid",
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Evaluation, dict[str, Any]]:
+    """Score a checkpoint on a labelled split without retraining; record it and its predictions."""
+    mode = tta_mode(tta)
+    loaded = load_run_model(db, workspace, run_id, checkpoint)
+    data = load_split(loaded.config.data_dir, split)
+    probabilities = _predict(loaded, workspace, data, mode, on_batch)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    metrics = classification_metrics(labels, probabilities)
+    metrics["loss"] = log_loss(labels, probabilities)
+    predictions = [
+        (s.ident, float(p), int(p >= 0.5), s.label) for s, p in zip(data.samples, probabilities, strict=True)
+    ]
+    evaluation = db.add_evaluation(
+        run_id, checkpoint=checkpoint, epoch=loaded.epoch, split=split, tta=mode, metrics=metrics, n=len(data), predictions=predictions
+    )
+    return evaluation, metrics
+
+
+def check_writable(output: Path) -> None:
+    folder = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise PredictError(f"{output}: is a folder, expected a file name")
+    if not folder.is_dir():
+        raise PredictError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PredictError(f"{folder}: output folder is not writable")
+
+
+def write_csv_atomic(output: Path, header: list[str], rows: list[list[Any]]) -> None:
+    handle, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(temp, output)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def export_submission(
+    db: Database,
+    workspace: Workspace,
+    run_id: int,
+    output: Path | str,
+    *,
+    test_csv: Path | str | None = None,
+    tta: str = "none",
+    checkpoint: str = "best",
+    proba: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Path, int]:
+    """Write ``ID,label`` (plus ``prob_all`` with ``proba``) in the test CSV's row order.
+
+    ID is the test CSV's ``Path`` string, label 1 = ALL, 0 = HEM. A CSV with a label column
+    (``valid.csv``) is accepted; its labels are ignored for the file and kept in the database.
+    """
+    output = Path(output).expanduser()
+    check_writable(output)
+    mode = tta_mode(tta)
+    loaded = load_run_model(db, workspace, run_id, checkpoint)
+    root = Path(loaded.config.data_dir)
+    csv_path = Path(test_csv) if test_csv else Path(loaded.config.test_csv) if loaded.config.test_csv else default_test_csv(root, loaded.config.model_depth)
+    data = load_test(root, csv_path)
+    if not data.samples:
+        raise DatasetError(f"{data.source}: no rows to predict")
+    probabilities = _predict(loaded, workspace, data, mode, on_batch)
+    predicted = (probabilities >= 0.5).astype(int)
+    header = ["ID", "label", "prob_all"] if proba else ["ID", "label"]
+    rows = [
+        [s.ident, int(y), f"{p:.6f}"] if proba else [s.ident, int(y)]
+        for s, y, p in zip(data.samples, predicted, probabilities, strict=True)
+    ]
+    write_csv_atomic(output, header, rows)
+    db.add_evaluation(
+        run_id,
+        checkpoint=checkpoint,
+        epoch=loaded.epoch,
+        split=data.source.name,
+        tta=mode,
+        metrics=None,
+        n=len(rows),
+        predictions=[(s.ident, float(p), int(y), None) for s, y, p in zip(data.samples, predicted, probabilities, strict=True)],
+        output_path=str(output.resolve()),
+    )
+    return output, len(rows)

@@ -1,0 +1,74 @@
+"""Plain views of database records for the CLI's tables and ``--json`` (no torch, no textual)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from db.models import Epoch, Evaluation, Run
+
+EPOCH_COLUMNS = (
+    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "sensitivity", "specificity",
+    "f1", "auc", "confusion", "lr", "seconds", "images_per_s",
+)
+
+
+def age(timestamp: float | None, now: float | None = None) -> str:
+    if timestamp is None:
+        return "-"
+    seconds = max(0, int((now or time.time()) - timestamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "model": run.model,
+        "epochs_done": run.epochs_done,
+        "epochs": run.config.get("epochs"),
+        "eval_mode": run.config.get("eval_mode"),
+        "best_epoch": run.best_epoch,
+        "best_val_acc": run.best_val_acc,
+        "best_val_f1": run.best_val_f1,
+        "best_val_auc": run.best_val_auc,
+        "tags": run.tags,
+        "notes": run.notes,
+        "sweep_id": run.sweep_id,
+        "parent_id": run.parent_id,
+        "config_hash": run.config_hash,
+        "device": run.device,
+        "host": run.host,
+        "pid": run.pid,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "heartbeat_at": run.heartbeat_at,
+        "error": run.error,
+    }
+
+
+def epoch_to_dict(epoch: Epoch) -> dict[str, Any]:
+    return {name: getattr(epoch, name) for name in EPOCH_COLUMNS}
+
+
+def evaluation_to_dict(evaluation: Evaluation) -> dict[str, Any]:
+    return {
+        name: getattr(evaluation, name)
+        for name in (
+            "id", "checkpoint", "epoch", "split", "tta", "n", "loss", "acc", "sensitivity", "specificity",
+            "f1", "auc", "confusion", "output_path", "created_at",
+        )
+    }
