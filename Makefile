@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q --durations=10
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py

@@ -73,7 +73,7 @@ class RunConfig:
     best_metric: str = field(default="val_acc", metadata={"help": "metric that picks the best checkpoint", **_choice(*BEST_METRICS)})
     seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": 2**31 - 1})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    amp: str = field(default="auto", metadata={"help": "mixed precision on CUDA (auto = bf16 where supported)", **_choice(*AMP_MODES)})
+    amp: str = field(default="auto", metadata={"help": "mixed precision (auto: bf16 on GPUs and CPUs that support it, else fp16 on GPUs, fp32 on CPUs)", **_choice(*AMP_MODES)})
     channels_last: bool = field(default=True, metadata={"help": "channels-last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     workers: int = field(default=2, metadata={"help": "threads decoding images into the cache", "min": 0, "max": 64})
@@ -217,6 +217,8 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
                 raise ValueError
             return float(raw)
         return str(raw).strip()
+    except ConfigError:
+        raise
     except ValueError:
         expected = "an integer" if kind.startswith("int") else "a number"
         raise ConfigError(f.name, f"{raw!r} is not {expected}") from None

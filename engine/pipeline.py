@@ -296,7 +296,7 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     height, width = x.shape[-2:]
     side = center_crop_size(min(height, width))
     corners = [(0, 0), (0, width - side), (height - side, 0), (height - side, width - side)]
-    corners.append(((height - side) // 2, (width - side) // 2))
+    corners.append((int(round((height - side) / 2.0)), int(round((width - side) / 2.0))))
     crops = [x[..., top : top + side, left : left + side] for top, left in corners]
     if mode == "ten":
         crops += [crop.flip(-1) for crop in crops]

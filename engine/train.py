@@ -67,9 +67,30 @@ class Precision:
     name: str
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AMX or AVX512-BF16), which oneDNN uses."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
 def make_precision(device: torch.device, amp: str) -> Precision:
-    """bf16 or fp16 autocast on CUDA (a GradScaler only for fp16); fp32 elsewhere."""
-    if device.type != "cuda" or amp == "off":
+    """Mixed precision: bf16 or fp16 autocast on CUDA (a GradScaler only for fp16); bf16 autocast
+    on a CPU with native bf16 (about twice the fp32 speed there); fp32 otherwise.
+    """
+    if amp == "off":
+        return Precision(contextlib.nullcontext, None, "fp32")
+    if device.type == "cpu":
+        if amp == "bf16" or (amp == "auto" and cpu_has_native_bf16()):
+            return Precision(partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16), None, "bf16")
+        return Precision(contextlib.nullcontext, None, "fp32")
+    if device.type != "cuda":
         return Precision(contextlib.nullcontext, None, "fp32")
     if amp == "auto":
         amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -1,0 +1,145 @@
+"""The command line in real subprocesses on a real workspace."""
+
+import csv
+import json
+import sys
+
+import pytest
+
+from conftest import run_cli
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data):
+    """One workspace with one completed run, shared by the read-only tests below."""
+    home = tmp_path_factory.mktemp("cli") / "home"
+    result = run_cli("run", "--data-dir", str(tiny_data), "--image-size", "32", "--epochs", "2", "--batch-size", "16",
+                     "--name", "first", "--tag", "smoke", "--no-vflip", home=home)
+    run_id = int(result.stdout.strip().splitlines()[-1])
+    return home, run_id, result
+
+
+def test_run_prints_epochs_and_the_run_id(trained):
+    home, run_id, result = trained
+    assert run_id == 1
+    assert "epoch   2/2" in result.stdout
+    assert "completed" in result.stdout
+
+
+def test_ls_and_show_json(trained):
+    home, run_id, _ = trained
+    runs = json.loads(run_cli("ls", "--json", home=home).stdout)
+    assert [(r["id"], r["name"], r["status"], r["tags"], r["epochs_done"]) for r in runs] == [(1, "first", "completed", ["smoke"], 2)]
+    detail = json.loads(run_cli("show", str(run_id), "--json", home=home).stdout)
+    assert detail["config"]["vflip"] is False and detail["config"]["image_size"] == 32
+    assert [e["epoch"] for e in detail["epochs"]] == [1, 2]
+    assert detail["best_val_acc"] == max(e["val_acc"] for e in detail["epochs"])
+    assert "first" in run_cli("ls", home=home).stdout
+    assert "best epoch" in run_cli("show", str(run_id), home=home).stdout
+
+
+def test_eval_records_test_time_augmentation(trained):
+    home, run_id, _ = trained
+    result = json.loads(run_cli("eval", str(run_id), "--tta", "five", "--json", home=home).stdout)
+    assert result["tta"] == "five" and result["split"] == "valid" and result["n"] == 24
+    assert sum(map(sum, result["confusion"])) == 24
+    detail = json.loads(run_cli("show", str(run_id), "--json", home=home).stdout)
+    assert any(e["tta"] == "five" and e["acc"] == result["acc"] for e in detail["evaluations"])
+
+
+def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data, tmp_path):
+    home, run_id, _ = trained
+    out = tmp_path / "submission.csv"
+    result = run_cli("export", str(run_id), "-o", str(out), "--tta", "ten", home=home)
+    assert f"wrote 16 rows to {out}" in result.stdout
+    rows = _csv(out)
+    assert rows[0] == ["ID", "label"]
+    # resnet18's run defaults to resnet_18_test.csv and keeps its row order exactly.
+    assert [r[0] for r in rows[1:]] == [r[0] for r in _csv(tiny_data / "resnet_18_test.csv")[1:]]
+    assert {r[1] for r in rows[1:]} <= {"0", "1"}
+
+    other = tmp_path / "152.csv"
+    run_cli("export", str(run_id), "-o", str(other), "--test-csv", str(tiny_data / "resnet_152_test.csv"), "--proba", home=home)
+    rows152 = _csv(other)
+    assert rows152[0] == ["ID", "label", "prob_all"]
+    assert [r[0] for r in rows152[1:]] == [r[0] for r in _csv(tiny_data / "resnet_152_test.csv")[1:]]
+    assert all(0 <= float(r[2]) <= 1 and r[1] == str(int(float(r[2]) >= 0.5)) for r in rows152[1:])
+
+    score = json.loads(run_cli("score", str(other), "--key", str(tiny_data / "test_answer_key.csv"), "--json").stdout)
+    assert score["n"] == 16 and 0 <= score["acc"] <= 1
+
+    valid = tmp_path / "valid.csv"
+    run_cli("export", str(run_id), "-o", str(valid), "--test-csv", str(tiny_data / "valid.csv"), home=home)
+    assert len(_csv(valid)) == 25
+
+
+def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
+    home, run_id, _ = trained
+    cases = [
+        (("run", "--image-size", "abc"), 2, "--image-size: 'abc' is not an integer"),
+        (("run", "--optimizer", "rmsprop"), 2, "--optimizer: 'rmsprop' is not one of adam, adamw, sgd"),
+        (("run", "--model", "resnet34"), 2, "--model:"),
+        (("show", "99"), 1, "run 99: no such run"),
+        (("show", "abc"), 2, "'abc' is not a run id"),
+        (("export", str(run_id), "-o", str(tmp_path / "missing" / "x.csv")), 1, "output folder does not exist"),
+        (("eval", str(run_id), "--tta", "seven"), 2, "--tta: 'seven'"),
+        (("export", str(run_id), "--checkpoint", "middle"), 2, "--checkpoint: 'middle'"),
+        (("resume", str(run_id)), 2, "only interrupted, cancelled or failed runs resume"),
+    ]
+    for args, status, message in cases:
+        result = run_cli(*args, home=home, check=False)
+        assert result.returncode == status, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("leuktui: error:"), (args, result.stderr)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_score_names_the_bad_row(tmp_path, tiny_data):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ID,label\n./new_dataset/test/0.bmp,1\n./new_dataset/test/1.bmp,yes\n")
+    result = run_cli("score", str(bad), "--key", str(tiny_data / "test_answer_key.csv"), check=False)
+    assert result.returncode == 1
+    assert "bad.csv line 3: label 'yes' is not a number" in result.stderr
+
+
+def test_unwritable_workspace_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("ls", home=blocker / "home", check=False)
+    assert result.returncode == 1 and "workspace folder is not writable" in result.stderr
+
+
+def test_data_commands(tmp_path):
+    root = tmp_path / "synthetic"
+    run_cli("data", "synth", str(root), "--n-train", "8", "--n-valid", "4", "--n-test", "4", "--size", "24")
+    assert "ready to train" in run_cli("data", "check", str(root)).stdout
+    again = run_cli("data", "synth", str(root), check=False)
+    assert again.returncode == 2 and "not empty" in again.stderr
+    (root / "new_dataset" / "valid" / "2.bmp").unlink()
+    report = run_cli("data", "check", str(root), check=False)
+    assert report.returncode == 1 and "valid/2.bmp: missing" in report.stdout
+    as_json = json.loads(run_cli("data", "check", str(root), "--json", check=False).stdout)
+    assert as_json["ok"] is False and as_json["splits"]["train"]["rows"] == 8
+
+
+def test_commands_that_do_not_train_never_import_torch(trained, tiny_data, tmp_path):
+    home, run_id, _ = trained
+    key = str(tiny_data / "test_answer_key.csv")
+    probe = (
+        "import sys\n"
+        "from leuktui.cli import main\n"
+        f"for argv in ({['--home', str(home), 'ls']!r}, {['--home', str(home), 'show', str(run_id)]!r},"
+        f" {['score', key, '--key', key]!r}, {['data', 'check', str(tiny_data)]!r}):\n"
+        "    assert main(argv) == 0, argv\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'textual') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "HEAVY=\n" in result.stdout

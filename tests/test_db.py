@@ -1,0 +1,94 @@
+"""The database: migrations from the first revision, connection settings, the query API."""
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+
+from db import Database
+from db.models import Base
+from db.session import SCHEMA_REVISION, alembic_config, upgrade
+
+
+def test_schema_revision_is_the_newest_migration():
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert scripts.get_current_head() == SCHEMA_REVISION
+
+
+def test_migrations_build_exactly_the_models(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with db.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_a_database_made_by_the_first_migration_opens_in_this_version(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    upgrade(engine, url, "0001")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO run (id, name, status, config, config_hash, model, priority, created_at, notes, tags, epochs_done, last_step, summary)"
+            " VALUES (1, 'old run', 'completed', '{\"epochs\": 3}', 'abc', 'resnet18', 0, 1.0, '', '[\"v1\"]', 3, 30, '{}')"
+        ))
+        connection.execute(text(
+            "INSERT INTO epoch (run_id, epoch, step, val_acc, confusion, created_at) VALUES (1, 3, 30, 0.9, '[[1,0],[0,1]]', 2.0)"
+        ))
+    engine.dispose()
+
+    db = Database(url)
+    run = db.get_run(1)
+    assert (run.name, run.tags, run.environment, run.epochs_done) == ("old run", ["v1"], {}, 3)
+    assert db.epochs(1)[0].val_acc == 0.9
+    db.add_evaluation(1, checkpoint="best", epoch=3, split="valid", tta="five", metrics={"acc": 0.91}, n=2,
+                      predictions=[("a.bmp", 0.9, 1, 1), ("b.bmp", 0.2, 0, 0)])
+    assert [p.path for p in db.predictions(db.evaluations(1)[0].id)] == ["a.bmp", "b.bmp"]
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == (SCHEMA_REVISION,)
+
+
+def test_sqlite_settings(db):
+    with db.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 10_000
+
+
+def _run(db, **kwargs):
+    return db.create_run(config={"epochs": 3}, config_hash="h", model="resnet18", name="r", **kwargs)
+
+
+def test_epochs_keep_the_summary_current_and_resume_truncates(db):
+    run = _run(db)
+    db.add_epoch(run.id, 1, 10, {"val_acc": 0.8, "f1": 0.79}, best={"epoch": 1, "val_acc": 0.8, "f1": 0.79})
+    db.add_epoch(run.id, 2, 20, {"val_acc": 0.7})
+    db.add_steps(run.id, [(s, "train_loss", 1.0 / s) for s in range(1, 21)])
+    current = db.get_run(run.id)
+    assert (current.best_epoch, current.best_val_acc, current.best_val_f1, current.epochs_done, current.last_step) == (1, 0.8, 0.79, 2, 20)
+    db.truncate_after(run.id, epoch=1, step=10)
+    assert [e.epoch for e in db.epochs(run.id)] == [1]
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, 11))
+    assert db.steps(run.id, after=8) == [(9, 1 / 9), (10, 0.1)]
+    assert db.get_run(run.id).epochs_done == 1
+
+
+def test_deleting_a_run_deletes_its_rows(db):
+    run = _run(db)
+    db.add_epoch(run.id, 1, 1, {"val_acc": 0.5})
+    db.add_steps(run.id, [(1, "train_loss", 0.5)])
+    with db.engine.begin() as connection:
+        connection.execute(text("DELETE FROM run WHERE id = :id"), {"id": run.id})
+        assert connection.execute(text("SELECT count(*) FROM epoch")).scalar() == 0
+        assert connection.execute(text("SELECT count(*) FROM step_metric")).scalar() == 0
+
+
+def test_unknown_run_is_not_found(db):
+    from db import NotFound
+
+    with pytest.raises(NotFound, match="run 42"):
+        db.get_run(42)
+    with pytest.raises(NotFound):
+        db.update_run(42, status="failed")

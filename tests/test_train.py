@@ -1,0 +1,121 @@
+"""Real training on tiny synthetic data, recorded in a real SQLite workspace."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import tiny_config
+from engine.checkpoint import load_checkpoint
+from engine.control import create_run
+from engine.train import Trainer
+
+
+def _train(db, workspace, config, **kwargs):
+    run = create_run(db, config, status="queued")
+    status = Trainer(db, workspace, run.id, **kwargs).run()
+    return db.get_run(run.id), status
+
+
+def test_a_run_is_recorded_as_it_trains(db, workspace, tiny_data):
+    events = []
+    run, status = _train(db, workspace, tiny_config(tiny_data), on_event=events.append)
+    assert status == "completed" and run.status == "completed"
+    epochs = db.epochs(run.id)
+    assert [e.epoch for e in epochs] == [1, 2]
+    steps_per_epoch = 48 // 16
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, 2 * steps_per_epoch + 1))
+    assert epochs[-1].step == 2 * steps_per_epoch
+    for e in epochs:
+        assert e.images_per_s > 0 and e.seconds > 0 and e.lr == pytest.approx(1e-3)
+        assert sum(map(sum, e.confusion)) == 24
+        assert 0 <= e.val_acc <= 1 and e.val_loss > 0
+    best = max(epochs, key=lambda e: e.val_acc)
+    assert run.best_epoch == best.epoch and run.best_val_acc == best.val_acc and run.best_val_f1 == best.f1
+    assert run.epochs_done == 2 and run.finished_at >= run.started_at
+    assert run.environment["torch"] == torch.__version__ and run.environment["host"] == run.host
+    assert run.environment["device"] == "cpu"
+    last = load_checkpoint(workspace.checkpoint_path(run.id, "last"))
+    assert last["epoch"] == 2 and last["step"] == 2 * steps_per_epoch and last["config"]["epochs"] == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "generator"} <= set(last)
+    assert load_checkpoint(workspace.checkpoint_path(run.id, "best"))["epoch"] == run.best_epoch
+    assert "epoch 2/2" in workspace.log_path(run.id).read_text()
+    assert [e["type"] for e in events if e["type"] != "step"] == ["start", "epoch", "epoch", "end"]
+
+
+def test_same_seed_same_result_on_cpu(db, workspace, tiny_data):
+    config = tiny_config(tiny_data, epochs=1, seed=3)
+    a, _ = _train(db, workspace, config)
+    b, _ = _train(db, workspace, config)
+    c, _ = _train(db, workspace, config.replace(seed=4))
+    assert db.steps(a.id) == db.steps(b.id)
+    assert db.epochs(a.id)[0].val_loss == db.epochs(b.id)[0].val_loss
+    assert db.steps(a.id) != db.steps(c.id)
+
+
+def test_cancel_then_resume_continues_without_duplicates(db, workspace, tiny_data):
+    stop = threading.Event()
+
+    def stop_after_first_epoch(event):
+        if event["type"] == "epoch" and event["epoch"] == 1:
+            stop.set()
+
+    config = tiny_config(tiny_data, epochs=3, scheduler="cosine")
+    run, status = _train(db, workspace, config, on_event=stop_after_first_epoch, stop=stop)
+    assert status == "cancelled" and run.status == "cancelled"
+    assert [e.epoch for e in db.epochs(run.id)] == [1]
+
+    uninterrupted, _ = _train(db, workspace, config)
+    db.update_run(run.id, status="running")
+    assert Trainer(db, workspace, run.id).run(resume=True) == "completed"
+    resumed = db.get_run(run.id)
+    assert [e.epoch for e in db.epochs(run.id)] == [1, 2, 3]
+    steps = [s for s, _ in db.steps(run.id)]
+    assert steps == list(range(1, 3 * 3 + 1))
+    assert resumed.epochs_done == 3
+    # Resuming restores model, optimizer, scheduler and sampler state: the result is the same
+    # as a run that never stopped.
+    assert np.allclose([v for _, v in db.steps(run.id)], [v for _, v in db.steps(uninterrupted.id)], atol=1e-5)
+    assert [e.lr for e in db.epochs(run.id)] == pytest.approx([e.lr for e in db.epochs(uninterrupted.id)])
+
+
+def test_early_stopping_ends_after_patience_epochs_without_improvement(db, workspace, tiny_data):
+    run, _ = _train(db, workspace, tiny_config(tiny_data, epochs=6, early_stop=1, best_metric="val_loss", lr=0.05))
+    losses = [e.val_loss for e in db.epochs(run.id)]
+    for i in range(1, len(losses) - 1):
+        assert losses[i] < min(losses[:i]), "training went on after an epoch without improvement"
+    if len(losses) < 6:
+        assert losses[-1] >= min(losses[:-1])
+
+
+def test_cross_entropy_two_logits_and_a_pretrained_file(db, workspace, tiny_data, tmp_path):
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    run, status = _train(db, workspace, tiny_config(tiny_data, epochs=1, loss="ce", pretrained=str(weights), optimizer="sgd"))
+    assert status == "completed"
+    state = load_checkpoint(workspace.checkpoint_path(run.id, "last"))
+    assert state["model"]["fc.weight"].shape == (2, 512)
+    assert "loaded" in workspace.log_path(run.id).read_text()
+
+
+def test_preprocessing_options_train(db, workspace, tiny_data):
+    config = tiny_config(tiny_data, epochs=1, hist_eq=True, center_crop=True, crop_to_cell=True, eval_mode="ten", balance=True)
+    run, status = _train(db, workspace, config)
+    assert status == "completed" and db.epochs(run.id)[0].val_acc is not None
+
+
+def test_a_missing_image_fails_the_run_with_its_name(db, workspace, tiny_data, tmp_path):
+    import shutil
+
+    from engine.datasets import DatasetError
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    (root / "new_dataset" / "train" / "5.bmp").unlink()
+    run = create_run(db, tiny_config(root), status="queued")
+    with pytest.raises(DatasetError, match="5.bmp"):
+        Trainer(db, workspace, run.id).run()
+    failed = db.get_run(run.id)
+    assert failed.status == "failed" and "5.bmp" in failed.error
