@@ -21,7 +21,7 @@ $(DEMO)/train.csv: | $(STAMP)
 demo: $(DEMO)/train.csv
 
 run: $(STAMP) demo
-	$(VENV)/bin/leuktui --home $(HOME_DIR) run --data-dir $(DEMO) --image-size 64 --epochs 3 --name demo --tag demo
+	$(VENV)/bin/leuktui --home $(HOME_DIR) run --data-dir $(DEMO) --image-size 64 --epochs 6 --scheduler cosine --name demo --tag demo
 	$(VENV)/bin/leuktui --home $(HOME_DIR) ls
 
 lint: $(STAMP)
