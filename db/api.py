@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import random
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, case, delete, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import RUN_STATUSES, Epoch, Evaluation, Prediction, Run, StepMetric, Sweep
-from db.session import create_db_engine, ensure_schema
+from db.models import (
+    RUN_STATUSES,
+    WAITING_STATUSES,
+    Epoch,
+    Evaluation,
+    Prediction,
+    Run,
+    StepMetric,
+    Sweep,
+)
+from db.session import create_db_engine, ensure_schema, sqlite_path
+
+T = TypeVar("T")
+WRITE_ATTEMPTS = 8
 
 # Columns of an epoch row a worker supplies; the summary columns of the run follow from them.
 EPOCH_FIELDS = (
@@ -32,12 +49,57 @@ class Database:
         if migrate:
             ensure_schema(self.engine, url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        sqlite_file = sqlite_path(url)
+        self._write_lock_path = sqlite_file.with_name(sqlite_file.name + ".write.lock") if sqlite_file else None
+        self._write_lock_fd: int | None = None
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._write_lock_fd is not None:
+            os.close(self._write_lock_fd)
+            self._write_lock_fd = None
+
+    @contextlib.contextmanager
+    def _writer_turn(self):
+        """Writers of one SQLite file take turns on an OS file lock.
+
+        SQLite makes a waiting writer sleep and poll (up to 100 ms a nap); a blocked ``flock``
+        wakes the moment the lock is free, so concurrent workers write in order, promptly.
+        """
+        if self._write_lock_path is None:
+            yield
+            return
+        if self._write_lock_fd is None:
+            self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
 
     def session(self) -> Session:
         return self.sessions()
+
+    def write(self, work: Callable[[Any], T], *, core: bool = False) -> T:
+        """Run ``work`` in one write transaction (an ORM session, or a Core connection with
+        ``core``), retried if SQLite reports the file locked.
+
+        The busy timeout absorbs ordinary contention; a retry covers the cases SQLite refuses
+        at once (a deferred transaction that must upgrade while another process commits).
+        """
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                if core:
+                    with self._writer_turn(), self.engine.begin() as connection:
+                        return work(connection)
+                with self._writer_turn(), self.session() as session, session.begin():
+                    return work(session)
+            except OperationalError as exc:
+                transient = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+                if not transient or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.02 * 2**attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -72,8 +134,7 @@ class Database:
             last_step=0,
             summary={},
         )
-        with self.session() as session, session.begin():
-            session.add(run)
+        self.write(lambda session: session.add(run))
         return run
 
     def get_run(self, run_id: int) -> Run:
@@ -93,10 +154,14 @@ class Database:
             return list(session.scalars(query))
 
     def update_run(self, run_id: int, **values: Any) -> None:
-        with self.session() as session, session.begin():
-            result = session.execute(update(Run).where(Run.id == run_id).values(**values))
+        result = self.write(lambda session: session.execute(update(Run).where(Run.id == run_id).values(**values)))
         if result.rowcount == 0:
             raise NotFound(f"run {run_id}: no such run")
+
+    def transition(self, run_id: int, from_statuses: Sequence[str], **values: Any) -> bool:
+        """Change a run only if its status is one of ``from_statuses`` (compare-and-set)."""
+        query = update(Run).where(Run.id == run_id, Run.status.in_(list(from_statuses))).values(**values)
+        return self.write(lambda session: session.execute(query)).rowcount == 1
 
     def heartbeat(self, run_id: int) -> None:
         self.update_run(run_id, heartbeat_at=time.time())
@@ -127,18 +192,20 @@ class Database:
                 best_val_auc=best.get("auc"),
                 summary=best,
             )
-        with self.session() as session, session.begin():
+        def work(session: Session) -> None:
             session.add(Epoch(run_id=run_id, epoch=epoch, step=step, created_at=now, **row))
             session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+        self.write(work)
 
     def add_steps(self, run_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
         """Insert a batch of (step, key, value) rows in one statement and one commit."""
         if not rows:
             return
         payload = [{"run_id": run_id, "step": s, "key": k, "value": v} for s, k, v in rows]
-        with self.session() as session, session.begin():
-            session.execute(insert(StepMetric), payload)
-            session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time()))
+        # Core, not the ORM session: this is the hot path of every worker.
+        statement = insert(StepMetric.__table__)
+        self.write(lambda connection: connection.execute(statement, payload), core=True)
 
     def epochs(self, run_id: int, *, after: int = 0) -> list[Epoch]:
         query = select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > after).order_by(Epoch.epoch)
@@ -160,10 +227,12 @@ class Database:
 
     def truncate_after(self, run_id: int, *, epoch: int, step: int) -> None:
         """Forget epochs and steps newer than a checkpoint, so a resumed run repeats none."""
-        with self.session() as session, session.begin():
+        def work(session: Session) -> None:
             session.execute(delete(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > epoch))
             session.execute(delete(StepMetric).where(StepMetric.run_id == run_id, StepMetric.step > step))
             session.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch, last_step=step))
+
+        self.write(work)
 
     # -- evaluations ---------------------------------------------------------------------------
 
@@ -199,7 +268,7 @@ class Database:
             output_path=output_path,
             created_at=time.time(),
         )
-        with self.session() as session, session.begin():
+        def work(session: Session) -> None:
             session.add(evaluation)
             session.flush()
             if predictions:
@@ -210,6 +279,8 @@ class Database:
                         for i, (p, prob, pred, label) in enumerate(predictions)
                     ],
                 )
+
+        self.write(work)
         return evaluation
 
     def evaluations(self, run_id: int) -> list[Evaluation]:
@@ -226,6 +297,40 @@ class Database:
 
     def create_sweep(self, name: str, base_config: dict[str, Any], factors: dict[str, list[Any]]) -> Sweep:
         sweep = Sweep(name=name, base_config=base_config, factors=factors, created_at=time.time())
-        with self.session() as session, session.begin():
-            session.add(sweep)
+        self.write(lambda session: session.add(sweep))
         return sweep
+
+    def get_sweep(self, sweep_id: int) -> Sweep:
+        with self.session() as session:
+            sweep = session.get(Sweep, sweep_id)
+        if sweep is None:
+            raise NotFound(f"sweep {sweep_id}: no such sweep")
+        return sweep
+
+    def sweep_runs(self, sweep_id: int) -> list[Run]:
+        with self.session() as session:
+            return list(session.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id)))
+
+    # -- the queue ---------------------------------------------------------------------------------
+
+    def queue(self) -> list[Run]:
+        """Running work, then waiting work in the order it will start (priority, then age)."""
+        order = case((Run.status == "running", 0), else_=1)
+        query = (
+            select(Run)
+            .where(Run.status.in_(["running", *WAITING_STATUSES]))
+            .order_by(order, Run.priority.desc(), Run.id)
+        )
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def prioritize(self, run_id: int) -> None:
+        """Move a waiting run to the front of the queue."""
+        def work(session: Session) -> int:
+            top = session.scalar(select(func.max(Run.priority)).where(Run.status.in_(WAITING_STATUSES))) or 0
+            return session.execute(
+                update(Run).where(Run.id == run_id, Run.status.in_(WAITING_STATUSES)).values(priority=top + 1)
+            ).rowcount
+
+        if self.write(work) == 0:
+            raise NotFound(f"run {run_id}: not waiting in the queue")

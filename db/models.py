@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+RUN_STATUSES = ("queued", "held", "running", "completed", "failed", "cancelled", "interrupted")
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
+WAITING_STATUSES = ("queued", "held")
 
 
 class Base(DeclarativeBase):
@@ -30,6 +31,7 @@ class Sweep(Base):
 
 class Run(Base):
     __tablename__ = "run"
+    __table_args__ = (Index("ix_run_queue_order", "status", "priority", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -48,6 +50,8 @@ class Run(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
+    # Set by `leuktui cancel` (or the app); the scheduler then stops the worker.
+    cancel_requested_at: Mapped[float | None] = mapped_column(Float)
     notes: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # Where it ran: host, device name, torch/CUDA versions, the project's version.

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -21,7 +21,7 @@ class DatabaseError(RuntimeError):
     """The database cannot be opened or upgraded; the message names it."""
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
@@ -29,7 +29,7 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def create_db_engine(url: str) -> Engine:
-    sqlite_file = _sqlite_path(url)
+    sqlite_file = sqlite_path(url)
     if sqlite_file is None:
         return create_engine(url, pool_pre_ping=True)
     sqlite_file.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def current_revision(engine: Engine) -> str | None:
 @contextlib.contextmanager
 def _migration_lock(url: str) -> Iterator[None]:
     """Several processes may open a new workspace at once; only one of them migrates."""
-    sqlite_file = _sqlite_path(url)
+    sqlite_file = sqlite_path(url)
     if sqlite_file is None:
         yield
         return

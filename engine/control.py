@@ -1,19 +1,33 @@
-"""Creating and naming runs: the light operations the CLI and the app share (no torch)."""
+"""Queue operations the CLI and the app share: create, queue, sweep, cancel, hold, release,
+prioritize, retry, resume. Light: no torch; the database is the only channel to the scheduler.
+"""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from db import Database
-from db.models import Run
-from engine.config import RunConfig
+from db.models import FINISHED_STATUSES, WAITING_STATUSES, Run, Sweep
+from engine.config import ConfigError, RunConfig
+from engine.errors import UserError
 
 
-def default_name(config: RunConfig) -> str:
+class QueueError(UserError):
+    """A queue operation that does not apply to the run as it is; one line, names the run."""
+
+
+def default_name(config: RunConfig, factors: dict[str, Any] | None = None) -> str:
     model = config.model.split(":")[-1]
     extras = [name for name, on in (("histeq", config.hist_eq), ("ccrop", config.center_crop), ("cell", config.crop_to_cell)) if on]
     if config.eval_mode != "single":
         extras.append(f"{config.eval_mode}crop")
+    for key, value in (factors or {}).items():
+        if key not in ("model", "hist_eq", "center_crop", "crop_to_cell", "eval_mode"):
+            extras.append(f"{key}={value}")
     return "-".join([model, f"{config.image_size}px", *extras, config.config_hash()[:6]])
 
 
@@ -27,6 +41,7 @@ def create_run(
     status: str = "queued",
     sweep_id: int | None = None,
     parent_id: int | None = None,
+    factors: dict[str, Any] | None = None,
 ) -> Run:
     """Record a new run with its config resolved to absolute paths."""
     config = config.with_absolute_paths()
@@ -34,10 +49,137 @@ def create_run(
         config=config.to_dict(),
         config_hash=config.config_hash(),
         model=config.model,
-        name=name or default_name(config),
+        name=name or default_name(config, factors),
         status=status,
         tags=tags,
         notes=notes,
         sweep_id=sweep_id,
         parent_id=parent_id,
     )
+
+
+# -- sweeps -------------------------------------------------------------------------------------------
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["model=resnet18,resnet50", "hist_eq=false,true"]`` -> ``{"model": [...], "hist_eq": [...]}``."""
+    grid: dict[str, list[str]] = {}
+    known = set(RunConfig.field_names())
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ConfigError("grid", f"{item!r} is not FIELD=V1,V2,...")
+        if key not in known:
+            raise ConfigError("grid", f"{key!r} is not a config field")
+        if key in grid:
+            raise ConfigError("grid", f"{key!r} is given twice")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+@dataclass
+class Plan:
+    """What a queue request will create: configs (with the factor values of each) and a sweep."""
+
+    configs: list[tuple[RunConfig, dict[str, Any]]] = field(default_factory=list)
+    factors: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def expand(base: RunConfig, grid: dict[str, list[str]]) -> Plan:
+    """The cartesian product of the grid's factors over ``base``, each config validated."""
+    plan = Plan()
+    if not grid:
+        plan.configs.append((base, {}))
+        return plan
+    keys = list(grid)
+    for combination in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combination, strict=True))
+        try:
+            config = RunConfig.from_dict(values, base=base)
+        except ConfigError as exc:
+            raise ConfigError(exc.field, f"{exc.message} (in --grid {exc.field}=...)") from None
+        plan.configs.append((config, {k: getattr(config, k) for k in keys}))
+    plan.factors = {k: list(dict.fromkeys(getattr(c, k) for c, _ in plan.configs)) for k in keys}
+    return plan
+
+
+def queue_runs(
+    db: Database,
+    base: RunConfig,
+    *,
+    grid: dict[str, list[str]] | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    notes: str = "",
+    force: bool = False,
+) -> tuple[list[Run], Sweep | None]:
+    """Queue one run, or a sweep of runs; refuse exact repeats of completed runs unless ``force``."""
+    plan = expand(base, grid or {})
+    if not force:
+        for config, _ in plan.configs:
+            done = db.runs_with_config(config.with_absolute_paths().config_hash(), status="completed")
+            if done:
+                raise QueueError(
+                    f"run {done[0].id} ({done[0].name}) already completed this exact config; add --force to queue it again"
+                )
+    sweep = None
+    if grid:
+        sweep_name = name or "sweep " + " x ".join(f"{k}" for k in plan.factors)
+        sweep = db.create_sweep(sweep_name, base.with_absolute_paths().to_dict(), plan.factors)
+    runs = [
+        create_run(db, config, name=None if sweep else name, tags=tags, notes=notes, sweep_id=sweep.id if sweep else None, factors=factors)
+        for config, factors in plan.configs
+    ]
+    return runs, sweep
+
+
+# -- operations on one run ----------------------------------------------------------------------------
+
+
+def cancel(db: Database, run_id: int) -> str:
+    """Cancel a waiting run at once, or ask the scheduler to stop a running one."""
+    run = db.get_run(run_id)
+    now = time.time()
+    if db.transition(run_id, WAITING_STATUSES, status="cancelled", finished_at=now):
+        return "cancelled"
+    if db.transition(run_id, ("running",), cancel_requested_at=now):
+        return "cancelling"
+    raise QueueError(f"run {run_id} is {run.status}; nothing to cancel")
+
+
+def hold(db: Database, run_id: int) -> None:
+    if not db.transition(run_id, ("queued",), status="held"):
+        raise QueueError(f"run {run_id} is {db.get_run(run_id).status}; only queued runs can be held")
+
+
+def release(db: Database, run_id: int) -> None:
+    if not db.transition(run_id, ("held",), status="queued"):
+        raise QueueError(f"run {run_id} is {db.get_run(run_id).status}; only held runs can be released")
+
+
+def prioritize(db: Database, run_id: int) -> None:
+    status = db.get_run(run_id).status
+    if status not in WAITING_STATUSES:
+        raise QueueError(f"run {run_id} is {status}; only waiting runs can move to the front")
+    db.prioritize(run_id)
+
+
+def retry(db: Database, run_id: int) -> Run:
+    """A new queued run with the same config, linked to the old one."""
+    old = db.get_run(run_id)
+    if old.status not in FINISHED_STATUSES:
+        raise QueueError(f"run {run_id} is {old.status}; only finished runs can be retried")
+    config = RunConfig.from_dict(old.config)
+    return db.create_run(
+        config=config.to_dict(), config_hash=old.config_hash, model=old.model, name=f"{old.name} (retry)",
+        status="queued", tags=old.tags, notes=old.notes, sweep_id=old.sweep_id, parent_id=old.id,
+    )
+
+
+def resume(db: Database, run_id: int) -> None:
+    """Queue an interrupted, cancelled or failed run again; its worker continues from ``last``."""
+    run = db.get_run(run_id)
+    resumable = ("interrupted", "cancelled", "failed")
+    if not db.transition(run_id, resumable, status="queued", error=None, finished_at=None, cancel_requested_at=None, pid=None):
+        raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")

@@ -27,6 +27,7 @@ from db import Database, Workspace
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.datasets import DatasetError, Split, load_split
+from engine.errors import UserError
 from engine.metrics import classification_metrics, clean_float
 from engine.models import build_model, load_pretrained, strip_compile_prefix
 from engine.pipeline import (
@@ -46,6 +47,10 @@ Event = dict[str, Any]
 
 class StopTraining(Exception):
     """Raised inside the loop when a stop was requested (SIGTERM or the app's cancel)."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss stopped being a finite number; the run's config needs changing."""
 
 
 # -- device and precision ----------------------------------------------------------------------
@@ -178,10 +183,16 @@ def train_one_epoch(
     def flush() -> None:
         if not pending:
             return
-        values = torch.stack([loss for _, loss in pending]).tolist()
-        if log_steps:
-            log_steps([(step, "train_loss", value) for (step, _), value in zip(pending, values, strict=True)])
+        rows = [(step, "train_loss", value) for (step, _), value in zip(pending, torch.stack([loss for _, loss in pending]).tolist(), strict=True)]
         pending.clear()
+        bad = next((i for i, (_, _, value) in enumerate(rows) if not math.isfinite(value)), None)
+        if log_steps:
+            log_steps(rows if bad is None else rows[:bad])
+        if bad is not None:
+            raise TrainingDiverged(
+                f"the training loss became {rows[bad][2]} at step {rows[bad][0]}; "
+                "try a lower --lr, --amp off, or a larger --image-size"
+            )
 
     for index, (x, y) in enumerate(iterate_batches(images, labels, batches, device), start=1):
         if stop is not None and stop.is_set():
@@ -326,12 +337,16 @@ class Trainer:
         *,
         on_event: Callable[[Event], None] | None = None,
         stop: threading.Event | None = None,
+        device: str | None = None,
     ):
+        """``device`` overrides the config's (the scheduler's assignment)."""
         self.db, self.workspace, self.run_id = db, workspace, run_id
+        self.device_name = device
         self.on_event = on_event or (lambda event: None)
         self.stop = stop or threading.Event()
         record = db.get_run(run_id)
         self.config = RunConfig.from_dict(record.config)
+        self.assigned_device = record.device if device else None
         self.log = self._open_log()
 
     def _open_log(self) -> logging.Logger:
@@ -363,7 +378,7 @@ class Trainer:
             self.log.info("interrupted; resume with `leuktui resume %d`", self.run_id)
             self.db.update_run(self.run_id, status=status, finished_at=time.time(), pid=None)
             raise
-        except (DatasetError, ConfigError) as exc:
+        except UserError as exc:
             self.log.error("%s", exc)
             self.db.update_run(self.run_id, status="failed", error=str(exc), finished_at=time.time(), pid=None)
             raise
@@ -386,7 +401,7 @@ class Trainer:
 
     def _train(self, resume: bool) -> str:
         config = self.config
-        device = resolve_device(config.device)
+        device = resolve_device(self.device_name or config.device)
         generator = seed_everything(config.seed)
         precision = make_precision(device, config.amp)
 
@@ -424,7 +439,12 @@ class Trainer:
         _, valid_images, valid_labels = self._load_split("valid", preprocess)
         transform = BatchTransform.for_training(config)
 
+        if self.stop.is_set():
+            raise StopTraining
         env = environment(device)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            env["cuda_visible_devices"] = visible
         self.db.update_run(
             self.run_id,
             status="running",
@@ -432,7 +452,7 @@ class Trainer:
             finished_at=None,
             heartbeat_at=time.time(),
             error=None,
-            device=env["device"],
+            device=self.assigned_device or env["device"],
             host=env["host"],
             pid=os.getpid(),
             environment={**env, "precision": precision.name},

@@ -96,9 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--notes", default="", help="free-text notes")
     run.set_defaults(handler=cmd_run)
 
+    queue = commands.add_parser("queue", help="queue a run or a sweep (`queue ls` lists the queue)")
+    queue.add_argument("action", nargs="?", choices=["ls"], help="ls: show queued and running work in order")
+    add_config_flags(queue)
+    queue.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                       help="a sweep factor; repeat for the cartesian product (any config field)")
+    queue.add_argument("--name", help="run name, or the sweep's name with --grid")
+    queue.add_argument("--tag", action="append", default=[], help="tag the run(s) (repeatable)")
+    queue.add_argument("--notes", default="", help="free-text notes")
+    queue.add_argument("--force", action="store_true", help="queue even if a completed run has this exact config")
+    queue.add_argument("--no-start", action="store_true", help="do not start the scheduler")
+    queue.add_argument("--json", action="store_true", help="print JSON for scripts")
+    queue.set_defaults(handler=cmd_queue)
+
+    for name, help_text in (
+        ("cancel", "cancel a queued run, or stop a running one (it checkpoints first)"),
+        ("hold", "keep a queued run from starting"),
+        ("release", "let a held run start again"),
+        ("prioritize", "move a waiting run to the front of the queue"),
+        ("retry", "queue a new run with the same config, linked to this one"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("run", type=run_id_arg, metavar="RUN")
+        if name == "retry":
+            sub.add_argument("--no-start", action="store_true", help="do not start the scheduler")
+        sub.set_defaults(handler=cmd_queue_op, operation=name)
+
     resume = commands.add_parser("resume", help="continue an interrupted or cancelled run from its last checkpoint")
     resume.add_argument("run", type=run_id_arg, metavar="RUN")
+    resume.add_argument("--foreground", action="store_true", help="train here instead of through the queue")
+    resume.add_argument("--no-start", action="store_true", help="do not start the scheduler")
     resume.set_defaults(handler=cmd_resume)
+
+    scheduler = commands.add_parser("scheduler", help="the background process that works the queue")
+    scheduler.add_argument("action", choices=["start", "stop", "status"])
+    scheduler.add_argument("--max-parallel", type=positive_int, help="concurrent runs without GPUs (default 1)")
+    scheduler.add_argument("--per-gpu", type=positive_int, help="concurrent runs per GPU (default 1)")
+    scheduler.add_argument("--idle-timeout", type=positive_int, metavar="SECONDS", help="exit after this long idle (default 300)")
+    scheduler.add_argument("--foreground", action="store_true", help="run in this terminal (start only)")
+    scheduler.add_argument("--json", action="store_true", help="print JSON for scripts (status only)")
+    scheduler.set_defaults(handler=cmd_scheduler)
 
     ls = commands.add_parser("ls", help="list runs")
     ls.add_argument("--status", action="append", help="only runs with this status (repeatable)")
@@ -191,11 +228,126 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args)
+    from engine import control
+
+    if not args.foreground:
+        control.resume(db, args.run)
+        print(f"run {args.run} queued to resume from its last checkpoint")
+        ensure_scheduler(workspace, args.no_start)
+        return 0
     run = db.get_run(args.run)
-    if run.status not in ("interrupted", "cancelled", "failed"):
+    if not db.transition(run.id, ("interrupted", "cancelled", "failed"), status="running", error=None, cancel_requested_at=None):
         raise UsageError(f"run {run.id} is {run.status}; only interrupted, cancelled or failed runs resume")
-    db.update_run(run.id, status="running", error=None)
     return _train_foreground(workspace, db, run.id, resume=True)
+
+
+def ensure_scheduler(workspace: Workspace, no_start: bool) -> None:
+    if no_start:
+        return
+    from engine.scheduler import start_detached
+
+    pid = start_detached(workspace)
+    print(f"scheduler running (pid {pid}); log: {workspace.home / 'scheduler.log'}")
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    if args.action == "ls":
+        return cmd_queue_ls(args)
+    from engine.control import parse_grid, queue_runs
+
+    config = config_from_args(args)
+    try:
+        grid = parse_grid(args.grid)
+    except ConfigError as exc:
+        raise UsageError(f"--grid: {exc.message}") from None
+    workspace, db = open_workspace(args)
+    runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=args.tag, notes=args.notes, force=args.force)
+    if args.json:
+        print_json({"sweep_id": sweep.id if sweep else None, "run_ids": [r.id for r in runs]})
+    else:
+        if sweep:
+            factors = " x ".join(f"{k} ({len(v)})" for k, v in sweep.factors.items())
+            print(f"sweep {sweep.id} '{sweep.name}': {len(runs)} runs over {factors}")
+        for run in runs:
+            print(f"queued run {run.id} {run.name}")
+    ensure_scheduler(workspace, args.no_start)
+    return 0
+
+
+def cmd_queue_ls(args: argparse.Namespace) -> int:
+    workspace, db = open_workspace(args)
+    from engine.scheduler import running_pid
+
+    runs = db.queue()
+    pid = running_pid(workspace)
+    if args.json:
+        print_json({"scheduler_pid": pid, "runs": [run_to_dict(r) for r in runs]})
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "id", "name", "status", "device", "epoch", "priority", "age"):
+        table.add_column(column)
+    for position, run in enumerate(runs, start=1):
+        table.add_row(str(position), str(run.id), run.name, run.status, run.device or "-",
+                      f"{run.epochs_done}/{run.config.get('epochs')}", str(run.priority), age(run.created_at))
+    out = console()
+    out.print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
+    out.print(table if runs else "the queue is empty")
+    return 0
+
+
+def cmd_queue_op(args: argparse.Namespace) -> int:
+    workspace, db = open_workspace(args)
+    from engine import control
+
+    if args.operation == "cancel":
+        outcome = control.cancel(db, args.run)
+        print(f"run {args.run} {outcome}" + (" (the scheduler stops it after the current step)" if outcome == "cancelling" else ""))
+    elif args.operation == "retry":
+        run = control.retry(db, args.run)
+        print(f"queued run {run.id} {run.name} (retry of {args.run})")
+        ensure_scheduler(workspace, args.no_start)
+    else:
+        getattr(control, args.operation)(db, args.run)
+        print(f"run {args.run}: {args.operation} done")
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from engine import scheduler
+
+    workspace = Workspace.resolve(args.home).ensure()
+    if args.action == "status":
+        pid = scheduler.running_pid(workspace)
+        options = scheduler.Options.load(workspace)
+        if args.json:
+            print_json({"running": bool(pid), "pid": pid, "options": dataclasses.asdict(options), "gpus": scheduler.detect_gpus()})
+        else:
+            state = f"running, pid {pid}" if pid else "not running"
+            print(f"scheduler {state}; max_parallel {options.max_parallel}, "
+                  f"per_gpu {options.per_gpu}, idle timeout {options.idle_timeout:.0f} s")
+        return 0
+    if args.action == "stop":
+        pid = scheduler.stop(workspace)
+        print(f"scheduler {pid} stopped; running workers carry on" if pid else "scheduler was not running")
+        return 0
+    options = scheduler.Options.load(workspace)
+    for name in ("max_parallel", "per_gpu", "idle_timeout"):
+        if getattr(args, name) is not None:
+            setattr(options, name, getattr(args, name))
+    options.save(workspace)
+    if args.foreground:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        return scheduler.serve(workspace, options)
+    pid = scheduler.running_pid(workspace)
+    if pid:
+        print(f"scheduler already running (pid {pid}); new options apply from its next start")
+        return 0
+    print(f"scheduler started (pid {scheduler.start_detached(workspace)}); log: {workspace.home / scheduler.LOG_FILE}")
+    return 0
 
 
 def _train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:

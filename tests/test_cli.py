@@ -89,7 +89,7 @@ def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
         (("export", str(run_id), "-o", str(tmp_path / "missing" / "x.csv")), 1, "output folder does not exist"),
         (("eval", str(run_id), "--tta", "seven"), 2, "--tta: 'seven'"),
         (("export", str(run_id), "--checkpoint", "middle"), 2, "--checkpoint: 'middle'"),
-        (("resume", str(run_id)), 2, "only interrupted, cancelled or failed runs resume"),
+        (("resume", str(run_id)), 1, "only interrupted, cancelled or failed runs resume"),
     ]
     for args, status, message in cases:
         result = run_cli(*args, home=home, check=False)

@@ -119,3 +119,15 @@ def test_a_missing_image_fails_the_run_with_its_name(db, workspace, tiny_data, t
         Trainer(db, workspace, run.id).run()
     failed = db.get_run(run.id)
     assert failed.status == "failed" and "5.bmp" in failed.error
+
+
+def test_a_diverging_run_fails_with_advice(db, workspace, tiny_data):
+    from engine.train import TrainingDiverged
+
+    run = create_run(db, tiny_config(tiny_data, epochs=20, optimizer="sgd", lr=10, amp="off", rotation=0), status="queued")
+    with pytest.raises(TrainingDiverged, match="try a lower --lr"):
+        Trainer(db, workspace, run.id).run()
+    failed = db.get_run(run.id)
+    assert failed.status == "failed" and "training loss became" in failed.error
+    values = [v for _, v in db.steps(run.id)]
+    assert values and all(np.isfinite(values)), "only finite losses are recorded"

@@ -1,0 +1,432 @@
+"""The scheduler daemon: works the queue of one workspace.
+
+One per workspace (a file lock), detached in its own session with its own log, so it and its
+workers outlive the terminal, the SSH session and the app. Each pass it reaps finished workers,
+stops runs whose cancel was requested, fails runs that stopped heartbeating, and starts queued
+runs on free devices. On start it reconciles: a run marked running whose process is gone becomes
+``interrupted`` (resumable); one whose worker still lives is adopted. It exits after an idle
+period and is started again on demand. The database is its only channel to everything else.
+
+Light: no torch here; workers (``python -m engine.worker RUN_ID``) import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from db import Database, Workspace
+from db.models import Run
+
+LOCK_FILE = "scheduler.lock"
+LOG_FILE = "scheduler.log"
+OPTIONS_FILE = "scheduler.json"
+POLL_SECONDS = 0.5
+HEARTBEAT_STALE_SECONDS = 12.0   # workers beat every 2 s; a killed worker is failed within 15 s
+STARTUP_GRACE_SECONDS = 120.0    # importing torch and decoding data come before the first beat
+CANCEL_GRACE_SECONDS = 20.0      # SIGTERM, then SIGKILL after this long
+LOG_TAIL_LINES = 8
+
+log = logging.getLogger("leuktui.scheduler")
+
+
+@dataclass
+class Options:
+    max_parallel: int = 1        # concurrent runs on a host without GPUs (and CPU runs beside GPUs)
+    per_gpu: int = 1             # concurrent runs per GPU (small models can share)
+    idle_timeout: float = 300.0  # exit after this long with nothing queued or running
+
+    def save(self, workspace: Workspace) -> None:
+        (workspace.home / OPTIONS_FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, workspace: Workspace) -> Options:
+        try:
+            return cls(**json.loads((workspace.home / OPTIONS_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return cls()
+
+
+def detect_gpus() -> list[int]:
+    """GPU indices: ``$LEUKTUI_GPUS`` (e.g. ``0,1``; empty for none), else NVML, else nvidia-smi."""
+    override = os.environ.get("LEUKTUI_GPUS")
+    if override is not None:
+        return [int(part) for part in override.split(",") if part.strip()]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return list(range(pynvml.nvmlDeviceGetCount()))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML library, no driver: fall through to nvidia-smi
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+            return [i for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return []
+
+
+# -- dispatch backends ------------------------------------------------------------------------------
+
+
+@dataclass
+class Handle:
+    run_id: int
+    pid: int
+    device: str
+    started: float
+    process: subprocess.Popen | None = None  # None for a worker adopted after a restart
+    term_sent: float | None = None
+    kill_sent: bool = False
+
+
+class Backend(Protocol):
+    """Where workers run. The local subprocess is the first; Slurm or torchrun can follow."""
+
+    def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle: ...
+
+    def poll(self, handle: Handle) -> int | None:
+        """The exit status once the worker has ended (-signal if killed), else None."""
+
+    def cancel(self, handle: Handle, *, force: bool = False) -> None:
+        """Ask the worker to stop after its current step; ``force`` kills it."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def is_worker_process(pid: int, run_id: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _pid_alive(pid)
+    return b"engine.worker" in argv and str(run_id).encode() in argv
+
+
+class LocalBackend:
+    """Workers as local subprocesses: an argument list (never a shell), output to the run's log."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+
+    def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle:
+        log_path = self.workspace.log_path(run_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "engine.worker", str(run_id), "--home", str(self.workspace.home)]
+        with log_path.open("ab") as output:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                env={**os.environ, **env}, start_new_session=True, close_fds=True,
+            )
+        return Handle(run_id, process.pid, device, time.time(), process)
+
+    def poll(self, handle: Handle) -> int | None:
+        if handle.process is not None:
+            return handle.process.poll()
+        return None if _pid_alive(handle.pid) else -signal.SIGKILL
+
+    def cancel(self, handle: Handle, *, force: bool = False) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
+
+
+# -- the scheduler ------------------------------------------------------------------------------------
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Scheduler:
+    workspace: Workspace
+    db: Database
+    options: Options = field(default_factory=Options)
+    backend: Backend | None = None
+    gpus: list[int] = field(default_factory=detect_gpus)
+    handles: dict[int, Handle] = field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self.backend = self.backend or LocalBackend(self.workspace)
+
+    # -- devices ----------------------------------------------------------------------------
+
+    def slots(self) -> dict[str, int]:
+        """Free capacity per device name."""
+        free = {f"cuda:{gpu}": self.options.per_gpu for gpu in self.gpus}
+        free["cpu"] = self.options.max_parallel
+        for handle in self.handles.values():
+            free[handle.device] = free.get(handle.device, 0) - 1
+        return free
+
+    def place(self, run: Run, free: dict[str, int]) -> str | None:
+        wanted = str(run.config.get("device", "auto"))
+        if wanted == "cpu" or not self.gpus:
+            return "cpu" if free["cpu"] > 0 else None
+        if wanted.startswith("cuda:"):
+            return wanted if free.get(wanted, 0) > 0 else None
+        gpu_slots = {name: n for name, n in free.items() if name != "cpu" and n > 0}
+        return max(gpu_slots, key=lambda name: (gpu_slots[name], -int(name.split(":")[1]))) if gpu_slots else None
+
+    def worker_env(self, device: str) -> dict[str, str]:
+        if device == "cpu":
+            threads = max(1, (os.cpu_count() or 1) // max(1, self.options.max_parallel))
+            env = {"LEUKTUI_DEVICE": "cpu", "LEUKTUI_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            if self.gpus:
+                env["CUDA_VISIBLE_DEVICES"] = ""
+            return env
+        return {"LEUKTUI_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": device.split(":")[1]}
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Adopt live workers of this host; runs whose process is gone become interrupted."""
+        for run in self.db.list_runs(statuses=["running"]):
+            if run.host not in (None, self.host):
+                continue  # another machine's run in a shared database
+            if run.pid and is_worker_process(run.pid, run.id):
+                self.handles[run.id] = Handle(run.id, run.pid, run.device or "cpu", run.started_at or time.time())
+                log.info("adopted run %d (pid %d)", run.id, run.pid)
+            else:
+                self.db.transition(run.id, ("running",), status="interrupted", finished_at=time.time(), pid=None,
+                                   error="the worker was gone when the scheduler started; resume to continue")
+                log.info("run %d was running without a worker: interrupted", run.id)
+
+    def reap(self) -> None:
+        for run_id, handle in list(self.handles.items()):
+            code = self.backend.poll(handle)
+            if code is None:
+                continue
+            del self.handles[run_id]
+            run = self.db.get_run(run_id)
+            if run.status != "running":
+                log.info("run %d ended: %s", run_id, run.status)
+                continue
+            now = time.time()
+            if handle.term_sent is not None:
+                self.db.transition(run_id, ("running",), status="cancelled", finished_at=now, pid=None)
+                log.info("run %d cancelled (worker ended with %s)", run_id, code)
+                continue
+            reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+            tail = log_tail(self.workspace.log_path(run_id))
+            self.db.transition(run_id, ("running",), status="failed", finished_at=now, pid=None,
+                               error=f"worker {reason}" + (f"\n{tail}" if tail else ""))
+            log.info("run %d failed: worker %s", run_id, reason)
+
+    def enforce(self) -> None:
+        """Stop cancelled runs (SIGTERM, then SIGKILL) and fail runs that stopped heartbeating."""
+        now = time.time()
+        for run in self.db.list_runs(statuses=["running"]):
+            handle = self.handles.get(run.id)
+            if handle is None:
+                continue
+            if run.cancel_requested_at and handle.term_sent is None:
+                self.backend.cancel(handle)
+                handle.term_sent = now
+                log.info("run %d: cancel requested, SIGTERM sent", run.id)
+            elif handle.term_sent is not None and not handle.kill_sent and now - handle.term_sent > CANCEL_GRACE_SECONDS:
+                self.backend.cancel(handle, force=True)
+                handle.kill_sent = True
+                log.info("run %d: no exit %.0f s after SIGTERM, SIGKILL sent", run.id, CANCEL_GRACE_SECONDS)
+            beat = run.heartbeat_at or handle.started
+            started_beating = beat > handle.started + 0.001
+            limit = HEARTBEAT_STALE_SECONDS if started_beating else STARTUP_GRACE_SECONDS
+            if handle.term_sent is None and now - max(beat, handle.started) > limit:
+                self.backend.cancel(handle, force=True)
+                del self.handles[run.id]
+                self.db.transition(run.id, ("running",), status="failed", finished_at=now, pid=None,
+                                   error=f"no heartbeat for {now - max(beat, handle.started):.0f} s; worker killed")
+                log.info("run %d failed: no heartbeat", run.id)
+
+    def dispatch(self) -> None:
+        free = self.slots()
+        for run in self.db.queue():
+            if run.status != "queued":
+                continue
+            device = self.place(run, free)
+            if device is None:
+                continue
+            now = time.time()
+            if not self.db.transition(run.id, ("queued",), status="running", device=device, host=self.host,
+                                      started_at=now, heartbeat_at=now, finished_at=None, error=None, cancel_requested_at=None):
+                continue  # cancelled or held between the read and now
+            try:
+                handle = self.backend.start(run.id, device, self.worker_env(device))
+            except OSError as exc:
+                self.db.update_run(run.id, status="failed", finished_at=time.time(), error=f"could not start the worker: {exc}")
+                continue
+            handle.started = now
+            self.handles[run.id] = handle
+            self.db.update_run(run.id, pid=handle.pid)
+            free[device] -= 1
+            log.info("run %d started on %s (pid %d)", run.id, device, handle.pid)
+
+    def tick(self) -> None:
+        self.reap()
+        self.enforce()
+        if not self.stopping:
+            self.dispatch()
+
+    def has_work(self) -> bool:
+        return bool(self.handles) or any(run.status == "queued" for run in self.db.queue())
+
+    def serve(self) -> None:
+        self.reconcile()
+        idle_since = time.time()
+        while not self.stopping:
+            self.tick()
+            if self.has_work():
+                idle_since = time.time()
+            elif time.time() - idle_since > self.options.idle_timeout:
+                log.info("idle for %.0f s; exiting", self.options.idle_timeout)
+                return
+            time.sleep(POLL_SECONDS)
+        log.info("stopping; %d worker(s) keep running and will be adopted on the next start", len(self.handles))
+
+
+# -- the single instance ------------------------------------------------------------------------------
+
+
+def lock_path(workspace: Workspace) -> Path:
+    return workspace.home / LOCK_FILE
+
+
+def running_pid(workspace: Workspace) -> int | None:
+    """The live scheduler's pid, or None. The lock, not the pid file, is the truth."""
+    path = lock_path(workspace)
+    if not path.exists():
+        return None
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
+def start_detached(workspace: Workspace, options: Options | None = None, *, wait: float = 10.0) -> int:
+    """Start the scheduler in its own session unless one is running; return its pid."""
+    pid = running_pid(workspace)
+    if pid:
+        return pid
+    workspace.ensure()
+    if options is not None:
+        options.save(workspace)
+    argv = [sys.executable, "-m", "engine.scheduler", "--home", str(workspace.home)]
+    with (workspace.home / LOG_FILE).open("ab") as output:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True, close_fds=True)
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        pid = running_pid(workspace)
+        if pid:
+            return pid
+        if process.poll() is not None:  # lost a race with another starter, or failed
+            pid = running_pid(workspace)
+            if pid:
+                return pid
+            raise RuntimeError(f"the scheduler exited at once; see {workspace.home / LOG_FILE}")
+        time.sleep(0.05)
+    raise RuntimeError(f"the scheduler did not start within {wait:.0f} s; see {workspace.home / LOG_FILE}")
+
+
+def stop(workspace: Workspace, *, wait: float = 10.0) -> int | None:
+    """Ask the running scheduler to exit; workers keep running. Returns the pid it had."""
+    pid = running_pid(workspace)
+    if not pid or pid < 0:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + wait
+    while time.time() < deadline and running_pid(workspace):
+        time.sleep(0.05)
+    return pid
+
+
+def serve(workspace: Workspace, options: Options) -> int:
+    """Run the scheduler in this process while holding the workspace lock."""
+    workspace.ensure()
+    with lock_path(workspace).open("a+") as lock:
+        # A status probe holds the lock for a moment; only a lock held for a second is a scheduler.
+        for attempt in range(20):
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 19:
+                    log.info("another scheduler holds %s; exiting", lock_path(workspace))
+                    return 0
+                time.sleep(0.05)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        scheduler = Scheduler(workspace, Database(workspace.db_url), options)
+
+        def request_stop(signum, _frame) -> None:
+            scheduler.stopping = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        log.info("scheduler %d on %s: gpus %s, max_parallel %d, per_gpu %d, idle %.0f s",
+                 os.getpid(), workspace.home, scheduler.gpus or "none", options.max_parallel, options.per_gpu, options.idle_timeout)
+        scheduler.serve()
+        lock.seek(0)
+        lock.truncate()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.scheduler", description="leuktui's queue scheduler")
+    parser.add_argument("--home", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    workspace = Workspace.resolve(args.home)
+    return serve(workspace, Options.load(workspace))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

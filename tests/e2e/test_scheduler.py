@@ -1,0 +1,223 @@
+"""The queue, the detached scheduler and its workers as real processes on a real SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import run_cli
+from db import Database, Workspace
+from engine import control, scheduler
+from engine.config import RunConfig
+from engine.synth import make_dataset
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """Enough images for several steps per epoch at a very small size."""
+    return make_dataset(tmp_path_factory.mktemp("e2e") / "cells", n_train=96, n_valid=16, n_test=8, size=16, seed=5)
+
+
+@pytest.fixture
+def home(tmp_path):
+    workspace = Workspace(tmp_path / "home").ensure()
+    yield workspace
+    pid = scheduler.running_pid(workspace)
+    if pid and pid > 0:
+        os.kill(pid, signal.SIGKILL)
+    database = Database(workspace.db_url)
+    for run in database.list_runs(statuses=["running"]):
+        if run.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.pid, signal.SIGKILL)
+    database.close()
+
+
+def config(data, **overrides) -> RunConfig:
+    values = {"data_dir": str(data), "image_size": 16, "batch_size": 8, "epochs": 2, "rotation": 0, "workers": 1, "amp": "off"}
+    values.update(overrides)
+    return RunConfig.from_dict(values)
+
+
+def start(workspace: Workspace, **options) -> int:
+    return scheduler.start_detached(workspace, scheduler.Options(**{"idle_timeout": 30, **options}))
+
+
+def test_queue_sweeps_and_queue_operations(home, small_data):
+    args = ["--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", "--no-start"]
+    out = json.loads(run_cli("queue", *args, "--grid", "model=resnet18,resnet50", "--grid", "hist_eq=false,true", "--json", home=home.home).stdout)
+    assert len(out["run_ids"]) == 4 and out["sweep_id"] == 1
+    db = Database(home.db_url)
+    sweep = db.get_sweep(1)
+    assert sweep.factors == {"model": ["resnet18", "resnet50"], "hist_eq": [False, True]}
+    combos = {(r.config["model"], r.config["hist_eq"]) for r in db.sweep_runs(1)}
+    assert combos == {("resnet18", False), ("resnet18", True), ("resnet50", False), ("resnet50", True)}
+    assert all(r.config["epochs"] == 1 and r.status == "queued" for r in db.sweep_runs(1))
+
+    first, second, third, fourth = out["run_ids"]
+    run_cli("prioritize", str(fourth), home=home.home)
+    run_cli("hold", str(second), home=home.home)
+    order = json.loads(run_cli("queue", "ls", "--json", home=home.home).stdout)["runs"]
+    assert [(r["id"], r["status"]) for r in order] == [(fourth, "queued"), (first, "queued"), (second, "held"), (third, "queued")]
+    run_cli("release", str(second), home=home.home)
+    assert "cancelled" in run_cli("cancel", str(third), home=home.home).stdout
+    run_cli("retry", str(third), "--no-start", home=home.home)
+    retried = db.list_runs()[0]
+    assert retried.parent_id == third and retried.config == db.get_run(third).config and retried.status == "queued"
+    assert scheduler.running_pid(home) is None
+
+    bad = run_cli("queue", *args, "--grid", "colour=red,blue", home=home.home, check=False)
+    assert bad.returncode == 2 and "--grid: 'colour' is not a config field" in bad.stderr
+    bad = run_cli("queue", *args, "--grid", "optimizer=adam,rmsprop", home=home.home, check=False)
+    assert bad.returncode == 2 and "rmsprop" in bad.stderr
+    nothing = run_cli("hold", str(third), home=home.home, check=False)
+    assert nothing.returncode == 1 and f"run {third} is cancelled" in nothing.stderr
+
+    db.update_run(first, status="completed")
+    again = run_cli("queue", *args, home=home.home, check=False)
+    assert again.returncode == 1 and "already completed this exact config; add --force" in again.stderr
+    assert run_cli("queue", *args, "--force", home=home.home).returncode == 0
+
+
+def test_two_gpus_two_runs_and_the_third_waits(home, small_data, monkeypatch):
+    monkeypatch.setenv("LEUKTUI_GPUS", "0,1")
+    db = Database(home.db_url)
+    runs, _ = control.queue_runs(db, config(small_data, epochs=500))
+    runs += control.queue_runs(db, config(small_data, epochs=500, seed=1))[0]
+    runs += control.queue_runs(db, config(small_data, epochs=500, seed=2))[0]
+    start(home)
+    running = wait_for(lambda: [r for r in db.list_runs(statuses=["running"])] if len(db.list_runs(statuses=["running"])) == 2 else None,
+                       60, "two runs running")
+    assert sorted(r.device for r in running) == ["cuda:0", "cuda:1"]
+    time.sleep(1.5)  # a scheduler pass or three: the third must still wait
+    assert db.get_run(runs[2].id).status == "queued"
+    visible = wait_for(lambda: all("cuda_visible_devices" in db.get_run(r.id).environment for r in running) and
+                       {r.device: db.get_run(r.id).environment["cuda_visible_devices"] for r in running}, 60, "workers started")
+    assert visible == {"cuda:0": "0", "cuda:1": "1"}
+    for run in runs:
+        control.cancel(db, run.id)
+    wait_for(lambda: all(db.get_run(r.id).status == "cancelled" for r in runs), 40, "all cancelled")
+
+
+def test_cancel_mid_run_then_resume_continues_the_same_record(home, small_data):
+    db = Database(home.db_url)
+    (run,), _ = control.queue_runs(db, config(small_data, epochs=8))
+    start(home)
+    wait_for(lambda: db.get_run(run.id).epochs_done >= 1, 90, "first epoch")
+    assert control.cancel(db, run.id) == "cancelling"
+    wait_for(lambda: db.get_run(run.id).status == "cancelled", 30, "cancelled")
+    done_before = db.get_run(run.id).epochs_done
+    assert done_before < 8, "the cancel arrived after the run ended"
+    assert "stopped on request" in home.log_path(run.id).read_text()
+
+    control.resume(db, run.id)
+    wait_for(lambda: db.get_run(run.id).status == "completed", 120, "resumed run completes")
+    steps_per_epoch = 96 // 8
+    assert [e.epoch for e in db.epochs(run.id)] == list(range(1, 9))
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, 8 * steps_per_epoch + 1))
+    assert [e.step for e in db.epochs(run.id)] == [steps_per_epoch * i for i in range(1, 9)]
+    assert "resume=True" in home.log_path(run.id).read_text()
+
+
+def test_a_killed_worker_is_failed_within_15_seconds(home, small_data):
+    db = Database(home.db_url)
+    (run,), _ = control.queue_runs(db, config(small_data, epochs=500))
+    start(home)
+    pid = wait_for(lambda: db.get_run(run.id).epochs_done >= 1 and db.get_run(run.id).pid, 90, "worker training")
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    wait_for(lambda: db.get_run(run.id).status == "failed", 15, "run failed")
+    assert time.time() - killed_at < 15
+    assert "SIGKILL" in db.get_run(run.id).error
+
+
+def test_a_killed_scheduler_is_reconciled_on_restart(home, small_data):
+    db = Database(home.db_url)
+    (run,), _ = control.queue_runs(db, config(small_data, epochs=500))
+    first = start(home)
+    worker = wait_for(lambda: db.get_run(run.id).pid, 60, "worker started")
+    os.kill(first, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)  # as if the machine had gone down
+    wait_for(lambda: scheduler.running_pid(home) is None, 10, "scheduler gone")
+    assert db.get_run(run.id).status == "running"
+    second = start(home)
+    assert second != first
+    wait_for(lambda: db.get_run(run.id).status == "interrupted", 10, "reconciled to interrupted")
+    assert "resume" in db.get_run(run.id).error
+
+
+def test_the_scheduler_outlives_the_command_that_started_it(home, small_data):
+    result = run_cli("queue", "--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", home=home.home)
+    assert "queued run 1" in result.stdout
+    pid = scheduler.running_pid(home)
+    assert pid and pid > 0
+    assert os.getsid(pid) != os.getsid(0), "detached into its own session"
+    db = Database(home.db_url)
+    wait_for(lambda: db.get_run(1).status == "completed", 120, "the run completes with the CLI long gone")
+    status = json.loads(run_cli("scheduler", "status", "--json", home=home.home).stdout)
+    assert status["running"] and status["pid"] == pid
+    run_cli("scheduler", "stop", home=home.home)
+    wait_for(lambda: scheduler.running_pid(home) is None, 10, "scheduler stopped")
+
+
+def test_idle_scheduler_exits_by_itself(home):
+    pid = start(home, idle_timeout=1)
+    assert pid > 0
+    wait_for(lambda: scheduler.running_pid(home) is None, 15, "idle exit")
+
+
+def test_four_concurrent_runs_and_a_reader_lose_no_rows(home, small_data):
+    db = Database(home.db_url)
+    runs = [control.queue_runs(db, config(small_data, epochs=3, seed=seed))[0][0] for seed in range(4)]
+    start(home, max_parallel=4)
+    reader_errors: list[Exception] = []
+    polls = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal polls
+        reader_db = Database(home.db_url)
+        while not stop.is_set():
+            try:
+                for run in reader_db.list_runs():
+                    reader_db.epochs(run.id)
+                    reader_db.steps(run.id, after=max(0, run.last_step - 50))
+                polls += 1
+            except Exception as exc:  # any error here would reach a user of the app
+                reader_errors.append(exc)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        seen_parallel = wait_for(lambda: len(db.list_runs(statuses=["running"])) == 4, 60, "four runs at once")
+        assert seen_parallel
+        wait_for(lambda: all(db.get_run(r.id).status in ("completed", "failed") for r in runs), 240, "all four finish")
+    finally:
+        stop.set()
+        thread.join()
+    assert not reader_errors, reader_errors[:3]
+    assert polls > 10
+    steps_per_epoch = 96 // 8
+    for run in runs:
+        record = db.get_run(run.id)
+        assert record.status == "completed", record.error
+        assert [e.epoch for e in db.epochs(run.id)] == [1, 2, 3]
+        assert [s for s, _ in db.steps(run.id)] == list(range(1, 3 * steps_per_epoch + 1))
+        assert db.count_steps(run.id) == 3 * steps_per_epoch
