@@ -127,6 +127,7 @@ class Database:
             parent_id=parent_id,
             priority=0,
             created_at=time.time(),
+            updated_at=time.time(),
             notes=notes,
             tags=list(tags),
             environment={},
@@ -154,17 +155,61 @@ class Database:
             return list(session.scalars(query))
 
     def update_run(self, run_id: int, **values: Any) -> None:
+        values.setdefault("updated_at", time.time())
         result = self.write(lambda session: session.execute(update(Run).where(Run.id == run_id).values(**values)))
         if result.rowcount == 0:
             raise NotFound(f"run {run_id}: no such run")
 
     def transition(self, run_id: int, from_statuses: Sequence[str], **values: Any) -> bool:
         """Change a run only if its status is one of ``from_statuses`` (compare-and-set)."""
+        values.setdefault("updated_at", time.time())
         query = update(Run).where(Run.id == run_id, Run.status.in_(list(from_statuses))).values(**values)
         return self.write(lambda session: session.execute(query)).rowcount == 1
 
     def heartbeat(self, run_id: int) -> None:
-        self.update_run(run_id, heartbeat_at=time.time())
+        self.update_run(run_id, heartbeat_at=time.time(), updated_at=Run.updated_at)
+
+    def runs_changed_since(self, since: float) -> list[Run]:
+        """Runs created or changed after ``since`` (the app's incremental poll)."""
+        query = select(Run).where(Run.updated_at > since).order_by(Run.id)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def run_ids(self) -> set[int]:
+        with self.session() as session:
+            return set(session.scalars(select(Run.id)))
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run and its epochs, steps, evaluations and predictions (not its files)."""
+        def work(session: Session) -> int:
+            evaluations = select(Evaluation.id).where(Evaluation.run_id == run_id)
+            session.execute(delete(Prediction).where(Prediction.evaluation_id.in_(evaluations)))
+            session.execute(delete(Evaluation).where(Evaluation.run_id == run_id))
+            session.execute(delete(Epoch).where(Epoch.run_id == run_id))
+            session.execute(delete(StepMetric).where(StepMetric.run_id == run_id))
+            session.execute(update(Run).where(Run.parent_id == run_id).values(parent_id=None))
+            return session.execute(delete(Run).where(Run.id == run_id)).rowcount
+
+        if self.write(work) == 0:
+            raise NotFound(f"run {run_id}: no such run")
+
+    def epochs_of(self, run_ids: Sequence[int]) -> dict[int, list[Epoch]]:
+        query = select(Epoch).where(Epoch.run_id.in_(list(run_ids))).order_by(Epoch.run_id, Epoch.epoch)
+        out: dict[int, list[Epoch]] = {run_id: [] for run_id in run_ids}
+        with self.session() as session:
+            for epoch in session.scalars(query):
+                out[epoch.run_id].append(epoch)
+        return out
+
+    def evaluations_of(self, run_ids: Sequence[int]) -> list[Evaluation]:
+        query = select(Evaluation).where(Evaluation.run_id.in_(list(run_ids))).order_by(Evaluation.id)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def runs_by_id(self, run_ids: Sequence[int]) -> list[Run]:
+        query = select(Run).where(Run.id.in_(list(run_ids))).order_by(Run.id)
+        with self.session() as session:
+            return list(session.scalars(query))
 
     def runs_with_config(self, config_hash: str, status: str | None = None) -> list[Run]:
         query = select(Run).where(Run.config_hash == config_hash)
@@ -183,7 +228,7 @@ class Database:
         row = {key: metrics.get(key) for key in EPOCH_FIELDS}
         row["confusion"] = row["confusion"] or [[0, 0], [0, 0]]
         now = time.time()
-        values: dict[str, Any] = {"epochs_done": epoch, "last_step": step, "heartbeat_at": now}
+        values: dict[str, Any] = {"epochs_done": epoch, "last_step": step, "heartbeat_at": now, "updated_at": now}
         if best is not None:
             values.update(
                 best_epoch=best["epoch"],
@@ -230,7 +275,7 @@ class Database:
         def work(session: Session) -> None:
             session.execute(delete(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > epoch))
             session.execute(delete(StepMetric).where(StepMetric.run_id == run_id, StepMetric.step > step))
-            session.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch, last_step=step))
+            session.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch, last_step=step, updated_at=time.time()))
 
         self.write(work)
 
@@ -329,7 +374,7 @@ class Database:
         def work(session: Session) -> int:
             top = session.scalar(select(func.max(Run.priority)).where(Run.status.in_(WAITING_STATUSES))) or 0
             return session.execute(
-                update(Run).where(Run.id == run_id, Run.status.in_(WAITING_STATUSES)).values(priority=top + 1)
+                update(Run).where(Run.id == run_id, Run.status.in_(WAITING_STATUSES)).values(priority=top + 1, updated_at=time.time())
             ).rowcount
 
         if self.write(work) == 0:

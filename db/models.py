@@ -46,6 +46,8 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[float] = mapped_column(Float)
+    # Bumped by every change the app shows (not by heartbeats), so polling reads only changes.
+    updated_at: Mapped[float] = mapped_column(Float, index=True, server_default="0")
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)

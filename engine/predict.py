@@ -67,7 +67,7 @@ def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: 
     return LoadedRun(config, model, torch_device, int(state["epoch"]))
 
 
-def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int], None] | None) -> np.ndarray:
+def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
     images = decode_images(
         split.samples, Preprocess.from_config(loaded.config), cache_dir=workspace.cache_dir, workers=loaded.config.workers
     )
@@ -83,7 +83,7 @@ def evaluate_run(
     tta: str = "single",
     checkpoint: str = "best",
     split: str = "valid",
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[Evaluation, dict[str, Any]]:
     """Score a checkpoint on a labelled split without retraining; record it and its predictions."""
     mode = tta_mode(tta)
@@ -135,7 +135,7 @@ def export_submission(
     tta: str = "none",
     checkpoint: str = "best",
     proba: bool = False,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, int]:
     """Write ``ID,label`` (plus ``prob_all`` with ``proba``) in the test CSV's row order.
 

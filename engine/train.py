@@ -243,9 +243,12 @@ def predict_probabilities(
     precision: Precision,
     *,
     mode: str | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """P(ALL) per image, averaged over the test-time views of ``mode`` (default: the config's)."""
+    """P(ALL) per image, averaged over the test-time views of ``mode`` (default: the config's).
+
+    ``on_batch(done, total)`` reports progress in batches.
+    """
     model.eval()
     mode = mode or config.eval_mode
     transform = BatchTransform.for_eval(config)
@@ -262,7 +265,7 @@ def predict_probabilities(
                 total += probability_of_all(model(view), config.loss)
         out.append(total / len(views))
         if on_batch:
-            on_batch(index)
+            on_batch(index, len(batches))
     if not out:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(out).double().cpu().numpy()

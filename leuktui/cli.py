@@ -1,4 +1,4 @@
-"""The ``leuktui`` command line.
+"""The ``leuktui`` command line; with no command it opens the terminal app.
 
 Commands that neither train nor predict (``ls``, ``show``, ``score``, ``data check``) never import
 torch: the heavy modules are imported inside the commands that need them.
@@ -87,6 +87,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Experiment manager for leukemia cell classification (C-NMC 2019).")
     parser.add_argument("--home", help="workspace folder (default: $LEUKTUI_HOME or ./leuktui-home)")
+    parser.add_argument("--no-scheduler", action="store_true", help="open the app without starting the scheduler")
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train a run in the foreground and record it")
@@ -535,6 +536,15 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 # -- entry point --------------------------------------------------------------------------------------
 
 
+def open_app(args: argparse.Namespace) -> int:
+    """``leuktui`` with no command: the terminal app on the workspace."""
+    from leuktui.app import LeuktuiApp
+
+    workspace = Workspace.resolve(args.home).ensure()
+    LeuktuiApp(workspace, start_scheduler=not args.no_scheduler).run()
+    return 0
+
+
 def fail(message: str, status: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
@@ -545,8 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
-            return 0
+            return open_app(args)
         return args.handler(args)
     except UsageError as exc:
         return fail(str(exc), 2)

@@ -1,0 +1,187 @@
+"""The leuktui terminal app: runs, live charts, compare, ablation, queue and export by keyboard.
+
+Nothing here waits on SQLite or torch on the event loop: a thread worker polls the database for
+runs changed since its last look and posts messages; actions that touch the database or torch
+run in thread workers too. torch is imported only by the export and evaluate actions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.worker import get_current_worker
+
+from db import Database, NotFound, Workspace
+from db.models import Run
+from engine.errors import UserError
+
+POLL_SECONDS = 0.5
+FULL_CHECK_EVERY = 20  # polls between checks for runs deleted by another process
+
+
+@dataclass
+class RunsUpdated(Message):
+    """Runs created or changed since the last poll, and ids that disappeared."""
+
+    changed: list[Run]
+    removed: set[int] = field(default_factory=set)
+    initial: bool = False
+
+
+class LeuktuiApp(App):
+    CSS_PATH = "leuktui.tcss"
+    TITLE = "leuktui"
+    SUB_TITLE = "leukemia cell classification experiments"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("w", "queue_screen", "Queue", id="queue"),
+    ]
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        start_scheduler: bool = True,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = POLL_SECONDS,
+    ):
+        super().__init__()
+        self.workspace = workspace
+        self.db = Database(workspace.db_url)
+        self.start_scheduler = start_scheduler
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.runs: dict[int, Run] = {}
+        self.loaded = False
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        from leuktui.screens.runs import RunsScreen
+
+        self._load_keymap()
+        self.push_screen(RunsScreen())
+        self.poll_runs()
+        if self.start_scheduler:
+            self.ensure_scheduler()
+
+    def _load_keymap(self) -> None:
+        """``keymap.json`` in the workspace maps binding ids to keys, e.g. {"new-run": "N"}."""
+        path = self.workspace.home / "keymap.json"
+        if path.is_file():
+            try:
+                self.set_keymap(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                self.notify(f"{path}: not a keymap ({exc})", severity="error")
+
+    @work(thread=True, group="scheduler", exit_on_error=False)
+    def ensure_scheduler(self) -> None:
+        from engine.scheduler import start_detached
+
+        try:
+            start_detached(self.workspace)
+        except (OSError, RuntimeError) as exc:
+            self.call_from_thread(self.notify, f"scheduler not started: {exc}", severity="error")
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def poll_runs(self) -> None:
+        worker = get_current_worker()
+        since = 0.0
+        polls = 0
+        known: set[int] = set()
+        while not worker.is_cancelled:
+            started = time.time()
+            try:
+                changed = self.db.runs_changed_since(since)
+                removed: set[int] = set()
+                polls += 1
+                if polls % FULL_CHECK_EVERY == 0 and known:
+                    removed = known - self.db.run_ids()
+                if changed or removed or polls == 1:
+                    since = max([since, *(run.updated_at for run in changed)])
+                    known |= {run.id for run in changed}
+                    known -= removed
+                    self.post_message(RunsUpdated(changed, removed, initial=polls == 1))
+            except Exception as exc:  # a locked or vanished database must not end the poll
+                self.post_message(PollFailed(str(exc)))
+            elapsed = time.time() - started
+            time.sleep(max(0.05, self.poll_seconds - elapsed))
+
+    def on_runs_updated(self, message: RunsUpdated) -> None:
+        for run in message.changed:
+            self.runs[run.id] = run
+        for run_id in message.removed:
+            self.runs.pop(run_id, None)
+        self.loaded = True
+        for screen in self.screen_stack:
+            if hasattr(screen, "runs_updated"):
+                screen.runs_updated(message)
+
+    def on_poll_failed(self, message: PollFailed) -> None:
+        self.notify(f"database: {message.error}", severity="error", timeout=4)
+
+    # -- shared helpers -------------------------------------------------------------------
+
+    def run_task(self, label: str, task: Callable[[], Any], *, done: Callable[[Any], None] | None = None) -> None:
+        """Run ``task`` in a thread; a user error becomes a notification, never a crash."""
+        self._run_task(label, task, done)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _run_task(self, label: str, task: Callable[[], Any], done: Callable[[Any], None] | None) -> None:
+        try:
+            result = task()
+        except (UserError, NotFound) as exc:
+            self.call_from_thread(self.notify, str(exc), title=label, severity="error", timeout=6)
+            return
+        except Exception as exc:
+            self.call_from_thread(self.notify, f"{exc.__class__.__name__}: {exc}", title=f"{label} failed", severity="error", timeout=8)
+            raise
+        if done is not None:
+            self.call_from_thread(done, result)
+
+    def sorted_runs(self) -> list[Run]:
+        return sorted(self.runs.values(), key=lambda run: run.id, reverse=True)
+
+    # -- screens --------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        from leuktui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_queue_screen(self) -> None:
+        from leuktui.screens.queue import QueueScreen
+
+        if not isinstance(self.screen, QueueScreen):
+            self.push_screen(QueueScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every key binding of the screen and the app is also in the command palette."""
+        yield from super().get_system_commands(screen)
+        seen = set()
+        for owner in (screen, self):
+            for binding in getattr(owner, "BINDINGS", []):
+                if not isinstance(binding, Binding) or not binding.description or binding.action in seen:
+                    continue
+                seen.add(binding.action)
+                key = binding.key_display or binding.key
+                yield SystemCommand(
+                    binding.description, f"{binding.description} ({key})",
+                    lambda owner=owner, action=binding.action: owner.run_action(action),
+                )
+
+
+@dataclass
+class PollFailed(Message):
+    error: str

@@ -1,0 +1,77 @@
+"""Compare marked runs: validation curves overlaid, best/final metrics, and the config diff."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from leuktui.formatting import number, percent
+from leuktui.widgets.charts import MetricChart
+
+
+def config_diff(configs: dict[int, dict]) -> list[tuple[str, list]]:
+    """Fields whose values differ between the runs, each with the values in run order."""
+    keys = sorted({key for config in configs.values() for key in config})
+    rows = []
+    for key in keys:
+        values = [config.get(key) for config in configs.values()]
+        if len({repr(v) for v in values}) > 1:
+            rows.append((key, values))
+    return rows
+
+
+class CompareScreen(Screen):
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="compare-back")]
+
+    def __init__(self, run_ids: list[int]) -> None:
+        super().__init__()
+        self.run_ids = run_ids
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"Comparing runs {', '.join(map(str, self.run_ids))}", id="compare-title")
+        with Vertical():
+            with Horizontal(classes="chart-row"):
+                yield MetricChart("validation accuracy", id="compare-acc")
+                yield MetricChart("validation loss", id="compare-loss")
+            with Horizontal(id="compare-tables"):
+                yield DataTable(id="compare-metrics", cursor_type="row")
+                yield DataTable(id="compare-diff", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def load(self) -> None:
+        runs = self.app.db.runs_by_id(self.run_ids)
+        epochs = self.app.db.epochs_of(self.run_ids)
+        self.app.call_from_thread(self.show, runs, epochs)
+
+    def show(self, runs, epochs) -> None:
+        label = {run.id: f"{run.id} {run.model.split(':')[-1]}" for run in runs}
+        self.query_one("#compare-acc", MetricChart).replot(
+            [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_acc or 0 for e in epochs[r.id]]) for r in runs]
+        )
+        self.query_one("#compare-loss", MetricChart).replot(
+            [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_loss or 0 for e in epochs[r.id]]) for r in runs]
+        )
+        metrics = self.query_one("#compare-metrics", DataTable)
+        metrics.clear(columns=True)
+        metrics.add_columns("run", "status", "best ep", "best acc", "F1", "AUC", "final acc", "img/s")
+        for run in runs:
+            last = epochs[run.id][-1] if epochs[run.id] else None
+            metrics.add_row(label[run.id], run.status, str(run.best_epoch or "-"), percent(run.best_val_acc), number(run.best_val_f1),
+                            number(run.best_val_auc), percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1))
+        diff = self.query_one("#compare-diff", DataTable)
+        diff.clear(columns=True)
+        diff.add_columns("config", *(label[r.id] for r in runs))
+        rows = config_diff({run.id: run.config for run in runs})
+        for key, values in rows:
+            diff.add_row(key, *(str(v) for v in values))
+        if not rows:
+            diff.add_row("(identical configs)", *("" for _ in runs))

@@ -1,0 +1,74 @@
+"""Small modal dialogs: confirm, and a run's tags and notes."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static, TextArea
+
+from db.models import Run
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "dismiss(False)", "No", id="confirm-no"), Binding("y", "dismiss(True)", "Yes", id="confirm-yes")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-title")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (esc)", id="no")
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+
+class TagsScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "dismiss", "Cancel", id="tags-cancel"), Binding("ctrl+s", "save", "Save", id="tags-save")]
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"Tags and notes of run {self.run.id} ({self.run.name})", classes="dialog-title")
+            yield Label("tags (comma-separated)")
+            yield Input(value=", ".join(self.run.tags), id="tags-input")
+            yield Label("notes")
+            yield TextArea(self.run.notes or "", id="notes-input")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save (ctrl+s)", variant="primary", id="tags-save")
+                yield Button("Cancel", id="tags-cancel")
+
+    @on(Button.Pressed, "#tags-save")
+    def _save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#tags-cancel")
+    def _cancel(self) -> None:
+        self.dismiss()
+
+    @on(Input.Submitted, "#tags-input")
+    def _submitted(self) -> None:
+        self.action_save()
+
+    def action_save(self) -> None:
+        tags = [t.strip() for t in self.query_one("#tags-input", Input).value.split(",") if t.strip()]
+        notes = self.query_one("#notes-input", TextArea).text
+        run_id = self.run.id
+        self.app.run_task("tags", lambda: self.app.db.update_run(run_id, tags=tags, notes=notes),
+                          done=lambda _r: self.notify(f"run {run_id}: tags and notes saved"))
+        self.dismiss()

@@ -1,0 +1,163 @@
+"""New run / new sweep: a form for every config field, validated inline by the config object."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+
+from db.models import Run
+from engine.config import ConfigError, RunConfig
+from engine.control import expand, parse_grid, queue_runs
+
+DEMO_DATA = Path("data/demo")
+# On a machine without GPUs the form starts from a run that trains in about a minute.
+CPU_DEFAULTS = {"image_size": 64, "epochs": 6, "scheduler": "cosine", "batch_size": 32}
+
+
+def form_defaults(base: Run | None, has_gpu: bool) -> RunConfig:
+    if base is not None:
+        try:
+            return RunConfig.from_dict(base.config)
+        except ConfigError:
+            pass
+    values: dict[str, Any] = {} if has_gpu else dict(CPU_DEFAULTS)
+    if DEMO_DATA.is_dir():
+        values["data_dir"] = str(DEMO_DATA.resolve())
+    return RunConfig.from_dict(values)
+
+
+class NewRunScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+s", "submit", "Queue", id="submit"),
+        Binding("escape", "app.pop_screen", "Cancel", id="cancel-form"),
+    ]
+
+    def __init__(self, *, sweep: bool = False, base: Run | None = None, has_gpu: bool | None = None) -> None:
+        super().__init__()
+        self.sweep = sweep
+        if has_gpu is None:
+            from engine.scheduler import detect_gpus
+
+            has_gpu = bool(detect_gpus())
+        self.defaults = form_defaults(base, has_gpu)
+        self.valid: RunConfig | None = self.defaults
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        title = "New sweep: a base config and factors (FIELD=V1,V2; FIELD=…)" if self.sweep else "New run"
+        yield Static(title, id="form-title")
+        with VerticalScroll(id="form"):
+            with Horizontal(classes="form-row"):
+                yield Label("name", classes="form-label")
+                yield Input(placeholder="made from the config if empty", id="meta-name")
+            with Horizontal(classes="form-row"):
+                yield Label("tags", classes="form-label")
+                yield Input(placeholder="comma-separated", id="meta-tags")
+            if self.sweep:
+                with Horizontal(classes="form-row"):
+                    yield Label("factors", classes="form-label")
+                    yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors")
+            for f in dataclasses.fields(RunConfig):
+                value = getattr(self.defaults, f.name)
+                with Horizontal(classes="form-row"):
+                    yield Label(f.name, classes="form-label")
+                    if isinstance(value, bool):
+                        yield Switch(value=value, id=f"field-{f.name}")
+                    elif "choices" in f.metadata:
+                        yield Select([(c, c) for c in f.metadata["choices"]], value=value, allow_blank=False, id=f"field-{f.name}")
+                    else:
+                        yield Input(value="" if value is None else str(value), id=f"field-{f.name}", tooltip=f.metadata.get("help"))
+                yield Static("", id=f"error-{f.name}", classes="form-error")
+        with Horizontal(id="form-buttons"):
+            yield Static("", id="form-summary")
+            yield Button("Queue (ctrl+s)", variant="primary", id="submit")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.validate_form()
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(RunConfig):
+            widget = self.query_one(f"#field-{f.name}")
+            out[f.name] = widget.value
+        return out
+
+    def validate_form(self) -> RunConfig | None:
+        for error in self.query(".form-error"):
+            error.update("")
+            error.display = False
+        summary = self.query_one("#form-summary", Static)
+        try:
+            config = RunConfig.from_dict(self.values())
+        except ConfigError as exc:
+            self._show_error(exc.field, exc.message)
+            summary.update("fix the field marked in red")
+            self.valid = None
+            return None
+        count = 1
+        if self.sweep:
+            try:
+                grid = parse_grid([part for part in self.query_one("#meta-factors", Input).value.split(";") if part.strip()])
+                count = len(expand(config, grid).configs)
+            except ConfigError as exc:
+                self._show_error(exc.field, exc.message)
+                summary.update("fix the factors")
+                self.valid = None
+                return None
+        data = Path(config.data_dir)
+        warning = "" if (data / "train.csv").is_file() or (data / "fold_0").is_dir() else f"  (no dataset at {data} yet)"
+        summary.update(f"will queue {count} run{'s' if count != 1 else ''}{warning}")
+        self.valid = config
+        return config
+
+    def _show_error(self, field_name: str, message: str) -> None:
+        target = field_name if field_name in RunConfig.field_names() else None
+        if target is None:
+            self.notify(message, title=field_name, severity="error")
+            return
+        error = self.query_one(f"#error-{target}", Static)
+        error.update(f"↑ {message}")
+        error.display = True
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _changed(self) -> None:
+        self.validate_form()
+
+    @on(Button.Pressed, "#submit")
+    def _pressed(self) -> None:
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        config = self.validate_form()
+        if config is None:
+            self.notify("the form has an error", severity="error")
+            return
+        name = self.query_one("#meta-name", Input).value.strip() or None
+        tags = [t.strip() for t in self.query_one("#meta-tags", Input).value.split(",") if t.strip()]
+        grid = None
+        if self.sweep:
+            grid = parse_grid([part for part in self.query_one("#meta-factors", Input).value.split(";") if part.strip()])
+
+        def submit():
+            return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags)
+
+        self.app.run_task("queue", submit, done=self._queued)
+
+    def _queued(self, result) -> None:
+        runs, sweep = result
+        what = f"sweep {sweep.id}: {len(runs)} runs" if sweep else f"run {runs[0].id} {runs[0].name}"
+        self.notify(f"queued {what}")
+        if self.app.start_scheduler:
+            self.app.ensure_scheduler()
+        self.app.pop_screen()

@@ -1,0 +1,96 @@
+"""The queue: running and waiting work in order, its devices, and the machine's load."""
+
+from __future__ import annotations
+
+import time
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import get_current_worker
+
+from engine import control
+from leuktui.formatting import age
+from leuktui.screens.runs import progress_cell, status_cell
+from leuktui.widgets.device_strip import DeviceStrip
+
+
+class QueueScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="queue-back"),
+        Binding("h", "hold", "Hold", id="hold"),
+        Binding("u", "release", "Release", id="release"),
+        Binding("p", "prioritize", "To front", id="prioritize"),
+        Binding("x", "cancel_run", "Cancel", id="queue-cancel"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DeviceStrip(id="devices")
+        yield Static("", id="scheduler-state")
+        yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#queue", DataTable)
+        for key in ("#", "id", "name", "status", "device", "epoch", "priority", "age"):
+            table.add_column(key, key=key)
+        table.focus()
+        self.poll()
+
+    @work(thread=True, exclusive=True, group="queue-poll", exit_on_error=False)
+    def poll(self) -> None:
+        from engine.scheduler import running_pid
+
+        worker = get_current_worker()
+        strip = self.query_one("#devices", DeviceStrip)
+        while not worker.is_cancelled:
+            try:
+                runs = self.app.db.queue()
+                pid = running_pid(self.app.workspace)
+                devices = strip.sample()
+                self.app.call_from_thread(self.show, runs, pid, devices)
+            except Exception as exc:  # shown, then tried again
+                self.app.call_from_thread(self.notify, str(exc), severity="error")
+            time.sleep(1.0)
+
+    def show(self, runs, pid, devices) -> None:
+        self.query_one("#devices", DeviceStrip).update(devices)
+        self.query_one("#scheduler-state", Static).update(
+            f"scheduler running (pid {pid})" if pid else "scheduler not running — it starts when work is queued"
+        )
+        table = self.query_one("#queue", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for position, run in enumerate(runs, start=1):
+            table.add_row(str(position), str(run.id), run.name, status_cell(run), run.device or "-", progress_cell(run),
+                          str(run.priority), age(run.created_at, self.app.clock()), key=str(run.id))
+        if runs:
+            table.move_cursor(row=min(cursor, len(runs) - 1))
+
+    def current(self) -> int | None:
+        table = self.query_one("#queue", DataTable)
+        if not table.row_count:
+            return None
+        return int(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _operate(self, name: str) -> None:
+        run_id = self.current()
+        if run_id is None:
+            return
+        operation = getattr(control, name)
+        self.app.run_task(name, lambda: operation(self.app.db, run_id), done=lambda _r: self.notify(f"run {run_id}: {name}"))
+
+    def action_hold(self) -> None:
+        self._operate("hold")
+
+    def action_release(self) -> None:
+        self._operate("release")
+
+    def action_prioritize(self) -> None:
+        self._operate("prioritize")
+
+    def action_cancel_run(self) -> None:
+        self._operate("cancel")

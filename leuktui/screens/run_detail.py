@@ -1,0 +1,279 @@
+"""Run detail: live loss/accuracy charts, the confusion matrix, evaluations, config, log, timing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from db.models import Epoch, Evaluation, Run
+from leuktui.formatting import number, percent
+from leuktui.screens.runs import status_cell
+from leuktui.widgets.charts import MetricChart
+from leuktui.widgets.confusion import ConfusionMatrix
+
+LOG_TAIL_BYTES = 32_768
+REDRAW_SECONDS = 0.3
+
+
+@dataclass
+class DetailData(Message):
+    """What changed for the open run since the last poll."""
+
+    run: Run
+    epochs: list[Epoch] = field(default_factory=list)
+    steps: list[tuple[int, float]] = field(default_factory=list)
+    evaluations: list[Evaluation] | None = None
+    log_lines: list[str] = field(default_factory=list)
+    reset: bool = False
+
+
+def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
+    total = int(run.config.get("epochs") or 0)
+    if run.status != "running" or not epochs:
+        return "-"
+    seconds = sum(e.seconds or 0 for e in epochs[-3:]) / len(epochs[-3:])
+    remaining = max(0, total - run.epochs_done) * seconds
+    minutes, secs = divmod(int(remaining), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class RunDetailScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="back"),
+        Binding("left_square_bracket", "previous_source", "Prev matrix", key_display="[", id="prev-matrix"),
+        Binding("right_square_bracket", "next_source", "Next matrix", key_display="]", id="next-matrix"),
+        Binding("v", "evaluate", "Eval 5/10-crop", id="evaluate"),
+        Binding("e", "export", "Export", id="detail-export"),
+        Binding("x", "cancel_run", "Cancel", id="detail-cancel"),
+    ]
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.run: Run | None = None
+        self.epochs: list[Epoch] = []
+        self.steps: list[tuple[int, float]] = []
+        self.evaluations: list[Evaluation] = []
+        self.source_index = -1  # -1: follow the newest epoch
+        self._dirty = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="detail-head")
+        with TabbedContent(id="detail-tabs"):
+            with TabPane("Charts", id="tab-charts"), Vertical():
+                with Horizontal(classes="chart-row"):
+                    yield MetricChart("loss per epoch", id="chart-loss")
+                    yield MetricChart("accuracy per epoch", id="chart-acc")
+                yield MetricChart("training loss per step", x_label="step", id="chart-steps")
+            with TabPane("Confusion", id="tab-confusion"):
+                yield ConfusionMatrix(id="confusion")
+            with TabPane("Evaluations", id="tab-evaluations"):
+                yield DataTable(id="evaluations", cursor_type="row")
+            with TabPane("Config", id="tab-config"):
+                yield Static("", id="config")
+            with TabPane("Log", id="tab-log"):
+                yield Log(id="log", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#evaluations", DataTable)
+        for label in ("id", "checkpoint", "epoch", "split", "tta", "n", "acc", "sens", "spec", "F1", "AUC", "file"):
+            table.add_column(label)
+        self.set_interval(REDRAW_SECONDS, self._redraw_if_dirty)
+        self.poll()
+
+    @work(thread=True, exclusive=True, group="detail-poll", exit_on_error=False)
+    def poll(self) -> None:
+        worker = get_current_worker()
+        db = self.app.db
+        last_epoch, last_step, evaluation_count, log_offset = 0, 0, -1, None
+        log_path = self.app.workspace.log_path(self.run_id)
+        first = True
+        while not worker.is_cancelled:
+            try:
+                run = db.get_run(self.run_id)
+            except Exception:
+                time.sleep(self.app.poll_seconds)
+                continue
+            reset = run.epochs_done < last_epoch  # resumed from an earlier checkpoint
+            if reset:
+                last_epoch, last_step = 0, 0
+            epochs = db.epochs(self.run_id, after=last_epoch)
+            steps = db.steps(self.run_id, after=last_step)
+            evaluations = db.evaluations(self.run_id)
+            lines: list[str] = []
+            try:
+                size = log_path.stat().st_size
+                if log_offset is None:
+                    log_offset = max(0, size - LOG_TAIL_BYTES)
+                if size > log_offset:
+                    with log_path.open("rb") as handle:
+                        handle.seek(log_offset)
+                        chunk = handle.read(size - log_offset)
+                    cut = chunk.rfind(b"\n") + 1
+                    log_offset += cut
+                    lines = chunk[:cut].decode("utf-8", "replace").splitlines()
+            except OSError:
+                pass
+            changed_evaluations = evaluations if len(evaluations) != evaluation_count else None
+            if first or reset or epochs or steps or lines or changed_evaluations is not None or run.updated_at != getattr(self.run, "updated_at", None):
+                self.post_message(DetailData(run, epochs, steps, changed_evaluations, lines, reset or first))
+            first = False
+            if epochs:
+                last_epoch = epochs[-1].epoch
+            if steps:
+                last_step = steps[-1][0]
+            evaluation_count = len(evaluations)
+            time.sleep(self.app.poll_seconds)
+
+    def on_detail_data(self, message: DetailData) -> None:
+        self.run = message.run
+        if message.reset:
+            self.epochs, self.steps = [], []
+        self.epochs.extend(message.epochs)
+        self.steps.extend(message.steps)
+        if message.evaluations is not None:
+            self.evaluations = message.evaluations
+            self._fill_evaluations()
+        if message.log_lines:
+            self.query_one("#log", Log).write_lines(message.log_lines)
+        if message.reset:
+            self._fill_config()
+        self._update_head()
+        if message.epochs or message.steps or message.reset:
+            self._dirty = True
+        if message.epochs or message.evaluations is not None or message.reset:
+            self._show_confusion()
+
+    def _redraw_if_dirty(self) -> None:
+        """Charts redraw at most a few times a second, however fast rows arrive."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        xs = [e.epoch for e in self.epochs]
+        with self.app.batch_update():
+            self.query_one("#chart-loss", MetricChart).replot([
+                ("train", xs, [e.train_loss or 0 for e in self.epochs]),
+                ("val", xs, [e.val_loss or 0 for e in self.epochs]),
+            ])
+            self.query_one("#chart-acc", MetricChart).replot([
+                ("train", xs, [e.train_acc or 0 for e in self.epochs]),
+                ("val", xs, [e.val_acc or 0 for e in self.epochs]),
+            ])
+            self.query_one("#chart-steps", MetricChart).replot([("loss", [s for s, _ in self.steps], [v for _, v in self.steps])])
+
+    def _update_head(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        last = self.epochs[-1] if self.epochs else None
+        speed = f"{last.images_per_s:.0f} img/s" if last and last.images_per_s else "- img/s"
+        text = Text.assemble(
+            (f"run {run.id} ", "bold"), f"{run.name}  ", status_cell(run),
+            f"  epoch {run.epochs_done}/{run.config.get('epochs')}  {speed}  ETA {eta_text(run, self.epochs, self.app.clock())}",
+            f"  best {percent(run.best_val_acc)} (epoch {run.best_epoch or '-'})  device {run.device or '-'}",
+        )
+        if run.error:
+            text.append(f"\n{run.error.splitlines()[0]}", style="red")
+        self.query_one("#detail-head", Static).update(text)
+
+    def _fill_config(self) -> None:
+        if self.run is None:
+            return
+        table = Table(box=None, show_header=False, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+        for key, value in sorted(self.run.config.items()):
+            table.add_row(key, str(value))
+        env = self.run.environment or {}
+        if env:
+            table.add_row("", "")
+            for key in ("host", "device_name", "precision", "torch", "cuda", "leuktui"):
+                if env.get(key) is not None:
+                    table.add_row(f"ran with {key}", str(env[key]))
+        self.query_one("#config", Static).update(table)
+
+    def _fill_evaluations(self) -> None:
+        table = self.query_one("#evaluations", DataTable)
+        table.clear()
+        for e in self.evaluations:
+            table.add_row(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n), percent(e.acc), percent(e.sensitivity),
+                          percent(e.specificity), number(e.f1), number(e.auc), e.output_path or "")
+
+    # -- the confusion matrix's source --------------------------------------------------------
+
+    def sources(self) -> list[tuple[str, list | None, dict]]:
+        out = [(f"epoch {e.epoch}" + (" (best)" if self.run and e.epoch == self.run.best_epoch else ""),
+                e.confusion, {"acc": e.val_acc, "sensitivity": e.sensitivity, "specificity": e.specificity, "f1": e.f1, "auc": e.auc})
+               for e in self.epochs]
+        out += [(f"evaluation {e.id}: {e.checkpoint} checkpoint, {e.tta}, {e.split}", e.confusion,
+                 {"acc": e.acc, "sensitivity": e.sensitivity, "specificity": e.specificity, "f1": e.f1, "auc": e.auc})
+                for e in self.evaluations if e.confusion]
+        return out
+
+    def _show_confusion(self) -> None:
+        sources = self.sources()
+        widget = self.query_one("#confusion", ConfusionMatrix)
+        if not sources:
+            widget.show(None)
+            return
+        index = self.source_index if 0 <= self.source_index < len(sources) else len(self.epochs) - 1 if self.epochs else len(sources) - 1
+        title, confusion, metrics = sources[index]
+        widget.show(confusion, metrics, f"{title}   ([ and ] to choose, {index + 1}/{len(sources)})")
+
+    def _step_source(self, delta: int) -> None:
+        sources = self.sources()
+        if not sources:
+            return
+        current = self.source_index if self.source_index >= 0 else (len(self.epochs) - 1 if self.epochs else 0)
+        self.source_index = (current + delta) % len(sources)
+        self.query_one("#detail-tabs", TabbedContent).active = "tab-confusion"
+        self._show_confusion()
+
+    def action_previous_source(self) -> None:
+        self._step_source(-1)
+
+    def action_next_source(self) -> None:
+        self._step_source(1)
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def action_evaluate(self) -> None:
+        if self.run is None or self.run.best_epoch is None:
+            self.notify("this run has no checkpoint yet", severity="warning")
+            return
+
+        def evaluate() -> list[str]:
+            from engine.predict import evaluate_run
+
+            done = []
+            for mode in ("five", "ten"):
+                evaluation, metrics = evaluate_run(self.app.db, self.app.workspace, self.run_id, tta=mode)
+                done.append(f"{mode}-crop {percent(metrics['acc'])}")
+            return done
+
+        self.notify("evaluating the best checkpoint with five- and ten-crop…")
+        self.app.run_task("evaluate", evaluate, done=lambda done: self.notify(", ".join(done), title=f"run {self.run_id}"))
+
+    def action_export(self) -> None:
+        from leuktui.screens.export import ExportScreen
+
+        if self.run:
+            self.app.push_screen(ExportScreen(self.run))
+
+    def action_cancel_run(self) -> None:
+        from engine import control
+
+        self.app.run_task("cancel", lambda: control.cancel(self.app.db, self.run_id), done=lambda outcome: self.notify(f"run {self.run_id} {outcome}"))

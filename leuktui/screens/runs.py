@@ -1,0 +1,320 @@
+"""The Runs screen (home): every run, live, with filter, sort, marks and every action."""
+
+from __future__ import annotations
+
+import shutil
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from db.models import Run
+from leuktui.formatting import age, number, percent
+from leuktui.query import FilterError, matcher
+
+COLUMNS = (("mark", " "), ("id", "id"), ("name", "name"), ("model", "model"), ("status", "status"), ("progress", "epoch"),
+           ("acc", "best acc"), ("f1", "val F1"), ("eval", "eval"), ("tags", "tags"), ("age", "age"))
+SORTS = (
+    ("newest", lambda run: -run.id),
+    ("best acc", lambda run: -(run.best_val_acc or -1)),
+    ("val F1", lambda run: -(run.best_val_f1 or -1)),
+    ("status", lambda run: (run.status, -run.id)),
+    ("model", lambda run: (run.model, -run.id)),
+)
+STATUS_STYLES = {
+    "running": "bold cyan", "queued": "yellow", "held": "magenta", "completed": "green",
+    "failed": "bold red", "cancelled": "dim", "interrupted": "dark_orange",
+}
+
+
+def progress_cell(run: Run, width: int = 6) -> Text:
+    total = int(run.config.get("epochs") or 1)
+    done = min(run.epochs_done, total)
+    filled = round(width * done / total)
+    style = STATUS_STYLES.get(run.status, "")
+    return Text.assemble(("█" * filled, style or "green"), ("░" * (width - filled), "dim"), f" {done}/{total}")
+
+
+def status_cell(run: Run) -> Text:
+    label = "cancelling" if run.status == "running" and run.cancel_requested_at else run.status
+    return Text(label, style=STATUS_STYLES.get(run.status, ""))
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open_run", "Open", id="open-run"),
+        Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+        Binding("s", "cycle_sort", "Sort", id="sort"),
+        Binding("space", "toggle_mark", "Mark", id="mark"),
+        Binding("n", "new_run", "New run", id="new-run"),
+        Binding("g", "new_sweep", "New sweep", id="new-sweep"),
+        Binding("c", "compare", "Compare", id="compare"),
+        Binding("a", "ablation", "Ablation", id="ablation"),
+        Binding("e", "export", "Export", id="export"),
+        Binding("x", "cancel_run", "Cancel", id="cancel-run"),
+        Binding("R", "resume_or_retry", "Resume/retry", id="resume-retry"),
+        Binding("t", "tags", "Tags/notes", id="tags"),
+        Binding("d", "delete", "Delete", id="delete"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="clear-filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marked: set[int] = set()
+        self.sort_index = 0
+        self.filter_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="filter-bar"):
+            yield Input(placeholder="filter: text, model=resnet50 status=completed acc>0.95 … (enter to apply, esc to clear)", id="filter")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        self.query_one("#filter-bar").display = False
+        self.refresh_table()
+        table.focus()
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def runs_updated(self, message) -> None:
+        table = self.query_one("#runs", DataTable)
+        if message.initial or message.removed or not table.row_count or self.sort_index != 0 or self.filter_text:
+            self.refresh_table()
+            return
+        keep = self._matcher()
+        for run in message.changed:
+            key = str(run.id)
+            if key in table.rows:
+                for column, value in zip((c for c, _ in COLUMNS), self.row_cells(run), strict=True):
+                    table.update_cell(key, column, value)
+            elif keep(run):
+                self.refresh_table()
+                return
+        self._update_status()
+
+    def _matcher(self):
+        try:
+            return matcher(self.filter_text)
+        except FilterError:
+            return lambda run: True
+
+    def row_cells(self, run: Run) -> list:
+        clock = self.app.clock()
+        return [
+            Text("●", style="bold yellow") if run.id in self.marked else Text(" "),
+            str(run.id), run.name, run.model.split(":")[-1], status_cell(run), progress_cell(run),
+            percent(run.best_val_acc), number(run.best_val_f1), run.config.get("eval_mode", "-"),
+            ",".join(run.tags), age(run.created_at, clock),
+        ]
+
+    def visible_runs(self) -> list[Run]:
+        keep = self._matcher()
+        runs = [run for run in self.app.runs.values() if keep(run)]
+        return sorted(runs, key=SORTS[self.sort_index][1])
+
+    def refresh_table(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        current = self.current_run_id()
+        table.clear()
+        runs = self.visible_runs()
+        for run in runs:
+            table.add_row(*self.row_cells(run), key=str(run.id))
+        if current is not None and str(current) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(current)))
+        self._update_status()
+
+    def _update_status(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        total = len(self.app.runs)
+        running = sum(1 for run in self.app.runs.values() if run.status == "running")
+        queued = sum(1 for run in self.app.runs.values() if run.status == "queued")
+        parts = [f"{table.row_count} of {total} runs", f"{running} running", f"{queued} queued", f"sort: {SORTS[self.sort_index][0]}"]
+        if self.marked:
+            parts.append(f"{len(self.marked)} marked")
+        if self.filter_text:
+            parts.append(f"filter: {self.filter_text}")
+        if not self.app.loaded:
+            parts = ["loading runs…"]
+        elif not total:
+            parts = ["no runs yet — press n to queue one"]
+        self.query_one("#runs-status", Static).update(" · ".join(parts))
+
+    def current_run_id(self) -> int | None:
+        table = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return int(row_key.value)
+
+    def current_run(self) -> Run | None:
+        run_id = self.current_run_id()
+        return self.app.runs.get(run_id) if run_id is not None else None
+
+    def selected_runs(self) -> list[Run]:
+        """The marked runs, else the one under the cursor."""
+        if self.marked:
+            return [self.app.runs[i] for i in sorted(self.marked) if i in self.app.runs]
+        run = self.current_run()
+        return [run] if run else []
+
+    # -- filter and sort ---------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        bar = self.query_one("#filter-bar")
+        bar.display = True
+        self.query_one("#filter", Input).focus()
+
+    @on(Input.Submitted, "#filter")
+    def apply_filter(self, event: Input.Submitted) -> None:
+        try:
+            matcher(event.value)
+        except FilterError as exc:
+            self.notify(str(exc), title="filter", severity="error")
+            return
+        self.filter_text = event.value.strip()
+        self.refresh_table()
+        self.query_one("#runs", DataTable).focus()
+
+    def action_clear_filter(self) -> None:
+        self.filter_text = ""
+        self.query_one("#filter", Input).value = ""
+        self.query_one("#filter-bar").display = False
+        self.refresh_table()
+        self.query_one("#runs", DataTable).focus()
+
+    def action_cycle_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self.refresh_table()
+
+    def action_toggle_mark(self) -> None:
+        run_id = self.current_run_id()
+        if run_id is None:
+            return
+        self.marked ^= {run_id}
+        table = self.query_one("#runs", DataTable)
+        table.update_cell(str(run_id), "mark", Text("●", style="bold yellow") if run_id in self.marked else Text(" "))
+        row = table.cursor_row
+        if row + 1 < table.row_count:
+            table.move_cursor(row=row + 1)
+        self._update_status()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#runs")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_run()
+
+    def action_open_run(self) -> None:
+        from leuktui.screens.run_detail import RunDetailScreen
+
+        run = self.current_run()
+        if run:
+            self.app.push_screen(RunDetailScreen(run.id))
+
+    def action_new_run(self) -> None:
+        from leuktui.screens.new_run import NewRunScreen
+
+        self.app.push_screen(NewRunScreen(sweep=False, base=self.current_run()))
+
+    def action_new_sweep(self) -> None:
+        from leuktui.screens.new_run import NewRunScreen
+
+        self.app.push_screen(NewRunScreen(sweep=True, base=self.current_run()))
+
+    def action_compare(self) -> None:
+        from leuktui.screens.compare import CompareScreen
+
+        runs = self.selected_runs()
+        if len(runs) < 2:
+            self.notify("mark two or more runs with space, then press c", title="compare", severity="warning")
+            return
+        self.app.push_screen(CompareScreen([run.id for run in runs]))
+
+    def action_ablation(self) -> None:
+        from leuktui.screens.ablation import AblationScreen
+
+        runs = self.selected_runs() if self.marked else []
+        if not runs:
+            current = self.current_run()
+            if current and current.sweep_id:
+                runs = [run for run in self.app.runs.values() if run.sweep_id == current.sweep_id]
+            else:
+                runs = self.visible_runs()
+        self.app.push_screen(AblationScreen([run.id for run in runs]))
+
+    def action_export(self) -> None:
+        from leuktui.screens.export import ExportScreen
+
+        run = self.current_run()
+        if run:
+            self.app.push_screen(ExportScreen(run))
+
+    def action_cancel_run(self) -> None:
+        from engine import control
+
+        for run in self.selected_runs():
+            self.app.run_task("cancel", lambda run_id=run.id: (run_id, control.cancel(self.app.db, run_id)),
+                              done=lambda result: self.notify(f"run {result[0]} {result[1]}"))
+
+    def action_resume_or_retry(self) -> None:
+        from engine import control
+
+        for run in self.selected_runs():
+            if run.status in ("interrupted", "cancelled", "failed"):
+                task, verb = (lambda run_id=run.id: control.resume(self.app.db, run_id)), "queued to resume"
+            else:
+                task, verb = (lambda run_id=run.id: control.retry(self.app.db, run_id).id), "retried"
+            self.app.run_task("resume/retry", task, done=lambda _result, run_id=run.id, verb=verb: self._after_queue(run_id, verb))
+
+    def _after_queue(self, run_id: int, verb: str) -> None:
+        self.notify(f"run {run_id} {verb}")
+        if self.app.start_scheduler:
+            self.app.ensure_scheduler()
+
+    def action_tags(self) -> None:
+        from leuktui.screens.dialogs import TagsScreen
+
+        run = self.current_run()
+        if run:
+            self.app.push_screen(TagsScreen(run))
+
+    def action_delete(self) -> None:
+        from leuktui.screens.dialogs import ConfirmScreen
+
+        runs = self.selected_runs()
+        if not runs:
+            return
+        busy = [run.id for run in runs if run.status in ("running",)]
+        if busy:
+            self.notify(f"run {busy[0]} is running; cancel it first", title="delete", severity="error")
+            return
+        names = ", ".join(str(run.id) for run in runs)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.run_task("delete", lambda: self._delete([run.id for run in runs]), done=self._deleted)
+
+        self.app.push_screen(ConfirmScreen(f"Delete run(s) {names} and their files?"), confirmed)
+
+    def _delete(self, run_ids: list[int]) -> list[int]:
+        for run_id in run_ids:
+            self.app.db.delete_run(run_id)
+            shutil.rmtree(self.app.workspace.run_dir(run_id), ignore_errors=True)
+        return run_ids
+
+    def _deleted(self, run_ids: list[int]) -> None:
+        for run_id in run_ids:
+            self.app.runs.pop(run_id, None)
+        self.marked -= set(run_ids)
+        self.refresh_table()
+        self.notify(f"deleted run(s) {', '.join(map(str, run_ids))}")
