@@ -54,13 +54,16 @@ class LeuktuiApp(App):
         start_scheduler: bool = True,
         clock: Callable[[], float] = time.time,
         poll_seconds: float = POLL_SECONDS,
+        device_reader: Callable[[], Any] | None = None,
     ):
+        """``clock`` and ``device_reader`` (the queue screen's device strip) can be fixed for tests."""
         super().__init__()
         self.workspace = workspace
         self.db = Database(workspace.db_url)
         self.start_scheduler = start_scheduler
         self.clock = clock
         self.poll_seconds = poll_seconds
+        self.device_reader = device_reader
         self.runs: dict[int, Run] = {}
         self.loaded = False
 

@@ -23,8 +23,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Static(self.question, classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Yes (y)", variant="error", id="yes")
-                yield Button("No (esc)", id="no")
+                yield Button("Yes (y)", variant="error", id="yes", compact=True)
+                yield Button("No (esc)", id="no", compact=True)
 
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:
@@ -46,12 +46,12 @@ class TagsScreen(ModalScreen):
         with Vertical(classes="dialog"):
             yield Static(f"Tags and notes of run {self.run.id} ({self.run.name})", classes="dialog-title")
             yield Label("tags (comma-separated)")
-            yield Input(value=", ".join(self.run.tags), id="tags-input")
+            yield Input(value=", ".join(self.run.tags), id="tags-input", compact=True)
             yield Label("notes")
             yield TextArea(self.run.notes or "", id="notes-input")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (ctrl+s)", variant="primary", id="tags-save")
-                yield Button("Cancel", id="tags-cancel")
+                yield Button("Save (ctrl+s)", variant="primary", id="tags-save", compact=True)
+                yield Button("Cancel", id="tags-cancel", compact=True)
 
     @on(Button.Pressed, "#tags-save")
     def _save_pressed(self) -> None:

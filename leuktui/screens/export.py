@@ -52,21 +52,21 @@ class ExportScreen(ModalScreen):
             yield Static(f"Export the submission of run {self.run.id} ({self.run.name})", classes="dialog-title")
             with Horizontal(classes="form-row"):
                 yield Label("checkpoint", classes="form-label")
-                yield Select([("best", "best"), ("last", "last")], value="best", allow_blank=False, id="export-checkpoint")
+                yield Select([("best", "best"), ("last", "last")], value="best", allow_blank=False, id="export-checkpoint", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("TTA", classes="form-label")
-                yield Select([("none", "none"), ("five-crop", "five"), ("ten-crop", "ten")], value="none", allow_blank=False, id="export-tta")
+                yield Select([("none", "none"), ("five-crop", "five"), ("ten-crop", "ten")], value="none", allow_blank=False, id="export-tta", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("test CSV", classes="form-label")
-                yield Input(value=str(Path(self.run.config.get("data_dir", ".")) / default_test_csv_name(self.run)), id="export-csv")
+                yield Input(value=str(Path(self.run.config.get("data_dir", ".")) / default_test_csv_name(self.run)), id="export-csv", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("output", classes="form-label")
-                yield Input(value=str(workspace.exports_dir / f"run-{self.run.id}.csv"), id="export-output")
+                yield Input(value=str(workspace.exports_dir / f"run-{self.run.id}.csv"), id="export-output", compact=True)
             yield ProgressBar(id="export-progress", show_eta=False)
             yield Static("", id="export-result")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Export", variant="primary", id="export-go")
-                yield Button("Close", id="export-close")
+                yield Button("Export", variant="primary", id="export-go", compact=True)
+                yield Button("Close", id="export-close", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#export-progress").display = False

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
 from db.models import Run
 from engine.config import ConfigError, RunConfig
@@ -57,28 +57,28 @@ class NewRunScreen(Screen):
         with VerticalScroll(id="form"):
             with Horizontal(classes="form-row"):
                 yield Label("name", classes="form-label")
-                yield Input(placeholder="made from the config if empty", id="meta-name")
+                yield Input(placeholder="made from the config if empty", id="meta-name", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("tags", classes="form-label")
-                yield Input(placeholder="comma-separated", id="meta-tags")
+                yield Input(placeholder="comma-separated", id="meta-tags", compact=True)
             if self.sweep:
                 with Horizontal(classes="form-row"):
                     yield Label("factors", classes="form-label")
-                    yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors")
+                    yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors", compact=True)
             for f in dataclasses.fields(RunConfig):
                 value = getattr(self.defaults, f.name)
                 with Horizontal(classes="form-row"):
                     yield Label(f.name, classes="form-label")
                     if isinstance(value, bool):
-                        yield Switch(value=value, id=f"field-{f.name}")
+                        yield Checkbox(f.metadata.get("help", ""), value=value, id=f"field-{f.name}", compact=True)
                     elif "choices" in f.metadata:
-                        yield Select([(c, c) for c in f.metadata["choices"]], value=value, allow_blank=False, id=f"field-{f.name}")
+                        yield Select([(c, c) for c in f.metadata["choices"]], value=value, allow_blank=False, id=f"field-{f.name}", compact=True)
                     else:
-                        yield Input(value="" if value is None else str(value), id=f"field-{f.name}", tooltip=f.metadata.get("help"))
+                        yield Input(value="" if value is None else str(value), id=f"field-{f.name}", tooltip=f.metadata.get("help"), compact=True)
                 yield Static("", id=f"error-{f.name}", classes="form-error")
         with Horizontal(id="form-buttons"):
             yield Static("", id="form-summary")
-            yield Button("Queue (ctrl+s)", variant="primary", id="submit")
+            yield Button("Queue (ctrl+s)", variant="primary", id="submit", compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -130,7 +130,7 @@ class NewRunScreen(Screen):
 
     @on(Input.Changed)
     @on(Select.Changed)
-    @on(Switch.Changed)
+    @on(Checkbox.Changed)
     def _changed(self) -> None:
         self.validate_form()
 

@@ -50,7 +50,7 @@ class QueueScreen(Screen):
             try:
                 runs = self.app.db.queue()
                 pid = running_pid(self.app.workspace)
-                devices = strip.sample()
+                devices = (self.app.device_reader or strip.sample)()
                 self.app.call_from_thread(self.show, runs, pid, devices)
             except Exception as exc:  # shown, then tried again
                 self.app.call_from_thread(self.notify, str(exc), severity="error")

@@ -170,9 +170,9 @@ class RunsScreen(Screen):
     # -- filter and sort ---------------------------------------------------------------------
 
     def action_filter(self) -> None:
-        bar = self.query_one("#filter-bar")
-        bar.display = True
-        self.query_one("#filter", Input).focus()
+        self.query_one("#filter-bar").display = True
+        # The input can take focus only once it is displayed, after the next refresh.
+        self.call_after_refresh(self.query_one("#filter", Input).focus)
 
     @on(Input.Submitted, "#filter")
     def apply_filter(self, event: Input.Submitted) -> None:

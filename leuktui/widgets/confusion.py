@@ -21,7 +21,10 @@ class ConfusionMatrix(Static):
     ConfusionMatrix { height: auto; padding: 0 1; }
     """
 
+    shown: tuple[str, list[list[int]] | None, dict] = ("", None, {})
+
     def show(self, confusion: list[list[int]] | None, metrics: dict | None = None, title: str = "") -> None:
+        self.shown = (title, confusion, metrics or {})
         if not confusion:
             self.update(Text("no confusion matrix yet", style="dim"))
             return

@@ -1,0 +1,241 @@
+"""Pilot tests of the app's flows on a real SQLite workspace."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from textual.widgets import DataTable, Input, Static
+
+from db import Database
+from leuktui.screens.ablation import AblationScreen
+from leuktui.screens.compare import CompareScreen
+from leuktui.screens.new_run import NewRunScreen
+from leuktui.screens.queue import QueueScreen
+from leuktui.screens.run_detail import RunDetailScreen
+from leuktui.screens.runs import RunsScreen
+from tui.conftest import make_app, wait_until
+
+
+def runs_table(app) -> DataTable:
+    return app.screen.query_one("#runs", DataTable)
+
+
+def row_ids(app) -> list[int]:
+    table = runs_table(app)
+    return [int(key.value) for key in table.rows]
+
+
+async def test_runs_screen_lists_filters_and_sorts(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9, message="nine runs")
+        assert row_ids(app) == [9, 8, 7, 6, 5, 4, 3, 2, 1]
+        await pilot.press("slash")
+        await pilot.press(*"model=resnet50", "enter")
+        assert row_ids(app) == [8, 4, 3]
+        await pilot.press("slash")
+        app.screen.query_one("#filter", Input).value = "model=resnet50 status=completed acc>0.9"
+        await pilot.press("enter")
+        assert sorted(row_ids(app)) == [3, 4]
+        await pilot.press("escape")
+        assert len(row_ids(app)) == 9
+        await pilot.press("s")  # sort by best accuracy
+        accs = [app.runs[i].best_val_acc or -1 for i in row_ids(app)]
+        assert accs == sorted(accs, reverse=True)
+        await pilot.press("slash")
+        app.screen.query_one("#filter", Input).value = "colour=red"
+        await pilot.press("enter")
+        assert len(row_ids(app)) == 9, "a bad filter keeps the table as it was"
+        assert any("unknown field 'colour'" in n.message for n in app._notifications)
+
+
+async def test_open_a_run_and_read_its_confusion_matrix(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("1"))
+        await pilot.press("enter")
+        assert isinstance(app.screen, RunDetailScreen)
+        await wait_until(pilot, lambda: len(app.screen.epochs) == 5 and len(app.screen.steps) == 1250, message="epochs and steps")
+        head = str(app.screen.query_one("#detail-head", Static).render())
+        assert "run 1" in head and "resnet18" in head and "completed" in head
+        matrix = app.screen.query_one("#confusion")
+        title, confusion, metrics = matrix.shown
+        assert title.startswith("epoch 5") and confusion == Database(seeded.db_url).epochs(1)[-1].confusion
+        await pilot.press("right_square_bracket")  # past the last epoch: the first evaluation
+        title, confusion, metrics = matrix.shown
+        assert title.startswith("evaluation 1: best checkpoint, five, valid") and confusion == [[29, 3], [4, 64]]
+        assert app.screen.query_one("#detail-tabs").active == "tab-confusion"
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_epochs_arrive_live(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("7"))  # the running run, 3 epochs so far
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(app.screen.epochs) == 3)
+        writer = Database(seeded.db_url)
+        writer.add_epoch(7, 4, 400, {"train_loss": 0.3, "val_acc": 0.91, "val_loss": 0.25, "confusion": [[30, 2], [7, 61]], "seconds": 10})
+        writer.add_steps(7, [(s, "train_loss", 0.3) for s in range(1, 401)])
+        await wait_until(pilot, lambda: len(app.screen.epochs) == 4 and len(app.screen.steps) == 400, message="the new epoch on screen")
+        await pilot.pause(0.4)
+        assert "epoch 4/10" in str(app.screen.query_one("#detail-head", Static).render())
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "4/10" in str(runs_table(app).get_cell("7", "progress")), message="progress in the table")
+
+
+async def test_queue_a_run_from_the_form(seeded, tmp_path):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        await pilot.press("n")
+        assert isinstance(app.screen, NewRunScreen)
+        form = app.screen
+        form.query_one("#field-image_size", Input).value = "abc"
+        await pilot.pause(0.1)
+        error = form.query_one("#error-image_size", Static)
+        assert error.display and "not an integer" in str(error.render())
+        form.query_one("#field-image_size", Input).value = "32"
+        form.query_one("#field-epochs", Input).value = "1"
+        form.query_one("#field-data_dir", Input).value = str(tmp_path / "cells")
+        form.query_one("#meta-name", Input).value = "from the form"
+        await pilot.pause(0.1)
+        assert not error.display
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), message="form closed")
+        await wait_until(pilot, lambda: runs_table(app).row_count == 10, message="the new run listed")
+        new = Database(seeded.db_url).get_run(10)
+        assert (new.name, new.status, new.config["image_size"], new.config["epochs"]) == ("from the form", "queued", 32, 1)
+
+
+async def test_new_sweep_counts_the_runs_it_will_queue(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        await pilot.press("g")
+        form = app.screen
+        await pilot.pause(0.1)
+        assert "will queue 6 runs" in str(form.query_one("#form-summary", Static).render())
+        form.query_one("#meta-factors", Input).value = "model=resnet18,resnet50; eval_mode=single,five,ten"
+        await pilot.pause(0.1)
+        assert "will queue 6 runs" in str(form.query_one("#form-summary", Static).render())
+        form.query_one("#meta-factors", Input).value = "optimizer=adam,rmsprop"
+        await pilot.pause(0.1)
+        assert "fix the factors" in str(form.query_one("#form-summary", Static).render())
+
+
+async def test_mark_two_runs_and_compare(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("5"))
+        await pilot.press("space")  # marks 5, moves to 4
+        await pilot.press("space")  # marks 4
+        await pilot.press("c")
+        assert isinstance(app.screen, CompareScreen)
+        diff = app.screen.query_one("#compare-diff", DataTable)
+        await wait_until(pilot, lambda: diff.row_count > 0, message="config diff")
+        keys = [str(diff.get_row_at(i)[0]) for i in range(diff.row_count)]
+        assert keys == ["hist_eq", "model"]
+        metrics = app.screen.query_one("#compare-metrics", DataTable)
+        assert metrics.row_count == 2
+
+
+async def test_ablation_table_from_a_sweep(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("1"))
+        await pilot.press("a")
+        assert isinstance(app.screen, AblationScreen)
+        pivot_table = app.screen.query_one("#ablation-table", DataTable)
+        await wait_until(pilot, lambda: pivot_table.row_count == 3, message="three model rows")
+        pivot = app.screen.pivot
+        assert pivot.rows == ["resnet18", "resnet50", "resnet152"] and pivot.columns == ["single", "five", "ten"]
+        for row in pivot.rows:
+            assert pivot.value(row, pivot.best_column(row)) == max(pivot.value(row, c) for c in pivot.columns if pivot.value(row, c) is not None)
+        await pilot.press("m")
+        assert app.screen.pivot.metric == "f1"
+        await pilot.press("y")
+        await wait_until(pilot, lambda: list((seeded.exports_dir).glob("ablation-*.md")), message="markdown saved")
+        text = next(seeded.exports_dir.glob("ablation-*.md")).read_text()
+        assert text.startswith("| model | single view | 5-crop | 10-crop |") and "**" in text
+
+
+async def test_cancel_a_queued_run_and_use_the_queue_screen(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        await pilot.press("w")
+        assert isinstance(app.screen, QueueScreen)
+        queue = app.screen.query_one("#queue", DataTable)
+        await wait_until(pilot, lambda: queue.row_count == 2, message="running and queued runs")
+        assert "CPU" in str(app.screen.query_one("#devices", Static).render())
+        queue.move_cursor(row=1)
+        await pilot.press("h")
+        await wait_until(pilot, lambda: Database(seeded.db_url).get_run(8).status == "held", message="held")
+        await pilot.press("u")
+        await wait_until(pilot, lambda: Database(seeded.db_url).get_run(8).status == "queued", message="released")
+        await pilot.press("escape")
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("8"))
+        await pilot.press("x")
+        await wait_until(pilot, lambda: Database(seeded.db_url).get_run(8).status == "cancelled", message="cancelled")
+        await wait_until(pilot, lambda: "cancelled" in str(table.get_cell("8", "status")), message="shown cancelled")
+        await pilot.press("x")  # cancelling it again is an error shown, not a crash
+        await wait_until(pilot, lambda: any("nothing to cancel" in n.message for n in app._notifications), message="notification")
+        assert app.is_running
+
+
+async def test_delete_asks_first(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("9"))
+        seeded.run_dir(9).mkdir(parents=True)
+        await pilot.press("d")
+        await pilot.press("escape")
+        assert runs_table(app).row_count == 9
+        await pilot.press("d")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: runs_table(app).row_count == 8, message="deleted")
+        assert 9 not in Database(seeded.db_url).run_ids() and not seeded.run_dir(9).exists()
+
+
+async def test_every_action_is_in_the_command_palette(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        for binding in RunsScreen.BINDINGS:
+            if binding.show:
+                assert binding.description in titles
+        assert {"Queue", "Help"} <= titles
+
+
+def test_the_app_never_imports_torch_at_start_up(seeded):
+    probe = (
+        "import asyncio, sys\n"
+        "from db import Workspace\n"
+        "from leuktui.app import LeuktuiApp\n"
+        "async def main():\n"
+        f"    app = LeuktuiApp(Workspace.resolve({str(seeded.home)!r}), start_scheduler=False)\n"
+        "    async with app.run_test(size=(80, 24)) as pilot:\n"
+        "        while not app.loaded:\n"
+        "            await pilot.pause(0.05)\n"
+        "        await pilot.press('enter')\n"
+        "        await pilot.pause(0.5)\n"
+        "asyncio.run(main())\n"
+        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision') if m in sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert "HEAVY=\n" in result.stdout

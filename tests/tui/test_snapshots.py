@@ -1,0 +1,95 @@
+"""Snapshots of every screen at 80x24 and 120x40 on the fixed, seeded workspace.
+
+Regenerate after an intended change with: .venv/bin/python -m pytest tests/tui/test_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from db import Workspace
+from tui.conftest import make_app, wait_until
+from tui.seed import seed_workspace
+
+# A fixed path: the export dialog shows the workspace's paths.
+SNAPSHOT_HOME = Path("/tmp/leuktui-snapshots/home")
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture
+def snapshot_app():
+    shutil.rmtree(SNAPSHOT_HOME.parent, ignore_errors=True)
+    workspace = Workspace(SNAPSHOT_HOME).ensure()
+    seed_workspace(workspace).close()
+    app = make_app(workspace)
+    yield app
+    shutil.rmtree(SNAPSHOT_HOME.parent, ignore_errors=True)
+
+
+def loaded(app):
+    async def wait(pilot):
+        await wait_until(pilot, lambda: app.loaded and app.screen.query_one("#runs").row_count == 9)
+    return wait
+
+
+def then(app, *keys: str, cursor_run: int | None = None, settle: float = 0.6):
+    async def steps(pilot):
+        await loaded(app)(pilot)
+        if cursor_run is not None:
+            table = app.screen.query_one("#runs")
+            table.move_cursor(row=table.get_row_index(str(cursor_run)))
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        await pilot.pause(settle)
+        await pilot.wait_for_scheduled_animations()
+    return steps
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs_screen(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_run_detail(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "enter", cursor_run=1, settle=1.0))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_confusion_matrix(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size,
+                        run_before=then(snapshot_app, "enter", "right_square_bracket", cursor_run=1, settle=1.0))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_new_run_form(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "n", cursor_run=1))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_compare(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "space", "space", "c", cursor_run=2))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_ablation(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "a", cursor_run=1))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_queue(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "w", settle=1.5))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_export_dialog(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "e", cursor_run=1))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "question_mark"))
