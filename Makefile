@@ -1,4 +1,4 @@
-# `make run` opens leuktui on the demo workspace; `make test` runs every check. Both set up
+# `make run` opens the leuktui app on the demo workspace; `make test` runs every check. Both set up
 # .venv from nothing (pip only; torch comes from the machine's local wheels where present).
 PYTHON ?= python3
 VENV := .venv
@@ -20,9 +20,11 @@ $(DEMO)/train.csv: | $(STAMP)
 
 demo: $(DEMO)/train.csv
 
+# A new demo workspace starts with one queued run (about a minute on a CPU) to watch train.
 run: $(STAMP) demo
-	$(VENV)/bin/leuktui --home $(HOME_DIR) run --data-dir $(DEMO) --image-size 64 --epochs 6 --scheduler cosine --name demo --tag demo
-	$(VENV)/bin/leuktui --home $(HOME_DIR) ls
+	test -f $(HOME_DIR)/leuktui.db || $(VENV)/bin/leuktui --home $(HOME_DIR) queue --data-dir $(DEMO) \
+		--image-size 64 --epochs 6 --scheduler cosine --name demo --tag demo --no-start
+	$(VENV)/bin/leuktui --home $(HOME_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

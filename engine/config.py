@@ -54,7 +54,7 @@ class RunConfig:
     pretrained: str | None = field(default=None, metadata={"help": "local file with a torchvision-style ResNet state dict"})
     loss: str = field(default="bce", metadata={"help": "bce: one logit, ce: two logits", **_choice(*LOSSES)})
     image_size: int = field(default=128, metadata={"help": "side in pixels the images are resized to", "min": 16, "max": 1024})
-    batch_size: int = field(default=32, metadata={"help": "images per training step", "min": 1, "max": 4096})
+    batch_size: int = field(default=32, metadata={"help": "images per training step (BatchNorm needs 2 or more)", "min": 2, "max": 4096})
     epochs: int = field(default=10, metadata={"help": "training epochs", "min": 1, "max": 10000})
     optimizer: str = field(default="adam", metadata={"help": "optimizer", **_choice(*OPTIMIZERS)})
     lr: float = field(default=1e-3, metadata={"help": "learning rate", "min": 0.0, "max": 10.0, "exclusive_min": True})

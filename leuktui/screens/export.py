@@ -40,7 +40,10 @@ def default_test_csv_name(run: Run) -> str:
 
 
 class ExportScreen(ModalScreen):
-    BINDINGS = [Binding("escape", "dismiss", "Close", id="close-export")]
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close", id="close-export"),
+        Binding("ctrl+s", "export", "Export", id="export-now"),
+    ]
 
     def __init__(self, run: Run) -> None:
         super().__init__()
@@ -65,7 +68,7 @@ class ExportScreen(ModalScreen):
             yield ProgressBar(id="export-progress", show_eta=False)
             yield Static("", id="export-result")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Export", variant="primary", id="export-go", compact=True)
+                yield Button("Export (ctrl+s)", variant="primary", id="export-go", compact=True)
                 yield Button("Close", id="export-close", compact=True)
 
     def on_mount(self) -> None:
@@ -77,6 +80,11 @@ class ExportScreen(ModalScreen):
 
     @on(Button.Pressed, "#export-go")
     def _go(self) -> None:
+        self.action_export()
+
+    def action_export(self) -> None:
+        if self.query_one("#export-go", Button).disabled:
+            return
         output = Path(self.query_one("#export-output", Input).value.strip()).expanduser()
         test_csv = self.query_one("#export-csv", Input).value.strip() or None
         tta = self.query_one("#export-tta", Select).value

@@ -35,6 +35,7 @@ def form_defaults(base: Run | None, has_gpu: bool) -> RunConfig:
 
 
 class NewRunScreen(Screen):
+    AUTO_FOCUS = "#meta-name"
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue", id="submit"),
         Binding("escape", "app.pop_screen", "Cancel", id="cancel-form"),

@@ -96,7 +96,7 @@ class RunsScreen(Screen):
             key = str(run.id)
             if key in table.rows:
                 for column, value in zip((c for c, _ in COLUMNS), self.row_cells(run), strict=True):
-                    table.update_cell(key, column, value)
+                    table.update_cell(key, column, value, update_width=True)
             elif keep(run):
                 self.refresh_table()
                 return

@@ -1,0 +1,94 @@
+"""leuktui in a real terminal (tmux): queue a tiny run from the keyboard, watch it complete,
+export the submission, quit — then check the CSV."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from db import Workspace
+from engine import scheduler
+from engine.synth import make_dataset
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+class Terminal:
+    def __init__(self, session: str, command: str, cwd, width: int = 120, height: int = 40):
+        self.session = session
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "-c", str(cwd), command], check=True)
+
+    def screen(self) -> str:
+        result = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session], capture_output=True, text=True)
+        return result.stdout
+
+    def keys(self, *keys: str, literal: bool = False) -> None:
+        for key in keys:
+            subprocess.run(["tmux", "send-keys", "-t", self.session, *(["-l"] if literal else []), key], check=True)
+            time.sleep(0.15)
+
+    def type(self, text: str) -> None:
+        self.keys(text, literal=True)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.25)
+        raise AssertionError(f"{text!r} not on screen after {timeout:.0f} s:\n{self.screen()}")
+
+    def alive(self) -> bool:
+        return subprocess.run(["tmux", "has-session", "-t", self.session], capture_output=True).returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
+def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
+    data = make_dataset(tmp_path / "data" / "demo", n_train=48, n_valid=16, n_test=16, size=32, seed=2)
+    home = tmp_path / "home"
+    command = f"{shlex.quote(sys.executable)} -m leuktui --home {shlex.quote(str(home))}"
+    terminal = Terminal(f"leuktui-e2e-{int(time.time())}", command, cwd=tmp_path)
+    try:
+        terminal.wait_for("no runs yet", 30)
+        terminal.keys("n")
+        terminal.wait_for("will queue 1 run", 15)
+        terminal.type("tmux-run")
+        for field_value in ((7, "32"), (1, "16"), (1, "1")):  # image_size, batch_size, epochs
+            tabs, value = field_value
+            terminal.keys(*["Tab"] * tabs)
+            terminal.keys("C-u")
+            terminal.type(value)
+        terminal.keys("C-s")
+        terminal.wait_for("tmux-run", 15)
+        terminal.wait_for("completed", 180)
+        terminal.keys("e")
+        terminal.wait_for("Export the submission", 10)
+        terminal.keys("C-s")
+        terminal.wait_for("wrote 16 rows", 120)
+        terminal.keys("Escape")
+        time.sleep(0.5)
+        terminal.keys("q")
+        deadline = time.time() + 10
+        while terminal.alive() and "leuktui" in terminal.screen() and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        terminal.close()
+        scheduler.stop(Workspace(home))
+
+    with open(home / "exports" / "run-1.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    with open(data / "resnet_18_test.csv", newline="") as handle:
+        expected = [row[0] for row in list(csv.reader(handle))[1:]]
+    assert rows[0] == ["ID", "label"]
+    assert [row[0] for row in rows[1:]] == expected
+    assert {row[1] for row in rows[1:]} <= {"0", "1"}
