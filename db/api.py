@@ -171,7 +171,8 @@ class Database:
 
     def runs_changed_since(self, since: float) -> list[Run]:
         """Runs created or changed after ``since`` (the app's incremental poll)."""
-        query = select(Run).where(Run.updated_at > since).order_by(Run.id)
+        # Ordered by the indexed column: ordering by id would make SQLite walk the whole table.
+        query = select(Run).where(Run.updated_at > since).order_by(Run.updated_at)
         with self.session() as session:
             return list(session.scalars(query))
 
@@ -264,6 +265,27 @@ class Database:
             .order_by(StepMetric.step)
         )
         with self.session() as session:
+            return [(step, value) for step, value in session.execute(query)]
+
+    def steps_overview(self, run_id: int, key: str = "train_loss", *, max_points: int = 2000) -> list[tuple[int, float]]:
+        """At most about ``max_points`` (step, mean value) pairs over the whole run, bucketed in SQL,
+        ending exactly on the newest step; a chart needs no more than its width."""
+        with self.session() as session:
+            last = session.scalar(
+                select(func.max(StepMetric.step)).where(StepMetric.run_id == run_id, StepMetric.key == key)
+            )
+            if last is None:
+                return []
+            if last <= max_points:
+                return self.steps(run_id, key)
+            bucket = -(-last // max_points)
+            group = (StepMetric.step - 1) // bucket
+            query = (
+                select(func.max(StepMetric.step), func.avg(StepMetric.value))
+                .where(StepMetric.run_id == run_id, StepMetric.key == key)
+                .group_by(group)
+                .order_by(group)
+            )
             return [(step, value) for step, value in session.execute(query)]
 
     def count_steps(self, run_id: int) -> int:

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from textual import work
@@ -38,7 +39,7 @@ class RunsUpdated(Message):
 
 
 class LeuktuiApp(App):
-    CSS_PATH = "leuktui.tcss"
+    CSS_PATH = Path(__file__).with_name("leuktui.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "leuktui"
     SUB_TITLE = "leukemia cell classification experiments"
     BINDINGS = [

@@ -111,7 +111,8 @@ class RunDetailScreen(Screen):
             if reset:
                 last_epoch, last_step = 0, 0
             epochs = db.epochs(self.run_id, after=last_epoch)
-            steps = db.steps(self.run_id, after=last_step)
+            # A long run opens from an overview bucketed in SQL; new steps then arrive one by one.
+            steps = db.steps_overview(self.run_id) if last_step == 0 else db.steps(self.run_id, after=last_step)
             evaluations = db.evaluations(self.run_id)
             lines: list[str] = []
             try:
@@ -154,6 +155,8 @@ class RunDetailScreen(Screen):
         self._update_head()
         if message.epochs or message.steps or message.reset:
             self._dirty = True
+        if message.reset:
+            self._redraw_if_dirty()  # the first picture at once, not at the next redraw tick
         if message.epochs or message.evaluations is not None or message.reset:
             self._show_confusion()
 

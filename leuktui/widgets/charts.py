@@ -38,8 +38,8 @@ class MetricChart(PlotextPlot):
     def replot(self, series: list[Series]) -> None:
         self._series = series
         plt = self.plt
+        # clear_data only: clear_figure rebuilds plotext's figure, which costs ~10 ms a time.
         plt.clear_data()
-        plt.clear_figure()
         plt.title(self.title)
         plt.xlabel(self.x_label)
         width = max(10, self.size.width - 10)

@@ -44,6 +44,8 @@ def then(app, *keys: str, cursor_run: int | None = None, settle: float = 0.6):
         for key in keys:
             await pilot.press(key)
             await pilot.pause(0.1)
+        for text_input in app.screen.query("Input"):
+            text_input.cursor_blink = False  # a blinking cursor would make the picture random
         await pilot.pause(settle)
         await pilot.wait_for_scheduled_animations()
     return steps
