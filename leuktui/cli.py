@@ -510,7 +510,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     out.print(f"[bold]{report.root}[/] ({report.layout} layout)")
     for name, stats in report.splits.items():
         balance = f"  ALL {stats['all']}  HEM {stats['hem']} ({percent(stats['hem_fraction'])} HEM)" if "all" in stats else ""
-        sizes = ", ".join(f"{size} x{n}" for size, n in stats.get("image_sizes", {}).items())
+        sizes = ", ".join(f"{size} ({n})" for size, n in stats.get("image_sizes", {}).items())
         out.print(f"  {name:<20} {stats['rows']:>6} rows{balance}  sizes: {sizes or '-'}")
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/] {warning}", highlight=False)
