@@ -226,6 +226,8 @@ class Scheduler:
             if run.pid and is_worker_process(run.pid, run.id):
                 self.handles[run.id] = Handle(run.id, run.pid, run.device or "cpu", run.started_at or time.time())
                 log.info("adopted run %d (pid %d)", run.id, run.pid)
+            elif run.pid and _pid_alive(run.pid):
+                log.info("run %d trains in the foreground (pid %d); leaving it be", run.id, run.pid)
             else:
                 self.db.transition(run.id, ("running",), status="interrupted", finished_at=time.time(), pid=None,
                                    error="the worker was gone when the scheduler started; resume to continue")

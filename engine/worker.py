@@ -1,5 +1,7 @@
 """A worker process: ``python -m engine.worker RUN_ID --home DIR`` trains one queued run.
 
+Light at import (torch loads inside ``main``), so the CLI's foreground runs share its heartbeat.
+
 Started by the scheduler. It reads its config from the database, beats a heartbeat every two
 seconds, continues from the run's ``last`` checkpoint when there is one, and on SIGTERM finishes
 the current step, marks the run cancelled and exits 0. Output goes to the run's log file.
@@ -19,12 +21,22 @@ from engine.errors import UserError
 HEARTBEAT_SECONDS = 2.0
 
 
-def heartbeat(db: Database, run_id: int, done: threading.Event) -> None:
+def heartbeat(db: Database, run_id: int, done: threading.Event, stop: threading.Event) -> None:
+    """Beat every two seconds until ``done``; a cancel request in the database sets ``stop``."""
     while not done.wait(HEARTBEAT_SECONDS):
         try:
             db.heartbeat(run_id)
+            if db.get_run(run_id).cancel_requested_at:
+                stop.set()
         except Exception as exc:  # a missed beat is not worth killing the run for
             print(f"heartbeat failed: {exc}", file=sys.stderr, flush=True)
+
+
+def start_heartbeat(db: Database, run_id: int, stop: threading.Event) -> threading.Event:
+    """Start the heartbeat thread; set the returned event to end it."""
+    done = threading.Event()
+    threading.Thread(target=heartbeat, args=(db, run_id, done, stop), daemon=True, name="heartbeat").start()
+    return done
 
 
 def device_for_worker(config_device: str) -> str | None:
@@ -57,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace.resolve(args.home)
     db = Database(workspace.db_url)
     db.update_run(args.run_id, pid=os.getpid())
-    done = threading.Event()
-    beat = threading.Thread(target=heartbeat, args=(db, args.run_id, done), daemon=True, name="heartbeat")
-    beat.start()
+    done = start_heartbeat(db, args.run_id, stop)
     try:
         import torch
 

@@ -380,11 +380,22 @@ def _train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume
                 )
                 progress.update(task, description=f"epoch {event['epoch'] + 1}", completed=0)
 
+        import os
+        import threading
+
+        from engine.worker import start_heartbeat
+
+        # Heartbeats, and a cancel from the app or `leuktui cancel`, work as for queued runs.
+        db.update_run(run_id, pid=os.getpid())
+        stop = threading.Event()
+        done = start_heartbeat(db, run_id, stop)
         try:
-            status = Trainer(db, workspace, run_id, on_event=on_event).run(resume=resume)
+            status = Trainer(db, workspace, run_id, on_event=on_event, stop=stop).run(resume=resume)
         except KeyboardInterrupt:
             out.print(f"run {run_id} interrupted; continue it with: leuktui resume {run_id}")
             return 130
+        finally:
+            done.set()
     run = db.get_run(run_id)
     out.print(f"run {run_id} {status}: best epoch {run.best_epoch}, val acc {percent(run.best_val_acc)}, weighted F1 {number(run.best_val_f1)}")
     print(run_id)

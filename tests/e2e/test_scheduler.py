@@ -221,3 +221,24 @@ def test_four_concurrent_runs_and_a_reader_lose_no_rows(home, small_data):
         assert [e.epoch for e in db.epochs(run.id)] == [1, 2, 3]
         assert [s for s, _ in db.steps(run.id)] == list(range(1, 3 * steps_per_epoch + 1))
         assert db.count_steps(run.id) == 3 * steps_per_epoch
+
+
+def test_a_foreground_run_is_left_alone_by_the_scheduler_and_can_be_cancelled(home, small_data):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "leuktui", "--home", str(home.home), "run", "--data-dir", str(small_data), "--image-size", "16",
+               "--batch-size", "8", "--epochs", "500", "--rotation", "0", "--amp", "off", "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        db = Database(home.db_url)
+        run = wait_for(lambda: next((r for r in db.list_runs() if r.epochs_done >= 1), None), 90, "training in the foreground")
+        start(home)  # reconciles: the run's process is alive but no worker of the scheduler's
+        time.sleep(2)
+        assert db.get_run(run.id).status == "running"
+        assert control.cancel(db, run.id) == "cancelling"
+        assert process.wait(timeout=30) == 1
+        assert db.get_run(run.id).status == "cancelled"
+    finally:
+        if process.poll() is None:
+            process.kill()
