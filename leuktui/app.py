@@ -27,6 +27,7 @@ from engine.errors import UserError
 
 POLL_SECONDS = 0.5
 FULL_CHECK_EVERY = 20  # polls between checks for runs deleted by another process
+FIRST_PAGE = 250       # runs loaded before all the others
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RunsUpdated(Message):
     changed: list[Run]
     removed: set[int] = field(default_factory=set)
     initial: bool = False
+    partial: bool = False  # the newest runs only, shown while the rest load
 
 
 class LeuktuiApp(App):
@@ -103,6 +105,11 @@ class LeuktuiApp(App):
         since = 0.0
         polls = 0
         known: set[int] = set()
+        try:
+            # The newest runs first, so the table fills at once even with thousands of runs.
+            self.post_message(RunsUpdated(self.db.list_runs(limit=FIRST_PAGE), initial=True, partial=True))
+        except Exception as exc:
+            self.post_message(PollFailed(str(exc)))
         while not worker.is_cancelled:
             started = time.time()
             try:
@@ -126,7 +133,7 @@ class LeuktuiApp(App):
             self.runs[run.id] = run
         for run_id in message.removed:
             self.runs.pop(run_id, None)
-        self.loaded = True
+        self.loaded = self.loaded or not message.partial
         for screen in self.screen_stack:
             if hasattr(screen, "runs_updated"):
                 screen.runs_updated(message)
