@@ -160,9 +160,6 @@ class LeuktuiApp(App):
         if done is not None:
             self.call_from_thread(done, result)
 
-    def sorted_runs(self) -> list[Run]:
-        return sorted(self.runs.values(), key=lambda run: run.id, reverse=True)
-
     # -- screens --------------------------------------------------------------------------
 
     def action_help(self) -> None:
