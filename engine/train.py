@@ -461,7 +461,9 @@ class Trainer:
             environment={**env, "precision": precision.name},
         )
         self.log.info("training %s on %s (%s), epochs %d-%d", config.model, env["device_name"], precision.name, start_epoch, config.epochs)
-        steps_per_epoch = len(batch_indices(train_labels, config.batch_size, torch.Generator(), shuffle=True, balance=config.balance))
+        # batch_indices drops a trailing batch of one (BatchNorm cannot train on it).
+        full, rest = divmod(len(train_labels), config.batch_size)
+        steps_per_epoch = full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
         self.on_event({"type": "start", "run_id": self.run_id, "start_epoch": start_epoch, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch})
 
         status = "completed"

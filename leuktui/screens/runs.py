@@ -71,6 +71,7 @@ class RunsScreen(Screen):
         self.sort_index = 0
         self.filter_text = ""
         self.matching = 0
+        self.shown_keys: dict[int, object] = {}  # the sort key of each row as drawn
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,20 +92,28 @@ class RunsScreen(Screen):
     # -- data ----------------------------------------------------------------------------------
 
     def runs_updated(self, message) -> None:
+        """Update changed rows in place; rebuild only when the set or order of rows changes."""
         table = self.query_one("#runs", DataTable)
-        if message.initial or message.removed or not table.row_count or self.sort_index != 0 or self.filter_text:
+        if message.initial or message.removed or not table.row_count:
             self.refresh_table()
             return
         keep = self._matcher()
+        sort_key = SORTS[self.sort_index][1]
         for run in message.changed:
             key = str(run.id)
-            if key in table.rows:
-                for column, value in zip((c for c, _ in COLUMNS), self.row_cells(run), strict=True):
-                    table.update_cell(key, column, value, update_width=True)
-            elif keep(run):
+            shown = key in table.rows
+            if shown != keep(run) or (shown and sort_key(run) != self.shown_keys.get(run.id)):
+                if not shown and not self._would_show(sort_key(run)):
+                    continue  # a match that sorts below the rows the table holds
                 self.refresh_table()
                 return
+            if shown:
+                for column, value in zip((c for c, _ in COLUMNS), self.row_cells(run), strict=True):
+                    table.update_cell(key, column, value, update_width=True)
         self._update_status()
+
+    def _would_show(self, key) -> bool:
+        return len(self.shown_keys) < TABLE_LIMIT or key < max(self.shown_keys.values())
 
     def _matcher(self):
         try:
@@ -132,6 +141,8 @@ class RunsScreen(Screen):
         table.clear()
         runs = self.visible_runs()
         self.matching = len(runs)
+        sort_key = SORTS[self.sort_index][1]
+        self.shown_keys = {run.id: sort_key(run) for run in runs[:TABLE_LIMIT]}
         for run in runs[:TABLE_LIMIT]:
             table.add_row(*self.row_cells(run), key=str(run.id))
         if current is not None and str(current) in table.rows:
