@@ -6,7 +6,7 @@ Measures, each against a target:
   start-up    process start -> first painted Runs screen, -> the newest runs in the table (<= 1.0 s),
               and -> all runs loaded;
               reference: a bare Textual app with a 10-row DataTable, started the same way
-  open run    enter on a run with 50,000 steps -> its charts drawn (<= 150 ms)
+  open run    enter on a run with 50,000 steps -> its three charts drawn with its data (<= 150 ms)
   redraw      one redraw of the three charts of that run (<= 30 ms)
   live epoch  a worker commits an epoch -> it is on the open run's screen (<= 1.5 s)
   idle CPU    the app doing nothing for 10 s, CPU time / wall time (< 5% of one core)
@@ -128,10 +128,18 @@ def startup(kind: str, home: Path) -> dict:
 # -- in-process measurements --------------------------------------------------------------------------------
 
 
+def charts_drawn(screen) -> bool:
+    """The open run's three charts have been drawn, by the compositor, with all its steps."""
+    from leuktui.screens.run_detail import RunDetailScreen
+    from leuktui.widgets.charts import MetricChart
+
+    return (isinstance(screen, RunDetailScreen) and bool(screen.steps) and screen.steps[-1][0] == LONG_STEPS
+            and all(chart._series and chart._plotted_width is not None for chart in screen.query(MetricChart)))
+
+
 async def in_app(home: Path) -> dict:
     from db import Database, Workspace
     from leuktui.app import LeuktuiApp
-    from leuktui.screens.run_detail import RunDetailScreen
 
     app = LeuktuiApp(Workspace.resolve(home), start_scheduler=False)
     out: dict = {}
@@ -140,21 +148,21 @@ async def in_app(home: Path) -> dict:
             await pilot.pause(0.05)
         table = app.screen.query_one("#runs")
         opens = []
-        opened = [RUNS, RUNS - 1, RUNS - 2]
+        opened = [RUNS - i for i in range(LONG_RUNS)]  # the first open also imports the run screen's modules
         for run_id in opened:
             table.move_cursor(row=table.get_row_index(str(run_id)))
+            await pilot.pause(0.3)
             started = time.perf_counter()
-            await pilot.press("enter")
-            screen = app.screen
-            while not (isinstance(screen, RunDetailScreen) and screen.steps and screen.steps[-1][0] == LONG_STEPS
-                       and not screen._dirty and screen.query_one("#chart-steps")._series):
-                await pilot.pause(0.005)
-            await pilot.pause(0)
+            app.simulate_key("enter")  # as a terminal would send it; pilot.press would also wait for animations
+            while not charts_drawn(app.screen):
+                await asyncio.sleep(0.001)
             opens.append(time.perf_counter() - started)
             if run_id != opened[-1]:
                 await pilot.press("escape")
                 await pilot.pause(0.2)
-        out["open_ms"] = 1000 * statistics.median(opens)
+        out["first_open_ms"] = 1000 * opens[0]
+        out["open_ms"] = 1000 * statistics.median(opens[1:])
+        out["open_worst_ms"] = 1000 * max(opens[1:])
 
         screen = app.screen
         redraws = []
@@ -205,7 +213,9 @@ def main() -> None:
     print(f"start-up, the newest runs in the table: {median(ours, 'rows'):.2f} s   target <= 1.0 s")
     print(f"start-up, all {RUNS:,} runs loaded (filter and sort over all): {median(ours, 'all'):.2f} s")
     print(f"torch imported at start-up: {ours[0]['heavy'] or 'no'}")
-    print(f"open a run with {LONG_STEPS:,} steps: {measured['open_ms']:.0f} ms   target <= 150 ms")
+    print(f"open a run with {LONG_STEPS:,} steps: {measured['open_ms']:.0f} ms (median of {LONG_RUNS - 1}, worst "
+          f"{measured['open_worst_ms']:.0f} ms; the first open, importing the screen's modules: {measured['first_open_ms']:.0f} ms)"
+          "   target <= 150 ms")
     print(f"redraw its three charts: {measured['redraw_ms']:.1f} ms   target <= 30 ms")
     print(f"epoch committed -> on screen: {measured['live_epoch_s']:.2f} s (worst of 3)   target <= 1.5 s")
     print(f"idle CPU: {measured['idle_cpu_pct']:.1f}% of one core   target < 5%")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import random
 import time
@@ -268,25 +269,25 @@ class Database:
             return [(step, value) for step, value in session.execute(query)]
 
     def steps_overview(self, run_id: int, key: str = "train_loss", *, max_points: int = 2000) -> list[tuple[int, float]]:
-        """At most about ``max_points`` (step, mean value) pairs over the whole run, bucketed in SQL,
-        ending exactly on the newest step; a chart needs no more than its width."""
+        """At most ``max_points`` (step, mean value) pairs over the whole run, bucketed in SQL and
+        ending exactly on the newest step; a chart needs no more than its width.
+
+        The buckets come back packed in one JSON value: one row instead of thousands, so a reader
+        thread needs the GIL back once rather than once per row while the event loop is busy.
+        Values keep 15 significant digits."""
+        where = (StepMetric.run_id == run_id, StepMetric.key == key)
         with self.session() as session:
-            last = session.scalar(
-                select(func.max(StepMetric.step)).where(StepMetric.run_id == run_id, StepMetric.key == key)
-            )
+            last = session.scalar(select(func.max(StepMetric.step)).where(*where))
             if last is None:
                 return []
-            if last <= max_points:
-                return self.steps(run_id, key)
-            bucket = -(-last // max_points)
+            bucket = max(1, -(-last // max_points))
             group = (StepMetric.step - 1) // bucket
-            query = (
-                select(func.max(StepMetric.step), func.avg(StepMetric.value))
-                .where(StepMetric.run_id == run_id, StepMetric.key == key)
-                .group_by(group)
-                .order_by(group)
+            buckets = (
+                select(func.max(StepMetric.step).label("step"), func.avg(StepMetric.value).label("value"))
+                .where(*where).group_by(group).subquery()
             )
-            return [(step, value) for step, value in session.execute(query)]
+            packed = session.scalar(select(func.json_group_array(func.json_array(buckets.c.step, buckets.c.value))))
+        return sorted((int(step), float(value)) for step, value in json.loads(packed))
 
     def count_steps(self, run_id: int) -> int:
         with self.session() as session:

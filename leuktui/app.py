@@ -7,6 +7,7 @@ run in thread workers too. torch is imported only by the export and evaluate act
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -81,6 +82,9 @@ class LeuktuiApp(App):
         if self.start_scheduler:
             self.ensure_scheduler()
 
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # what the app froze can be collected once it is gone (tests run many apps)
+
     def _load_keymap(self) -> None:
         """``keymap.json`` in the workspace maps binding ids to keys, e.g. {"new-run": "N"}."""
         path = self.workspace.home / "keymap.json"
@@ -133,10 +137,21 @@ class LeuktuiApp(App):
             self.runs[run.id] = run
         for run_id in message.removed:
             self.runs.pop(run_id, None)
-        self.loaded = self.loaded or not message.partial
+        if not message.partial and not self.loaded:
+            self.loaded = True
+            # Thousands of runs are long-lived objects; without this, each full collection walks
+            # all of them (~200 ms with 10,000 runs) and stalls whatever screen is being drawn.
+            gc.freeze()
+            self._warm_imports()
         for screen in self.screen_stack:
             if hasattr(screen, "runs_updated"):
                 screen.runs_updated(message)
+
+    @work(thread=True, group="warm-imports", exit_on_error=False)
+    def _warm_imports(self) -> None:
+        """Import the run screen's modules (plotext, the tabs, the log) once the runs are loaded,
+        off the event loop, so the first run opened is as quick as the next ones."""
+        import leuktui.screens.run_detail  # noqa: F401
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.notify(f"database: {message.error}", severity="error", timeout=4)
@@ -161,6 +176,46 @@ class LeuktuiApp(App):
             self.call_from_thread(done, result)
 
     # -- screens --------------------------------------------------------------------------
+
+    def open_run(self, run_id: int) -> None:
+        """Read a run's data in a thread, then push its screen with it: the screen is laid out and
+        painted once, complete."""
+        resume_gc = self.pause_gc()
+        origin = self.screen
+
+        def read() -> tuple:
+            from leuktui.screens.run_detail import DetailFeed
+
+            try:
+                feed = DetailFeed(self.db, self.workspace.log_path(run_id), run_id)
+                return feed, feed.read()
+            except BaseException:
+                self.call_from_thread(resume_gc)
+                raise
+
+        def push(opened: tuple) -> None:
+            from leuktui.screens.run_detail import RunDetailScreen
+
+            feed, first = opened
+            if self.screen is origin:  # not if the user went elsewhere meanwhile, or pressed enter twice
+                self.push_screen(RunDetailScreen(run_id, feed=feed, first=first, on_first_picture=resume_gc))
+            else:
+                resume_gc()
+
+        self.run_task(f"run {run_id}", read, done=push)
+
+    def pause_gc(self, *, at_most: float = 3.0) -> Callable[[], None]:
+        """No garbage collection until the returned function is called, or for ``at_most``
+        seconds: a full collection takes tens of milliseconds and would stall the picture being
+        drawn. Textual does the same while scrolling."""
+        gc.disable()
+        timer = self.set_timer(at_most, gc.enable)
+
+        def resume() -> None:
+            timer.stop()
+            gc.enable()
+
+        return resume
 
     def action_help(self) -> None:
         from leuktui.screens.help import HelpScreen

@@ -92,3 +92,21 @@ def test_unknown_run_is_not_found(db):
         db.get_run(42)
     with pytest.raises(NotFound):
         db.update_run(42, status="failed")
+
+
+def test_steps_overview_buckets_means_in_sql_and_ends_on_the_newest_step(db):
+    run = _run(db)
+    assert db.steps_overview(run.id) == []
+    db.add_steps(run.id, [(s, "train_loss", float(s)) for s in range(1, 1001)])
+    db.add_steps(run.id, [(s, "val_loss", -1.0) for s in range(1, 1001)])  # another key stays out
+    short = db.steps_overview(run.id)
+    assert short == db.steps(run.id), "a run shorter than max_points comes back whole"
+    # 1,000 steps into at most 300 points: buckets of 4 steps, each the mean, the last ending on step 1,000.
+    overview = db.steps_overview(run.id, max_points=300)
+    assert len(overview) == 250
+    assert overview[0] == (4, 2.5) and overview[1] == (8, 6.5) and overview[-1] == (1000, 998.5)
+    assert [step for step, _ in overview] == sorted(step for step, _ in overview)
+    # An uneven split: 1,001 steps into at most 500 points: buckets of 3, the last one short.
+    db.add_steps(run.id, [(1001, "train_loss", 5.0)])
+    overview = db.steps_overview(run.id, max_points=500)
+    assert len(overview) == 334 and overview[-2] == (999, 998.0) and overview[-1] == (1001, (1000 + 5.0) / 2)

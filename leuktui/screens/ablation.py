@@ -10,10 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.widgets import DataTable, Header, Label, Select, Static
 
 from leuktui.ablation import METRICS, Pivot, build, suggest_factors
 from leuktui.formatting import number, percent
+from leuktui.widgets.keybar import KeyBar
 
 METRIC_ORDER = list(METRICS)
 
@@ -43,7 +44,7 @@ class AblationScreen(Screen):
             yield Select([("eval mode (tta)", "tta")], value="tta", allow_blank=False, id="ablation-columns")
         yield Static("", id="ablation-title")
         yield DataTable(id="ablation-table", cursor_type="cell")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.load()

@@ -7,10 +7,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from leuktui.formatting import number, percent
 from leuktui.widgets.charts import MetricChart
+from leuktui.widgets.keybar import KeyBar
 
 
 def config_diff(configs: dict[int, dict]) -> list[tuple[str, list]]:
@@ -41,7 +42,7 @@ class CompareScreen(Screen):
             with Horizontal(id="compare-tables"):
                 yield DataTable(id="compare-metrics", cursor_type="row")
                 yield DataTable(id="compare-diff", cursor_type="row")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.load()

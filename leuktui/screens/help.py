@@ -6,7 +6,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Markdown
+from textual.widgets import Header, Markdown
+
+from leuktui.widgets.keybar import KeyBar
 
 HELP = """\
 # leuktui keys
@@ -57,4 +59,4 @@ class HelpScreen(Screen):
         yield Header()
         with VerticalScroll():
             yield Markdown(HELP)
-        yield Footer()
+        yield KeyBar()

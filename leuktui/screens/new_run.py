@@ -11,11 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Static
 
 from db.models import Run
 from engine.config import ConfigError, RunConfig
 from engine.control import expand, parse_grid, queue_runs
+from leuktui.widgets.keybar import KeyBar
 
 DEMO_DATA = Path("data/demo")
 # On a machine without GPUs the form starts from a run that trains in about a minute.
@@ -80,7 +81,7 @@ class NewRunScreen(Screen):
         with Horizontal(id="form-buttons"):
             yield Static("", id="form-summary")
             yield Button("Queue (ctrl+s)", variant="primary", id="submit", compact=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.validate_form()

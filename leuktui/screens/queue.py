@@ -8,13 +8,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from engine import control
 from leuktui.formatting import age
 from leuktui.screens.runs import progress_cell, status_cell
 from leuktui.widgets.device_strip import DeviceStrip
+from leuktui.widgets.keybar import KeyBar
 
 
 class QueueScreen(Screen):
@@ -31,7 +32,7 @@ class QueueScreen(Screen):
         yield DeviceStrip(id="devices")
         yield Static("", id="scheduler-state")
         yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one("#queue", DataTable)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
@@ -13,14 +15,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Log, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Log, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from db import Database
 from db.models import Epoch, Evaluation, Run
 from leuktui.formatting import number, percent
 from leuktui.screens.runs import status_cell
 from leuktui.widgets.charts import MetricChart
 from leuktui.widgets.confusion import ConfusionMatrix
+from leuktui.widgets.keybar import KeyBar
 
 LOG_TAIL_BYTES = 32_768
 REDRAW_SECONDS = 0.3
@@ -36,6 +40,65 @@ class DetailData(Message):
     evaluations: list[Evaluation] | None = None
     log_lines: list[str] = field(default_factory=list)
     reset: bool = False
+
+
+class DetailFeed:
+    """What is new for one run since the last read: its row, epochs, steps, evaluations and log.
+
+    Used from a thread only, never on the event loop: once to open the run before its screen is
+    pushed, then by the screen's poll worker. The first read has everything (``reset``); a long
+    run's steps come as an overview bucketed in SQL, then new steps one by one.
+    """
+
+    def __init__(self, db: Database, log_path: Path, run_id: int) -> None:
+        self.db, self.log_path, self.run_id = db, log_path, run_id
+        self.last_epoch = 0
+        self.last_step = 0
+        self.evaluation_count = -1
+        self.log_offset: int | None = None
+        self.updated_at: float | None = None
+        self.started = False
+
+    def read(self) -> DetailData | None:
+        """The changes since the last read, or None when nothing changed. Raises NotFound when
+        the run is gone."""
+        run = self.db.get_run(self.run_id)
+        first = not self.started
+        reset = first or run.epochs_done < self.last_epoch  # or resumed from an earlier checkpoint
+        if reset:
+            self.last_epoch, self.last_step = 0, 0
+        epochs = self.db.epochs(self.run_id, after=self.last_epoch)
+        steps = self.db.steps_overview(self.run_id) if self.last_step == 0 else self.db.steps(self.run_id, after=self.last_step)
+        evaluations = self.db.evaluations(self.run_id)
+        lines = self._read_log()
+        changed_evaluations = evaluations if len(evaluations) != self.evaluation_count else None
+        self.started = True
+        if epochs:
+            self.last_epoch = epochs[-1].epoch
+        if steps:
+            self.last_step = steps[-1][0]
+        self.evaluation_count = len(evaluations)
+        if not (reset or epochs or steps or lines or changed_evaluations is not None or run.updated_at != self.updated_at):
+            return None
+        self.updated_at = run.updated_at
+        return DetailData(run, epochs, steps, changed_evaluations, lines, reset)
+
+    def _read_log(self) -> list[str]:
+        """Whole lines appended to the run's log since the last read (the last 32 KiB at first)."""
+        try:
+            size = self.log_path.stat().st_size
+            if self.log_offset is None or size < self.log_offset:
+                self.log_offset = max(0, size - LOG_TAIL_BYTES)
+            if size <= self.log_offset:
+                return []
+            with self.log_path.open("rb") as handle:
+                handle.seek(self.log_offset)
+                chunk = handle.read(size - self.log_offset)
+        except OSError:
+            return []
+        cut = chunk.rfind(b"\n") + 1
+        self.log_offset += cut
+        return chunk[:cut].decode("utf-8", "replace").splitlines()
 
 
 def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
@@ -58,15 +121,31 @@ class RunDetailScreen(Screen):
         Binding("x", "cancel_run", "Cancel", id="detail-cancel"),
     ]
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(
+        self,
+        run_id: int,
+        *,
+        feed: DetailFeed | None = None,
+        first: DetailData | None = None,
+        on_first_picture: Callable[[], None] | None = None,
+    ) -> None:
+        """``feed`` and its ``first`` read, when the opener has them, are on the first picture;
+        otherwise the poll worker reads them. ``on_first_picture`` is called once the run's data
+        has been painted."""
         super().__init__()
         self.run_id = run_id
         self.run: Run | None = None
+        self.feed = feed if first is not None else None  # a feed is only of use with its first read
+        self._first = first
+        self._on_first_picture = on_first_picture
         self.epochs: list[Epoch] = []
         self.steps: list[tuple[int, float]] = []
         self.evaluations: list[Evaluation] = []
         self.source_index = -1  # -1: follow the newest epoch
         self._dirty = False
+        self._redrawn_at = 0.0
+        self._config_shown = False
+        self._head: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,58 +164,32 @@ class RunDetailScreen(Screen):
                 yield Static("", id="config")
             with TabPane("Log", id="tab-log"):
                 yield Log(id="log", max_lines=2000)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one("#evaluations", DataTable)
         for label in ("id", "checkpoint", "epoch", "split", "tta", "n", "acc", "sens", "spec", "F1", "AUC", "file"):
             table.add_column(label)
+        if self._first is not None:
+            self.on_detail_data(self._first)
+            self._first = None
         self.set_interval(REDRAW_SECONDS, self._redraw_if_dirty)
         self.poll()
 
     @work(thread=True, exclusive=True, group="detail-poll", exit_on_error=False)
     def poll(self) -> None:
         worker = get_current_worker()
-        db = self.app.db
-        last_epoch, last_step, evaluation_count, log_offset = 0, 0, -1, None
-        log_path = self.app.workspace.log_path(self.run_id)
-        first = True
+        if self.feed is None:
+            self.feed = DetailFeed(self.app.db, self.app.workspace.log_path(self.run_id), self.run_id)
+        elif self.feed.started:
+            time.sleep(self.app.poll_seconds)
         while not worker.is_cancelled:
             try:
-                run = db.get_run(self.run_id)
-            except Exception:
-                time.sleep(self.app.poll_seconds)
-                continue
-            reset = run.epochs_done < last_epoch  # resumed from an earlier checkpoint
-            if reset:
-                last_epoch, last_step = 0, 0
-            epochs = db.epochs(self.run_id, after=last_epoch)
-            # A long run opens from an overview bucketed in SQL; new steps then arrive one by one.
-            steps = db.steps_overview(self.run_id) if last_step == 0 else db.steps(self.run_id, after=last_step)
-            evaluations = db.evaluations(self.run_id)
-            lines: list[str] = []
-            try:
-                size = log_path.stat().st_size
-                if log_offset is None:
-                    log_offset = max(0, size - LOG_TAIL_BYTES)
-                if size > log_offset:
-                    with log_path.open("rb") as handle:
-                        handle.seek(log_offset)
-                        chunk = handle.read(size - log_offset)
-                    cut = chunk.rfind(b"\n") + 1
-                    log_offset += cut
-                    lines = chunk[:cut].decode("utf-8", "replace").splitlines()
-            except OSError:
-                pass
-            changed_evaluations = evaluations if len(evaluations) != evaluation_count else None
-            if first or reset or epochs or steps or lines or changed_evaluations is not None or run.updated_at != getattr(self.run, "updated_at", None):
-                self.post_message(DetailData(run, epochs, steps, changed_evaluations, lines, reset or first))
-            first = False
-            if epochs:
-                last_epoch = epochs[-1].epoch
-            if steps:
-                last_step = steps[-1][0]
-            evaluation_count = len(evaluations)
+                data = self.feed.read()
+            except Exception:  # locked, or deleted by another process: try again; the run stays shown
+                data = None
+            if data is not None and not worker.is_cancelled:
+                self.post_message(data)
             time.sleep(self.app.poll_seconds)
 
     def on_detail_data(self, message: DetailData) -> None:
@@ -147,16 +200,24 @@ class RunDetailScreen(Screen):
         self.steps.extend(message.steps)
         if message.evaluations is not None:
             self.evaluations = message.evaluations
-            self._fill_evaluations()
-        if message.log_lines:
-            self.query_one("#log", Log).write_lines(message.log_lines)
-        if message.reset:
-            self._fill_config()
         self._update_head()
         if message.epochs or message.steps or message.reset:
             self._dirty = True
-        if message.reset:
-            self._redraw_if_dirty()  # the first picture at once, not at the next redraw tick
+        if message.reset or time.monotonic() - self._redrawn_at >= REDRAW_SECONDS:
+            self._redraw_if_dirty()  # at once, unless the charts were redrawn a moment ago
+        if self._on_first_picture is not None:
+            self.call_after_refresh(self._on_first_picture)
+            self._on_first_picture = None
+        # The other tabs are filled once the charts are painted: they are not on screen, and
+        # filling them lays the screen out again.
+        self.call_after_refresh(self._fill_tabs, message)
+
+    def _fill_tabs(self, message: DetailData) -> None:
+        if message.evaluations is not None:
+            self._fill_evaluations()
+        if message.log_lines:
+            self.query_one("#log", Log).write_lines(message.log_lines)
+        self._fill_config()
         if message.epochs or message.evaluations is not None or message.reset:
             self._show_confusion()
 
@@ -165,6 +226,7 @@ class RunDetailScreen(Screen):
         if not self._dirty:
             return
         self._dirty = False
+        self._redrawn_at = time.monotonic()
         xs = [e.epoch for e in self.epochs]
         with self.app.batch_update():
             self.query_one("#chart-loss", MetricChart).replot([
@@ -190,11 +252,20 @@ class RunDetailScreen(Screen):
         )
         if run.error:
             text.append(f"\n{run.error.splitlines()[0]}", style="red")
-        self.query_one("#detail-head", Static).update(text)
+        if text == self._head:
+            return
+        head = self.query_one("#detail-head", Static)
+        # Lay the screen out again only if the head's height changes (a new error line, a wrap).
+        width = max(1, head.content_region.width)
+        lines = lambda t: sum(max(1, -(-len(line) // width)) for line in t.plain.splitlines())  # noqa: E731
+        head.update(text, layout=self._head is None or lines(text) != lines(self._head))
+        self._head = text
 
     def _fill_config(self) -> None:
-        if self.run is None:
+        """Once: a run's config never changes."""
+        if self.run is None or self._config_shown:
             return
+        self._config_shown = True
         table = Table(box=None, show_header=False, pad_edge=False)
         table.add_column(style="bold")
         table.add_column()

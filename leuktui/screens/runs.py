@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from db.models import Run
 from leuktui.formatting import age, number, percent
 from leuktui.query import FilterError, matcher
+from leuktui.widgets.keybar import KeyBar
 
 COLUMNS = (("mark", " "), ("id", "id"), ("name", "name"), ("model", "model"), ("status", "status"), ("progress", "epoch"),
            ("acc", "best acc"), ("f1", "val F1"), ("eval", "eval"), ("tags", "tags"), ("age", "age"))
@@ -79,7 +80,7 @@ class RunsScreen(Screen):
             yield Input(placeholder="filter: text, model=resnet50 status=completed acc>0.95 … (enter to apply, esc to clear)", id="filter")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-status")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
@@ -234,11 +235,9 @@ class RunsScreen(Screen):
         self.action_open_run()
 
     def action_open_run(self) -> None:
-        from leuktui.screens.run_detail import RunDetailScreen
-
         run = self.current_run()
         if run:
-            self.app.push_screen(RunDetailScreen(run.id))
+            self.app.open_run(run.id)
 
     def action_new_run(self) -> None:
         from leuktui.screens.new_run import NewRunScreen

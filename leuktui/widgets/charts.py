@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 Series = tuple[str, Sequence[float], Sequence[float]]  # label, x, y
+
+# Series colours by position, fixed so that a series keeps its colour through every redraw and in
+# every chart (train is always the first, validation the second). The values are the first ten of
+# Sasha Trubetskoy's "List of 20 Simple, Distinct Colors" (2017), readable on dark and light themes.
+PALETTE = [
+    (0, 130, 200), (60, 180, 75), (245, 130, 48), (230, 25, 75), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40),
+]
 
 
 def downsample(xs: Sequence[float], ys: Sequence[float], width: int) -> tuple[list[float], list[float]]:
@@ -24,32 +34,42 @@ def downsample(xs: Sequence[float], ys: Sequence[float], width: int) -> tuple[li
 
 
 class MetricChart(PlotextPlot):
-    """A titled line chart; ``replot`` takes whole series and redraws once."""
+    """A titled line chart. ``replot`` takes whole series; the points are fitted to the width
+    the chart has when it is drawn, so a chart filled before its first layout, or resized, is
+    still one point per column."""
 
     def __init__(self, title: str, *, y_label: str = "", x_label: str = "epoch", **kwargs):
         super().__init__(**kwargs)
         self.title, self.y_label, self.x_label = title, y_label, x_label
-        self._series: list[Series] = []
-
-    def on_mount(self) -> None:
-        super().on_mount()
-        self.replot(self._series)
+        self._series: list[Series] | None = None  # None: not read yet
+        self._plotted_width: int | None = None
 
     def replot(self, series: list[Series]) -> None:
         self._series = series
+        self._plotted_width = None
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        if self._series is None:
+            return Text(f"{self.title}: reading…", style="dim")  # no plot until there is data to plot
+        width = max(10, self.size.width - 10)  # the plot area, less the y axis' labels
+        if width != self._plotted_width:
+            self._draw_series(width)
+        return super().render()
+
+    def _draw_series(self, width: int) -> None:
+        self._plotted_width = width
         plt = self.plt
         # clear_data only: clear_figure rebuilds plotext's figure, which costs ~10 ms a time.
         plt.clear_data()
         plt.title(self.title)
         plt.xlabel(self.x_label)
-        width = max(10, self.size.width - 10)
         drawn = False
-        for label, xs, ys in series:
+        for index, (label, xs, ys) in enumerate(self._series):
             if not xs:
                 continue
             x, y = downsample(xs, ys, width)
-            plt.plot(x, y, label=label, marker="braille")
+            plt.plot(x, y, label=label, marker="braille", color=PALETTE[index % len(PALETTE)])
             drawn = True
         if not drawn:
             plt.title(f"{self.title} (no data yet)")
-        self.refresh()

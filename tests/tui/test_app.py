@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -14,6 +15,8 @@ from leuktui.screens.new_run import NewRunScreen
 from leuktui.screens.queue import QueueScreen
 from leuktui.screens.run_detail import RunDetailScreen
 from leuktui.screens.runs import RunsScreen
+from leuktui.widgets.charts import MetricChart
+from leuktui.widgets.keybar import KeyBar
 from tui.conftest import make_app, wait_until
 
 
@@ -50,15 +53,25 @@ async def test_runs_screen_lists_filters_and_sorts(seeded):
         assert any("unknown field 'colour'" in n.message for n in app._notifications)
 
 
-async def test_open_a_run_and_read_its_confusion_matrix(seeded):
+async def test_open_a_run_and_read_its_confusion_matrix(seeded, monkeypatch):
+    first_pictures = {}  # chart id -> whether its first drawing had the run's data
+    render = MetricChart.render
+
+    def record(chart):
+        first_pictures.setdefault(chart.id, chart._series is not None)
+        return render(chart)
+
+    monkeypatch.setattr(MetricChart, "render", record)
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
         table = runs_table(app)
         table.move_cursor(row=table.get_row_index("1"))
         await pilot.press("enter")
-        assert isinstance(app.screen, RunDetailScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen), message="the run's screen")
         await wait_until(pilot, lambda: len(app.screen.epochs) == 5 and len(app.screen.steps) == 1250, message="epochs and steps")
+        assert first_pictures == {"chart-loss": True, "chart-acc": True, "chart-steps": True}, "the screen opens with its data, never empty"
+        await wait_until(pilot, gc.isenabled, timeout=2.0, message="garbage collection back on once the run is painted")
         head = str(app.screen.query_one("#detail-head", Static).render())
         assert "run 1" in head and "resnet18" in head and "completed" in head
         matrix = app.screen.query_one("#confusion")
@@ -79,7 +92,7 @@ async def test_epochs_arrive_live(seeded):
         table = runs_table(app)
         table.move_cursor(row=table.get_row_index("7"))  # the running run, 3 epochs so far
         await pilot.press("enter")
-        await wait_until(pilot, lambda: len(app.screen.epochs) == 3)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and len(app.screen.epochs) == 3)
         writer = Database(seeded.db_url)
         writer.add_epoch(7, 4, 400, {"train_loss": 0.3, "val_acc": 0.91, "val_loss": 0.25, "confusion": [[30, 2], [7, 61]], "seconds": 10})
         writer.add_steps(7, [(s, "train_loss", 0.3) for s in range(1, 401)])
@@ -239,3 +252,34 @@ def test_the_app_never_imports_torch_at_start_up(seeded):
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert "HEAVY=\n" in result.stdout
+
+
+async def test_a_run_deleted_meanwhile_is_an_error_not_a_screen(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.loaded and runs_table(app).row_count == 9)
+        assert gc.get_freeze_count() > 0, "the loaded runs are out of the collector's way"
+        app.open_run(4242)
+        await wait_until(pilot, lambda: any("run 4242: no such run" in n.message for n in app._notifications), message="the error")
+        assert isinstance(app.screen, RunsScreen)
+        await wait_until(pilot, gc.isenabled, timeout=1.0, message="garbage collection back on")
+    assert gc.get_freeze_count() == 0, "what the app froze is collectable once it exits"
+
+
+async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
+    (seeded.home / "keymap.json").write_text('{"new-run": "N"}')
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        bar = app.screen.query_one(KeyBar)
+        keys, palette = bar.shown()
+        assert [key for key, *_ in keys][:5] == ["slash", "s", "space", "N", "g"], "a remapped key keeps its place"
+        assert ("N", "N", "New run", True) in keys and palette[0] == "ctrl+p"
+        await pilot.press("n")
+        assert isinstance(app.screen, RunsScreen), "the old key no longer opens the form"
+        start = next(start for start, _, key in bar._keys if key == "N")
+        await pilot.click(KeyBar, offset=(start + 1, 0))
+        await wait_until(pilot, lambda: isinstance(app.screen, NewRunScreen), message="the form, from a click on the key bar")
+        await pilot.press("escape")
+        await pilot.press("N")
+        assert isinstance(app.screen, NewRunScreen)

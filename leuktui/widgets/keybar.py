@@ -1,0 +1,108 @@
+"""The key bar: the focused screen's key bindings on the bottom line, drawn as one widget.
+
+It shows what Textual's ``Footer`` shows, in the same colours, but as a single line of text
+rather than a widget per key: the footer recomposes its keys whenever focus moves, and styling
+those widgets was the largest single cost of painting a screen (about 100 ms of the Runs
+screen's first paint with ~20 keys). A click on a key presses it, as with the footer.
+"""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.app import RenderResult
+from textual.screen import Screen
+from textual.widget import Widget
+
+
+class KeyBar(Widget, can_focus=False):
+    DEFAULT_CSS = """
+    KeyBar {
+        dock: bottom;
+        height: 1;
+        background: $footer-background;
+        color: $footer-foreground;
+        .keybar--key {
+            color: $footer-key-foreground;
+            background: $footer-key-background;
+            text-style: bold;
+        }
+        .keybar--description {
+            color: $footer-description-foreground;
+            background: $footer-description-background;
+        }
+        .keybar--separator {
+            color: $foreground 20%;
+        }
+    }
+    """
+    COMPONENT_CLASSES = {"keybar--key", "keybar--description", "keybar--separator"}
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._keys: list[tuple[int, int, str]] = []  # (start column, end column, key) of what was drawn
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+
+    def _bindings_changed(self, screen: Screen) -> None:
+        self.refresh()
+
+    def shown(self) -> tuple[list[tuple[str, str, str, bool]], tuple[str, str, str, bool] | None]:
+        """(key, key as displayed, description, enabled) of each binding to show, in order and one
+        per action; and the command palette's key, shown at the right."""
+        bindings = self.screen.active_bindings
+        palette_key = self.app.COMMAND_PALETTE_BINDING
+        seen: set[str] = set()
+        keys, order = [], []
+        nodes: list = []
+        for key, active in bindings.items():
+            binding = active.binding
+            if not binding.show or binding.action in seen or key == palette_key:
+                continue
+            seen.add(binding.action)
+            if active.node not in nodes:
+                nodes.append(active.node)
+            # In the order the node declares them, so a key remapped by keymap.json keeps its place.
+            declared = [getattr(b, "action", None) for b in getattr(active.node, "BINDINGS", [])]
+            place = declared.index(binding.action) if binding.action in declared else len(declared)
+            order.append((nodes.index(active.node), place))
+            keys.append((key, self.app.get_key_display(binding), binding.description, active.enabled))
+        keys = [item for _, item in sorted(zip(order, keys, strict=True), key=lambda pair: pair[0])]
+        palette = None
+        if self.app.ENABLE_COMMAND_PALETTE and palette_key in bindings:
+            active = bindings[palette_key]
+            palette = (palette_key, self.app.get_key_display(active.binding), active.binding.description, active.enabled)
+        return keys, palette
+
+    def render(self) -> RenderResult:
+        key_style = self.get_component_rich_style("keybar--key")
+        description_style = self.get_component_rich_style("keybar--description")
+        separator_style = self.get_component_rich_style("keybar--separator")
+        width = self.size.width
+        keys, palette = self.shown()
+        right = Text()
+        if palette:
+            right = Text.assemble(("▏", separator_style), (f"{palette[1]} ", key_style), (f"{palette[2]} ", description_style))
+        room = width - right.cell_len
+        text = Text(no_wrap=True, overflow="crop", end="")
+        self._keys = []
+        for key, display, description, enabled in keys:
+            dim = Style(dim=not enabled)
+            part = Text.assemble((f" {display} ", key_style + dim), (f"{description} ", description_style + dim))
+            if text.cell_len + part.cell_len > room:
+                break  # whole keys only; the help screen and the palette list them all
+            self._keys.append((text.cell_len, text.cell_len + part.cell_len, key))
+            text.append_text(part)
+        if palette:
+            text.append(" " * max(0, room - text.cell_len))
+            self._keys.append((text.cell_len, width, palette[0]))
+            text.append_text(right)
+        return text
+
+    def on_click(self, event: events.Click) -> None:
+        for start, end, key in self._keys:
+            if start <= event.x < end:
+                self.app.simulate_key(key)
+                return
