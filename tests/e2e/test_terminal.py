@@ -25,8 +25,10 @@ class Terminal:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "-c", str(cwd), command], check=True)
 
-    def screen(self) -> str:
-        result = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session], capture_output=True, text=True)
+    def screen(self, *, escapes: bool = False) -> str:
+        """The visible screen as text; with ``escapes``, with the colour and style sequences too."""
+        result = subprocess.run(["tmux", "capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.session],
+                                capture_output=True, text=True)
         return result.stdout
 
     def keys(self, *keys: str, literal: bool = False) -> None:
@@ -92,3 +94,30 @@ def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
     assert rows[0] == ["ID", "label"]
     assert [row[0] for row in rows[1:]] == expected
     assert {row[1] for row in rows[1:]} <= {"0", "1"}
+
+
+def test_a_256_colour_terminal_at_80x24_gets_256_colours(tmp_path):
+    """The app's theme is true colour; a terminal that only has 256 colours must get 256-colour
+    sequences, not true-colour ones it would show wrongly, and every screen edge must fit 80x24."""
+    from tui.seed import seed_workspace
+
+    home = tmp_path / "home"
+    seed_workspace(Workspace(home).ensure()).close()
+    command = (f"env -u COLORTERM TERM=xterm-256color {shlex.quote(sys.executable)} -m leuktui "
+               f"--home {shlex.quote(str(home))} --no-scheduler")
+    terminal = Terminal(f"leuktui-256-{int(time.time())}", command, cwd=tmp_path, width=80, height=24)
+    try:
+        terminal.wait_for("^p palette", 30)
+        screen = terminal.wait_for("9 of 9 runs", 15)
+        lines = screen.splitlines()
+        assert "leuktui" in lines[0] and "^p palette" in lines[23], screen
+        coloured = terminal.screen(escapes=True)
+        assert "38;5;" in coloured or "48;5;" in coloured, "256-colour sequences"
+        assert "38;2;" not in coloured and "48;2;" not in coloured, "no true-colour sequences"
+        terminal.keys("Enter")  # the run under the cursor: its charts in 256 colours too
+        terminal.wait_for("loss per epoch", 15)
+        coloured = terminal.screen(escapes=True)
+        assert "38;2;" not in coloured and "48;2;" not in coloured
+        terminal.keys("q")
+    finally:
+        terminal.close()
