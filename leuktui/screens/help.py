@@ -45,7 +45,7 @@ ten-crop · **e** export · **x** cancel · **esc** back
 missing five-/ten-crop checkpoints · pick rows and columns at the top
 
 ## Queue
-**h** hold · **u** release · **p** move to front · **x** cancel · **esc** back
+**enter** open the run · **h** hold · **u** release · **p** move to front · **x** cancel · **esc** back
 
 ## New run / sweep
 tab between fields, errors show under the field · **ctrl+s** queue · **esc** cancel

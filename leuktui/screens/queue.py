@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -26,6 +26,10 @@ class QueueScreen(Screen):
         Binding("p", "prioritize", "To front", id="prioritize"),
         Binding("x", "cancel_run", "Cancel", id="queue-cancel"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: list[tuple] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,14 +66,26 @@ class QueueScreen(Screen):
         self.query_one("#scheduler-state", Static).update(
             f"scheduler running (pid {pid})" if pid else "scheduler not running — it starts when work is queued"
         )
+        rows = [
+            (str(position), str(run.id), run.name, status_cell(run), run.device or "-", progress_cell(run),
+             str(run.priority), age(run.created_at, self.app.clock()))
+            for position, run in enumerate(runs, start=1)
+        ]
+        if rows == self._shown:
+            return  # the same picture: no repaint every second
+        self._shown = rows
         table = self.query_one("#queue", DataTable)
-        cursor = table.cursor_row
+        current, cursor = self.current(), table.cursor_row
         table.clear()
-        for position, run in enumerate(runs, start=1):
-            table.add_row(str(position), str(run.id), run.name, status_cell(run), run.device or "-", progress_cell(run),
-                          str(run.priority), age(run.created_at, self.app.clock()), key=str(run.id))
-        if runs:
-            table.move_cursor(row=min(cursor, len(runs) - 1))
+        for row in rows:
+            table.add_row(*row, key=row[1])
+        if rows:  # the cursor stays on its run when the order changes, else on its row
+            ids = [row[1] for row in rows]
+            table.move_cursor(row=ids.index(str(current)) if str(current) in ids else min(cursor, len(rows) - 1))
+
+    @on(DataTable.RowSelected, "#queue")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.app.open_run(int(event.row_key.value))
 
     def current(self) -> int | None:
         table = self.query_one("#queue", DataTable)

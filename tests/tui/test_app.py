@@ -197,6 +197,12 @@ async def test_cancel_a_queued_run_and_use_the_queue_screen(seeded):
         await wait_until(pilot, lambda: Database(seeded.db_url).get_run(8).status == "held", message="held")
         await pilot.press("u")
         await wait_until(pilot, lambda: Database(seeded.db_url).get_run(8).status == "queued", message="released")
+        await pilot.pause(1.2)  # a poll or two
+        assert queue.coordinate_to_cell_key(queue.cursor_coordinate).row_key.value == "8", "the cursor stays on its run"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.run_id == 8, message="run 8 opened")
+        await pilot.press("escape")
+        assert isinstance(app.screen, QueueScreen)
         await pilot.press("escape")
         table = runs_table(app)
         table.move_cursor(row=table.get_row_index("8"))
