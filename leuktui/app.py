@@ -207,7 +207,10 @@ class LeuktuiApp(App):
     def pause_gc(self, *, at_most: float = 3.0) -> Callable[[], None]:
         """No garbage collection until the returned function is called, or for ``at_most``
         seconds: a full collection takes tens of milliseconds and would stall the picture being
-        drawn. Textual does the same while scrolling."""
+        drawn. Textual does the same while scrolling; if it has already paused collection, it
+        stays Textual's to resume."""
+        if not gc.isenabled():
+            return lambda: None
         gc.disable()
         timer = self.set_timer(at_most, gc.enable)
 
