@@ -1,4 +1,4 @@
-"""Snapshots of every screen at 80x24 and 120x40 on the fixed, seeded workspace.
+"""Snapshots of every screen and dialog at 80x24 and 120x40 on the fixed, seeded workspace.
 
 Regenerate after an intended change with: .venv/bin/python -m pytest tests/tui/test_snapshots.py --snapshot-update
 """
@@ -95,3 +95,18 @@ def test_export_dialog(snap_compare, snapshot_app, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_help(snap_compare, snapshot_app, size):
     assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "question_mark"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_new_sweep_form(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "g", cursor_run=1))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_tags_and_notes_dialog(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "t", cursor_run=1))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_delete_confirmation(snap_compare, snapshot_app, size):
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "space", "space", "d", cursor_run=2))
