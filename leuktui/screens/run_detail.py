@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Log, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from db import Database
+from db import Database, NotFound
 from db.models import Epoch, Evaluation, Run
 from leuktui.formatting import number, percent
 from leuktui.screens.runs import status_cell
@@ -40,6 +40,10 @@ class DetailData(Message):
     evaluations: list[Evaluation] | None = None
     log_lines: list[str] = field(default_factory=list)
     reset: bool = False
+
+
+class RunGone(Message):
+    """The open run no longer exists."""
 
 
 class DetailFeed:
@@ -186,11 +190,19 @@ class RunDetailScreen(Screen):
         while not worker.is_cancelled:
             try:
                 data = self.feed.read()
-            except Exception:  # locked, or deleted by another process: try again; the run stays shown
+            except NotFound:  # deleted by another process or another screen
+                self.post_message(RunGone())
+                return
+            except Exception:  # a locked or busy database: try again; the run stays shown
                 data = None
             if data is not None and not worker.is_cancelled:
                 self.post_message(data)
             time.sleep(self.app.poll_seconds)
+
+    def on_run_gone(self, message: RunGone) -> None:
+        self.notify(f"run {self.run_id} was deleted", severity="warning")
+        if self.app.screen is self:
+            self.dismiss()
 
     def on_detail_data(self, message: DetailData) -> None:
         self.run = message.run

@@ -289,3 +289,15 @@ async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
         await pilot.press("escape")
         await pilot.press("N")
         assert isinstance(app.screen, NewRunScreen)
+
+
+async def test_an_open_run_deleted_elsewhere_closes_with_a_warning(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        app.open_run(9)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen), message="run 9 open")
+        Database(seeded.db_url).delete_run(9)  # as another process would
+        await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), message="back on the runs")
+        assert any("run 9 was deleted" in n.message for n in app._notifications)
+        await wait_until(pilot, lambda: "9" not in [key.value for key in runs_table(app).rows], timeout=15, message="gone from the table")
