@@ -268,9 +268,9 @@ class RunDetailScreen(Screen):
             return
         head = self.query_one("#detail-head", Static)
         # Lay the screen out again only if the head's height changes (a new error line, a wrap).
-        width = max(1, head.content_region.width)
-        lines = lambda t: sum(max(1, -(-len(line) // width)) for line in t.plain.splitlines())  # noqa: E731
-        head.update(text, layout=self._head is None or lines(text) != lines(self._head))
+        width = head.content_region.width
+        height = lambda t: len(t.wrap(self.app.console, width)) if width else 0  # noqa: E731
+        head.update(text, layout=self._head is None or not width or height(text) != height(self._head))
         self._head = text
 
     def _fill_config(self) -> None:

@@ -301,3 +301,19 @@ async def test_an_open_run_deleted_elsewhere_closes_with_a_warning(seeded):
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), message="back on the runs")
         assert any("run 9 was deleted" in n.message for n in app._notifications)
         await wait_until(pilot, lambda: "9" not in [key.value for key in runs_table(app).rows], timeout=15, message="gone from the table")
+
+
+async def test_the_run_head_grows_for_an_error_line(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        app.open_run(7)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 7 open")
+        head = app.screen.query_one("#detail-head", Static)
+        await pilot.pause(0.3)
+        before = head.size.height
+        Database(seeded.db_url).update_run(7, status="failed", error="CUDA out of memory: try a smaller batch_size\ntraceback…")
+        await wait_until(pilot, lambda: "failed" in str(head.render()), message="the new status")
+        await pilot.pause(0.2)
+        assert "CUDA out of memory: try a smaller batch_size" in str(head.render()) and "traceback" not in str(head.render())
+        assert head.size.height == before + 1, "laid out again for the error line"
