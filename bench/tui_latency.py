@@ -98,11 +98,10 @@ else:
     from leuktui.app import LeuktuiApp
     from leuktui.screens.runs import RunsScreen
     class Timed(LeuktuiApp):
+        # Textual calls the base class's handlers of a message as well: no super() calls here.
         def on_mount(self):
-            super().on_mount()
             self.call_after_refresh(lambda: marks.setdefault("paint", time.time() - t0))
         def on_runs_updated(self, message):
-            super().on_runs_updated(message)
             self.call_after_refresh(self.done)
         def done(self):
             if isinstance(self.screen, RunsScreen) and self.screen.query_one("#runs").row_count:  # the first rows on screen
