@@ -317,3 +317,18 @@ async def test_the_run_head_grows_for_an_error_line(seeded):
         await pilot.pause(0.2)
         assert "CUDA out of memory: try a smaller batch_size" in str(head.render()) and "traceback" not in str(head.render())
         assert head.size.height == before + 1, "laid out again for the error line"
+
+
+async def test_charts_fit_their_points_to_their_width_after_a_resize(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        app.open_run(1)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.steps, message="run 1 open")
+        chart = app.screen.query_one("#chart-steps", MetricChart)
+        await wait_until(pilot, lambda: chart._plotted_width == chart.size.width - 10, message="drawn at its width")
+        wide = chart._plotted_width
+        assert len(app.screen.steps) == 1250 > wide, "more steps than columns: the chart draws bucket means"
+        await pilot.resize_terminal(80, 24)
+        await wait_until(pilot, lambda: chart._plotted_width == chart.size.width - 10, message="drawn again at the new width")
+        assert chart._plotted_width < wide
