@@ -332,3 +332,16 @@ async def test_charts_fit_their_points_to_their_width_after_a_resize(seeded):
         await pilot.resize_terminal(80, 24)
         await wait_until(pilot, lambda: chart._plotted_width == chart.size.width - 10, message="drawn again at the new width")
         assert chart._plotted_width < wide
+
+
+async def test_enter_pressed_twice_opens_the_run_once(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        app.open_run(9)
+        app.open_run(9)  # a second enter before the run's data is read
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen), message="the run's screen")
+        await pilot.pause(0.3)
+        assert sum(isinstance(screen, RunDetailScreen) for screen in app.screen_stack) == 1
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
