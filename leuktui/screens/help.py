@@ -36,9 +36,9 @@ workspace: `{"new-run": "N", "compare": "C"}` (binding ids are listed in the REA
 | ? | this help · q quits |
 
 ## Run detail
-charts, confusion matrix, evaluations, config and log in tabs · **[** / **]** choose the epoch or
-evaluation shown in the confusion matrix · **v** evaluate the best checkpoint with five- and
-ten-crop · **e** export · **x** cancel · **esc** back
+charts, confusion matrix, evaluations, config and log in tabs (**1**–**5**, or ←/→ on the tabs) ·
+**[** / **]** choose the epoch or evaluation shown in the confusion matrix · **v** evaluate the
+best checkpoint with five- and ten-crop · **e** export · **x** cancel · **esc** back
 
 ## Ablation
 **m** next metric · **y** copy the table as Markdown and save it to `exports/` · **v** evaluate

@@ -123,6 +123,8 @@ class RunDetailScreen(Screen):
         Binding("v", "evaluate", "Eval 5/10-crop", id="evaluate"),
         Binding("e", "export", "Export", id="detail-export"),
         Binding("x", "cancel_run", "Cancel", id="detail-cancel"),
+        *(Binding(str(number), f"show_tab('{tab}')", f"{tab.removeprefix('tab-').title()} tab", show=False, id=f"detail-{tab}")
+          for number, tab in enumerate(("tab-charts", "tab-confusion", "tab-evaluations", "tab-config", "tab-log"), start=1)),
     ]
 
     def __init__(
@@ -333,6 +335,9 @@ class RunDetailScreen(Screen):
 
     def action_next_source(self) -> None:
         self._step_source(1)
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#detail-tabs", TabbedContent).active = tab
 
     # -- actions ---------------------------------------------------------------------------------
 

@@ -81,6 +81,10 @@ async def test_open_a_run_and_read_its_confusion_matrix(seeded, monkeypatch):
         title, confusion, metrics = matrix.shown
         assert title.startswith("evaluation 1: best checkpoint, five, valid") and confusion == [[29, 3], [4, 64]]
         assert app.screen.query_one("#detail-tabs").active == "tab-confusion"
+        await pilot.press("5")
+        assert app.screen.query_one("#detail-tabs").active == "tab-log"
+        await pilot.press("1")
+        assert app.screen.query_one("#detail-tabs").active == "tab-charts"
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
 
