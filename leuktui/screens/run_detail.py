@@ -22,12 +22,13 @@ from db import Database, NotFound
 from db.models import Epoch, Evaluation, Run
 from leuktui.formatting import number, percent
 from leuktui.screens.runs import status_cell
-from leuktui.widgets.charts import MetricChart
+from leuktui.widgets.charts import MetricChart, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
 from leuktui.widgets.keybar import KeyBar
 
 LOG_TAIL_BYTES = 32_768
 REDRAW_SECONDS = 0.3
+MAX_STEPS_KEPT = 8_000  # step points held for the chart; more are folded into bucket means
 
 
 @dataclass
@@ -212,6 +213,9 @@ class RunDetailScreen(Screen):
             self.epochs, self.steps = [], []
         self.epochs.extend(message.epochs)
         self.steps.extend(message.steps)
+        if len(self.steps) > MAX_STEPS_KEPT:  # a long watch: keep redraws cheap, as the overview does
+            xs, ys = downsample([s for s, _ in self.steps], [v for _, v in self.steps], MAX_STEPS_KEPT // 4)
+            self.steps = list(zip(xs, ys, strict=True))
         if message.evaluations is not None:
             self.evaluations = message.evaluations
         self._update_head()

@@ -349,3 +349,21 @@ async def test_enter_pressed_twice_opens_the_run_once(seeded):
         assert sum(isinstance(screen, RunDetailScreen) for screen in app.screen_stack) == 1
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
+
+
+async def test_a_long_watch_keeps_the_step_points_bounded(seeded):
+    from leuktui.screens.run_detail import MAX_STEPS_KEPT
+
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        app.open_run(7)
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 7 open")
+        writer = Database(seeded.db_url)
+        writer.add_steps(7, [(s, "train_loss", 1.0) for s in range(1, 101)])
+        await wait_until(pilot, lambda: len(app.screen.steps) == 100, message="the first steps, one by one")
+        writer.add_steps(7, [(s, "train_loss", 0.5) for s in range(101, MAX_STEPS_KEPT + 1001)])
+        await wait_until(pilot, lambda: app.screen.steps[-1][0] == MAX_STEPS_KEPT + 1000, message="the newest step")
+        steps = app.screen.steps
+        assert len(steps) <= MAX_STEPS_KEPT // 4 + 1, "folded into bucket means"
+        assert [s for s, _ in steps] == sorted(s for s, _ in steps) and steps[0][1] == 1.0 and steps[-1][1] == 0.5
