@@ -9,7 +9,8 @@ Measures, each against a target:
   open run    enter on a run with 50,000 steps -> its three charts drawn with its data (<= 150 ms)
   redraw      one redraw of the three charts of that run (<= 30 ms)
   live epoch  a worker commits an epoch -> it is on the open run's screen (<= 1.5 s)
-  idle CPU    the app doing nothing for 10 s, CPU time / wall time (< 5% of one core)
+  idle CPU    the app doing nothing for 10 s, CPU time / wall time, on the Runs screen and with a
+              long run open (< 5% of one core)
 """
 
 from __future__ import annotations
@@ -186,13 +187,17 @@ async def in_app(home: Path) -> dict:
             await pilot.pause(0.3)
         out["live_epoch_s"] = max(lags)
 
+        async def cpu_over(seconds: float) -> float:
+            cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            await pilot.pause(seconds)
+            cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            return 100 * ((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)) / (wall1 - wall0)
+
+        await pilot.pause(1.0)
+        out["idle_open_cpu_pct"] = await cpu_over(10.0)  # the long run's screen open, polling
         await pilot.press("escape")
         await pilot.pause(1.0)
-        cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        await pilot.pause(10.0)
-        cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        busy = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-        out["idle_cpu_pct"] = 100 * busy / (wall1 - wall0)
+        out["idle_cpu_pct"] = await cpu_over(10.0)
     return out
 
 
@@ -217,7 +222,8 @@ def main() -> None:
           "   target <= 150 ms")
     print(f"redraw its three charts: {measured['redraw_ms']:.1f} ms   target <= 30 ms")
     print(f"epoch committed -> on screen: {measured['live_epoch_s']:.2f} s (worst of 3)   target <= 1.5 s")
-    print(f"idle CPU: {measured['idle_cpu_pct']:.1f}% of one core   target < 5%")
+    print(f"idle CPU: {measured['idle_cpu_pct']:.1f}% of one core on the Runs screen, "
+          f"{measured['idle_open_cpu_pct']:.1f}% with a long run open   target < 5%")
 
 
 if __name__ == "__main__":
