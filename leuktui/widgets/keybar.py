@@ -17,6 +17,7 @@ from textual.widget import Widget
 
 
 class KeyBar(Widget, can_focus=False):
+    ALLOW_SELECT = False
     DEFAULT_CSS = """
     KeyBar {
         dock: bottom;
