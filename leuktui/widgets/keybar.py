@@ -36,13 +36,17 @@ class KeyBar(Widget, can_focus=False):
         .keybar--separator {
             color: $foreground 20%;
         }
+        .keybar--hover {
+            background: $block-hover-background;
+        }
     }
     """
-    COMPONENT_CLASSES = {"keybar--key", "keybar--description", "keybar--separator"}
+    COMPONENT_CLASSES = {"keybar--key", "keybar--description", "keybar--separator", "keybar--hover"}
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._keys: list[tuple[int, int, str]] = []  # (start column, end column, key) of what was drawn
+        self.hovered: str | None = None  # the key under the mouse
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -81,6 +85,7 @@ class KeyBar(Widget, can_focus=False):
         key_style = self.get_component_rich_style("keybar--key")
         description_style = self.get_component_rich_style("keybar--description")
         separator_style = self.get_component_rich_style("keybar--separator")
+        hover_style = self.get_component_rich_style("keybar--hover", partial=True)
         width = self.size.width
         keys, palette = self.shown()
         right = Text()
@@ -90,8 +95,8 @@ class KeyBar(Widget, can_focus=False):
         text = Text(no_wrap=True, overflow="crop", end="")
         self._keys = []
         for key, display, description, enabled in keys:
-            dim = Style(dim=not enabled)
-            part = Text.assemble((f" {display} ", key_style + dim), (f"{description} ", description_style + dim))
+            extra = Style(dim=not enabled) + (hover_style if key == self.hovered else Style())
+            part = Text.assemble((f" {display} ", key_style + extra), (f"{description} ", description_style + extra))
             if text.cell_len + part.cell_len > room:
                 break  # whole keys only; the help screen and the palette list them all
             self._keys.append((text.cell_len, text.cell_len + part.cell_len, key))
@@ -102,8 +107,20 @@ class KeyBar(Widget, can_focus=False):
             text.append_text(right)
         return text
 
+    def _key_at(self, x: int) -> str | None:
+        return next((key for start, end, key in self._keys if start <= x < end), None)
+
     def on_click(self, event: events.Click) -> None:
-        for start, end, key in self._keys:
-            if start <= event.x < end:
-                self.app.simulate_key(key)
-                return
+        key = self._key_at(event.x)
+        if key is not None:
+            self.app.simulate_key(key)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._key_at(event.x) != self.hovered:
+            self.hovered = self._key_at(event.x)
+            self.refresh()
+
+    def on_leave(self, event: events.Leave) -> None:
+        if self.hovered is not None:
+            self.hovered = None
+            self.refresh()

@@ -288,6 +288,8 @@ async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
         await pilot.press("n")
         assert isinstance(app.screen, RunsScreen), "the old key no longer opens the form"
         start = next(start for start, _, key in bar._keys if key == "N")
+        await pilot.hover(KeyBar, offset=(start + 1, 0))
+        assert bar.hovered == "N"
         await pilot.click(KeyBar, offset=(start + 1, 0))
         await wait_until(pilot, lambda: isinstance(app.screen, NewRunScreen), message="the form, from a click on the key bar")
         await pilot.press("escape")
