@@ -196,9 +196,8 @@ class LeuktuiApp(App):
         def push(opened: tuple) -> None:
             from leuktui.screens.run_detail import RunDetailScreen
 
-            feed, first = opened
             if self.screen is origin:  # not if the user went elsewhere meanwhile, or pressed enter twice
-                self.push_screen(RunDetailScreen(run_id, feed=feed, first=first, on_first_picture=resume_gc))
+                self.push_screen(RunDetailScreen(run_id, opened=opened, on_first_picture=resume_gc))
             else:
                 resume_gc()
 

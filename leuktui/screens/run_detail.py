@@ -132,18 +132,16 @@ class RunDetailScreen(Screen):
         self,
         run_id: int,
         *,
-        feed: DetailFeed | None = None,
-        first: DetailData | None = None,
+        opened: tuple[DetailFeed, DetailData] | None = None,
         on_first_picture: Callable[[], None] | None = None,
     ) -> None:
-        """``feed`` and its ``first`` read, when the opener has them, are on the first picture;
+        """``opened``: a feed and its first read, when the opener has them, for the first picture;
         otherwise the poll worker reads them. ``on_first_picture`` is called once the run's data
         has been painted."""
         super().__init__()
         self.run_id = run_id
         self.run: Run | None = None
-        self.feed = feed if first is not None else None  # a feed is only of use with its first read
-        self._first = first
+        self.feed, self._first = opened or (None, None)
         self._on_first_picture = on_first_picture
         self.epochs: list[Epoch] = []
         self.steps: list[tuple[int, float]] = []
@@ -188,8 +186,8 @@ class RunDetailScreen(Screen):
         worker = get_current_worker()
         if self.feed is None:
             self.feed = DetailFeed(self.app.db, self.app.workspace.log_path(self.run_id), self.run_id)
-        elif self.feed.started:
-            time.sleep(self.app.poll_seconds)
+        else:
+            time.sleep(self.app.poll_seconds)  # the opener read it a moment ago
         while not worker.is_cancelled:
             try:
                 data = self.feed.read()
@@ -275,7 +273,10 @@ class RunDetailScreen(Screen):
         head = self.query_one("#detail-head", Static)
         # Lay the screen out again only if the head's height changes (a new error line, a wrap).
         width = head.content_region.width
-        height = lambda t: len(t.wrap(self.app.console, width)) if width else 0  # noqa: E731
+
+        def height(content: Text) -> int:
+            return len(content.wrap(self.app.console, width))
+
         head.update(text, layout=self._head is None or not width or height(text) != height(self._head))
         self._head = text
 

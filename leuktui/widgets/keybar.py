@@ -60,21 +60,19 @@ class KeyBar(Widget, can_focus=False):
         bindings = self.screen.active_bindings
         palette_key = self.app.COMMAND_PALETTE_BINDING
         seen: set[str] = set()
-        keys, order = [], []
-        nodes: list = []
+        node_rank: dict = {}  # the focused widget first, then its ancestors, as active_bindings lists them
+        entries = []
         for key, active in bindings.items():
             binding = active.binding
             if not binding.show or binding.action in seen or key == palette_key:
                 continue
             seen.add(binding.action)
-            if active.node not in nodes:
-                nodes.append(active.node)
             # In the order the node declares them, so a key remapped by keymap.json keeps its place.
             declared = [getattr(b, "action", None) for b in getattr(active.node, "BINDINGS", [])]
             place = declared.index(binding.action) if binding.action in declared else len(declared)
-            order.append((nodes.index(active.node), place))
-            keys.append((key, self.app.get_key_display(binding), binding.description, active.enabled))
-        keys = [item for _, item in sorted(zip(order, keys, strict=True), key=lambda pair: pair[0])]
+            rank = (node_rank.setdefault(active.node, len(node_rank)), place)
+            entries.append((rank, (key, self.app.get_key_display(binding), binding.description, active.enabled)))
+        keys = [item for _, item in sorted(entries, key=lambda entry: entry[0])]
         palette = None
         if self.app.ENABLE_COMMAND_PALETTE and palette_key in bindings:
             active = bindings[palette_key]
@@ -116,8 +114,9 @@ class KeyBar(Widget, can_focus=False):
             self.app.simulate_key(key)
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
-        if self._key_at(event.x) != self.hovered:
-            self.hovered = self._key_at(event.x)
+        key = self._key_at(event.x)
+        if key != self.hovered:
+            self.hovered = key
             self.refresh()
 
     def on_leave(self, event: events.Leave) -> None:

@@ -29,6 +29,15 @@ def row_ids(app) -> list[int]:
     return [int(key.value) for key in table.rows]
 
 
+async def open_run_screen(app, pilot, run_id: int) -> RunDetailScreen:
+    """Open a run from the Runs screen as enter does, and wait for its screen with its data."""
+    await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+    app.open_run(run_id)
+    await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.run_id == run_id and app.screen.run is not None,
+                     message=f"run {run_id} open")
+    return app.screen
+
+
 async def test_runs_screen_lists_filters_and_sorts(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -300,9 +309,7 @@ async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
 async def test_an_open_run_deleted_elsewhere_closes_with_a_warning(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        app.open_run(9)
-        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen), message="run 9 open")
+        await open_run_screen(app, pilot, 9)
         Database(seeded.db_url).delete_run(9)  # as another process would
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), message="back on the runs")
         assert any("run 9 was deleted" in n.message for n in app._notifications)
@@ -312,9 +319,7 @@ async def test_an_open_run_deleted_elsewhere_closes_with_a_warning(seeded):
 async def test_the_run_head_grows_for_an_error_line(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        app.open_run(7)
-        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 7 open")
+        await open_run_screen(app, pilot, 7)
         head = app.screen.query_one("#detail-head", Static)
         await pilot.pause(0.3)
         before = head.size.height
@@ -328,9 +333,7 @@ async def test_the_run_head_grows_for_an_error_line(seeded):
 async def test_charts_fit_their_points_to_their_width_after_a_resize(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        app.open_run(1)
-        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.steps, message="run 1 open")
+        await open_run_screen(app, pilot, 1)
         chart = app.screen.query_one("#chart-steps", MetricChart)
         await wait_until(pilot, lambda: chart._plotted_width == chart.size.width - 10, message="drawn at its width")
         wide = chart._plotted_width
@@ -358,9 +361,7 @@ async def test_a_long_watch_keeps_the_step_points_bounded(seeded):
 
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        app.open_run(7)
-        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 7 open")
+        await open_run_screen(app, pilot, 7)
         writer = Database(seeded.db_url)
         writer.add_steps(7, [(s, "train_loss", 1.0) for s in range(1, 101)])
         await wait_until(pilot, lambda: len(app.screen.steps) == 100, message="the first steps, one by one")
