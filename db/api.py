@@ -26,14 +26,14 @@ from db.models import (
     Sweep,
 )
 from db.session import create_db_engine, ensure_schema, sqlite_path
+from db.vocabulary import METRICS
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 8
 
 # Columns of an epoch row a worker supplies; the summary columns of the run follow from them.
 EPOCH_FIELDS = (
-    "train_loss", "train_acc", "val_loss", "val_acc", "sensitivity", "specificity",
-    "f1", "auc", "confusion", "lr", "seconds", "images_per_s",
+    "train_loss", "train_acc", *(metric.epoch_column for metric in METRICS), "confusion", "lr", "seconds", "images_per_s",
 )
 
 
@@ -155,14 +155,27 @@ class Database:
         with self.session() as session:
             return list(session.scalars(query))
 
-    def update_run(self, run_id: int, **values: Any) -> None:
-        values.setdefault("updated_at", time.time())
-        result = self.write(lambda session: session.execute(update(Run).where(Run.id == run_id).values(**values)))
-        if result.rowcount == 0:
-            raise NotFound(f"run {run_id}: no such run")
+    def update_run(self, run_id: int, *, when_status: Sequence[str] | None = None, **values: Any) -> bool:
+        """Change columns of a run other than its status (``db.states`` owns that one).
 
-    def transition(self, run_id: int, from_statuses: Sequence[str], **values: Any) -> bool:
-        """Change a run only if its status is one of ``from_statuses`` (compare-and-set)."""
+        ``when_status`` makes the change conditional on the run's current status; returns
+        whether it applied. Raises NotFound for a run that does not exist.
+        """
+        if "status" in values:
+            raise ValueError("a run's status is written by db.states.move, compare-and-set")
+        values.setdefault("updated_at", time.time())
+        query = update(Run).where(Run.id == run_id)
+        if when_status is not None:
+            query = query.where(Run.status.in_(list(when_status)))
+        result = self.write(lambda session: session.execute(query.values(**values)))
+        if result.rowcount == 0:
+            self.get_run(run_id)
+            return False
+        return True
+
+    def compare_and_set_status(self, run_id: int, from_statuses: Sequence[str], to: str, **values: Any) -> bool:
+        """Set a run's status to ``to`` only if it is one of ``from_statuses``; for ``db.states``."""
+        values["status"] = to
         values.setdefault("updated_at", time.time())
         query = update(Run).where(Run.id == run_id, Run.status.in_(list(from_statuses))).values(**values)
         return self.write(lambda session: session.execute(query)).rowcount == 1
@@ -326,12 +339,7 @@ class Database:
             split=split,
             tta=tta,
             n=n,
-            loss=metrics.get("loss"),
-            acc=metrics.get("acc"),
-            sensitivity=metrics.get("sensitivity"),
-            specificity=metrics.get("specificity"),
-            f1=metrics.get("f1"),
-            auc=metrics.get("auc"),
+            **{metric.key: metrics.get(metric.key) for metric in METRICS},
             confusion=metrics.get("confusion"),
             output_path=output_path,
             created_at=time.time(),

@@ -10,13 +10,22 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("queued", "held", "running", "completed", "failed", "cancelled", "interrupted")
-FINISHED_STATUSES = ("completed", "failed", "cancelled", "interrupted")
-WAITING_STATUSES = ("queued", "held")
+from db.vocabulary import FINISHED_STATUSES, METRICS, RUN_STATUSES, WAITING_STATUSES
+
+__all__ = ["FINISHED_STATUSES", "RUN_STATUSES", "WAITING_STATUSES"]
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _metric_columns(name: str, column_of) -> type:
+    """A mixin with one nullable float column per registered metric, named by ``column_of``."""
+    return type(name, (), {column_of(metric): mapped_column(Float, nullable=True) for metric in METRICS})
+
+
+EpochMetricColumns = _metric_columns("EpochMetricColumns", lambda metric: metric.epoch_column)
+EvaluationMetricColumns = _metric_columns("EvaluationMetricColumns", lambda metric: metric.key)
 
 
 class Sweep(Base):
@@ -66,9 +75,16 @@ class Run(Base):
     best_val_auc: Mapped[float | None] = mapped_column(Float)
     last_step: Mapped[int] = mapped_column(Integer, default=0)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the run is doing before its first epoch ends: "decoding images 340/600", "epoch 1 step 12/40".
+    phase: Mapped[str | None] = mapped_column(String(200))
+    # The worker's process start time (psutil), so a reused pid is never taken for the worker.
+    pid_started_at: Mapped[float | None] = mapped_column(Float)
+    # Where the worker runs: "local" (a subprocess of the scheduler) or "slurm" (a batch job).
+    backend: Mapped[str | None] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(64))
 
 
-class Epoch(Base):
+class Epoch(EpochMetricColumns, Base):
     __tablename__ = "epoch"
     __table_args__ = (UniqueConstraint("run_id", "epoch", name="uq_epoch_run_epoch"),)
 
@@ -78,12 +94,7 @@ class Epoch(Base):
     step: Mapped[int] = mapped_column(Integer)
     train_loss: Mapped[float | None] = mapped_column(Float)
     train_acc: Mapped[float | None] = mapped_column(Float)
-    val_loss: Mapped[float | None] = mapped_column(Float)
-    val_acc: Mapped[float | None] = mapped_column(Float)
-    sensitivity: Mapped[float | None] = mapped_column(Float)
-    specificity: Mapped[float | None] = mapped_column(Float)
-    f1: Mapped[float | None] = mapped_column(Float)
-    auc: Mapped[float | None] = mapped_column(Float)
+    # val_loss, val_acc, sensitivity, ... : one column per metric of db.vocabulary.METRICS
     confusion: Mapped[list[Any]] = mapped_column(JSON)
     lr: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
@@ -102,7 +113,7 @@ class StepMetric(Base):
     value: Mapped[float] = mapped_column(Float)
 
 
-class Evaluation(Base):
+class Evaluation(EvaluationMetricColumns, Base):
     __tablename__ = "evaluation"
     __table_args__ = (Index("ix_evaluation_run", "run_id"),)
 
@@ -113,12 +124,7 @@ class Evaluation(Base):
     split: Mapped[str] = mapped_column(String(255))
     tta: Mapped[str] = mapped_column(String(16))
     n: Mapped[int] = mapped_column(Integer)
-    loss: Mapped[float | None] = mapped_column(Float)
-    acc: Mapped[float | None] = mapped_column(Float)
-    sensitivity: Mapped[float | None] = mapped_column(Float)
-    specificity: Mapped[float | None] = mapped_column(Float)
-    f1: Mapped[float | None] = mapped_column(Float)
-    auc: Mapped[float | None] = mapped_column(Float)
+    # loss, acc, sensitivity, ... : one column per metric of db.vocabulary.METRICS
     confusion: Mapped[list[Any] | None] = mapped_column(JSON)
     output_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
@@ -135,3 +141,23 @@ class Prediction(Base):
     probability: Mapped[float] = mapped_column(Float)
     predicted: Mapped[int] = mapped_column(Integer)
     label: Mapped[int | None] = mapped_column(Integer)
+
+
+class Submission(Base):
+    """A submission file written by ``export``: which runs (several for an ensemble), checkpoint,
+    test-time views and test CSV, and the score once known (from an answer key or a leaderboard)."""
+
+    __tablename__ = "submission"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_ids: Mapped[list[Any]] = mapped_column(JSON)
+    checkpoint: Mapped[str] = mapped_column(String(16))
+    tta: Mapped[str] = mapped_column(String(16))
+    test_csv: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
+    score_source: Mapped[str | None] = mapped_column(String(16))  # "key" or "leaderboard"
+    scored_at: Mapped[float | None] = mapped_column(Float)
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")

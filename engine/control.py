@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db import Database
-from db.models import FINISHED_STATUSES, WAITING_STATUSES, Run, Sweep
+from db import Database, states
+from db.models import Run, Sweep
+from db.vocabulary import FINISHED_STATUSES, RESUMABLE_STATUSES, WAITING_STATUSES
 from engine.config import ConfigError, RunConfig
 from engine.errors import UserError
 
@@ -141,20 +142,20 @@ def cancel(db: Database, run_id: int) -> str:
     """Cancel a waiting run at once, or ask the scheduler to stop a running one."""
     run = db.get_run(run_id)
     now = time.time()
-    if db.transition(run_id, WAITING_STATUSES, status="cancelled", finished_at=now):
+    if states.move(db, run_id, "cancelled", only_from=WAITING_STATUSES, finished_at=now):
         return "cancelled"
-    if db.transition(run_id, ("running",), cancel_requested_at=now):
+    if db.update_run(run_id, when_status=("running",), cancel_requested_at=now):
         return "cancelling"
     raise QueueError(f"run {run_id} is {run.status}; nothing to cancel")
 
 
 def hold(db: Database, run_id: int) -> None:
-    if not db.transition(run_id, ("queued",), status="held"):
+    if not states.move(db, run_id, "held"):
         raise QueueError(f"run {run_id} is {db.get_run(run_id).status}; only queued runs can be held")
 
 
 def release(db: Database, run_id: int) -> None:
-    if not db.transition(run_id, ("held",), status="queued"):
+    if not states.move(db, run_id, "queued", only_from=("held",)):
         raise QueueError(f"run {run_id} is {db.get_run(run_id).status}; only held runs can be released")
 
 
@@ -180,6 +181,6 @@ def retry(db: Database, run_id: int) -> Run:
 def resume(db: Database, run_id: int) -> None:
     """Queue an interrupted, cancelled or failed run again; its worker continues from ``last``."""
     run = db.get_run(run_id)
-    resumable = ("interrupted", "cancelled", "failed")
-    if not db.transition(run_id, resumable, status="queued", error=None, finished_at=None, cancel_requested_at=None, pid=None):
+    if not states.move(db, run_id, "queued", only_from=RESUMABLE_STATUSES, error=None, finished_at=None,
+                       cancel_requested_at=None, pid=None):
         raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")

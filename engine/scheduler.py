@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from db import Database, Workspace
+from db import Database, Workspace, states
 from db.models import Run
 
 LOCK_FILE = "scheduler.lock"
@@ -229,8 +229,8 @@ class Scheduler:
             elif run.pid and _pid_alive(run.pid):
                 log.info("run %d trains in the foreground (pid %d); leaving it be", run.id, run.pid)
             else:
-                self.db.transition(run.id, ("running",), status="interrupted", finished_at=time.time(), pid=None,
-                                   error="the worker was gone when the scheduler started; resume to continue")
+                states.finish(self.db, run.id, "interrupted",
+                              error="the worker was gone when the scheduler started; resume to continue")
                 log.info("run %d was running without a worker: interrupted", run.id)
 
     def reap(self) -> None:
@@ -245,13 +245,12 @@ class Scheduler:
                 continue
             now = time.time()
             if handle.term_sent is not None:
-                self.db.transition(run_id, ("running",), status="cancelled", finished_at=now, pid=None)
+                states.finish(self.db, run_id, "cancelled", finished_at=now)
                 log.info("run %d cancelled (worker ended with %s)", run_id, code)
                 continue
             reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
             tail = log_tail(self.workspace.log_path(run_id))
-            self.db.transition(run_id, ("running",), status="failed", finished_at=now, pid=None,
-                               error=f"worker {reason}" + (f"\n{tail}" if tail else ""))
+            states.finish(self.db, run_id, "failed", finished_at=now, error=f"worker {reason}" + (f"\n{tail}" if tail else ""))
             log.info("run %d failed: worker %s", run_id, reason)
 
     def enforce(self) -> None:
@@ -275,8 +274,8 @@ class Scheduler:
             if handle.term_sent is None and now - max(beat, handle.started) > limit:
                 self.backend.cancel(handle, force=True)
                 del self.handles[run.id]
-                self.db.transition(run.id, ("running",), status="failed", finished_at=now, pid=None,
-                                   error=f"no heartbeat for {now - max(beat, handle.started):.0f} s; worker killed")
+                states.finish(self.db, run.id, "failed", finished_at=now,
+                              error=f"no heartbeat for {now - max(beat, handle.started):.0f} s; worker killed")
                 log.info("run %d failed: no heartbeat", run.id)
 
     def dispatch(self) -> None:
@@ -288,13 +287,14 @@ class Scheduler:
             if device is None:
                 continue
             now = time.time()
-            if not self.db.transition(run.id, ("queued",), status="running", device=device, host=self.host,
-                                      started_at=now, heartbeat_at=now, finished_at=None, error=None, cancel_requested_at=None):
+            if not states.move(self.db, run.id, "running", only_from=("queued",), device=device, host=self.host,
+                               started_at=now, heartbeat_at=now, finished_at=None, error=None, cancel_requested_at=None,
+                               phase="starting"):
                 continue  # cancelled or held between the read and now
             try:
                 handle = self.backend.start(run.id, device, self.worker_env(device))
             except OSError as exc:
-                self.db.update_run(run.id, status="failed", finished_at=time.time(), error=f"could not start the worker: {exc}")
+                states.finish(self.db, run.id, "failed", error=f"could not start the worker: {exc}")
                 continue
             handle.started = now
             self.handles[run.id] = handle

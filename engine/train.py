@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import engine
-from db import Database, Workspace
+from db import Database, Workspace, states
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.datasets import DatasetError, Split, load_split
@@ -375,19 +375,19 @@ class Trainer:
         except StopTraining:
             status = "cancelled"
             self.log.info("stopped on request; run cancelled")
-            self.db.update_run(self.run_id, status=status, finished_at=time.time(), pid=None)
+            states.finish(self.db, self.run_id, status)
         except KeyboardInterrupt:
             status = "interrupted"
             self.log.info("interrupted; resume with `leuktui resume %d`", self.run_id)
-            self.db.update_run(self.run_id, status=status, finished_at=time.time(), pid=None)
+            states.finish(self.db, self.run_id, status)
             raise
         except UserError as exc:
             self.log.error("%s", exc)
-            self.db.update_run(self.run_id, status="failed", error=str(exc), finished_at=time.time(), pid=None)
+            states.finish(self.db, self.run_id, "failed", error=str(exc))
             raise
         except Exception as exc:
             self.log.error("%s", traceback.format_exc())
-            self.db.update_run(self.run_id, status="failed", error=f"{exc.__class__.__name__}: {exc}", finished_at=time.time(), pid=None)
+            states.finish(self.db, self.run_id, "failed", error=f"{exc.__class__.__name__}: {exc}")
             raise
         finally:
             self.on_event({"type": "end", "run_id": self.run_id})
@@ -448,9 +448,9 @@ class Trainer:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if visible is not None:
             env["cuda_visible_devices"] = visible
+        states.move(self.db, self.run_id, "running", only_from=("queued",))  # a run trained without the scheduler
         self.db.update_run(
             self.run_id,
-            status="running",
             started_at=time.time(),
             finished_at=None,
             heartbeat_at=time.time(),
@@ -533,6 +533,6 @@ class Trainer:
             if self.stop.is_set():
                 raise StopTraining
 
-        self.db.update_run(self.run_id, status=status, finished_at=time.time(), pid=None)
+        states.finish(self.db, self.run_id, status)
         self.log.info("run %d %s", self.run_id, status)
         return status

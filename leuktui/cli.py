@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from db import Database, DatabaseError, NotFound, Workspace, WorkspaceError
+from db import Database, DatabaseError, NotFound, Workspace, WorkspaceError, states
+from db.vocabulary import RESUMABLE_STATUSES
 from engine.config import ConfigError, RunConfig
 from engine.errors import UserError
 from leuktui.formatting import age, epoch_to_dict, evaluation_to_dict, number, percent, run_to_dict
@@ -237,7 +238,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         ensure_scheduler(workspace, args.no_start)
         return 0
     run = db.get_run(args.run)
-    if not db.transition(run.id, ("interrupted", "cancelled", "failed"), status="running", error=None, cancel_requested_at=None):
+    if not states.move(db, run.id, "running", only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None):
         raise UsageError(f"run {run.id} is {run.status}; only interrupted, cancelled or failed runs resume")
     return _train_foreground(workspace, db, run.id, resume=True)
 

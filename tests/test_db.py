@@ -91,7 +91,7 @@ def test_unknown_run_is_not_found(db):
     with pytest.raises(NotFound, match="run 42"):
         db.get_run(42)
     with pytest.raises(NotFound):
-        db.update_run(42, status="failed")
+        db.update_run(42, error="x")
 
 
 def test_steps_overview_buckets_means_in_sql_and_ends_on_the_newest_step(db):

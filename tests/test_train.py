@@ -8,6 +8,7 @@ import torch
 import torchvision
 
 from conftest import tiny_config
+from db import states
 from engine.checkpoint import load_checkpoint
 from engine.control import create_run
 from engine.train import Trainer
@@ -68,7 +69,7 @@ def test_cancel_then_resume_continues_without_duplicates(db, workspace, tiny_dat
     assert [e.epoch for e in db.epochs(run.id)] == [1]
 
     uninterrupted, _ = _train(db, workspace, config)
-    db.update_run(run.id, status="running")
+    assert states.move(db, run.id, "running")
     assert Trainer(db, workspace, run.id).run(resume=True) == "completed"
     resumed = db.get_run(run.id)
     assert [e.epoch for e in db.epochs(run.id)] == [1, 2, 3]
