@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import RunConfig  # noqa: E402
 from engine.datasets import load_split  # noqa: E402
+from engine.device import make_precision  # noqa: E402
+from engine.loop import TrainState, loss_function, train_one_epoch  # noqa: E402
 from engine.models import build_model  # noqa: E402
 from engine.pipeline import BatchTransform, Preprocess, batch_indices, decode_images  # noqa: E402
 from engine.synth import make_dataset  # noqa: E402
-from engine.train import TrainState, loss_function, make_precision, train_one_epoch  # noqa: E402
 
 
 class ReportDataset(Dataset):

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -53,6 +54,9 @@ class Database:
         sqlite_file = sqlite_path(url)
         self._write_lock_path = sqlite_file.with_name(sqlite_file.name + ".write.lock") if sqlite_file else None
         self._write_lock_fd: int | None = None
+        # flock belongs to the open file, which this process's threads share: they take turns on
+        # this lock first, so two threads never both believe they hold the file lock.
+        self._write_lock_threads = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -70,13 +74,14 @@ class Database:
         if self._write_lock_path is None:
             yield
             return
-        if self._write_lock_fd is None:
-            self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
+        with self._write_lock_threads:
+            if self._write_lock_fd is None:
+                self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
 
     def session(self) -> Session:
         return self.sessions()
@@ -180,8 +185,13 @@ class Database:
         query = update(Run).where(Run.id == run_id, Run.status.in_(list(from_statuses))).values(**values)
         return self.write(lambda session: session.execute(query)).rowcount == 1
 
-    def heartbeat(self, run_id: int) -> None:
-        self.update_run(run_id, heartbeat_at=time.time(), updated_at=Run.updated_at)
+    def heartbeat(self, run_id: int, *, phase: str | None = None) -> None:
+        """The worker lives; with ``phase``, it is doing something new, which the app shows (so
+        only then does the run count as changed for the app's poll)."""
+        if phase is None:
+            self.update_run(run_id, heartbeat_at=time.time(), updated_at=Run.updated_at)
+        else:
+            self.update_run(run_id, heartbeat_at=time.time(), phase=phase[:200])
 
     def runs_changed_since(self, since: float) -> list[Run]:
         """Runs created or changed after ``since`` (the app's incremental poll)."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -61,13 +61,8 @@ def _migration_lock(url: str) -> Iterator[None]:
     if sqlite_file is None:
         yield
         return
-    lock_path = sqlite_file.with_name(sqlite_file.name + ".migrate.lock")
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock")):
+        yield
 
 
 def alembic_config(url: str):

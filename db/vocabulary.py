@@ -5,8 +5,8 @@ screen, ``--best-metric``, Markdown tables) iterates over these definitions inst
 them again. It lives in ``db`` because the database's columns are made from it and ``db`` is the
 layer everything else may import; it imports nothing of the project.
 
-Adding a metric is one entry in ``METRICS`` (its computation in ``engine.metrics.COMPUTE``) and
-one migration adding its column to ``epoch`` and ``evaluation``.
+Adding a metric is one entry in ``METRICS`` (which names the scikit-learn function computing it)
+and one migration adding its column to ``epoch`` and ``evaluation``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ class Metric:
     label: str
     title: str
     higher_is_better: bool
+    # How it is computed: a function of ``sklearn.metrics`` called with the true labels and either
+    # the predicted labels or P(ALL), plus keyword options.
+    sklearn: str
+    on: str = "predicted"  # "predicted" (labels at the 0.5 threshold) or "probability"
+    options: tuple[tuple[str, Any], ...] = ()
     kind: str = "ratio"  # ratio (shown as a percentage), score (4 decimals), loss (4 decimals)
     epoch_column: str = ""
 
@@ -62,14 +67,18 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("acc", "accuracy", "acc", True, epoch_column="val_acc"),
-    Metric("loss", "loss", "loss", False, kind="loss", epoch_column="val_loss"),
-    Metric("sensitivity", "sensitivity (ALL recall)", "sens", True),
-    Metric("specificity", "specificity (HEM recall)", "spec", True),
-    Metric("f1", "weighted F1", "F1", True, kind="score"),
-    Metric("auc", "ROC AUC", "AUC", True, kind="score"),
-    Metric("mcc", "Matthews correlation", "MCC", True, kind="score"),
-    Metric("balanced_acc", "balanced accuracy", "bal acc", True),
+    Metric("acc", "accuracy", "acc", True, "accuracy_score", epoch_column="val_acc"),
+    Metric("loss", "loss", "loss", False, "log_loss", on="probability", options=(("labels", (0, 1)),),
+           kind="loss", epoch_column="val_loss"),
+    Metric("sensitivity", "sensitivity (ALL recall)", "sens", True, "recall_score",
+           options=(("pos_label", 1), ("zero_division", 0.0))),
+    Metric("specificity", "specificity (HEM recall)", "spec", True, "recall_score",
+           options=(("pos_label", 0), ("zero_division", 0.0))),
+    Metric("f1", "weighted F1", "F1", True, "f1_score", options=(("average", "weighted"), ("zero_division", 0.0)),
+           kind="score"),
+    Metric("auc", "ROC AUC", "AUC", True, "roc_auc_score", on="probability", kind="score"),
+    Metric("mcc", "Matthews correlation", "MCC", True, "matthews_corrcoef", kind="score"),
+    Metric("balanced_acc", "balanced accuracy", "bal acc", True, "balanced_accuracy_score"),
 )
 METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
 BEST_METRICS = tuple(metric.best_name for metric in METRICS)

@@ -1,30 +1,111 @@
-"""Atomic checkpoints: write a temporary file beside the target, then ``os.replace`` it."""
+"""A run's checkpoints: their layout, atomic saves, best tracking, and the one way to load them.
+
+A checkpoint holds only tensors and plain values (model, optimizer, scheduler, scaler and
+sampler state, epoch, step, config, the best epoch so far and the epoch's metrics), so it loads
+with ``weights_only=True``: a file planted in a shared workspace is refused, never executed.
+``last`` is written at the end of every epoch; ``best`` is a hard link to the ``last`` of the
+best epoch (a copy where the file system has no links).
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from db.vocabulary import CHECKPOINTS, metric
+from engine.errors import UserError
+from engine.files import atomic_write
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save(state, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, or not a plain checkpoint; names the file."""
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint at ``path``, loaded on the CPU with ``weights_only=True``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied") from None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        raise CheckpointError(f"{path}: refused, it holds more than tensors and plain values ({first})") from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(state, dict) or not {"model", "epoch", "config"} <= state.keys():
+        raise CheckpointError(f"{path}: not a leuktui checkpoint (no model, epoch and config)")
+    return state
+
+
+class CheckpointSaver:
+    """Owns one run's ``checkpoints/`` folder and decides which epoch is ``best``.
+
+    ``best`` is the metric row of the best epoch so far by ``best_metric`` (``val_acc``,
+    ``val_loss``, ...), ``bad_epochs`` how many epochs since it improved (early stopping).
+    """
+
+    def __init__(self, folder: Path, best_metric: str):
+        self.folder = Path(folder)
+        self.metric = metric(best_metric)
+        self.best: dict[str, Any] | None = None
+        self.bad_epochs = 0
+
+    def path(self, which: str) -> Path:
+        if which not in CHECKPOINTS:
+            raise ValueError(f"{which!r} is not one of {', '.join(CHECKPOINTS)}")
+        return self.folder / f"{which}.pt"
+
+    def improves(self, row: dict[str, Any]) -> bool:
+        """Whether an epoch's metric row beats the best so far."""
+        column = self.metric.epoch_column
+        return self.metric.better(row.get(column), self.best.get(column) if self.best else None)
+
+    def save(self, state: dict[str, Any], row: dict[str, Any]) -> bool:
+        """Record an epoch's end: ``state`` as ``last`` and, if ``row`` improves, as ``best``.
+
+        The best-tracking values go into the checkpoint, so a resume continues them. Returns
+        whether this epoch is the new best.
+        """
+        improved = self.improves(row)
+        if improved:
+            self.best = dict(row)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.folder.mkdir(parents=True, exist_ok=True)
+        last = self.path("last")
+        with atomic_write(last, durable=True) as out:
+            torch.save({**state, "best": self.best, "bad_epochs": self.bad_epochs, "metrics": row}, out)
+        if improved:
+            self._link_best(last)
+        return improved
+
+    def _link_best(self, last: Path) -> None:
+        best = self.path("best")
+        temp = best.with_name(f".{best.name}.link")
+        temp.unlink(missing_ok=True)
+        try:
+            os.link(last, temp)
+            os.replace(temp, best)
+        except OSError:
+            temp.unlink(missing_ok=True)
+            with last.open("rb") as source, atomic_write(best, durable=True) as out:
+                shutil.copyfileobj(source, out)
+
+    def load(self, which: str) -> dict[str, Any]:
+        """Load ``which`` and, for ``last``, take up its best tracking (resume)."""
+        state = load_checkpoint(self.path(which))
+        if which == "last":
+            self.best, self.bad_epochs = state.get("best"), int(state.get("bad_epochs", 0))
+        return state
+
+    def exists(self, which: str) -> bool:
+        return self.path(which).is_file()

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.vocabulary import BEST_METRICS, EVAL_MODE_KEYS
+
 MODEL_NAMES = ("resnet18", "resnet50", "resnet152")
 TORCHVISION_DEPTHS = (18, 34, 50, 101, 152)
 LOSSES = ("bce", "ce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine")
-EVAL_MODES = ("single", "five", "ten")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-BEST_METRICS = ("val_acc", "val_f1", "val_auc", "val_loss")
 
 _USER_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TORCHVISION_MODEL = re.compile(r"^torchvision:resnet(\d+)$")
@@ -67,7 +67,7 @@ class RunConfig:
     hist_eq: bool = field(default=False, metadata={"help": "gray scale + histogram equalization"})
     center_crop: bool = field(default=False, metadata={"help": "keep the central 384/450 of each image"})
     crop_to_cell: bool = field(default=False, metadata={"help": "crop to the bounding box of the cell"})
-    eval_mode: str = field(default="single", metadata={"help": "validation views: single, five-crop or ten-crop", **_choice(*EVAL_MODES)})
+    eval_mode: str = field(default="single", metadata={"help": "validation views: single, five-crop or ten-crop", **_choice(*EVAL_MODE_KEYS)})
     balance: bool = field(default=False, metadata={"help": "class-balanced sampling"})
     early_stop: int = field(default=0, metadata={"help": "stop after N epochs without improvement (0 = off)", "min": 0, "max": 10000})
     best_metric: str = field(default="val_acc", metadata={"help": "metric that picks the best checkpoint", **_choice(*BEST_METRICS)})

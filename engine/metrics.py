@@ -1,70 +1,65 @@
-"""Binary classification metrics for ALL (1) vs HEM (0), from labels and probabilities.
+"""Binary classification metrics for ALL (1) vs HEM (0), computed with scikit-learn.
 
-numpy only, so scoring a submission never imports torch. Results agree with scikit-learn.
+Every metric of the registry (``db.vocabulary.METRICS``) names the scikit-learn function that
+computes it, so the numbers recorded for epochs and evaluations equal scikit-learn's by
+construction. scikit-learn loads on the first call, never when the CLI or the app starts.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import numpy as np
+
+from db.vocabulary import METRICS, Metric
+
+THRESHOLD = 0.5
+
+
+def _compute(metric: Metric, labels: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray) -> float | None:
+    from sklearn import metrics as sk
+
+    function = getattr(sk, metric.sklearn)
+    values = probabilities if metric.on == "probability" else predicted
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one class present: scikit-learn warns, the value says it
+            return clean_float(float(function(labels, values, **dict(metric.options))))
+    except ValueError:
+        return None  # undefined here, e.g. ROC AUC with only one class in the labels
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> list[list[int]]:
     """``[[tn, fp], [fn, tp]]``: rows are the true class, columns the predicted one."""
-    labels = np.asarray(labels, dtype=np.int64)
-    predicted = np.asarray(predicted, dtype=np.int64)
-    counts = np.bincount(labels * 2 + predicted, minlength=4)
-    return [[int(counts[0]), int(counts[1])], [int(counts[2]), int(counts[3])]]
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(labels, predicted, labels=[0, 1]).tolist()
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); NaN for one class."""
-    labels = np.asarray(labels, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = int(labels.sum())
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(scores.size, dtype=np.float64)
-    # Average the ranks of tied scores.
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [scores.size]))
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    rank_sum = ranks[labels == 1].sum()
-    return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+def classification_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    predicted: np.ndarray | None = None,
+    threshold: float = THRESHOLD,
+) -> dict[str, Any]:
+    """Every registered metric, the confusion matrix and ``n``.
 
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else 0.0
-
-
-def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, sensitivity, specificity, weighted F1, ROC AUC and the confusion matrix.
-
-    ``probabilities`` is P(ALL) per image; an image is predicted ALL when it is >= ``threshold``.
+    ``probabilities`` is P(ALL) per image; an image is predicted ALL when it is >= ``threshold``,
+    unless ``predicted`` gives the labels (a submission file's). A metric undefined on these
+    labels (AUC with one class) is None.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    predicted = (probabilities >= threshold).astype(np.int64)
-    (tn, fp), (fn, tp) = confusion(labels, predicted)
-    total = tn + fp + fn + tp
-    f1_all = _ratio(2 * tp, 2 * tp + fp + fn)
-    f1_hem = _ratio(2 * tn, 2 * tn + fn + fp)
-    support_all, support_hem = tp + fn, tn + fp
-    return {
-        "acc": _ratio(tp + tn, total),
-        "sensitivity": _ratio(tp, tp + fn),
-        "specificity": _ratio(tn, tn + fp),
-        "f1": _ratio(f1_all * support_all + f1_hem * support_hem, total),
-        "auc": roc_auc(labels, probabilities),
-        "confusion": [[tn, fp], [fn, tp]],
-        "n": total,
-    }
+    probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    if predicted is None:
+        predicted = (probabilities >= threshold).astype(np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    out: dict[str, Any] = {metric.key: _compute(metric, labels, predicted, probabilities) for metric in METRICS}
+    out["confusion"] = confusion(labels, predicted)
+    out["n"] = int(labels.size)
+    return out
 
 
 def clean_float(value: float | None) -> float | None:

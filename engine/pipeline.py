@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from engine.config import RunConfig, center_crop_size
 from engine.datasets import DatasetError, Sample
+from engine.files import atomic_write
 
 CACHE_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -127,11 +126,13 @@ def decode_images(
     *,
     cache_dir: Path | None = None,
     workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """All samples' images as one ``(N, H, W, 3)`` uint8 array, decoded at most once per setting.
 
     With a ``cache_dir`` the array is a read-only memory map of a file written atomically there,
     so later runs, evaluations and exports on the same images skip decoding entirely.
+    ``on_progress(done, total)`` follows the decoding.
     """
     paths = [s.path for s in samples]
     side = preprocess.output_size
@@ -148,24 +149,21 @@ def decode_images(
         images[index] = read_image(paths[index], preprocess)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(fill, range(len(paths))))
+        for done, _ in enumerate(pool.map(fill, range(len(paths))), start=1):
+            if on_progress is not None:
+                on_progress(done, len(paths))
     if cache_file is not None:
         _save_cache(cache_file, images)
     return images
 
 
 def _save_cache(cache_file: Path, images: np.ndarray) -> None:
-    temp: str | None = None
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=cache_file.parent, suffix=".npy.tmp")
-        with os.fdopen(handle, "wb") as out:
+        with atomic_write(cache_file) as out:
             np.save(out, images)
-        os.replace(temp, cache_file)
     except OSError:
-        # The cache only saves time; a full or read-only disk must not stop training.
-        if temp:
-            Path(temp).unlink(missing_ok=True)
+        pass  # the cache only saves time; a full or read-only disk must not stop training
 
 
 # -- batches -----------------------------------------------------------------------------------

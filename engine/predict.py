@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,16 @@ import torch
 
 from db import Database, Workspace
 from db.models import Evaluation
+from db.vocabulary import CHECKPOINTS, eval_mode
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError, RunConfig
 from engine.datasets import DatasetError, Split, default_test_csv, load_split, load_test
+from engine.device import make_precision, resolve_device
 from engine.errors import UserError
-from engine.metrics import classification_metrics
+from engine.files import atomic_write
+from engine.loop import evaluate, predict_probabilities
 from engine.models import build_model, strip_compile_prefix
 from engine.pipeline import Preprocess, decode_images
-from engine.train import log_loss, make_precision, predict_probabilities, resolve_device
-
-CHECKPOINTS = ("best", "last")
-TTA_ALIASES = {"none": "single", "single": "single", "five": "five", "ten": "ten"}
 
 
 class PredictError(UserError):
@@ -43,14 +41,16 @@ class LoadedRun:
 
 
 def tta_mode(value: str, flag: str = "--tta") -> str:
-    if value not in TTA_ALIASES:
-        raise ConfigError(flag.lstrip("-"), f"{value!r} is not one of none, five, ten")
-    return TTA_ALIASES[value]
+    """The eval mode's key for a user's ``--tta`` value (``none`` is the single view)."""
+    try:
+        return eval_mode(value).key
+    except ValueError as exc:
+        raise ConfigError(flag.lstrip("-"), str(exc)) from None
 
 
 def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: str, device: str | None = None) -> LoadedRun:
     if checkpoint not in CHECKPOINTS:
-        raise ConfigError("checkpoint", f"{checkpoint!r} is not one of best, last")
+        raise ConfigError("checkpoint", f"{checkpoint!r} is not one of {', '.join(CHECKPOINTS)}")
     record = db.get_run(run_id)
     path = workspace.checkpoint_path(run_id, checkpoint)
     if not path.is_file():
@@ -67,11 +67,15 @@ def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: 
     return LoadedRun(config, model, torch_device, int(state["epoch"]))
 
 
-def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
-    images = decode_images(
+def _images(loaded: LoadedRun, workspace: Workspace, split: Split) -> np.ndarray:
+    return decode_images(
         split.samples, Preprocess.from_config(loaded.config), cache_dir=workspace.cache_dir, workers=loaded.config.workers
     )
+
+
+def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
     precision = make_precision(loaded.device, loaded.config.amp)
+    images = _images(loaded, workspace, split)
     return predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode, on_batch=on_batch)
 
 
@@ -89,10 +93,11 @@ def evaluate_run(
     mode = tta_mode(tta)
     loaded = load_run_model(db, workspace, run_id, checkpoint)
     data = load_split(loaded.config.data_dir, split)
-    probabilities = _predict(loaded, workspace, data, mode, on_batch)
     labels = np.asarray(data.labels, dtype=np.int64)
-    metrics = classification_metrics(labels, probabilities)
-    metrics["loss"] = log_loss(labels, probabilities)
+    precision = make_precision(loaded.device, loaded.config.amp)
+    metrics, probabilities = evaluate(
+        loaded.model, _images(loaded, workspace, data), labels, loaded.config, loaded.device, precision, mode=mode, on_batch=on_batch
+    )
     predictions = [
         (s.ident, float(p), int(p >= 0.5), s.label) for s, p in zip(data.samples, probabilities, strict=True)
     ]
@@ -113,16 +118,10 @@ def check_writable(output: Path) -> None:
 
 
 def write_csv_atomic(output: Path, header: list[str], rows: list[list[Any]]) -> None:
-    handle, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(temp, output)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(output, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def export_submission(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -28,10 +27,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from filelock import FileLock, Timeout
+
 from db import Database, Workspace, states
 from db.models import Run
+from engine.files import atomic_write
+from engine.processes import is_alive, is_worker, process_start_time
 
 LOCK_FILE = "scheduler.lock"
+PID_FILE = "scheduler.pid"
 LOG_FILE = "scheduler.log"
 OPTIONS_FILE = "scheduler.json"
 POLL_SECONDS = 0.5
@@ -50,7 +54,8 @@ class Options:
     idle_timeout: float = 300.0  # exit after this long with nothing queued or running
 
     def save(self, workspace: Workspace) -> None:
-        (workspace.home / OPTIONS_FILE).write_text(json.dumps(asdict(self)))
+        with atomic_write(workspace.home / OPTIONS_FILE, "w") as out:
+            out.write(json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, workspace: Workspace) -> Options:
@@ -95,6 +100,7 @@ class Handle:
     device: str
     started: float
     process: subprocess.Popen | None = None  # None for a worker adopted after a restart
+    pid_started_at: float | None = None
     term_sent: float | None = None
     kill_sent: bool = False
 
@@ -109,28 +115,6 @@ class Backend(Protocol):
 
     def cancel(self, handle: Handle, *, force: bool = False) -> None:
         """Ask the worker to stop after its current step; ``force`` kills it."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def is_worker_process(pid: int, run_id: int) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return _pid_alive(pid)
-    return b"engine.worker" in argv and str(run_id).encode() in argv
 
 
 class LocalBackend:
@@ -148,15 +132,17 @@ class LocalBackend:
                 argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 env={**os.environ, **env}, start_new_session=True, close_fds=True,
             )
-        return Handle(run_id, process.pid, device, time.time(), process)
+        return Handle(run_id, process.pid, device, time.time(), process, pid_started_at=process_start_time(process.pid))
 
     def poll(self, handle: Handle) -> int | None:
         if handle.process is not None:
             return handle.process.poll()
-        return None if _pid_alive(handle.pid) else -signal.SIGKILL
+        return None if is_alive(handle.pid, handle.pid_started_at) else -signal.SIGKILL
 
     def cancel(self, handle: Handle, *, force: bool = False) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        if handle.process is None and not is_alive(handle.pid, handle.pid_started_at):
+            return  # an adopted worker that is gone: its pid may be someone else's by now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
 
 
@@ -223,10 +209,11 @@ class Scheduler:
         for run in self.db.list_runs(statuses=["running"]):
             if run.host not in (None, self.host):
                 continue  # another machine's run in a shared database
-            if run.pid and is_worker_process(run.pid, run.id):
-                self.handles[run.id] = Handle(run.id, run.pid, run.device or "cpu", run.started_at or time.time())
+            if is_worker(run.pid, run.id, run.pid_started_at):
+                self.handles[run.id] = Handle(run.id, run.pid, run.device or "cpu", run.started_at or time.time(),
+                                              pid_started_at=run.pid_started_at)
                 log.info("adopted run %d (pid %d)", run.id, run.pid)
-            elif run.pid and _pid_alive(run.pid):
+            elif is_alive(run.pid, run.pid_started_at):
                 log.info("run %d trains in the foreground (pid %d); leaving it be", run.id, run.pid)
             else:
                 states.finish(self.db, run.id, "interrupted",
@@ -298,7 +285,7 @@ class Scheduler:
                 continue
             handle.started = now
             self.handles[run.id] = handle
-            self.db.update_run(run.id, pid=handle.pid)
+            self.db.update_run(run.id, pid=handle.pid, pid_started_at=handle.pid_started_at)
             free[device] -= 1
             log.info("run %d started on %s (pid %d)", run.id, device, handle.pid)
 
@@ -332,20 +319,24 @@ def lock_path(workspace: Workspace) -> Path:
     return workspace.home / LOCK_FILE
 
 
+def pid_path(workspace: Workspace) -> Path:
+    return workspace.home / PID_FILE
+
+
 def running_pid(workspace: Workspace) -> int | None:
-    """The live scheduler's pid, or None. The lock, not the pid file, is the truth."""
-    path = lock_path(workspace)
-    if not path.exists():
-        return None
-    with path.open("a+") as handle:
+    """The live scheduler's pid (-1 if it has not written it yet), or None. The lock, not the pid
+    file, is the truth."""
+    probe = FileLock(lock_path(workspace))
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
+            text = pid_path(workspace).read_text().strip()
+        except OSError:
+            return -1
+        return int(text) if text.isdigit() else -1
+    probe.release()
+    return None
 
 
 def start_detached(workspace: Workspace, options: Options | None = None, *, wait: float = 10.0) -> int:
@@ -390,21 +381,16 @@ def stop(workspace: Workspace, *, wait: float = 10.0) -> int | None:
 def serve(workspace: Workspace, options: Options) -> int:
     """Run the scheduler in this process while holding the workspace lock."""
     workspace.ensure()
-    with lock_path(workspace).open("a+") as lock:
+    lock = FileLock(lock_path(workspace))
+    try:
         # A status probe holds the lock for a moment; only a lock held for a second is a scheduler.
-        for attempt in range(20):
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == 19:
-                    log.info("another scheduler holds %s; exiting", lock_path(workspace))
-                    return 0
-                time.sleep(0.05)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
+        lock.acquire(timeout=1.0, poll_interval=0.05)
+    except Timeout:
+        log.info("another scheduler holds %s; exiting", lock_path(workspace))
+        return 0
+    try:
+        with atomic_write(pid_path(workspace), "w") as out:
+            out.write(str(os.getpid()))
         scheduler = Scheduler(workspace, Database(workspace.db_url), options)
 
         def request_stop(signum, _frame) -> None:
@@ -416,8 +402,9 @@ def serve(workspace: Workspace, options: Options) -> int:
         log.info("scheduler %d on %s: gpus %s, max_parallel %d, per_gpu %d, idle %.0f s",
                  os.getpid(), workspace.home, scheduler.gpus or "none", options.max_parallel, options.per_gpu, options.idle_timeout)
         scheduler.serve()
-        lock.seek(0)
-        lock.truncate()
+    finally:
+        pid_path(workspace).unlink(missing_ok=True)
+        lock.release()
     return 0
 
 

@@ -70,10 +70,10 @@ def score_submission(submission: Path | str, key: Path | str) -> dict[str, Any]:
     idents = list(truth)
     labels = np.array([int(truth[i]) for i in idents])
     scores = np.array([probabilities.get(i, answers[i]) for i in idents], dtype=np.float64)
-    predicted = np.array([answers[i] for i in idents], dtype=np.float64)
-    metrics = classification_metrics(labels, predicted)
-    if probabilities:
-        metrics["auc"] = classification_metrics(labels, scores)["auc"]
+    predicted = np.array([answers[i] for i in idents], dtype=np.int64)
+    metrics = classification_metrics(labels, scores, predicted=predicted)
+    if not probabilities:  # 0/1 labels alone: no ranking to measure, no probabilities to score
+        metrics["auc"] = metrics["loss"] = None
     return metrics
 
 

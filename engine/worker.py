@@ -1,10 +1,11 @@
 """A worker process: ``python -m engine.worker RUN_ID --home DIR`` trains one queued run.
 
-Light at import (torch loads inside ``main``), so the CLI's foreground runs share its heartbeat.
-
-Started by the scheduler. It reads its config from the database, beats a heartbeat every two
-seconds, continues from the run's ``last`` checkpoint when there is one, and on SIGTERM finishes
-the current step, marks the run cancelled and exits 0. Output goes to the run's log file.
+``execute`` is the one way a run trains: the scheduler's workers and ``leuktui run`` in the
+foreground both call it. It records the process (pid and start time), beats a heartbeat every
+two seconds that carries the run's phase ("decoding train images 340/600", "epoch 1 step
+12/40"), obeys cancel requests from the database, and continues from the run's ``last``
+checkpoint when there is one. On SIGTERM the worker finishes the current step, marks the run
+cancelled and exits 0. Light at import: torch loads inside ``execute``.
 """
 
 from __future__ import annotations
@@ -14,29 +15,39 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from db import Database, Workspace
 from engine.errors import UserError
+from engine.processes import process_start_time
 
 HEARTBEAT_SECONDS = 2.0
 
 
-def heartbeat(db: Database, run_id: int, done: threading.Event, stop: threading.Event) -> None:
+class Pulse:
+    """What the run is doing now. The trainer sets it many times a second (a plain attribute
+    write); the heartbeat thread writes it to the database when it changed."""
+
+    def __init__(self, phase: str = "starting"):
+        self.phase = phase
+
+    def set(self, phase: str) -> None:
+        self.phase = phase
+
+
+def heartbeat(db: Database, run_id: int, pulse: Pulse, done: threading.Event, stop: threading.Event) -> None:
     """Beat every two seconds until ``done``; a cancel request in the database sets ``stop``."""
+    written = None
     while not done.wait(HEARTBEAT_SECONDS):
         try:
-            db.heartbeat(run_id)
+            phase = pulse.phase
+            db.heartbeat(run_id, phase=phase if phase != written else None)
+            written = phase
             if db.get_run(run_id).cancel_requested_at:
                 stop.set()
         except Exception as exc:  # a missed beat is not worth killing the run for
             print(f"heartbeat failed: {exc}", file=sys.stderr, flush=True)
-
-
-def start_heartbeat(db: Database, run_id: int, stop: threading.Event) -> threading.Event:
-    """Start the heartbeat thread; set the returned event to end it."""
-    done = threading.Event()
-    threading.Thread(target=heartbeat, args=(db, run_id, done, stop), daemon=True, name="heartbeat").start()
-    return done
 
 
 def device_for_worker(config_device: str) -> str | None:
@@ -55,6 +66,45 @@ def device_for_worker(config_device: str) -> str | None:
     return assigned
 
 
+def execute(
+    db: Database,
+    workspace: Workspace,
+    run_id: int,
+    *,
+    stop: threading.Event,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool | None = None,
+) -> str:
+    """Train run ``run_id`` in this process and return its final status.
+
+    ``resume`` defaults to whether the run has a ``last`` checkpoint.
+    """
+    pid = os.getpid()
+    db.update_run(run_id, pid=pid, pid_started_at=process_start_time(pid))
+    pulse = Pulse()
+    done = threading.Event()
+    threading.Thread(target=heartbeat, args=(db, run_id, pulse, done, stop), daemon=True, name="heartbeat").start()
+    try:
+        pulse.set("importing torch")
+        import torch
+
+        from engine.train import Trainer
+
+        threads = os.environ.get("LEUKTUI_THREADS")
+        if threads:
+            torch.set_num_threads(int(threads))
+        record = db.get_run(run_id)
+        device = device_for_worker(str(record.config.get("device", "auto")))
+        if resume is None:
+            resume = workspace.checkpoint_path(run_id, "last").is_file()
+        print(f"worker {pid}: run {run_id}, device {device or 'from config'}, "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}, resume={resume}", flush=True)
+        trainer = Trainer(db, workspace, run_id, stop=stop, device=device, on_event=on_event, on_phase=pulse.set)
+        return trainer.run(resume=resume)
+    finally:
+        done.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.worker")
     parser.add_argument("run_id", type=int)
@@ -68,27 +118,11 @@ def main(argv: list[str] | None = None) -> int:
 
     workspace = Workspace.resolve(args.home)
     db = Database(workspace.db_url)
-    db.update_run(args.run_id, pid=os.getpid())
-    done = start_heartbeat(db, args.run_id, stop)
     try:
-        import torch
-
-        from engine.train import Trainer
-
-        threads = os.environ.get("LEUKTUI_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
-        record = db.get_run(args.run_id)
-        device = device_for_worker(str(record.config.get("device", "auto")))
-        resume = workspace.checkpoint_path(args.run_id, "last").is_file()
-        print(f"worker {os.getpid()}: run {args.run_id}, device {device or 'from config'}, "
-              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}, resume={resume}", flush=True)
-        status = Trainer(db, workspace, args.run_id, stop=stop, device=device).run(resume=resume)
+        status = execute(db, workspace, args.run_id, stop=stop)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        done.set()
     return 0 if status in ("completed", "cancelled") else 1
 
 

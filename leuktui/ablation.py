@@ -12,10 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db.models import Evaluation, Run
-
-METRICS = {"acc": "accuracy", "f1": "weighted F1", "auc": "ROC AUC", "sensitivity": "sensitivity", "specificity": "specificity"}
-TTA_COLUMNS = ("single", "five", "ten")
-TTA_LABELS = {"single": "single view", "five": "5-crop", "ten": "10-crop"}
+from db.vocabulary import EVAL_MODE_BY_KEY, EVAL_MODE_KEYS, epoch_metrics, metric
 
 
 @dataclass
@@ -32,12 +29,20 @@ class Pivot:
         return self.cells.get((row, column))
 
     def best_column(self, row: Any) -> Any | None:
-        values = [(self.cells[(row, c)], c) for c in self.columns if (row, c) in self.cells]
-        return max(values, key=lambda item: item[0])[1] if values else None
+        """The column of the row's best value, by the metric's direction."""
+        best = None
+        for column in self.columns:
+            value = self.cells.get((row, column))
+            if value is not None and metric(self.metric).better(value, self.cells[(row, best)] if best is not None else None):
+                best = column
+        return best
+
+    def format(self, value: float | None) -> str:
+        return metric(self.metric).format(value)
 
     def column_label(self, column: Any) -> str:
         if self.column_factor == "tta":
-            return TTA_LABELS.get(column, str(column))
+            return EVAL_MODE_BY_KEY[column].label if column in EVAL_MODE_BY_KEY else str(column)
         return f"{self.column_factor}={column}"
 
     def to_markdown(self) -> str:
@@ -48,38 +53,34 @@ class Pivot:
             cells = [str(row)]
             for column in self.columns:
                 value = self.value(row, column)
-                text = "-" if value is None else f"{100 * value:.2f}%" if self.metric != "auc" else f"{value:.4f}"
+                text = self.format(value)
                 cells.append(f"**{text}**" if column == best and value is not None else text)
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + f"\n\n{METRICS[self.metric]} on the validation set; best in each row in bold.\n"
+        return "\n".join(lines) + f"\n\n{metric(self.metric).label} on the validation set; best in each row in bold.\n"
 
 
-def _epoch_metric(run: Run, metric: str) -> float | None:
-    summary = run.summary or {}
-    return {
-        "acc": run.best_val_acc, "f1": run.best_val_f1, "auc": run.best_val_auc,
-        "sensitivity": summary.get("sensitivity"), "specificity": summary.get("specificity"),
-    }[metric]
+def _epoch_metric(run: Run, key: str) -> float | None:
+    """The metric at the run's best epoch."""
+    return epoch_metrics(run.summary or {}).get(key)
 
 
 def _factor_value(run: Run, factor: str) -> Any:
     return run.config.get(factor)
 
 
-def build(runs: Sequence[Run], evaluations: Sequence[Evaluation], row_factor: str, column_factor: str, metric: str) -> Pivot:
+def build(runs: Sequence[Run], evaluations: Sequence[Evaluation], row_factor: str, column_factor: str, metric_key: str) -> Pivot:
     """One cell per (row value, column value): the best run's metric there.
 
     With ``column_factor == "tta"`` a run contributes the validation metrics of its newest
     evaluation of the ``best`` checkpoint per mode; its own training-time eval mode counts too.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}")
-    pivot = Pivot(row_factor, column_factor, metric)
+    chosen = metric(metric_key)
+    pivot = Pivot(row_factor, column_factor, chosen.key)
 
     def offer(row: Any, column: Any, value: float | None, run_id: int) -> None:
         if value is None:
             return
-        if (row, column) not in pivot.cells or value > pivot.cells[(row, column)]:
+        if chosen.better(value, pivot.cells.get((row, column))):
             pivot.cells[(row, column)] = value
             pivot.sources[(row, column)] = run_id
 
@@ -92,17 +93,17 @@ def build(runs: Sequence[Run], evaluations: Sequence[Evaluation], row_factor: st
             continue
         row = _factor_value(run, row_factor)
         if column_factor == "tta":
-            offer(row, run.config.get("eval_mode", "single"), _epoch_metric(run, metric), run.id)
-            for mode in TTA_COLUMNS:
+            offer(row, run.config.get("eval_mode", "single"), _epoch_metric(run, chosen.key), run.id)
+            for mode in EVAL_MODE_KEYS:
                 evaluation = newest.get((run.id, mode))
                 if evaluation is not None:
-                    offer(row, mode, getattr(evaluation, metric), run.id)
+                    offer(row, mode, getattr(evaluation, chosen.key), run.id)
         else:
-            offer(row, _factor_value(run, column_factor), _epoch_metric(run, metric), run.id)
+            offer(row, _factor_value(run, column_factor), _epoch_metric(run, chosen.key), run.id)
     rows = {row for row, _ in pivot.cells}
     columns = {column for _, column in pivot.cells}
     pivot.rows = sorted(rows, key=_sort_key)
-    pivot.columns = [c for c in TTA_COLUMNS if c in columns] if column_factor == "tta" else sorted(columns, key=_sort_key)
+    pivot.columns = [c for c in EVAL_MODE_KEYS if c in columns] if column_factor == "tta" else sorted(columns, key=_sort_key)
     return pivot
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.worker import get_current_worker
@@ -25,6 +24,7 @@ from textual.worker import get_current_worker
 from db import Database, NotFound, Workspace
 from db.models import Run
 from engine.errors import UserError
+from leuktui.actions import ACTION_BY_ID, bindings, display, validate_keymap
 
 POLL_SECONDS = 0.5
 FULL_CHECK_EVERY = 20  # polls between checks for runs deleted by another process
@@ -45,11 +45,7 @@ class LeuktuiApp(App):
     CSS_PATH = Path(__file__).with_name("leuktui.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "leuktui"
     SUB_TITLE = "leukemia cell classification experiments"
-    BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit"),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("w", "queue_screen", "Queue", id="queue"),
-    ]
+    BINDINGS = bindings("app")
 
     def __init__(
         self,
@@ -70,6 +66,7 @@ class LeuktuiApp(App):
         self.device_reader = device_reader
         self.runs: dict[int, Run] = {}
         self.loaded = False
+        self.keymap: dict[str, str] = {}  # binding id -> key, from keymap.json as validated
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -86,13 +83,20 @@ class LeuktuiApp(App):
         gc.unfreeze()  # what the app froze can be collected once it is gone (tests run many apps)
 
     def _load_keymap(self) -> None:
-        """``keymap.json`` in the workspace maps binding ids to keys, e.g. {"new-run": "N"}."""
+        """``keymap.json`` in the workspace maps binding ids to keys, e.g. {"new-run": "N"}; what
+        the action registry refuses is named in a warning, and the rest applies."""
         path = self.workspace.home / "keymap.json"
-        if path.is_file():
-            try:
-                self.set_keymap(json.loads(path.read_text()))
-            except (OSError, ValueError) as exc:
-                self.notify(f"{path}: not a keymap ({exc})", severity="error")
+        if not path.is_file():
+            return
+        try:
+            requested = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            self.notify(f"{path}: not a keymap ({exc}); default keys in use", severity="warning", timeout=10)
+            return
+        self.keymap, warnings = validate_keymap(requested, str(path))
+        for warning in warnings:
+            self.notify(warning, severity="warning", timeout=10)
+        self.set_keymap(self.keymap)
 
     @work(thread=True, group="scheduler", exit_on_error=False)
     def ensure_scheduler(self) -> None:
@@ -184,7 +188,7 @@ class LeuktuiApp(App):
         origin = self.screen
 
         def read() -> tuple:
-            from leuktui.screens.run_detail import DetailFeed
+            from leuktui.feed import DetailFeed
 
             try:
                 feed = DetailFeed(self.db, self.workspace.log_path(run_id), run_id)
@@ -237,10 +241,10 @@ class LeuktuiApp(App):
         seen = set()
         for owner in (screen, self):
             for binding in getattr(owner, "BINDINGS", []):
-                if not isinstance(binding, Binding) or not binding.description or binding.action in seen:
+                if not binding.description or binding.action in seen:
                     continue
                 seen.add(binding.action)
-                key = binding.key_display or binding.key
+                key = display(ACTION_BY_ID[binding.id], self.keymap) if binding.id in ACTION_BY_ID else binding.key
                 yield SystemCommand(
                     binding.description, f"{binding.description} ({key})",
                     lambda owner=owner, action=binding.action: owner.run_action(action),

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, DatabaseError, NotFound, Workspace, WorkspaceError, states
-from db.vocabulary import RESUMABLE_STATUSES
+from db.vocabulary import METRICS, RESUMABLE_STATUSES, epoch_metrics
 from engine.config import ConfigError, RunConfig
 from engine.errors import UserError
-from leuktui.formatting import age, epoch_to_dict, evaluation_to_dict, number, percent, run_to_dict
+from leuktui.formatting import (
+    age,
+    epoch_to_dict,
+    evaluation_to_dict,
+    number,
+    percent,
+    run_to_dict,
+    status_text,
+)
 
 PROG = "leuktui"
 
@@ -209,11 +217,8 @@ def console():
 
 
 def metrics_line(metrics: dict[str, Any]) -> str:
-    return (
-        f"acc {percent(metrics.get('acc'))}  sensitivity {percent(metrics.get('sensitivity'))}  "
-        f"specificity {percent(metrics.get('specificity'))}  weighted F1 {number(metrics.get('f1'))}  "
-        f"AUC {number(metrics.get('auc'))}"
-    )
+    """Every registered metric of a ``{key: value}`` dict, as one line."""
+    return "  ".join(f"{m.label} {m.format(metrics.get(m.key))}" for m in METRICS if m.key in metrics)
 
 
 # -- commands -----------------------------------------------------------------------------------------
@@ -355,8 +360,6 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def _train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from engine.train import Trainer
-
     out = console()
     run = db.get_run(run_id)
     out.print(f"run [bold]{run_id}[/] {run.name}  (log: {workspace.log_path(run_id)})")
@@ -373,30 +376,25 @@ def _train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume
                 progress.update(task, description=f"epoch {event['epoch']}", completed=event["step"], total=event["steps"])
             elif kind == "epoch":
                 best = "  *best*" if event["best_epoch"] == event["epoch"] else ""
+                validation = "  ".join(f"{m.title} {m.format(event[m.epoch_column])}" for m in METRICS)
                 progress.console.print(
                     f"epoch {event['epoch']:>3}/{event['epochs']}  loss {number(event['train_loss'])}  "
-                    f"acc {percent(event['train_acc'])} | val loss {number(event['val_loss'])}  "
-                    f"acc {percent(event['val_acc'])}  F1 {number(event['f1'])}  "
-                    f"AUC {number(event['auc'])}  {number(event['images_per_s'], 1)} img/s{best}"
+                    f"acc {percent(event['train_acc'])} | val {validation}  {number(event['images_per_s'], 1)} img/s{best}",
+                    highlight=False,
                 )
                 progress.update(task, description=f"epoch {event['epoch'] + 1}", completed=0)
 
-        import os
         import threading
 
-        from engine.worker import start_heartbeat
+        from engine.worker import execute
 
-        # Heartbeats, and a cancel from the app or `leuktui cancel`, work as for queued runs.
-        db.update_run(run_id, pid=os.getpid())
-        stop = threading.Event()
-        done = start_heartbeat(db, run_id, stop)
+        # The worker's own entry point: heartbeats, phases, and a cancel from the app or
+        # `leuktui cancel` work as for queued runs.
         try:
-            status = Trainer(db, workspace, run_id, on_event=on_event, stop=stop).run(resume=resume)
+            status = execute(db, workspace, run_id, stop=threading.Event(), on_event=on_event, resume=resume)
         except KeyboardInterrupt:
             out.print(f"run {run_id} interrupted; continue it with: leuktui resume {run_id}")
             return 130
-        finally:
-            done.set()
     run = db.get_run(run_id)
     out.print(f"run {run_id} {status}: best epoch {run.best_epoch}, val acc {percent(run.best_val_acc)}, weighted F1 {number(run.best_val_f1)}")
     print(run_id)
@@ -416,7 +414,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right" if column in ("id", "epoch", "best val acc", "val F1") else "left")
     for run in runs:
         table.add_row(
-            str(run.id), run.name, run.model, run.status, f"{run.epochs_done}/{run.config.get('epochs')}",
+            str(run.id), run.name, run.model, status_text(run), f"{run.epochs_done}/{run.config.get('epochs')}",
             percent(run.best_val_acc), number(run.best_val_f1), run.config.get("eval_mode", "-"),
             ",".join(run.tags), age(run.created_at),
         )
@@ -450,22 +448,23 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.print(f"ran on {env.get('host')} · {env.get('device_name')} ({env.get('device')}, {env.get('precision', '')}) · torch {env.get('torch')}")
     out.print("config: " + "  ".join(f"{k}={v}" for k, v in sorted(run.config.items())))
     if run.best_epoch is not None:
-        out.print(f"best epoch {run.best_epoch}: " + metrics_line({"acc": run.best_val_acc, **run.summary}))
+        out.print(f"best epoch {run.best_epoch}: " + metrics_line(epoch_metrics(run.summary)), highlight=False)
     if epochs:
         table = Table(title="epochs", box=None, header_style="bold")
-        for column in ("epoch", "train loss", "train acc", "val loss", "val acc", "sens", "spec", "F1", "AUC", "lr", "img/s"):
+        for column in ("epoch", "train loss", "train acc", *(f"val {m.title}" for m in METRICS), "lr", "img/s"):
             table.add_column(column, justify="right")
         for e in epochs:
-            table.add_row(str(e.epoch), number(e.train_loss), percent(e.train_acc), number(e.val_loss), percent(e.val_acc),
-                          percent(e.sensitivity), percent(e.specificity), number(e.f1), number(e.auc), f"{e.lr:.2g}" if e.lr else "-",
-                          number(e.images_per_s, 1))
+            table.add_row(str(e.epoch), number(e.train_loss), percent(e.train_acc),
+                          *(m.format(getattr(e, m.epoch_column)) for m in METRICS),
+                          f"{e.lr:.2g}" if e.lr else "-", number(e.images_per_s, 1))
         out.print(table)
     if evaluations:
         table = Table(title="evaluations", box=None, header_style="bold")
-        for column in ("id", "checkpoint", "epoch", "split", "tta", "n", "acc", "F1", "AUC", "file"):
+        for column in ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file"):
             table.add_column(column)
         for e in evaluations:
-            table.add_row(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n), percent(e.acc), number(e.f1), number(e.auc), e.output_path or "")
+            table.add_row(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n),
+                          *(m.format(getattr(e, m.key)) for m in METRICS), e.output_path or "")
         out.print(table)
     return 0
 

@@ -6,10 +6,13 @@ import time
 from typing import Any
 
 from db.models import Epoch, Evaluation, Run
+from db.vocabulary import METRICS, epoch_metrics
 
 EPOCH_COLUMNS = (
-    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "sensitivity", "specificity",
-    "f1", "auc", "confusion", "lr", "seconds", "images_per_s",
+    "epoch", "step", "train_loss", "train_acc", *(m.epoch_column for m in METRICS), "confusion", "lr", "seconds", "images_per_s",
+)
+EVALUATION_COLUMNS = (
+    "id", "checkpoint", "epoch", "split", "tta", "n", *(m.key for m in METRICS), "confusion", "output_path", "created_at",
 )
 
 
@@ -41,9 +44,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "epochs": run.config.get("epochs"),
         "eval_mode": run.config.get("eval_mode"),
         "best_epoch": run.best_epoch,
-        "best_val_acc": run.best_val_acc,
-        "best_val_f1": run.best_val_f1,
-        "best_val_auc": run.best_val_auc,
+        **best_metrics(run),
         "tags": run.tags,
         "notes": run.notes,
         "sweep_id": run.sweep_id,
@@ -57,6 +58,9 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "heartbeat_at": run.heartbeat_at,
         "error": run.error,
+        "phase": run.phase,
+        "backend": run.backend or "local",
+        "job_id": run.job_id,
     }
 
 
@@ -65,10 +69,16 @@ def epoch_to_dict(epoch: Epoch) -> dict[str, Any]:
 
 
 def evaluation_to_dict(evaluation: Evaluation) -> dict[str, Any]:
-    return {
-        name: getattr(evaluation, name)
-        for name in (
-            "id", "checkpoint", "epoch", "split", "tta", "n", "loss", "acc", "sensitivity", "specificity",
-            "f1", "auc", "confusion", "output_path", "created_at",
-        )
-    }
+    return {name: getattr(evaluation, name) for name in EVALUATION_COLUMNS}
+
+
+def best_metrics(run: Run) -> dict[str, float | None]:
+    """``best_val_<metric>`` for every registered metric: its value at the run's best epoch."""
+    at_best = epoch_metrics(run.summary or {})
+    # The run's own summary columns (best_val_acc, ...) where it has them: they are the indexed copy.
+    return {m.summary_key: getattr(run, m.summary_key, at_best.get(m.key)) for m in METRICS}
+
+
+def status_text(run: Run) -> str:
+    """The status, and while a run is running, what it is doing (``running: epoch 1 step 12/40``)."""
+    return f"{run.status}: {run.phase}" if run.status == "running" and run.phase else run.status

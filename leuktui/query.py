@@ -1,7 +1,8 @@
 """The Runs screen's filter language: free text plus simple field queries.
 
 ``model=resnet50 status=completed acc>0.95 histeq`` keeps runs matching every term. Fields are
-the run's columns (id, name, model, status, tag, eval, acc, f1, auc, epoch) and any config field
+the run's columns (id, name, model, status, tag, eval, epoch), every metric of the registry at
+the run's best epoch (acc, f1, auc, mcc, balanced_acc, ...), and any config field
 (``hist_eq=true``, ``image_size>=128``); operators ``= != > >= < <=``; a bare word matches the
 name, model, status or tags as a substring. No textual, no torch: the CLI could use it too.
 """
@@ -15,17 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from db.models import Run
+from db.vocabulary import METRICS
 from engine.config import RunConfig
+from leuktui.formatting import best_metrics
 
 _TERM = re.compile(r"^([A-Za-z_][\w.-]*)\s*(!=|>=|<=|=|>|<)\s*(.+)$")
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
+METRIC_FIELDS = {m.summary_key for m in METRICS}
 ALIASES = {
-    "acc": "best_val_acc", "f1": "best_val_f1", "auc": "best_val_auc", "epoch": "epochs_done", "eval": "eval_mode",
-    "tags": "tag", "histeq": "hist_eq",
+    **{m.key: m.summary_key for m in METRICS}, "epoch": "epochs_done", "eval": "eval_mode", "tags": "tag", "histeq": "hist_eq",
 }
-RUN_FIELDS = {"id", "name", "model", "status", "best_val_acc", "best_val_f1", "best_val_auc", "epochs_done", "sweep_id", "parent_id", "device"}
+RUN_FIELDS = {"id", "name", "model", "status", "epochs_done", "sweep_id", "parent_id", "device"}
 
 
 class FilterError(ValueError):
@@ -46,7 +49,10 @@ class Term:
         if self.field == "tag":
             has = any(tag.lower() == self.value.lower() for tag in run.tags)
             return has if self.op == "=" else not has
-        actual = getattr(run, self.field) if self.field in RUN_FIELDS else run.config.get(self.field)
+        if self.field in METRIC_FIELDS:
+            actual = best_metrics(run)[self.field]
+        else:
+            actual = getattr(run, self.field) if self.field in RUN_FIELDS else run.config.get(self.field)
         if actual is None:
             return self.op == "!="
         return _OPERATORS[self.op](_comparable(actual), _convert(self.value, actual))
@@ -75,7 +81,7 @@ def _convert(text: str, like: Any) -> Any:
 
 def parse(text: str) -> list[Term]:
     terms: list[Term] = []
-    known = set(RunConfig.field_names()) | RUN_FIELDS | {"tag"}
+    known = set(RunConfig.field_names()) | RUN_FIELDS | METRIC_FIELDS | {"tag"}
     for token in text.split():
         match = _TERM.match(token)
         if not match:

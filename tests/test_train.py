@@ -123,7 +123,7 @@ def test_a_missing_image_fails_the_run_with_its_name(db, workspace, tiny_data, t
 
 
 def test_a_diverging_run_fails_with_advice(db, workspace, tiny_data):
-    from engine.train import TrainingDiverged
+    from engine.loop import TrainingDiverged
 
     run = create_run(db, tiny_config(tiny_data, epochs=20, optimizer="sgd", lr=10, amp="off", rotation=0), status="queued")
     with pytest.raises(TrainingDiverged, match="try a lower --lr"):

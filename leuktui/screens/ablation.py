@@ -7,25 +7,20 @@ import time
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Label, Select, Static
 
-from leuktui.ablation import METRICS, Pivot, build, suggest_factors
-from leuktui.formatting import number, percent
+from db.vocabulary import METRICS, MULTI_VIEW_MODES, metric
+from leuktui.ablation import Pivot, build, suggest_factors
+from leuktui.actions import bindings
 from leuktui.widgets.keybar import KeyBar
 
-METRIC_ORDER = list(METRICS)
+METRIC_ORDER = [m.key for m in METRICS]
 
 
 class AblationScreen(Screen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="ablation-back"),
-        Binding("m", "cycle_metric", "Metric", id="metric"),
-        Binding("y", "save_markdown", "Copy/save Markdown", id="save-markdown"),
-        Binding("v", "evaluate_missing", "Eval 5/10-crop", id="evaluate-missing"),
-    ]
+    BINDINGS = bindings("ablation")
 
     def __init__(self, run_ids: list[int]) -> None:
         super().__init__()
@@ -82,7 +77,7 @@ class AblationScreen(Screen):
         table.add_column(rows)
         for column in self.pivot.columns:
             table.add_column(self.pivot.column_label(column))
-        fmt = number if self.metric == "auc" else percent
+        fmt = self.pivot.format
         for row in self.pivot.rows:
             best = self.pivot.best_column(row)
             cells = []
@@ -93,7 +88,7 @@ class AblationScreen(Screen):
         finished = sum(1 for run in self.runs if run.best_epoch is not None)
         note = "" if self.pivot.rows else "  — no finished runs here yet"
         self.query_one("#ablation-title", Static).update(
-            f"{METRICS[self.metric]} on the validation set · {finished} of {len(self.runs)} runs with results · m: metric · y: Markdown · v: evaluate 5/10-crop{note}"
+            f"{metric(self.metric).label} on the validation set · {finished} of {len(self.runs)} runs with results · m: metric · y: Markdown · v: evaluate 5/10-crop{note}"
         )
 
     def action_cycle_metric(self) -> None:
@@ -118,7 +113,7 @@ class AblationScreen(Screen):
     def action_evaluate_missing(self) -> None:
         """Evaluate the best checkpoints with five- and ten-crop where that is not recorded yet."""
         have = {(e.run_id, e.tta) for e in self.evaluations if e.split == "valid" and e.checkpoint == "best"}
-        todo = [(run.id, mode) for run in self.runs if run.best_epoch is not None for mode in ("five", "ten") if (run.id, mode) not in have]
+        todo = [(run.id, mode) for run in self.runs if run.best_epoch is not None for mode in MULTI_VIEW_MODES if (run.id, mode) not in have]
         if not todo:
             self.notify("every run already has five- and ten-crop evaluations")
             return

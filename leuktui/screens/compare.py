@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
+from db.vocabulary import METRICS, epoch_metrics
+from leuktui.actions import bindings
 from leuktui.formatting import number, percent
 from leuktui.widgets.charts import MetricChart
 from leuktui.widgets.keybar import KeyBar
@@ -26,7 +27,7 @@ def config_diff(configs: dict[int, dict]) -> list[tuple[str, list]]:
 
 
 class CompareScreen(Screen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="compare-back")]
+    BINDINGS = bindings("compare")
 
     def __init__(self, run_ids: list[int]) -> None:
         super().__init__()
@@ -63,11 +64,13 @@ class CompareScreen(Screen):
         )
         metrics = self.query_one("#compare-metrics", DataTable)
         metrics.clear(columns=True)
-        metrics.add_columns("run", "status", "best ep", "best acc", "F1", "AUC", "final acc", "img/s")
+        shown = [m for m in METRICS if m.key != "loss"]
+        metrics.add_columns("run", "status", "best ep", *(f"best {m.title}" for m in shown), "final acc", "img/s")
         for run in runs:
             last = epochs[run.id][-1] if epochs[run.id] else None
-            metrics.add_row(label[run.id], run.status, str(run.best_epoch or "-"), percent(run.best_val_acc), number(run.best_val_f1),
-                            number(run.best_val_auc), percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1))
+            at_best = epoch_metrics(run.summary or {})
+            metrics.add_row(label[run.id], run.status, str(run.best_epoch or "-"), *(m.format(at_best.get(m.key)) for m in shown),
+                            percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1))
         diff = self.query_one("#compare-diff", DataTable)
         diff.clear(columns=True)
         diff.add_columns("config", *(label[r.id] for r in runs))

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from db.models import Run
+from leuktui.actions import bindings
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS = [Binding("escape", "dismiss(False)", "No", id="confirm-no"), Binding("y", "dismiss(True)", "Yes", id="confirm-yes")]
+    BINDINGS = bindings("confirm")
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -36,7 +36,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class TagsScreen(ModalScreen):
-    BINDINGS = [Binding("escape", "dismiss", "Cancel", id="tags-cancel"), Binding("ctrl+s", "save", "Save", id="tags-save")]
+    BINDINGS = bindings("tags")
 
     def __init__(self, run: Run) -> None:
         super().__init__()

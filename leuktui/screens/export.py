@@ -7,15 +7,16 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
 
 from db.models import Run
+from db.vocabulary import CHECKPOINTS, EVAL_MODES
 from engine.datasets import TEST_CSVS
 from engine.errors import UserError
+from leuktui.actions import bindings
 
 
 @dataclass
@@ -40,10 +41,7 @@ def default_test_csv_name(run: Run) -> str:
 
 
 class ExportScreen(ModalScreen):
-    BINDINGS = [
-        Binding("escape", "dismiss", "Close", id="close-export"),
-        Binding("ctrl+s", "export", "Export", id="export-now"),
-    ]
+    BINDINGS = bindings("export")
 
     def __init__(self, run: Run) -> None:
         super().__init__()
@@ -55,10 +53,10 @@ class ExportScreen(ModalScreen):
             yield Static(f"Export the submission of run {self.run.id} ({self.run.name})", classes="dialog-title")
             with Horizontal(classes="form-row"):
                 yield Label("checkpoint", classes="form-label")
-                yield Select([("best", "best"), ("last", "last")], value="best", allow_blank=False, id="export-checkpoint", compact=True)
+                yield Select([(name, name) for name in CHECKPOINTS], value=CHECKPOINTS[0], allow_blank=False, id="export-checkpoint", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("TTA", classes="form-label")
-                yield Select([("none", "none"), ("five-crop", "five"), ("ten-crop", "ten")], value="none", allow_blank=False, id="export-tta", compact=True)
+                yield Select([(mode.label, mode.key) for mode in EVAL_MODES], value=EVAL_MODES[0].key, allow_blank=False, id="export-tta", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("test CSV", classes="form-label")
                 yield Input(value=str(Path(self.run.config.get("data_dir", ".")) / default_test_csv_name(self.run)), id="export-csv", compact=True)

@@ -8,7 +8,6 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Static
@@ -16,6 +15,7 @@ from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Stat
 from db.models import Run
 from engine.config import ConfigError, RunConfig
 from engine.control import expand, parse_grid, queue_runs
+from leuktui.actions import bindings
 from leuktui.widgets.keybar import KeyBar
 
 DEMO_DATA = Path("data/demo")
@@ -37,10 +37,7 @@ def form_defaults(base: Run | None, has_gpu: bool) -> RunConfig:
 
 class NewRunScreen(Screen):
     AUTO_FOCUS = "#meta-name"
-    BINDINGS = [
-        Binding("ctrl+s", "submit", "Queue", id="submit"),
-        Binding("escape", "app.pop_screen", "Cancel", id="cancel-form"),
-    ]
+    BINDINGS = bindings("form")
 
     def __init__(self, *, sweep: bool = False, base: Run | None = None, has_gpu: bool | None = None) -> None:
         super().__init__()

@@ -6,26 +6,20 @@ import time
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from engine import control
+from leuktui.actions import bindings
+from leuktui.cells import progress_cell, status_cell
 from leuktui.formatting import age
-from leuktui.screens.runs import progress_cell, status_cell
 from leuktui.widgets.device_strip import DeviceStrip
 from leuktui.widgets.keybar import KeyBar
 
 
 class QueueScreen(Screen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="queue-back"),
-        Binding("h", "hold", "Hold", id="hold"),
-        Binding("u", "release", "Release", id="release"),
-        Binding("p", "prioritize", "To front", id="prioritize"),
-        Binding("x", "cancel_run", "Cancel", id="queue-cancel"),
-    ]
+    BINDINGS = bindings("queue")
 
     def __init__(self) -> None:
         super().__init__()

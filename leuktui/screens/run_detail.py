@@ -4,106 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Log, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from db import Database, NotFound
+from db import NotFound
 from db.models import Epoch, Evaluation, Run
-from leuktui.formatting import number, percent
-from leuktui.screens.runs import status_cell
+from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, epoch_metrics
+from leuktui.actions import bindings
+from leuktui.cells import status_cell
+from leuktui.feed import DetailData, DetailFeed, RunGone
+from leuktui.formatting import percent
 from leuktui.widgets.charts import MetricChart, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
 from leuktui.widgets.keybar import KeyBar
 
-LOG_TAIL_BYTES = 32_768
 REDRAW_SECONDS = 0.3
 MAX_STEPS_KEPT = 8_000  # step points held for the chart; more are folded into bucket means
-
-
-@dataclass
-class DetailData(Message):
-    """What changed for the open run since the last poll."""
-
-    run: Run
-    epochs: list[Epoch] = field(default_factory=list)
-    steps: list[tuple[int, float]] = field(default_factory=list)
-    evaluations: list[Evaluation] | None = None
-    log_lines: list[str] = field(default_factory=list)
-    reset: bool = False
-
-
-class RunGone(Message):
-    """The open run no longer exists."""
-
-
-class DetailFeed:
-    """What is new for one run since the last read: its row, epochs, steps, evaluations and log.
-
-    Used from a thread only, never on the event loop: once to open the run before its screen is
-    pushed, then by the screen's poll worker. The first read has everything (``reset``); a long
-    run's steps come as an overview bucketed in SQL, then new steps one by one.
-    """
-
-    def __init__(self, db: Database, log_path: Path, run_id: int) -> None:
-        self.db, self.log_path, self.run_id = db, log_path, run_id
-        self.last_epoch = 0
-        self.last_step = 0
-        self.evaluation_count = -1
-        self.log_offset: int | None = None
-        self.updated_at: float | None = None
-        self.started = False
-
-    def read(self) -> DetailData | None:
-        """The changes since the last read, or None when nothing changed. Raises NotFound when
-        the run is gone."""
-        run = self.db.get_run(self.run_id)
-        first = not self.started
-        reset = first or run.epochs_done < self.last_epoch  # or resumed from an earlier checkpoint
-        if reset:
-            self.last_epoch, self.last_step = 0, 0
-        epochs = self.db.epochs(self.run_id, after=self.last_epoch)
-        steps = self.db.steps_overview(self.run_id) if self.last_step == 0 else self.db.steps(self.run_id, after=self.last_step)
-        evaluations = self.db.evaluations(self.run_id)
-        lines = self._read_log()
-        changed_evaluations = evaluations if len(evaluations) != self.evaluation_count else None
-        self.started = True
-        if epochs:
-            self.last_epoch = epochs[-1].epoch
-        if steps:
-            self.last_step = steps[-1][0]
-        self.evaluation_count = len(evaluations)
-        if not (reset or epochs or steps or lines or changed_evaluations is not None or run.updated_at != self.updated_at):
-            return None
-        self.updated_at = run.updated_at
-        return DetailData(run, epochs, steps, changed_evaluations, lines, reset)
-
-    def _read_log(self) -> list[str]:
-        """Whole lines appended to the run's log since the last read (the last 32 KiB at first)."""
-        try:
-            size = self.log_path.stat().st_size
-            if self.log_offset is None or size < self.log_offset:
-                self.log_offset = max(0, size - LOG_TAIL_BYTES)
-            if size <= self.log_offset:
-                return []
-            with self.log_path.open("rb") as handle:
-                handle.seek(self.log_offset)
-                chunk = handle.read(size - self.log_offset)
-        except OSError:
-            return []
-        cut = chunk.rfind(b"\n") + 1
-        self.log_offset += cut
-        return chunk[:cut].decode("utf-8", "replace").splitlines()
 
 
 def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
@@ -117,16 +40,7 @@ def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
 
 
 class RunDetailScreen(Screen):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back", id="back"),
-        Binding("left_square_bracket", "previous_source", "Prev matrix", key_display="[", id="prev-matrix"),
-        Binding("right_square_bracket", "next_source", "Next matrix", key_display="]", id="next-matrix"),
-        Binding("v", "evaluate", "Eval 5/10-crop", id="evaluate"),
-        Binding("e", "export", "Export", id="detail-export"),
-        Binding("x", "cancel_run", "Cancel", id="detail-cancel"),
-        *(Binding(str(number), f"show_tab('{tab}')", f"{tab.removeprefix('tab-').title()} tab", show=False, id=f"detail-{tab}")
-          for number, tab in enumerate(("tab-charts", "tab-confusion", "tab-evaluations", "tab-config", "tab-log"), start=1)),
-    ]
+    BINDINGS = bindings("detail")
 
     def __init__(
         self,
@@ -173,7 +87,7 @@ class RunDetailScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#evaluations", DataTable)
-        for label in ("id", "checkpoint", "epoch", "split", "tta", "n", "acc", "sens", "spec", "F1", "AUC", "file"):
+        for label in ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file"):
             table.add_column(label)
         if self._first is not None:
             self.on_detail_data(self._first)
@@ -302,17 +216,17 @@ class RunDetailScreen(Screen):
         table = self.query_one("#evaluations", DataTable)
         table.clear()
         for e in self.evaluations:
-            table.add_row(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n), percent(e.acc), percent(e.sensitivity),
-                          percent(e.specificity), number(e.f1), number(e.auc), e.output_path or "")
+            table.add_row(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n),
+                          *(m.format(getattr(e, m.key)) for m in METRICS), e.output_path or "")
 
     # -- the confusion matrix's source --------------------------------------------------------
 
     def sources(self) -> list[tuple[str, list | None, dict]]:
         out = [(f"epoch {e.epoch}" + (" (best)" if self.run and e.epoch == self.run.best_epoch else ""),
-                e.confusion, {"acc": e.val_acc, "sensitivity": e.sensitivity, "specificity": e.specificity, "f1": e.f1, "auc": e.auc})
+                e.confusion, epoch_metrics(e))
                for e in self.epochs]
-        out += [(f"evaluation {e.id}: {e.checkpoint} checkpoint, {e.tta}, {e.split}", e.confusion,
-                 {"acc": e.acc, "sensitivity": e.sensitivity, "specificity": e.specificity, "f1": e.f1, "auc": e.auc})
+        out += [(f"evaluation {e.id}: {e.checkpoint} checkpoint, {EVAL_MODE_BY_KEY[e.tta].label if e.tta in EVAL_MODE_BY_KEY else e.tta}, {e.split}",
+                 e.confusion, {m.key: getattr(e, m.key) for m in METRICS})
                 for e in self.evaluations if e.confusion]
         return out
 
@@ -355,9 +269,9 @@ class RunDetailScreen(Screen):
             from engine.predict import evaluate_run
 
             done = []
-            for mode in ("five", "ten"):
+            for mode in MULTI_VIEW_MODES:
                 evaluation, metrics = evaluate_run(self.app.db, self.app.workspace, self.run_id, tta=mode)
-                done.append(f"{mode}-crop {percent(metrics['acc'])}")
+                done.append(f"{EVAL_MODE_BY_KEY[mode].label} {percent(metrics['acc'])}")
             return done
 
         self.notify("evaluating the best checkpoint with five- and ten-crop…")

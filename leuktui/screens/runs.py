@@ -7,12 +7,13 @@ import shutil
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
 from db.models import Run
+from leuktui.actions import bindings
+from leuktui.cells import progress_cell, status_cell
 from leuktui.formatting import age, number, percent
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
@@ -29,42 +30,8 @@ SORTS = (
 # The table holds the first rows of the sorted, filtered runs; filter or sort to reach the rest.
 # (A DataTable row costs about a millisecond to add; ten thousand would take seconds.)
 TABLE_LIMIT = 250
-STATUS_STYLES = {
-    "running": "bold cyan", "queued": "yellow", "held": "magenta", "completed": "green",
-    "failed": "bold red", "cancelled": "dim", "interrupted": "dark_orange",
-}
-
-
-def progress_cell(run: Run, width: int = 6) -> Text:
-    total = int(run.config.get("epochs") or 1)
-    done = min(run.epochs_done, total)
-    filled = round(width * done / total)
-    style = STATUS_STYLES.get(run.status, "")
-    return Text.assemble(("█" * filled, style or "green"), ("░" * (width - filled), "dim"), f" {done}/{total}")
-
-
-def status_cell(run: Run) -> Text:
-    label = "cancelling" if run.status == "running" and run.cancel_requested_at else run.status
-    return Text(label, style=STATUS_STYLES.get(run.status, ""))
-
-
 class RunsScreen(Screen):
-    BINDINGS = [
-        Binding("enter", "open_run", "Open", id="open-run"),
-        Binding("slash", "filter", "Filter", key_display="/", id="filter"),
-        Binding("s", "cycle_sort", "Sort", id="sort"),
-        Binding("space", "toggle_mark", "Mark", id="mark"),
-        Binding("n", "new_run", "New run", id="new-run"),
-        Binding("g", "new_sweep", "New sweep", id="new-sweep"),
-        Binding("c", "compare", "Compare", id="compare"),
-        Binding("a", "ablation", "Ablation", id="ablation"),
-        Binding("e", "export", "Export", id="export"),
-        Binding("x", "cancel_run", "Cancel", id="cancel-run"),
-        Binding("R", "resume_or_retry", "Resume/retry", id="resume-retry"),
-        Binding("t", "tags", "Tags/notes", id="tags"),
-        Binding("d", "delete", "Delete", id="delete"),
-        Binding("escape", "clear_filter", "Clear filter", show=False, id="clear-filter"),
-    ]
+    BINDINGS = bindings("runs")
 
     def __init__(self) -> None:
         super().__init__()

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from leuktui.formatting import number, percent
+from db.vocabulary import METRICS
 
 
 def _share(count: int, total: int) -> str:
@@ -42,10 +42,10 @@ class ConfusionMatrix(Static):
         table.add_row("HEM (0)", cell(tn, hem_total, True), cell(fp, hem_total, False))
         table.add_row("ALL (1)", cell(fn, all_total, False), cell(tp, all_total, True))
         metrics = metrics or {}
-        summary = Text.assemble(
-            ("sensitivity ", "dim"), percent(metrics.get("sensitivity")), ("   specificity ", "dim"), percent(metrics.get("specificity")),
-            ("\nweighted F1 ", "dim"), number(metrics.get("f1")), ("   AUC ", "dim"), number(metrics.get("auc")),
-            ("   accuracy ", "dim"), percent(metrics.get("acc", metrics.get("val_acc"))),
-        )
+        summary = Text()
+        for index, metric in enumerate(m for m in METRICS if m.key != "loss"):
+            summary.append(("\n" if index % 3 == 0 else "   ") if index else "")
+            summary.append(f"{metric.label} ", "dim")
+            summary.append(metric.format(metrics.get(metric.key)))
         parts = [Text(title, style="bold")] if title else []
         self.update(Group(*parts, table, summary))

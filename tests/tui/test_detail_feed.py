@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leuktui.screens.run_detail import DetailFeed
+from leuktui.feed import DetailFeed
 
 
 def make_run(db):

@@ -1,0 +1,32 @@
+"""Writing a file so that readers see the old version or the new one, never half of either."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "wb", *, durable: bool = False, **open_args) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path``.
+
+    ``durable`` flushes it to the disk first, so a crash right after cannot leave an empty file
+    under the name (checkpoints). On any error the temporary file is removed and ``path`` keeps
+    its previous content.
+    """
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode, **open_args) as out:
+            yield out
+            out.flush()
+            if durable:
+                os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

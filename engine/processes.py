@@ -1,0 +1,48 @@
+"""Which local process is which: a pid is taken for a run's worker only if its start time matches
+the one recorded and it belongs to this user, so a reused pid or another user's process is never
+adopted, signalled or waited on. psutil, so it is the same on Linux and macOS; no torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+
+START_TIME_TOLERANCE = 1.0  # seconds; the recorded and the observed start time of one process
+
+
+def process_start_time(pid: int) -> float | None:
+    """The process's start time (UNIX seconds), or None when there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _ours(process: psutil.Process) -> bool:
+    return process.uids().real == os.getuid()
+
+
+def is_alive(pid: int | None, started_at: float | None = None) -> bool:
+    """A live (not zombie) process of this user with that pid and, when given, that start time."""
+    if not pid:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE or not _ours(process):
+            return False
+        return started_at is None or abs(process.create_time() - started_at) <= START_TIME_TOLERANCE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def is_worker(pid: int | None, run_id: int, started_at: float | None = None) -> bool:
+    """``is_alive`` and its command line is a worker of run ``run_id``."""
+    if not is_alive(pid, started_at):
+        return False
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return "engine.worker" in argv and str(run_id) in argv
