@@ -68,17 +68,17 @@ class Metric:
 
 METRICS: tuple[Metric, ...] = (
     Metric("acc", "accuracy", "acc", True, "accuracy_score", epoch_column="val_acc"),
-    Metric("loss", "loss", "loss", False, "log_loss", on="probability", options=(("labels", (0, 1)),),
-           kind="loss", epoch_column="val_loss"),
+    Metric("f1", "weighted F1", "F1", True, "f1_score", options=(("average", "weighted"), ("zero_division", 0.0)),
+           kind="score"),
+    Metric("auc", "ROC AUC", "AUC", True, "roc_auc_score", on="probability", kind="score"),
     Metric("sensitivity", "sensitivity (ALL recall)", "sens", True, "recall_score",
            options=(("pos_label", 1), ("zero_division", 0.0))),
     Metric("specificity", "specificity (HEM recall)", "spec", True, "recall_score",
            options=(("pos_label", 0), ("zero_division", 0.0))),
-    Metric("f1", "weighted F1", "F1", True, "f1_score", options=(("average", "weighted"), ("zero_division", 0.0)),
-           kind="score"),
-    Metric("auc", "ROC AUC", "AUC", True, "roc_auc_score", on="probability", kind="score"),
     Metric("mcc", "Matthews correlation", "MCC", True, "matthews_corrcoef", kind="score"),
     Metric("balanced_acc", "balanced accuracy", "bal acc", True, "balanced_accuracy_score"),
+    Metric("loss", "loss", "loss", False, "log_loss", on="probability", options=(("labels", (0, 1)),),
+           kind="loss", epoch_column="val_loss"),
 )
 METRIC_BY_KEY = {metric.key: metric for metric in METRICS}
 BEST_METRICS = tuple(metric.best_name for metric in METRICS)

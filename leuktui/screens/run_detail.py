@@ -225,7 +225,7 @@ class RunDetailScreen(Screen):
         out = [(f"epoch {e.epoch}" + (" (best)" if self.run and e.epoch == self.run.best_epoch else ""),
                 e.confusion, epoch_metrics(e))
                for e in self.epochs]
-        out += [(f"evaluation {e.id}: {e.checkpoint} checkpoint, {EVAL_MODE_BY_KEY[e.tta].label if e.tta in EVAL_MODE_BY_KEY else e.tta}, {e.split}",
+        out += [(f"evaluation {e.id}: {e.checkpoint} checkpoint, {e.tta}, {e.split}",
                  e.confusion, {m.key: getattr(e, m.key) for m in METRICS})
                 for e in self.evaluations if e.confusion]
         return out

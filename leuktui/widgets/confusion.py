@@ -44,7 +44,7 @@ class ConfusionMatrix(Static):
         metrics = metrics or {}
         summary = Text()
         for index, metric in enumerate(m for m in METRICS if m.key != "loss"):
-            summary.append(("\n" if index % 3 == 0 else "   ") if index else "")
+            summary.append(("\n" if index % 2 == 0 else "   ") if index else "")
             summary.append(f"{metric.label} ", "dim")
             summary.append(metric.format(metrics.get(metric.key)))
         parts = [Text(title, style="bold")] if title else []

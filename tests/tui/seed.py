@@ -27,6 +27,8 @@ def _curve(run_index: int, epoch: int, epochs: int) -> dict:
         "specificity": round(tn / 32, 4),
         "f1": round(val_acc - 0.003, 4),
         "auc": round(min(0.995, val_acc + 0.02), 4),
+        "mcc": round((tp * tn - (32 - tn) * (68 - tp)) / math.sqrt((tp + 32 - tn) * 68 * 32 * (tn + 68 - tp)), 4),
+        "balanced_acc": round((tp / 68 + tn / 32) / 2, 4),
         "confusion": [[tn, 32 - tn], [68 - tp, tp]],
         "lr": 1e-3,
         "seconds": 12.5,
@@ -51,7 +53,7 @@ def seed_workspace(workspace: Workspace, data_dir: str = "/data/lab3") -> Databa
             for epoch in range(1, 6):
                 row = _curve(index + (4 if hist_eq else 0), epoch, 5)
                 if best is None or row["val_acc"] >= best["val_acc"]:
-                    best = {"epoch": epoch, **{k: row[k] for k in ("val_loss", "val_acc", "sensitivity", "specificity", "f1", "auc", "confusion")}}
+                    best = {"epoch": epoch, **row}
                     db.add_epoch(run.id, epoch, epoch * 250, row, best=best)
                 else:
                     db.add_epoch(run.id, epoch, epoch * 250, row)

@@ -8,7 +8,7 @@ import sys
 
 from textual.widgets import DataTable, Input, Static
 
-from db import Database
+from db import Database, states
 from leuktui.screens.ablation import AblationScreen
 from leuktui.screens.compare import CompareScreen
 from leuktui.screens.new_run import NewRunScreen
@@ -323,7 +323,7 @@ async def test_the_run_head_grows_for_an_error_line(seeded):
         head = app.screen.query_one("#detail-head", Static)
         await pilot.pause(0.3)
         before = head.size.height
-        Database(seeded.db_url).update_run(7, status="failed", error="CUDA out of memory: try a smaller batch_size\ntraceback…")
+        assert states.finish(Database(seeded.db_url), 7, "failed", error="CUDA out of memory: try a smaller batch_size\ntraceback…")
         await wait_until(pilot, lambda: "failed" in str(head.render()), message="the new status")
         await pilot.pause(0.2)
         assert "CUDA out of memory: try a smaller batch_size" in str(head.render()) and "traceback" not in str(head.render())
