@@ -16,6 +16,7 @@ from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.errors import UserError
 from db.models import (
     RUN_STATUSES,
     WAITING_STATUSES,
@@ -38,7 +39,7 @@ EPOCH_FIELDS = (
 )
 
 
-class NotFound(LookupError):
+class NotFound(UserError, LookupError):
     """No run (or other record) with that id; the message names it."""
 
 

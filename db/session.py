@@ -11,13 +11,15 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from db.errors import UserError
+
 # The newest migration in db/migrations/versions; a test keeps the two in step.
 SCHEMA_REVISION = "0005"
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(UserError, RuntimeError):
     """The database cannot be opened or upgraded; the message names it."""
 
 

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from db.api import Database
+from db.errors import LeuktuiError
 from db.vocabulary import FINISHED_STATUSES, RUN_STATUSES, TRANSITIONS, sources_of
 
 
-class TransitionError(ValueError):
+class TransitionError(LeuktuiError, ValueError):
     """A move the state table does not allow at all (a bug in the caller, not a race)."""
 
 

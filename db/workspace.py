@@ -6,11 +6,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.errors import UserError
+
 DEFAULT_HOME = "leuktui-home"
 DB_FILE = "leuktui.db"
 
 
-class WorkspaceError(OSError):
+class WorkspaceError(UserError, OSError):
     """The workspace folder cannot be used; the message names it."""
 
 

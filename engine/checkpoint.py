@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -36,8 +37,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except PermissionError:
         raise CheckpointError(f"{path}: permission denied") from None
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise CheckpointError(f"{path}: refused, it holds more than tensors and plain values ({first})") from None
+        blocked = re.search(r"(?:unsupported GLOBAL|Unsupported global:?) ([\w.]+)", str(exc))
+        if blocked:
+            raise CheckpointError(
+                f"{path}: refused, it holds more than tensors and plain values ({blocked.group(1)})"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file)") from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(state, dict) or not {"model", "epoch", "config"} <= state.keys():

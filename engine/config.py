@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.errors import UserError
 from db.vocabulary import BEST_METRICS, EVAL_MODE_KEYS
 
 MODEL_NAMES = ("resnet18", "resnet50", "resnet152")
@@ -27,7 +28,7 @@ _TORCHVISION_MODEL = re.compile(r"^torchvision:resnet(\d+)$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value a user gave is not acceptable; ``field`` names it."""
 
     def __init__(self, field_name: str, message: str):

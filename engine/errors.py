@@ -1,5 +1,5 @@
 """Errors a user can cause and fix; the CLI and the app print them as one line."""
 
+from db.errors import LeuktuiError, UserError
 
-class UserError(ValueError):
-    """Its message names the file, row, run or field at fault."""
+__all__ = ["LeuktuiError", "UserError"]

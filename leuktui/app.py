@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from db import Database, NotFound, Workspace
+from db import Database, Workspace
 from db.models import Run
 from engine.errors import UserError
 from leuktui.actions import ACTION_BY_ID, bindings, display, validate_keymap
@@ -163,14 +163,17 @@ class LeuktuiApp(App):
     # -- shared helpers -------------------------------------------------------------------
 
     def run_task(self, label: str, task: Callable[[], Any], *, done: Callable[[Any], None] | None = None) -> None:
-        """Run ``task`` in a thread; a user error becomes a notification, never a crash."""
+        """Run ``task`` in a thread and hand its result to ``done`` on the event loop: the one way a
+        one-off piece of background work (a read, an evaluation, a queue operation) reports back.
+        Polls that go on post messages instead. A user error becomes a notification naming its
+        cause; anything else is a bug, shown and raised."""
         self._run_task(label, task, done)
 
     @work(thread=True, group="actions", exit_on_error=False)
     def _run_task(self, label: str, task: Callable[[], Any], done: Callable[[Any], None] | None) -> None:
         try:
             result = task()
-        except (UserError, NotFound) as exc:
+        except UserError as exc:  # the cause, in one line: "CUDA is not available", "no such run"
             self.call_from_thread(self.notify, str(exc), title=label, severity="error", timeout=6)
             return
         except Exception as exc:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from db import Database, DatabaseError, NotFound, Workspace, WorkspaceError, states
+from db import Database, Workspace, states
 from db.vocabulary import METRICS, RESUMABLE_STATUSES, epoch_metrics
 from engine.config import ConfigError, RunConfig
 from engine.errors import UserError
@@ -31,7 +31,7 @@ from leuktui.formatting import (
 PROG = "leuktui"
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A command-line mistake; printed as one line, exit status 2."""
 
 
@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), 2)
     except ConfigError as exc:
         return fail(f"{flag_name(exc.field)}: {exc.message}", 2)
-    except (UserError, NotFound, WorkspaceError, DatabaseError) as exc:
+    except UserError as exc:  # NotFound, WorkspaceError, DatabaseError, DatasetError, ... are user errors
         return fail(str(exc), 1)
     except BrokenPipeError:
         return 0

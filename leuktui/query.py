@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from db.errors import UserError
 from db.models import Run
 from db.vocabulary import METRICS
 from engine.config import RunConfig
@@ -31,7 +32,7 @@ ALIASES = {
 RUN_FIELDS = {"id", "name", "model", "status", "epochs_done", "sweep_id", "parent_id", "device"}
 
 
-class FilterError(ValueError):
+class FilterError(UserError):
     """A filter term that cannot be understood; the message names it."""
 
 

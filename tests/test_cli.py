@@ -5,8 +5,10 @@ import json
 import sys
 
 import pytest
+from test_metrics import from_confusion
 
 from conftest import run_cli
+from db.vocabulary import METRICS
 
 
 def _csv(path):
@@ -39,6 +41,12 @@ def test_ls_and_show_json(trained):
     assert detail["config"]["vflip"] is False and detail["config"]["image_size"] == 32
     assert [e["epoch"] for e in detail["epochs"]] == [1, 2]
     assert detail["best_val_acc"] == max(e["val_acc"] for e in detail["epochs"])
+    best = next(e for e in detail["epochs"] if e["epoch"] == detail["best_epoch"])
+    for metric in METRICS:  # every registered metric, MCC and balanced accuracy included
+        assert runs[0][metric.summary_key] == best[metric.epoch_column] is not None, metric.key
+    for epoch in detail["epochs"]:
+        for key, value in from_confusion(epoch["confusion"]).items():
+            assert epoch[next(m.epoch_column for m in METRICS if m.key == key)] == pytest.approx(value), key
     assert "first" in run_cli("ls", home=home).stdout
     assert "best epoch" in run_cli("show", str(run_id), home=home).stdout
 
@@ -50,6 +58,9 @@ def test_eval_records_test_time_augmentation(trained):
     assert sum(map(sum, result["confusion"])) == 24
     detail = json.loads(run_cli("show", str(run_id), "--json", home=home).stdout)
     assert any(e["tta"] == "five" and e["acc"] == result["acc"] for e in detail["evaluations"])
+    for key, value in from_confusion(result["confusion"]).items():
+        assert result[key] == pytest.approx(value), key
+    assert "Matthews correlation" in run_cli("eval", str(run_id), "--tta", "single", home=home).stdout
 
 
 def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
@@ -44,14 +44,12 @@ class AblationScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="ablation-load", exit_on_error=False)
     def load(self) -> None:
-        runs = self.app.db.runs_by_id(self.run_ids)
-        evaluations = self.app.db.evaluations_of(self.run_ids)
-        self.app.call_from_thread(self._loaded, runs, evaluations)
+        db = self.app.db
+        self.app.run_task("ablation", lambda: (db.runs_by_id(self.run_ids), db.evaluations_of(self.run_ids)), done=self._loaded)
 
-    def _loaded(self, runs, evaluations) -> None:
-        self.runs, self.evaluations = runs, evaluations
+    def _loaded(self, loaded) -> None:
+        self.runs, self.evaluations = runs, evaluations = loaded
         varying = suggest_factors(runs)
         options = sorted(set(varying) | {"model"})
         rows = self.query_one("#ablation-rows", Select)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -48,13 +47,12 @@ class CompareScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:
-        runs = self.app.db.runs_by_id(self.run_ids)
-        epochs = self.app.db.epochs_of(self.run_ids)
-        self.app.call_from_thread(self.show, runs, epochs)
+        db = self.app.db
+        self.app.run_task("compare", lambda: (db.runs_by_id(self.run_ids), db.epochs_of(self.run_ids)), done=self.show)
 
-    def show(self, runs, epochs) -> None:
+    def show(self, loaded) -> None:
+        runs, epochs = loaded
         label = {run.id: f"{run.id} {run.model.split(':')[-1]}" for run in runs}
         self.query_one("#compare-acc", MetricChart).replot(
             [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_acc or 0 for e in epochs[r.id]]) for r in runs]

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
 from engine import control
 from leuktui.actions import bindings
+from leuktui.app import PollFailed
 from leuktui.cells import progress_cell, status_cell
 from leuktui.formatting import age
 from leuktui.widgets.device_strip import DeviceStrip
 from leuktui.widgets.keybar import KeyBar
+
+
+@dataclass
+class QueueState(Message):
+    """The queue, the scheduler's pid and the devices, as last read; only the newest matters."""
+
+    runs: list
+    pid: int | None
+    devices: object
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, QueueState)
 
 
 class QueueScreen(Screen):
@@ -50,10 +65,13 @@ class QueueScreen(Screen):
                 runs = self.app.db.queue()
                 pid = running_pid(self.app.workspace)
                 devices = (self.app.device_reader or strip.sample)()
-                self.app.call_from_thread(self.show, runs, pid, devices)
+                self.post_message(QueueState(runs, pid, devices))
             except Exception as exc:  # shown, then tried again
-                self.app.call_from_thread(self.notify, str(exc), severity="error")
+                self.post_message(PollFailed(str(exc)))
             time.sleep(1.0)
+
+    def on_queue_state(self, message: QueueState) -> None:
+        self.show(message.runs, message.pid, message.devices)
 
     def show(self, runs, pid, devices) -> None:
         self.query_one("#devices", DeviceStrip).update(devices)

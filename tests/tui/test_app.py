@@ -6,7 +6,7 @@ import gc
 import subprocess
 import sys
 
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Markdown, Static
 
 from db import Database, states
 from leuktui.screens.ablation import AblationScreen
@@ -172,6 +172,10 @@ async def test_mark_two_runs_and_compare(seeded):
         assert keys == ["hist_eq", "model"]
         metrics = app.screen.query_one("#compare-metrics", DataTable)
         assert metrics.row_count == 2
+        headers = [str(column.label) for column in metrics.columns.values()]
+        assert "best MCC" in headers and "best bal acc" in headers
+        mcc = [str(metrics.get_row_at(i)[headers.index("best MCC")]) for i in range(2)]
+        assert all(value not in ("-", "") for value in mcc)
 
 
 async def test_ablation_table_from_a_sweep(seeded):
@@ -190,6 +194,16 @@ async def test_ablation_table_from_a_sweep(seeded):
             assert pivot.value(row, pivot.best_column(row)) == max(pivot.value(row, c) for c in pivot.columns if pivot.value(row, c) is not None)
         await pilot.press("m")
         assert app.screen.pivot.metric == "f1"
+        while app.screen.pivot.metric != "mcc":  # m cycles through every metric of the registry
+            await pilot.press("m")
+        assert all(app.screen.pivot.value(row, "single") is not None for row in app.screen.pivot.rows)
+        assert "Matthews correlation" in str(app.screen.query_one("#ablation-title", Static).render())
+        await pilot.press("m", "m")
+        assert app.screen.pivot.metric == "loss"
+        for row in app.screen.pivot.rows:  # lower is better: the best cell is the smallest
+            values = [app.screen.pivot.value(row, c) for c in app.screen.pivot.columns if app.screen.pivot.value(row, c) is not None]
+            assert app.screen.pivot.value(row, app.screen.pivot.best_column(row)) == min(values)
+        await pilot.press("m")
         await pilot.press("y")
         await wait_until(pilot, lambda: list((seeded.exports_dir).glob("ablation-*.md")), message="markdown saved")
         text = next(seeded.exports_dir.glob("ablation-*.md")).read_text()
@@ -304,6 +318,34 @@ async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
         await pilot.press("escape")
         await pilot.press("N")
         assert isinstance(app.screen, NewRunScreen)
+
+
+async def test_a_keymap_with_mistakes_starts_the_app_with_warnings_and_the_rest_applies(seeded):
+    (seeded.home / "keymap.json").write_text('{"new-run": "N", "nwe-sweep": "G", "compare": "q"}')
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        messages = [n.message for n in app._notifications]
+        assert any("unknown binding id 'nwe-sweep'" in m for m in messages)
+        assert any("'q' for 'compare' is already the key of 'quit'" in m for m in messages)
+        keys = [key for key, *_ in app.screen.query_one(KeyBar).shown()[0]]
+        assert "N" in keys and "c" in keys and "n" not in keys
+        await pilot.press("question_mark")
+        help_text = app.screen.query_one(Markdown).source
+        assert "| N | new run | `new-run` |" in help_text and "| c | compare marked runs | `compare` |" in help_text
+
+
+async def test_a_user_error_in_the_app_is_a_notification_naming_its_cause(seeded):
+    from engine.device import resolve_device
+
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        app.run_task("evaluate", lambda: resolve_device("cuda:99"))
+        await wait_until(pilot, lambda: any("'cuda:99' asked for" in n.message for n in app._notifications), message="the cause")
+        notification = next(n for n in app._notifications if "'cuda:99' asked for" in n.message)
+        assert notification.title == "evaluate" and "Traceback" not in notification.message
+        assert isinstance(app.screen, RunsScreen), "the app goes on"
 
 
 async def test_an_open_run_deleted_elsewhere_closes_with_a_warning(seeded):

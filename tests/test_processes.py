@@ -1,0 +1,97 @@
+"""Processes and shared resources: a worker is known by pid and start time, threads of one
+process take turns on the writer lock, and a run's phase reaches the database and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import run_cli
+from db import Database, states
+from engine import scheduler, worker
+from engine.processes import is_alive, is_worker, process_start_time
+
+
+@pytest.fixture
+def fake_worker():
+    """A live process whose command line looks like run 5's worker."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "engine.worker", "5"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_worker_is_known_by_its_pid_and_start_time(fake_worker):
+    started = process_start_time(fake_worker.pid)
+    assert started is not None and is_worker(fake_worker.pid, 5, started)
+    assert not is_worker(fake_worker.pid, 6, started), "another run's worker"
+    assert not is_worker(fake_worker.pid, 5, started - 100), "the pid was reused by a newer process"
+    fake_worker.kill()
+    fake_worker.wait()
+    assert not is_alive(fake_worker.pid, started)
+
+
+def test_the_scheduler_never_adopts_a_reused_pid(db, workspace, fake_worker):
+    run = db.create_run(config={"epochs": 1}, config_hash="x", model="resnet18", name="r")
+    assert states.move(db, run.id, "running", host=scheduler.socket.gethostname(), pid=fake_worker.pid,
+                       pid_started_at=process_start_time(fake_worker.pid) - 50)
+    sched = scheduler.Scheduler(workspace, db, gpus=[])
+    sched.reconcile()
+    assert run.id not in sched.handles
+    assert db.get_run(run.id).status == "interrupted"
+    assert fake_worker.poll() is None, "and never signalled"
+
+
+def test_threads_of_one_process_take_turns_on_the_writer_lock(db):
+    inside, most, errors = [0], [0], []
+    lock = threading.Lock()
+
+    def write() -> None:
+        try:
+            for _ in range(20):
+                with db._writer_turn():
+                    with lock:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                    time.sleep(0.001)
+                    with lock:
+                        inside[0] -= 1
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and most[0] == 1
+
+
+def test_the_heartbeat_carries_the_phase_to_the_database_and_ls(db, workspace, monkeypatch):
+    monkeypatch.setattr(worker, "HEARTBEAT_SECONDS", 0.05)
+    run = db.create_run(config={"epochs": 6}, config_hash="x", model="resnet18", name="phased")
+    assert states.move(db, run.id, "running")
+    pulse, done, stop = worker.Pulse(), threading.Event(), threading.Event()
+    thread = threading.Thread(target=worker.heartbeat, args=(db, run.id, pulse, done, stop))
+    thread.start()
+    try:
+        pulse.set("decoding train images 340/600")
+        deadline = time.time() + 5
+        while db.get_run(run.id).phase != "decoding train images 340/600" and time.time() < deadline:
+            time.sleep(0.02)
+        changed = db.get_run(run.id)
+        assert changed.phase == "decoding train images 340/600"
+        assert [r.id for r in Database(db.url).runs_changed_since(changed.updated_at - 0.001)] == [run.id], "the app's poll sees it"
+    finally:
+        done.set()
+        thread.join()
+    listed = json.loads(run_cli("ls", "--json", home=workspace.home).stdout)
+    assert listed[0]["phase"] == "decoding train images 340/600" and listed[0]["status"] == "running"
+    assert "running: decoding train images 340/600" in run_cli("ls", home=workspace.home).stdout
+    states.finish(db, run.id, "completed")
+    assert db.get_run(run.id).phase is None
