@@ -29,6 +29,7 @@ from db.models import (
 )
 from db.session import create_db_engine, ensure_schema, sqlite_path
 from db.vocabulary import METRICS
+from db.workspace import file_permissions
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 8
@@ -37,6 +38,16 @@ WRITE_ATTEMPTS = 8
 EPOCH_FIELDS = (
     "train_loss", "train_acc", *(metric.epoch_column for metric in METRICS), "confusion", "lr", "seconds", "images_per_s",
 )
+
+
+def _stamped(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``updated_at`` set to now, unless given: called inside a write, after the
+    writer turn is taken, so stamps follow the order in which changes commit."""
+    return values if "updated_at" in values else {**values, "updated_at": time.time()}
+
+
+class RunBusy(UserError):
+    """The run is running, and the operation needs it stopped; names the run."""
 
 
 class NotFound(UserError, LookupError):
@@ -51,6 +62,10 @@ class Database:
         self.engine: Engine = create_db_engine(url)
         if migrate:
             ensure_schema(self.engine, url)
+        sqlite_file = sqlite_path(url)
+        if sqlite_file is not None and sqlite_file.exists() and sqlite_file.stat().st_uid == os.getuid():
+            # SQLite makes the file 0o644 under the umask; its -wal and -shm files copy this mode.
+            os.chmod(sqlite_file, file_permissions())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         sqlite_file = sqlite_path(url)
         self._write_lock_path = sqlite_file.with_name(sqlite_file.name + ".write.lock") if sqlite_file else None
@@ -77,7 +92,7 @@ class Database:
             return
         with self._write_lock_threads:
             if self._write_lock_fd is None:
-                self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o666)
             fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -134,7 +149,6 @@ class Database:
             parent_id=parent_id,
             priority=0,
             created_at=time.time(),
-            updated_at=time.time(),
             notes=notes,
             tags=list(tags),
             environment={},
@@ -142,7 +156,11 @@ class Database:
             last_step=0,
             summary={},
         )
-        self.write(lambda session: session.add(run))
+        def work(session: Session) -> None:
+            run.updated_at = time.time()  # under the writer turn, so change polls see it in order
+            session.add(run)
+
+        self.write(work)
         return run
 
     def get_run(self, run_id: int) -> Run:
@@ -169,11 +187,10 @@ class Database:
         """
         if "status" in values:
             raise ValueError("a run's status is written by db.states.move, compare-and-set")
-        values.setdefault("updated_at", time.time())
         query = update(Run).where(Run.id == run_id)
         if when_status is not None:
             query = query.where(Run.status.in_(list(when_status)))
-        result = self.write(lambda session: session.execute(query.values(**values)))
+        result = self.write(lambda session: session.execute(query.values(**_stamped(values))))
         if result.rowcount == 0:
             self.get_run(run_id)
             return False
@@ -182,9 +199,8 @@ class Database:
     def compare_and_set_status(self, run_id: int, from_statuses: Sequence[str], to: str, **values: Any) -> bool:
         """Set a run's status to ``to`` only if it is one of ``from_statuses``; for ``db.states``."""
         values["status"] = to
-        values.setdefault("updated_at", time.time())
-        query = update(Run).where(Run.id == run_id, Run.status.in_(list(from_statuses))).values(**values)
-        return self.write(lambda session: session.execute(query)).rowcount == 1
+        query = update(Run).where(Run.id == run_id, Run.status.in_(list(from_statuses)))
+        return self.write(lambda session: session.execute(query.values(**_stamped(values)))).rowcount == 1
 
     def heartbeat(self, run_id: int, *, phase: str | None = None) -> None:
         """The worker lives; with ``phase``, it is doing something new, which the app shows (so
@@ -206,8 +222,14 @@ class Database:
             return set(session.scalars(select(Run.id)))
 
     def delete_run(self, run_id: int) -> None:
-        """Delete a run and its epochs, steps, evaluations and predictions (not its files)."""
+        """Delete a run and its epochs, steps, evaluations and predictions (not its files).
+
+        Refused for a run that is running at that moment (checked in the deleting transaction,
+        not against what a caller read earlier)."""
         def work(session: Session) -> int:
+            status = session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
+            if status == "running":
+                raise RunBusy(f"run {run_id} is running; cancel it first")
             evaluations = select(Evaluation.id).where(Evaluation.run_id == run_id)
             session.execute(delete(Prediction).where(Prediction.evaluation_id.in_(evaluations)))
             session.execute(delete(Evaluation).where(Evaluation.run_id == run_id))
@@ -253,8 +275,7 @@ class Database:
         """
         row = {key: metrics.get(key) for key in EPOCH_FIELDS}
         row["confusion"] = row["confusion"] or [[0, 0], [0, 0]]
-        now = time.time()
-        values: dict[str, Any] = {"epochs_done": epoch, "last_step": step, "heartbeat_at": now, "updated_at": now}
+        values: dict[str, Any] = {"epochs_done": epoch, "last_step": step}
         if best is not None:
             values.update(
                 best_epoch=best["epoch"],
@@ -264,8 +285,9 @@ class Database:
                 summary=best,
             )
         def work(session: Session) -> None:
+            now = time.time()
             session.add(Epoch(run_id=run_id, epoch=epoch, step=step, created_at=now, **row))
-            session.execute(update(Run).where(Run.id == run_id).values(**values))
+            session.execute(update(Run).where(Run.id == run_id).values(**values, heartbeat_at=now, updated_at=now))
 
         self.write(work)
 
@@ -322,7 +344,7 @@ class Database:
         def work(session: Session) -> None:
             session.execute(delete(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > epoch))
             session.execute(delete(StepMetric).where(StepMetric.run_id == run_id, StepMetric.step > step))
-            session.execute(update(Run).where(Run.id == run_id).values(epochs_done=epoch, last_step=step, updated_at=time.time()))
+            session.execute(update(Run).where(Run.id == run_id).values(**_stamped({"epochs_done": epoch, "last_step": step})))
 
         self.write(work)
 
@@ -416,7 +438,7 @@ class Database:
         def work(session: Session) -> int:
             top = session.scalar(select(func.max(Run.priority)).where(Run.status.in_(WAITING_STATUSES))) or 0
             return session.execute(
-                update(Run).where(Run.id == run_id, Run.status.in_(WAITING_STATUSES)).values(priority=top + 1, updated_at=time.time())
+                update(Run).where(Run.id == run_id, Run.status.in_(WAITING_STATUSES)).values(**_stamped({"priority": top + 1}))
             ).rowcount
 
         if self.write(work) == 0:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from db.errors import UserError
+from db.workspace import file_permissions
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
 SCHEMA_REVISION = "0005"
@@ -63,7 +64,7 @@ def _migration_lock(url: str) -> Iterator[None]:
     if sqlite_file is None:
         yield
         return
-    with FileLock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock")):
+    with FileLock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock"), mode=file_permissions()):
         yield
 
 

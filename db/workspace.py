@@ -16,6 +16,29 @@ class WorkspaceError(UserError, OSError):
     """The workspace folder cannot be used; the message names it."""
 
 
+# Who may read what a workspace holds: $LEUKTUI_SHARE picks one.
+FILE_MODES = {
+    "private": 0o077,  # the default: only the user (checkpoints, logs and the database are theirs)
+    "group": 0o007,    # the user's group too (a lab sharing one workspace); others nothing
+}
+
+
+def apply_file_mode() -> str:
+    """Set this process's umask for every file and folder we create; returns the mode's name."""
+    name = os.environ.get("LEUKTUI_SHARE") or "private"
+    if name not in FILE_MODES:
+        raise WorkspaceError(f"LEUKTUI_SHARE={name!r}: expected one of {', '.join(FILE_MODES)}")
+    os.umask(FILE_MODES[name])
+    return name
+
+
+def file_permissions() -> int:
+    """The mode a new file gets under this process's umask (0o600 private, 0o660 group)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where everything of one workspace lives.
@@ -55,6 +78,10 @@ class Workspace:
 
     def log_path(self, run_id: int) -> Path:
         return self.run_dir(run_id) / "train.log"
+
+    def heartbeat_path(self, run_id: int) -> Path:
+        """Touched by the run's worker while its training moves; its age is the worker's silence."""
+        return self.run_dir(run_id) / "heartbeat"
 
     def ensure(self) -> Workspace:
         """Create the folder, or say in one line why it cannot be used."""

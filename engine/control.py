@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db import Database, states
+from db import Database, Workspace, states
 from db.models import Run, Sweep
 from db.vocabulary import FINISHED_STATUSES, RESUMABLE_STATUSES, WAITING_STATUSES
 from engine.config import ConfigError, RunConfig
@@ -30,6 +30,20 @@ def default_name(config: RunConfig, factors: dict[str, Any] | None = None) -> st
         if key not in ("model", "hist_eq", "center_crop", "crop_to_cell", "eval_mode"):
             extras.append(f"{key}={value}")
     return "-".join([model, f"{config.image_size}px", *extras, config.config_hash()[:6]])
+
+
+def target_gpus(workspace: Workspace) -> list[int] | None:
+    """The GPUs this workspace's runs will see, or None when they run elsewhere (a cluster)."""
+    from engine.scheduler import Options, detect_gpus
+
+    return None if getattr(Options.load(workspace), "backend", "local") != "local" else detect_gpus()
+
+
+def preflight(config: RunConfig, workspace: Workspace) -> None:
+    """Refuse a config that cannot run here (``engine.preflight.check_config``)."""
+    from engine.preflight import check_config
+
+    check_config(config, gpus=target_gpus(workspace))
 
 
 def create_run(
@@ -114,9 +128,17 @@ def queue_runs(
     tags: Sequence[str] = (),
     notes: str = "",
     force: bool = False,
+    workspace: Workspace | None = None,
 ) -> tuple[list[Run], Sweep | None]:
-    """Queue one run, or a sweep of runs; refuse exact repeats of completed runs unless ``force``."""
+    """Queue one run, or a sweep of runs; refuse exact repeats of completed runs unless ``force``.
+
+    With ``workspace``, every config is first checked against this machine (``preflight``):
+    a sweep with one bad value records nothing.
+    """
     plan = expand(base, grid or {})
+    if workspace is not None:
+        for config in dict.fromkeys(config.with_absolute_paths() for config, _ in plan.configs):
+            preflight(config, workspace)
     if not force:
         for config, _ in plan.configs:
             done = db.runs_with_config(config.with_absolute_paths().config_hash(), status="completed")

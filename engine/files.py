@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from db.workspace import file_permissions
+
 
 @contextlib.contextmanager
 def atomic_write(path: Path | str, mode: str = "wb", *, durable: bool = False, **open_args) -> Iterator[IO]:
@@ -21,6 +23,7 @@ def atomic_write(path: Path | str, mode: str = "wb", *, durable: bool = False, *
     path = Path(path)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, file_permissions())  # mkstemp makes it 0o600 whatever the workspace's mode
         with os.fdopen(handle, mode, **open_args) as out:
             yield out
             out.flush()

@@ -31,6 +31,8 @@ from filelock import FileLock, Timeout
 
 from db import Database, Workspace, states
 from db.models import Run
+from db.workspace import apply_file_mode, file_permissions
+from engine.errors import UserError
 from engine.files import atomic_write
 from engine.processes import is_alive, is_worker, process_start_time
 
@@ -69,7 +71,13 @@ def detect_gpus() -> list[int]:
     """GPU indices: ``$LEUKTUI_GPUS`` (e.g. ``0,1``; empty for none), else NVML, else nvidia-smi."""
     override = os.environ.get("LEUKTUI_GPUS")
     if override is not None:
-        return [int(part) for part in override.split(",") if part.strip()]
+        try:
+            gpus = [int(part) for part in override.split(",") if part.strip()]
+        except ValueError:
+            raise UserError(f"LEUKTUI_GPUS={override!r}: expected GPU indices such as 0,1 (or empty for none)") from None
+        if any(gpu < 0 for gpu in gpus):
+            raise UserError(f"LEUKTUI_GPUS={override!r}: GPU indices are 0 or more")
+        return gpus
     try:
         import pynvml
 
@@ -116,6 +124,9 @@ class Backend(Protocol):
     def cancel(self, handle: Handle, *, force: bool = False) -> None:
         """Ask the worker to stop after its current step; ``force`` kills it."""
 
+    def reap(self, handle: Handle) -> None:
+        """Wait briefly for a killed worker to be gone, so no zombie is left behind."""
+
 
 class LocalBackend:
     """Workers as local subprocesses: an argument list (never a shell), output to the run's log."""
@@ -130,7 +141,7 @@ class LocalBackend:
         with log_path.open("ab") as output:
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                env={**os.environ, **env}, start_new_session=True, close_fds=True,
+                env={**clean_env(), **env}, cwd=log_path.parent, start_new_session=True, close_fds=True,
             )
         return Handle(run_id, process.pid, device, time.time(), process, pid_started_at=process_start_time(process.pid))
 
@@ -145,8 +156,28 @@ class LocalBackend:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
 
+    def reap(self, handle: Handle) -> None:
+        if handle.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                handle.process.wait(timeout=5)
+
 
 # -- the scheduler ------------------------------------------------------------------------------------
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for our own child processes: they start in a folder of the workspace, and
+    with PYTHONSAFEPATH neither that folder nor the user's one can put a ``db/`` or ``engine/``
+    package before ours on ``sys.path``."""
+    return {**os.environ, "PYTHONSAFEPATH": "1"}
+
+
+def file_time(path: Path) -> float:
+    """A file's modification time, or 0 if it is not there."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -255,15 +286,18 @@ class Scheduler:
                 self.backend.cancel(handle, force=True)
                 handle.kill_sent = True
                 log.info("run %d: no exit %.0f s after SIGTERM, SIGKILL sent", run.id, CANCEL_GRACE_SECONDS)
-            beat = run.heartbeat_at or handle.started
+            # The database's beat, or the file the worker touches (which no slow write can delay).
+            beat = max(run.heartbeat_at or 0.0, file_time(self.workspace.heartbeat_path(run.id)))
             started_beating = beat > handle.started + 0.001
             limit = HEARTBEAT_STALE_SECONDS if started_beating else STARTUP_GRACE_SECONDS
-            if handle.term_sent is None and now - max(beat, handle.started) > limit:
+            silent = now - max(beat, handle.started)
+            if handle.term_sent is None and silent > limit:
                 self.backend.cancel(handle, force=True)
+                self.backend.reap(handle)
                 del self.handles[run.id]
                 states.finish(self.db, run.id, "failed", finished_at=now,
-                              error=f"no heartbeat for {now - max(beat, handle.started):.0f} s; worker killed")
-                log.info("run %d failed: no heartbeat", run.id)
+                              error=f"no heartbeat for {silent:.0f} s (stopped, hung, or its training stalled); worker killed")
+                log.info("run %d failed: no heartbeat for %.0f s", run.id, silent)
 
     def dispatch(self) -> None:
         free = self.slots()
@@ -326,7 +360,7 @@ def pid_path(workspace: Workspace) -> Path:
 def running_pid(workspace: Workspace) -> int | None:
     """The live scheduler's pid (-1 if it has not written it yet), or None. The lock, not the pid
     file, is the truth."""
-    probe = FileLock(lock_path(workspace))
+    probe = FileLock(lock_path(workspace), mode=file_permissions())
     try:
         probe.acquire(timeout=0)
     except Timeout:
@@ -350,6 +384,7 @@ def start_detached(workspace: Workspace, options: Options | None = None, *, wait
     argv = [sys.executable, "-m", "engine.scheduler", "--home", str(workspace.home)]
     with (workspace.home / LOG_FILE).open("ab") as output:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   env=clean_env(), cwd=workspace.home,
                                    start_new_session=True, close_fds=True)
     deadline = time.time() + wait
     while time.time() < deadline:
@@ -381,7 +416,7 @@ def stop(workspace: Workspace, *, wait: float = 10.0) -> int | None:
 def serve(workspace: Workspace, options: Options) -> int:
     """Run the scheduler in this process while holding the workspace lock."""
     workspace.ensure()
-    lock = FileLock(lock_path(workspace))
+    lock = FileLock(lock_path(workspace), mode=file_permissions())
     try:
         # A status probe holds the lock for a moment; only a lock held for a second is a scheduler.
         lock.acquire(timeout=1.0, poll_interval=0.05)
@@ -413,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    apply_file_mode()
     workspace = Workspace.resolve(args.home)
     return serve(workspace, Options.load(workspace))
 

@@ -245,7 +245,10 @@ class Trainer:
             )
             self.on_phase(f"epoch {epoch}/{config.epochs} validating")
             eval_started = time.perf_counter()
-            metrics, _ = evaluate(net, valid_images, valid_labels, config, device, precision)
+            metrics, _ = evaluate(
+                net, valid_images, valid_labels, config, device, precision,
+                on_batch=lambda done, total, epoch=epoch: self.on_phase(f"epoch {epoch}/{config.epochs} validating {done}/{total}"),
+            )
             row = epoch_row(epoch, train, metrics, lr, train["seconds"] + (time.perf_counter() - eval_started))
             if scheduler is not None:
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -11,43 +11,71 @@ cancelled and exits 0. Light at import: torch loads inside ``execute``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
+from db.workspace import apply_file_mode
 from engine.errors import UserError
 from engine.processes import process_start_time
 
 HEARTBEAT_SECONDS = 2.0
+# A run whose training has not moved (no image decoded, no step, no batch evaluated) for this long
+# stops beating, so the scheduler fails it as hung; $LEUKTUI_STALL_SECONDS overrides it.
+STALL_SECONDS = 120.0
 
 
 class Pulse:
-    """What the run is doing now. The trainer sets it many times a second (a plain attribute
-    write); the heartbeat thread writes it to the database when it changed."""
+    """What the run is doing now, and when it last moved. The trainer sets it many times a second
+    (attribute writes only); the heartbeat threads read it."""
 
     def __init__(self, phase: str = "starting"):
         self.phase = phase
+        self.moved_at = time.monotonic()
 
     def set(self, phase: str) -> None:
         self.phase = phase
+        self.moved_at = time.monotonic()
+
+    def moving(self) -> bool:
+        limit = float(os.environ.get("LEUKTUI_STALL_SECONDS") or STALL_SECONDS)
+        return time.monotonic() - self.moved_at < limit
 
 
 def heartbeat(db: Database, run_id: int, pulse: Pulse, done: threading.Event, stop: threading.Event) -> None:
-    """Beat every two seconds until ``done``; a cancel request in the database sets ``stop``."""
+    """Every two seconds until ``done``, while training moves: beat in the database with the
+    phase when it changed. A cancel request, or the run no longer running (the scheduler gave it
+    up), sets ``stop``."""
     written = None
     while not done.wait(HEARTBEAT_SECONDS):
         try:
-            phase = pulse.phase
-            db.heartbeat(run_id, phase=phase if phase != written else None)
-            written = phase
-            if db.get_run(run_id).cancel_requested_at:
+            if pulse.moving():
+                phase = pulse.phase
+                db.heartbeat(run_id, phase=phase if phase != written else None)
+                written = phase
+            run = db.get_run(run_id)
+            if run.cancel_requested_at or run.status != "running":
                 stop.set()
         except Exception as exc:  # a missed beat is not worth killing the run for
             print(f"heartbeat failed: {exc}", file=sys.stderr, flush=True)
+
+
+def touch_heartbeat(path: Path, pulse: Pulse, done: threading.Event) -> None:
+    """Every two seconds until ``done``, while training moves: touch the heartbeat file. It never
+    waits on the database, so a slow write elsewhere does not make a healthy worker look silent."""
+    while True:
+        if pulse.moving():
+            with contextlib.suppress(OSError):
+                path.touch()
+        if done.wait(HEARTBEAT_SECONDS):
+            return
 
 
 def device_for_worker(config_device: str) -> str | None:
@@ -80,10 +108,14 @@ def execute(
     ``resume`` defaults to whether the run has a ``last`` checkpoint.
     """
     pid = os.getpid()
-    db.update_run(run_id, pid=pid, pid_started_at=process_start_time(pid))
+    if not db.update_run(run_id, when_status=("running",), pid=pid, pid_started_at=process_start_time(pid)):
+        raise UserError(f"run {run_id} is {db.get_run(run_id).status}, not running; nothing to train")
     pulse = Pulse()
     done = threading.Event()
+    workspace.run_dir(run_id).mkdir(parents=True, exist_ok=True)
     threading.Thread(target=heartbeat, args=(db, run_id, pulse, done, stop), daemon=True, name="heartbeat").start()
+    threading.Thread(target=touch_heartbeat, args=(workspace.heartbeat_path(run_id), pulse, done), daemon=True,
+                     name="heartbeat-file").start()
     try:
         pulse.set("importing torch")
         import torch
@@ -110,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id", type=int)
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
+    apply_file_mode()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

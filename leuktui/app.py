@@ -29,6 +29,7 @@ from leuktui.actions import ACTION_BY_ID, bindings, display, validate_keymap
 POLL_SECONDS = 0.5
 FULL_CHECK_EVERY = 20  # polls between checks for runs deleted by another process
 FIRST_PAGE = 250       # runs loaded before all the others
+POLL_OVERLAP_SECONDS = 2.0  # each poll reads again the runs changed this long before the newest seen
 
 
 @dataclass
@@ -113,6 +114,7 @@ class LeuktuiApp(App):
         since = 0.0
         polls = 0
         known: set[int] = set()
+        stamps: dict[int, float] = {}  # run id -> the updated_at last posted
         try:
             # The newest runs first, so the table fills at once even with thousands of runs.
             self.post_message(RunsUpdated(self.db.list_runs(limit=FIRST_PAGE), initial=True, partial=True))
@@ -121,7 +123,11 @@ class LeuktuiApp(App):
         while not worker.is_cancelled:
             started = time.time()
             try:
-                changed = self.db.runs_changed_since(since)
+                # Look back a little: a change stamped just before another process's commit of a
+                # later stamp would otherwise be skipped. What was already posted is left out.
+                recent = self.db.runs_changed_since(since - POLL_OVERLAP_SECONDS if since else 0.0)
+                changed = [run for run in recent if stamps.get(run.id) != run.updated_at]
+                stamps = {run.id: run.updated_at for run in recent}
                 removed: set[int] = set()
                 polls += 1
                 if polls % FULL_CHECK_EVERY == 0 and known:

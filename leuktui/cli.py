@@ -16,6 +16,7 @@ from typing import Any
 
 from db import Database, Workspace, states
 from db.vocabulary import METRICS, RESUMABLE_STATUSES, epoch_metrics
+from db.workspace import apply_file_mode
 from engine.config import ConfigError, RunConfig
 from engine.errors import UserError
 from leuktui.formatting import (
@@ -227,8 +228,9 @@ def metrics_line(metrics: dict[str, Any]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     workspace, db = open_workspace(args)
-    from engine.control import create_run
+    from engine.control import create_run, preflight
 
+    preflight(config.with_absolute_paths(), workspace)
     run = create_run(db, config, name=args.name, tags=args.tag, notes=args.notes, status="running")
     return _train_foreground(workspace, db, run.id, resume=False)
 
@@ -268,7 +270,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(f"--grid: {exc.message}") from None
     workspace, db = open_workspace(args)
-    runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=args.tag, notes=args.notes, force=args.force)
+    runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=args.tag, notes=args.notes, force=args.force,
+                             workspace=workspace)
     if args.json:
         print_json({"sweep_id": sweep.id if sweep else None, "run_ids": [r.id for r in runs]})
     else:
@@ -564,6 +567,7 @@ def fail(message: str, status: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
+        apply_file_mode()
         args = parser.parse_args(argv)
         if args.command is None:
             return open_app(args)
@@ -576,6 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), 1)
     except BrokenPipeError:
         return 0
+    except PermissionError as exc:  # a folder or file of another user, or read-only
+        return fail(f"{exc.filename or 'a file'}: permission denied", 1)
 
 
 if __name__ == "__main__":

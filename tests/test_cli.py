@@ -110,6 +110,32 @@ def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    no_gpus = {"LEUKTUI_GPUS": ""}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.csv").write_text("Path,label\n./missing/0.bmp,1\n")
+    cases = [
+        (("queue", "--data-dir", str(tmp_path / "no-such-folder"), "--grid", "lr=0.1,0.01"),
+         f"--data-dir: {tmp_path / 'no-such-folder'}: no such dataset folder"),
+        (("run", "--data-dir", str(tmp_path / "no-such-folder")), "--data-dir:"),
+        (("queue", "--data-dir", str(broken)), f"--data-dir: {broken / 'missing' / '0.bmp'}: image file is missing (first row of train.csv)"),
+        (("queue", "--data-dir", str(tiny_data), "--test-csv", "nope.csv"), "--test-csv: "),
+        (("queue", "--data-dir", str(tiny_data), "--pretrained", str(tmp_path / "w.pth")), f"--pretrained: {tmp_path / 'w.pth'}: no such file"),
+        (("queue", "--data-dir", str(tiny_data), "--device", "cuda:1"), "--device: 'cuda:1' asked for, but this machine has no CUDA device"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, "--no-start", home=home, check=False, env=no_gpus) if args[0] == "queue" else \
+            run_cli(*args, home=home, check=False, env=no_gpus)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert json.loads(run_cli("ls", "--json", home=home).stdout) == [], "nothing recorded"
+    bad_gpus = run_cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, check=False, env={"LEUKTUI_GPUS": "0,x"})
+    assert bad_gpus.returncode == 1 and bad_gpus.stderr.strip() == \
+        "leuktui: error: LEUKTUI_GPUS='0,x': expected GPU indices such as 0,1 (or empty for none)"
+
+
 def test_score_names_the_bad_row(tmp_path, tiny_data):
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,label\n./new_dataset/test/0.bmp,1\n./new_dataset/test/1.bmp,yes\n")

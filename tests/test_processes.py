@@ -95,3 +95,60 @@ def test_the_heartbeat_carries_the_phase_to_the_database_and_ls(db, workspace, m
     assert "running: decoding train images 340/600" in run_cli("ls", home=workspace.home).stdout
     states.finish(db, run.id, "completed")
     assert db.get_run(run.id).phase is None
+
+
+def test_a_change_is_stamped_after_the_writer_turn_is_taken(db):
+    """A change poll reads runs with ``updated_at`` after its last look: a stamp taken before
+    waiting for the lock could land behind one that committed first, and be missed."""
+    run = db.create_run(config={}, config_hash="x", model="resnet18", name="r")
+    held = threading.Event()
+
+    def hold_the_turn() -> None:
+        with db._writer_turn():
+            held.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=hold_the_turn)
+    holder.start()
+    held.wait()
+    asked = time.time()
+    db.update_run(run.id, notes="changed")
+    holder.join()
+    assert db.get_run(run.id).updated_at >= asked + 0.25
+
+
+def test_delete_refuses_a_run_that_is_running_now(db):
+    from db.api import RunBusy
+
+    run = db.create_run(config={}, config_hash="x", model="resnet18", name="r")
+    assert states.move(db, run.id, "running")  # after a caller read it as queued
+    with pytest.raises(RunBusy, match=f"run {run.id} is running; cancel it first"):
+        db.delete_run(run.id)
+    assert db.get_run(run.id).status == "running"
+    assert states.finish(db, run.id, "cancelled")
+    db.delete_run(run.id)
+    assert run.id not in db.run_ids()
+
+
+def test_a_worker_whose_run_is_not_running_trains_nothing(db, workspace):
+    run = db.create_run(config={"epochs": 1}, config_hash="x", model="resnet18", name="r")
+    states.move(db, run.id, "running")
+    states.finish(db, run.id, "interrupted")  # the scheduler gave it up before the worker began
+    result = subprocess.run([sys.executable, "-m", "engine.worker", str(run.id), "--home", str(workspace.home)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and f"run {run.id} is interrupted, not running; nothing to train" in result.stderr
+    assert db.get_run(run.id).status == "interrupted" and db.get_run(run.id).pid is None
+
+
+def test_files_are_private_by_default_and_group_shared_on_request(tmp_path, tiny_data):
+    import stat
+
+    for share, forbidden in (("private", 0o077), ("group", 0o007)):
+        home = tmp_path / share
+        run_cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, env={"LEUKTUI_SHARE": share})
+        written = [home, *home.rglob("*")]
+        assert written and all(stat.S_IMODE(p.stat().st_mode) & forbidden == 0 for p in written), share
+        if share == "group":
+            assert stat.S_IMODE((home / "leuktui.db").stat().st_mode) & 0o060 == 0o060
+    bad = run_cli("ls", home=tmp_path / "x", check=False, env={"LEUKTUI_SHARE": "world"})
+    assert bad.returncode == 1 and bad.stderr.strip() == "leuktui: error: LEUKTUI_SHARE='world': expected one of private, group"

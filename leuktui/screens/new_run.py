@@ -149,7 +149,7 @@ class NewRunScreen(Screen):
             grid = parse_grid([part for part in self.query_one("#meta-factors", Input).value.split(";") if part.strip()])
 
         def submit():
-            return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags)
+            return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags, workspace=self.app.workspace)
 
         self.app.run_task("queue", submit, done=self._queued)
 

@@ -9,6 +9,7 @@ import sys
 from textual.widgets import DataTable, Input, Markdown, Static
 
 from db import Database, states
+from engine.synth import make_dataset
 from leuktui.screens.ablation import AblationScreen
 from leuktui.screens.compare import CompareScreen
 from leuktui.screens.new_run import NewRunScreen
@@ -133,6 +134,10 @@ async def test_queue_a_run_from_the_form(seeded, tmp_path):
         form.query_one("#meta-name", Input).value = "from the form"
         await pilot.pause(0.1)
         assert not error.display
+        await pilot.press("ctrl+s")  # the folder does not exist: refused before anything is recorded
+        await wait_until(pilot, lambda: any("no such dataset folder" in n.message for n in app._notifications), message="refused")
+        assert isinstance(app.screen, NewRunScreen) and len(Database(seeded.db_url).list_runs()) == 9
+        make_dataset(tmp_path / "cells", n_train=8, n_valid=4, n_test=4, size=16)
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), message="form closed")
         await wait_until(pilot, lambda: runs_table(app).row_count == 10, message="the new run listed")
