@@ -67,7 +67,7 @@ def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: 
     return LoadedRun(config, model, torch_device, int(state["epoch"]))
 
 
-def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
+def predict_split(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
     images = decode_images(
         split.samples, Preprocess.from_config(loaded.config), cache_dir=workspace.cache_dir, workers=loaded.config.workers
     )
@@ -89,7 +89,7 @@ def evaluate_run(
     mode = tta_mode(tta)
     loaded = load_run_model(db, workspace, run_id, checkpoint)
     data = load_split(loaded.config.data_dir, split)
-    probabilities = _predict(loaded, workspace, data, mode, on_batch)
+    probabilities = predict_split(loaded, workspace, data, mode, on_batch)
     labels = np.asarray(data.labels, dtype=np.int64)
     metrics = classification_metrics(labels, probabilities)
     metrics["loss"] = log_loss(labels, probabilities)
@@ -151,7 +151,7 @@ def export_submission(
     data = load_test(root, csv_path)
     if not data.samples:
         raise DatasetError(f"{data.source}: no rows to predict")
-    probabilities = _predict(loaded, workspace, data, mode, on_batch)
+    probabilities = predict_split(loaded, workspace, data, mode, on_batch)
     predicted = (probabilities >= 0.5).astype(int)
     header = ["ID", "label", "prob_all"] if proba else ["ID", "label"]
     rows = [
@@ -170,4 +170,5 @@ def export_submission(
         predictions=[(s.ident, float(p), int(y), None) for s, y, p in zip(data.samples, predicted, probabilities, strict=True)],
         output_path=str(output.resolve()),
     )
+    db.add_submission([run_id], checkpoint=checkpoint, tta=mode, test_csv=str(data.source.resolve()), path=str(output.resolve()), rows=len(rows))
     return output, len(rows)
