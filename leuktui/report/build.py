@@ -145,8 +145,8 @@ h3 { font-size: 1.05rem; margin-top: 1.8rem; }
 nav ol { columns: 2; padding-left: 1.2rem; }
 a { color: var(--accent); }
 table { border-collapse: collapse; margin: .8rem 0 .4rem; font-variant-numeric: tabular-nums; font-size: .88rem; }
-th, td { padding: .35rem .6rem; border-bottom: 1px solid var(--rule); text-align: right; white-space: nowrap; }
-th { background: #f3f5f9; font-weight: 600; }
+th, td { padding: .35rem .5rem; border-bottom: 1px solid var(--rule); text-align: right; white-space: nowrap; }
+th { background: #f3f5f9; font-weight: 600; white-space: normal; vertical-align: bottom; }
 th:first-child, td:first-child, td.text { text-align: left; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.best { background: var(--best); font-weight: 700; }
@@ -154,7 +154,7 @@ td.best { background: var(--best); font-weight: 700; }
 figure { margin: 1.4rem 0; page-break-inside: avoid; break-inside: avoid; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; background: white; }
 figure.small img { max-width: 520px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1rem; }
 .grid figure { margin: .4rem 0; }
 img.missing { outline: 3px solid #D55E00; }
 code, pre { font: .85rem/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
@@ -311,11 +311,18 @@ def build_report(
     figures_module = timed("import", lambda: importlib.import_module("leuktui.report.figures"))
     tables_module = timed("import", lambda: importlib.import_module("leuktui.report.tables"))
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+        os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide the report from the rest of the lab
+    except OSError as exc:
+        raise ReportError(f"{folder.parent}: cannot write the report there ({exc.strerror or exc})") from None
     try:
         result = _write(db, workspace, data, staging, figures_module, tables_module, timed, tell, title)
         timed("write", lambda: _publish(staging, folder))
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ReportError(f"{folder}: writing the report failed ({exc.strerror or exc}); nothing was written") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

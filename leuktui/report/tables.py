@@ -77,8 +77,7 @@ def results_table(data: ReportData) -> Table:
     for record in data.records:
         config, values = record.config, record.best_metrics()
         rows.append({
-            "run": record.id, "name": record.run.name, "model": record.run.model,
-            "best epoch": record.run.best_epoch,
+            "run": record.label, "model": record.run.model, "best epoch": record.run.best_epoch,
             **{f"val {m.title}": values.get(m.key) for m in metrics},
             "optimizer": config.get("optimizer"), "learning rate": config.get("lr"), "loss": config.get("loss"),
             "batch size": config.get("batch_size"), "epochs": f"{record.run.epochs_done}/{config.get('epochs')}",
