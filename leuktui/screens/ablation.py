@@ -25,6 +25,7 @@ class AblationScreen(Screen):
         Binding("m", "cycle_metric", "Metric", id="metric"),
         Binding("y", "save_markdown", "Copy/save Markdown", id="save-markdown"),
         Binding("v", "evaluate_missing", "Eval 5/10-crop", id="evaluate-missing"),
+        Binding("r", "report", "Report", id="report"),
     ]
 
     def __init__(self, run_ids: list[int]) -> None:
@@ -48,6 +49,11 @@ class AblationScreen(Screen):
 
     def on_mount(self) -> None:
         self.load()
+
+    def action_report(self) -> None:
+        from leuktui.screens.report_dialog import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.run_ids, named=False))
 
     @work(thread=True, exclusive=True, group="ablation-load", exit_on_error=False)
     def load(self) -> None:

@@ -26,7 +26,7 @@ def config_diff(configs: dict[int, dict]) -> list[tuple[str, list]]:
 
 
 class CompareScreen(Screen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="compare-back")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="compare-back"), Binding("r", "report", "Report", id="report")]
 
     def __init__(self, run_ids: list[int]) -> None:
         super().__init__()
@@ -46,6 +46,11 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.load()
+
+    def action_report(self) -> None:
+        from leuktui.screens.report_dialog import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.run_ids, named=False))
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def load(self) -> None:

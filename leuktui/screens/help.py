@@ -27,7 +27,8 @@ workspace: `{"new-run": "N", "compare": "C"}` (binding ids are listed in the REA
 | n / g | new run / new sweep |
 | c | compare marked runs |
 | a | ablation table (marked runs, the run's sweep, or the runs shown) |
-| e | export the Kaggle submission |
+| e | export the Kaggle submission (several marked runs: an ensemble) |
+| r | the lab report (marked runs, else the runs shown): tables, figures, submissions |
 | x | cancel (a running run checkpoints, then stops) |
 | R | resume an interrupted/cancelled/failed run, retry a finished one |
 | t | tags and notes |
@@ -42,7 +43,10 @@ best checkpoint with five- and ten-crop · **e** export · **x** cancel · **esc
 
 ## Ablation
 **m** next metric · **y** copy the table as Markdown and save it to `exports/` · **v** evaluate
-missing five-/ten-crop checkpoints · pick rows and columns at the top
+missing five-/ten-crop checkpoints · **r** the lab report on these runs · pick rows and columns at the top
+
+## Compare
+**r** the lab report on the compared runs · **esc** back
 
 ## Queue
 **enter** open the run · **h** hold · **u** release · **p** move to front · **x** cancel · **esc** back
