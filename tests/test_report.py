@@ -314,7 +314,7 @@ def test_report_and_submissions_commands(seeded_home, tmp_path):
     assert missing.returncode == 1 and "submission 5: no such submission" in missing.stderr
 
 
-def test_listing_commands_load_neither_matplotlib_nor_pandas(seeded_home):
+def test_listing_commands_load_neither_matplotlib_nor_pandas(seeded_home, tmp_path):
     probe = (
         "import sys\n"
         "from leuktui.cli import main\n"
@@ -323,6 +323,9 @@ def test_listing_commands_load_neither_matplotlib_nor_pandas(seeded_home):
         "    assert main(argv) == 0, argv\n"
         "heavy = sorted(m for m in ('matplotlib', 'pandas', 'torch') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"
+        f"assert main(['--home', {str(seeded_home)!r}, 'report', '1', '-o', {str(tmp_path / 'r')!r}]) == 0\n"
+        "print('REPORT=' + ','.join(sorted(m for m in ('torch', 'torchvision', 'textual') if m in sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in result.stdout
+    assert "REPORT=\n" in result.stdout  # a report needs neither torch nor the app

@@ -234,7 +234,8 @@ class Document:
 
     def paragraph(self, text: str, css: str = "") -> None:
         self.md.append(text + "\n")
-        self.html.append(f'<p{f" class={chr(34)}{css}{chr(34)}" if css else ""}>{_inline(text)}</p>')
+        attribute = f' class="{css}"' if css else ""
+        self.html.append(f"<p{attribute}>{_inline(text)}</p>")
 
     def table(self, table) -> None:
         self.table_count += 1
