@@ -137,7 +137,7 @@ STYLE = """
 :root { --ink: #1d2330; --muted: #5b6475; --rule: #d9dee7; --accent: #0072B2; --best: #e3f1e6; }
 * { box-sizing: border-box; }
 body { font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       color: var(--ink); max-width: 1100px; margin: 0 auto; padding: 2rem 1.5rem 4rem; }
+       color: var(--ink); max-width: 1240px; margin: 0 auto; padding: 2rem 1.5rem 4rem; }
 h1 { font-size: 1.9rem; margin-bottom: .2rem; }
 h2 { font-size: 1.35rem; margin-top: 2.6rem; padding-bottom: .3rem; border-bottom: 2px solid var(--rule); }
 h3 { font-size: 1.05rem; margin-top: 1.8rem; }

@@ -140,7 +140,7 @@ def confusion_plot(record: RunRecord) -> Plot:
     """A heat map of the normalized confusion matrix; rows are the true class."""
     data = confusion_data(record)
     normalized, counts = np.asarray(data["normalized"]), data["counts"]
-    with matplotlib.rc_context({**RC, "axes.grid": False}):
+    with matplotlib.rc_context({**RC, "axes.grid": False, "font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12}):
         figure, axis = _new_figure(6.0, 5.0)
         axis.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0)
         for row in range(2):
