@@ -28,6 +28,8 @@ def add_report_commands(commands: Any) -> None:
     report.add_argument("--tag", help="the runs with this tag")
     report.add_argument("--sweep", type=positive_int, metavar="S", help="the runs of this sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
+    report.add_argument("--evaluate", action="store_true",
+                        help="first evaluate the best checkpoint on the validation set where no predictions are recorded (ROC curves)")
     report.add_argument("--json", action="store_true", help="print JSON for scripts")
     report.set_defaults(handler=cmd_report)
 
@@ -60,6 +62,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     workspace, db = open_workspace(args)
     runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep)
+    if args.evaluate:
+        evaluate_for_roc(db, workspace, runs, quiet=args.json)
     folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
     if args.json:
         result = build_report(db, workspace, runs, folder)
@@ -79,6 +83,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  note: {note}")
     return 0
+
+
+def evaluate_for_roc(db: Database, workspace: Workspace, runs, *, quiet: bool) -> None:
+    """Record single-view validation predictions of the best checkpoint for runs that have none."""
+    from leuktui.report.data import runs_without_predictions
+
+    missing = runs_without_predictions(db, runs)
+    if not missing:
+        return
+    from engine.predict import evaluate_run
+
+    for run in missing:
+        if not quiet:
+            print(f"evaluating run {run.id} ({run.name}) on the validation set for its ROC curve…")
+        evaluate_run(db, workspace, run.id, tta="single", checkpoint="best", split="valid")
 
 
 # -- submissions ------------------------------------------------------------------------------------

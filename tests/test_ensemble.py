@@ -92,3 +92,15 @@ def test_export_and_score_from_the_command_line(two_runs, tiny_data):
     assert f"as the score of submission {submission.id}" in scored.stdout
     listed = json.loads(run_cli("submissions", "--json", home=workspace.home).stdout)
     assert (listed[-1]["score"], listed[-1]["score_source"]) == (pytest.approx(accuracy), "key")
+
+
+def test_report_evaluate_records_the_predictions_its_roc_curves_need(two_runs, tmp_path):
+    workspace, db, (a, b) = two_runs
+    before = len(db.evaluations(b))
+    result = run_cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
+    assert f"evaluating run {a}" in result.stdout and f"evaluating run {b}" in result.stdout
+    added = db.evaluations(b)[before:]
+    assert [(e.split, e.tta, e.checkpoint, e.n) for e in added] == [("valid", "single", "best", 24)]
+    assert (tmp_path / "report" / "figures" / "roc.svg").is_file()
+    again = run_cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
+    assert "evaluating" not in again.stdout and len(db.evaluations(b)) == before + 1

@@ -139,3 +139,8 @@ def collect(db: Database, runs: Sequence[Run]) -> ReportData:
     chosen = set(run_ids)
     submissions = [s for s in db.submissions() if chosen & set(s.run_ids)]
     return ReportData(records, submissions, evaluations)
+
+
+def runs_without_predictions(db: Database, runs: Sequence[Run]) -> list[Run]:
+    """The runs whose ROC curve has no recorded validation predictions to come from."""
+    return [record.run for record in collect(db, runs).records if not record.roc_points]

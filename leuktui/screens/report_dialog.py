@@ -56,7 +56,10 @@ class ReportScreen(ModalScreen):
             lines.append(f"      … and {len(runs) - LISTED} more")
         folder = self.app.workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
         with Vertical(id="report-dialog", classes="dialog"):
-            yield Static(f"Report on {len(self.run_ids)} run{'s' if len(self.run_ids) != 1 else ''}", classes="dialog-title")
+            title = f"Report on {len(self.run_ids)} run{'s' if len(self.run_ids) != 1 else ''}"
+            if not self.named and any(run.best_epoch is None for run in runs):
+                title += " (those with epochs)"
+            yield Static(title, classes="dialog-title")
             yield Static("\n".join(lines) or "no runs", id="report-runs")
             with Horizontal(classes="form-row"):
                 yield Label("output folder", classes="form-label")
