@@ -1,4 +1,4 @@
-"""The report's figures, drawn with matplotlib's headless Agg backend.
+"""The report's figures, drawn with matplotlib's headless Agg renderer.
 
 Each ``*_plot`` function returns a ``Plot``: the matplotlib figure and the numbers it draws, so
 tests check the data plotted against the database rather than pixels. A run keeps one style
@@ -14,14 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
-
-from leuktui.report.data import RunRecord  # noqa: E402
+from leuktui.report.data import RunRecord
 
 # Okabe and Ito's colour-blind-safe palette (black last: it prints like the axes).
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -66,7 +63,8 @@ class Plot:
 
 
 def _new_figure(width: float, height: float, **kwargs) -> tuple[Figure, Any]:
-    """A figure outside pyplot's registry (nothing to close, nothing shared between threads)."""
+    """A figure outside pyplot (no GUI backend, nothing to close, nothing shared between threads);
+    saving it renders with Agg (PNG) or the SVG backend."""
     figure = Figure(figsize=(width, height), layout="constrained")
     return figure, figure.subplots(**kwargs)
 
@@ -219,7 +217,7 @@ def roc_plot(records: Sequence[RunRecord]) -> Plot | None:
     missing = [record.label for record in records if record.id not in data]
     caption = "ROC curves from the recorded validation predictions of each run's best checkpoint (ALL is the positive class)."
     if missing:
-        caption += f" No predictions recorded for {', '.join(missing)}: `leuktui eval RUN` records them."
+        caption += f" No predictions recorded for {', '.join(missing)}: `leuktui eval RUN` or `leuktui report --evaluate` records them."
     return Plot("roc", caption, figure, data)
 
 
