@@ -47,7 +47,7 @@ def check_destination(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ReportError(f"{folder}: exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).is_file() for name in REPORT_FILES):
-        raise ReportError(f"{folder}: folder is not empty and holds no report; choose another with -o")
+        raise ReportError(f"{folder}: folder is not empty and holds no report; choose another folder")
     parent = folder.parent
     while not parent.exists():
         parent = parent.parent
@@ -84,42 +84,50 @@ def _setting_title(preprocess: Any) -> str:
 
 
 def example_images(records: Sequence[RunRecord]) -> tuple[list, list, str | None]:
-    """Training images of the first run's dataset and each preprocessing setting's output, or a
-    note saying why there are none. Uses the pipeline's own ``Preprocess``."""
+    """A few training images (half ALL, half HEM) of the first run whose dataset is readable here,
+    and what each preprocessing setting of the runs on that dataset makes of them; or a note
+    saying why there are none. The steps are the pipeline's own (``engine.preprocess``)."""
     from PIL import Image
 
-    from engine.config import RunConfig
+    from engine.config import ConfigError, RunConfig
     from engine.datasets import DatasetError, load_split
-
-    data_dir = Path(records[0].config.get("data_dir", ""))
-    try:
-        split = load_split(data_dir, "train")
-    except (DatasetError, OSError) as exc:
-        return [], [], f"no example images: the training data is not readable here ({exc})"
-    by_class: dict[int, list] = {1: [], 0: []}
-    for sample in split.samples:
-        if sample.label in by_class and len(by_class[sample.label]) < EXAMPLE_IMAGES // 2:
-            by_class[sample.label].append(sample)
-    samples = by_class[1] + by_class[0]
-    if not samples:
-        return [], [], f"no example images: {split.source} lists no images"
     from engine.preprocess import Preprocess
 
-    settings: dict[Any, list[int]] = {}
+    problems = []
+    for data_dir in dict.fromkeys(Path(record.config.get("data_dir", "")) for record in records):
+        try:
+            split = load_split(data_dir, "train")
+        except (DatasetError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        by_class: dict[int, list] = {1: [], 0: []}
+        for sample in split.samples:
+            if sample.label in by_class and len(by_class[sample.label]) < EXAMPLE_IMAGES // 2:
+                by_class[sample.label].append(sample)
+        samples = by_class[1] + by_class[0]
+        if samples:
+            break
+        problems.append(f"{split.source} lists no images")
+    else:
+        return [], [], f"no example images: the training data is not readable here ({'; '.join(problems)})"
+
+    settings: dict[Preprocess, list[int]] = {}
+    known = RunConfig.field_names()
     for record in records:
         if Path(record.config.get("data_dir", "")) != data_dir:
             continue
-        known = RunConfig.field_names()
-        config = RunConfig.from_dict({k: v for k, v in record.config.items() if k in known})
+        try:
+            config = RunConfig.from_dict({k: v for k, v in record.config.items() if k in known})
+        except ConfigError:
+            continue  # a config an older version accepted; its run still has its tables and figures
         settings.setdefault(Preprocess.from_config(config), []).append(record.id)
     originals = []
-    outputs: dict[Any, list] = {preprocess: [] for preprocess in settings}
+    outputs: dict[Preprocess, list] = {preprocess: [] for preprocess in settings}
     try:
         for sample in samples:
             with Image.open(sample.path) as image:
                 image = image.convert("RGB")
-                name = "ALL" if sample.label == 1 else "HEM"
-                originals.append((f"{name} · {sample.path.name}", image.copy()))
+                originals.append((f"{'ALL' if sample.label == 1 else 'HEM'} · {sample.path.name}", image))
                 for preprocess in settings:
                     outputs[preprocess].append(preprocess(image))
     except OSError as exc:
