@@ -25,6 +25,7 @@ from db.models import (
     Prediction,
     Run,
     StepMetric,
+    Submission,
     Sweep,
 )
 from db.session import create_db_engine, ensure_schema, sqlite_path
@@ -443,3 +444,55 @@ class Database:
 
         if self.write(work) == 0:
             raise NotFound(f"run {run_id}: not waiting in the queue")
+
+    # -- submissions -------------------------------------------------------------------------------
+
+    def add_submission(
+        self, run_ids: Sequence[int], *, checkpoint: str, tta: str, test_csv: str, path: str, rows: int, notes: str = ""
+    ) -> Submission:
+        """Record a submission file written by ``export`` (several runs for an ensemble)."""
+        submission = Submission(
+            run_ids=[int(run_id) for run_id in run_ids], checkpoint=checkpoint, tta=tta, test_csv=test_csv, path=path,
+            rows=rows, created_at=time.time(), notes=notes,
+        )
+        self.write(lambda session: session.add(submission))
+        return submission
+
+    def submissions(self) -> list[Submission]:
+        """Every recorded submission, oldest first."""
+        with self.session() as session:
+            return list(session.scalars(select(Submission).order_by(Submission.id)))
+
+    def get_submission(self, submission_id: int) -> Submission:
+        with self.session() as session:
+            submission = session.get(Submission, submission_id)
+        if submission is None:
+            raise NotFound(f"submission {submission_id}: no such submission")
+        return submission
+
+    def submission_for_path(self, path: str) -> Submission | None:
+        """The newest submission written to ``path`` (an absolute file name), if any."""
+        query = select(Submission).where(Submission.path == path).order_by(Submission.id.desc()).limit(1)
+        with self.session() as session:
+            return session.scalars(query).first()
+
+    def score_submission(self, submission_id: int, score: float, source: str) -> Submission:
+        """Attach a score (``source``: "key" when computed from an answer key, "leaderboard" when typed)."""
+        assert source in ("key", "leaderboard"), source
+        query = update(Submission).where(Submission.id == submission_id).values(score=score, score_source=source, scored_at=time.time())
+        if self.write(lambda session: session.execute(query)).rowcount == 0:
+            raise NotFound(f"submission {submission_id}: no such submission")
+        return self.get_submission(submission_id)
+
+    def labelled_predictions(self, evaluation_ids: Sequence[int]) -> dict[int, list[tuple[float, int]]]:
+        """``{evaluation id: [(probability, label), ...]}`` of the predictions that have a label."""
+        query = (
+            select(Prediction.evaluation_id, Prediction.probability, Prediction.label)
+            .where(Prediction.evaluation_id.in_(list(evaluation_ids)), Prediction.label.is_not(None))
+            .order_by(Prediction.evaluation_id, Prediction.row)
+        )
+        out: dict[int, list[tuple[float, int]]] = {evaluation_id: [] for evaluation_id in evaluation_ids}
+        with self.session() as session:
+            for evaluation_id, probability, label in session.execute(query):
+                out[evaluation_id].append((probability, label))
+        return out

@@ -14,7 +14,6 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,76 +24,11 @@ from PIL import Image, UnidentifiedImageError
 from engine.config import RunConfig, center_crop_size
 from engine.datasets import DatasetError, Sample
 from engine.files import atomic_write
+from engine.preprocess import Preprocess, crop_to_cell, equalize_gray  # noqa: F401  (the pipeline's steps, re-exported)
 
 CACHE_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CELL_THRESHOLD = 12      # a pixel brighter than this in any channel belongs to the cell
-CELL_MARGIN = 0.04       # crop-to-cell keeps this much black around the cell's box
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The deterministic per-image steps, in the order they run."""
-
-    size: int
-    hist_eq: bool = False
-    crop_to_cell: bool = False
-    center_crop: bool = False
-
-    @classmethod
-    def from_config(cls, config: RunConfig) -> Preprocess:
-        return cls(config.image_size, config.hist_eq, config.crop_to_cell, config.center_crop)
-
-    @property
-    def output_size(self) -> int:
-        return center_crop_size(self.size) if self.center_crop else self.size
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        image = image.convert("RGB")
-        if self.crop_to_cell:
-            image = crop_to_cell(image)
-        if self.hist_eq:
-            image = equalize_gray(image)
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.uint8)
-        if self.center_crop:
-            side = self.output_size
-            top = (self.size - side) // 2
-            pixels = pixels[top : top + side, top : top + side]
-        return pixels
-
-
-def equalize_gray(image: Image.Image) -> Image.Image:
-    """Gray scale, then histogram equalization with OpenCV's ``equalizeHist`` mapping."""
-    gray = np.asarray(image.convert("L"), dtype=np.uint8)
-    hist = np.bincount(gray.ravel(), minlength=256)
-    cdf = np.cumsum(hist)
-    cdf_min = cdf[np.flatnonzero(hist)[0]]
-    total = gray.size
-    if total == cdf_min:  # a single grey level: nothing to spread
-        return Image.fromarray(gray).convert("RGB")
-    lut = np.clip(np.rint((cdf - cdf_min) * 255.0 / (total - cdf_min)), 0, 255).astype(np.uint8)
-    return Image.fromarray(lut[gray]).convert("RGB")
-
-
-def crop_to_cell(image: Image.Image) -> Image.Image:
-    """A square crop around the bounding box of the non-black cell (black padding if needed)."""
-    pixels = np.asarray(image)
-    mask = pixels.max(axis=2) > CELL_THRESHOLD
-    if not mask.any():
-        return image
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    side = max(bottom - top, right - left)
-    side = int(math.ceil(side * (1 + 2 * CELL_MARGIN)))
-    cy, cx = (top + bottom) / 2, (left + right) / 2
-    box_left, box_top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    return image.crop((box_left, box_top, box_left + side, box_top + side))
-
-
 def read_image(path: Path, preprocess: Preprocess) -> np.ndarray:
     try:
         with Image.open(path) as image:

@@ -73,7 +73,8 @@ def _images(loaded: LoadedRun, workspace: Workspace, split: Split) -> np.ndarray
     )
 
 
-def _predict(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
+def predict_split(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
+    """P(ALL) per image of ``split`` under the test-time views of ``mode``."""
     precision = make_precision(loaded.device, loaded.config.amp)
     images = _images(loaded, workspace, split)
     return predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode, on_batch=on_batch)
@@ -150,7 +151,7 @@ def export_submission(
     data = load_test(root, csv_path)
     if not data.samples:
         raise DatasetError(f"{data.source}: no rows to predict")
-    probabilities = _predict(loaded, workspace, data, mode, on_batch)
+    probabilities = predict_split(loaded, workspace, data, mode, on_batch)
     predicted = (probabilities >= 0.5).astype(int)
     header = ["ID", "label", "prob_all"] if proba else ["ID", "label"]
     rows = [
@@ -169,4 +170,5 @@ def export_submission(
         predictions=[(s.ident, float(p), int(y), None) for s, y, p in zip(data.samples, predicted, probabilities, strict=True)],
         output_path=str(output.resolve()),
     )
+    db.add_submission([run_id], checkpoint=checkpoint, tta=mode, test_csv=str(data.source.resolve()), path=str(output.resolve()), rows=len(rows))
     return output, len(rows)

@@ -23,6 +23,7 @@ SCREENS = {
     "ablation": "Ablation",
     "queue": "Queue",
     "export": "Export (dialog)",
+    "report": "Report (dialog)",
     "app": "Everywhere",
     "help": "Help",
     "confirm": "Confirm (dialog)",
@@ -40,8 +41,9 @@ NOTES = {
                "fields that differ.",
     "queue": "Running and waiting work in order, with devices and GPU utilisation/memory (NVML) or CPU/RAM; "
              "`enter` opens the run.",
-    "export": "Checkpoint, test-time views, test CSV (defaults to the model's) and output path; runs in the "
-              "background with progress.",
+    "export": "Checkpoint, test-time views, test CSV (defaults to the model's) and output path; several marked "
+              "runs make an ensemble; runs in the background with progress.",
+    "report": "The runs and the output folder; builds in the background with progress and names the folder when done.",
 }
 
 
@@ -76,7 +78,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("new-sweep", "g", "new_sweep", "New sweep", "runs", "new sweep"),
     Action("compare", "c", "compare", "Compare", "runs", "compare marked runs"),
     Action("ablation", "a", "ablation", "Ablation", "runs", "ablation table (marked runs, the run's sweep, or the runs shown)"),
-    Action("export", "e", "export", "Export", "runs", "export the Kaggle submission"),
+    Action("export", "e", "export", "Export", "runs", "export the Kaggle submission (several marked runs: an ensemble)"),
+    Action("report", "r", "report", "Report", "runs", "the lab report (marked runs, else the runs shown): tables, figures, submissions"),
     Action("cancel-run", "x", "cancel_run", "Cancel", "runs", "cancel (a running run checkpoints, then stops)"),
     Action("resume-retry", "R", "resume_or_retry", "Resume/retry", "runs",
            "resume an interrupted/cancelled/failed run, retry a finished one"),
@@ -99,11 +102,13 @@ ACTIONS: tuple[Action, ...] = (
     Action("cancel-form", "escape", "app.pop_screen", "Cancel", "form", "back without queueing"),
     # Compare
     Action("compare-back", "escape", "app.pop_screen", "Back", "compare", "back"),
+    Action("compare-report", "r", "report", "Report", "compare", "the lab report of these runs"),
     # Ablation
     Action("ablation-back", "escape", "app.pop_screen", "Back", "ablation", "back"),
     Action("metric", "m", "cycle_metric", "Metric", "ablation", "next metric (every metric of the registry)"),
     Action("save-markdown", "y", "save_markdown", "Copy/save Markdown", "ablation", "copy the table as Markdown and save it to `exports/`"),
     Action("evaluate-missing", "v", "evaluate_missing", "Eval 5/10-crop", "ablation", "evaluate missing five-/ten-crop checkpoints"),
+    Action("ablation-report", "r", "report", "Report", "ablation", "the lab report of these runs"),
     # Queue
     Action("queue-back", "escape", "app.pop_screen", "Back", "queue", "back"),
     Action("hold", "h", "hold", "Hold", "queue", "hold a queued run"),
@@ -113,6 +118,9 @@ ACTIONS: tuple[Action, ...] = (
     # Export
     Action("close-export", "escape", "dismiss", "Close", "export", "close"),
     Action("export-now", "ctrl+s", "export", "Export", "export", "write the submission"),
+    # Report
+    Action("close-report", "escape", "dismiss", "Close", "report", "close"),
+    Action("build-report", "ctrl+s", "build", "Build report", "report", "build the report"),
     # Everywhere
     Action("quit", "q", "quit", "Quit", "app", "quit"),
     Action("help", "question_mark", "help", "Help", "app", "this help", key_display="?"),

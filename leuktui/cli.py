@@ -19,6 +19,7 @@ from db.vocabulary import METRICS, RESUMABLE_STATUSES, epoch_metrics
 from db.workspace import apply_file_mode
 from engine.config import ConfigError, RunConfig
 from engine.errors import UserError
+from leuktui.cli_report import add_report_commands, record_key_score
 from leuktui.formatting import (
     age,
     epoch_to_dict,
@@ -167,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON for scripts")
     evaluate.set_defaults(handler=cmd_eval)
 
-    export = commands.add_parser("export", help="write the Kaggle submission CSV (ID,label)")
-    export.add_argument("run", type=run_id_arg, metavar="RUN")
-    export.add_argument("-o", "--output", help="output CSV (default: WORKSPACE/exports/run-RUN-TTA.csv)")
+    export = commands.add_parser("export", help="write the Kaggle submission CSV (ID,label); several runs make an ensemble")
+    export.add_argument("run", type=run_id_arg, nargs="+", metavar="RUN", help="a run, or several: their ALL probabilities are averaged")
+    export.add_argument("-o", "--output", help="output CSV (default: WORKSPACE/exports/run-RUN-TTA.csv, ensemble-RUN-RUN-TTA.csv)")
     export.add_argument("--test-csv", help="CSV with a Path column (default: the one matching the model depth)")
     export.add_argument("--tta", default="none", help="none|five|ten (default: none)")
     export.add_argument("--checkpoint", default="best", help="best|last (default: best)")
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=positive_int, default=128, help="image side in pixels (real images are 450)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(handler=cmd_data_synth)
+    add_report_commands(commands)
     return parser
 
 
@@ -490,13 +492,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args)
     from engine.predict import export_submission, tta_mode
 
-    output = Path(args.output) if args.output else workspace.exports_dir / f"run-{args.run}-{tta_mode(args.tta)}.csv"
+    name = f"run-{args.run[0]}" if len(args.run) == 1 else "ensemble-" + "-".join(map(str, args.run))
+    output = Path(args.output) if args.output else workspace.exports_dir / f"{name}-{tta_mode(args.tta)}.csv"
     if not args.output:
         output.parent.mkdir(parents=True, exist_ok=True)
-    path, rows = export_submission(
-        db, workspace, args.run, output, test_csv=args.test_csv, tta=args.tta, checkpoint=args.checkpoint, proba=args.proba
-    )
+    options = {"test_csv": args.test_csv, "tta": args.tta, "checkpoint": args.checkpoint, "proba": args.proba}
+    if len(args.run) > 1:
+        from engine.ensemble import export_ensemble
+
+        path, rows = export_ensemble(db, workspace, args.run, output, **options)
+    else:
+        path, rows = export_submission(db, workspace, args.run[0], output, **options)
     print(f"wrote {rows} rows to {path}")
+    submission = db.submission_for_path(str(path.resolve()))
+    print(f"recorded as submission {submission.id}; add its leaderboard score with: leuktui submissions score {submission.id} SCORE")
     return 0
 
 
@@ -510,6 +519,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         (tn, fp), (fn, tp) = metrics["confusion"]
         print(f"{args.file}: {metrics['n']} rows  {metrics_line(metrics)}")
         print(f"confusion (rows true HEM/ALL, columns predicted HEM/ALL): [[{tn}, {fp}], [{fn}, {tp}]]")
+    submission_id = record_key_score(args.home, args.file, metrics)
+    if submission_id is not None and not args.json:
+        print(f"recorded accuracy {metrics['acc']:.5f} as the score of submission {submission_id}")
     return 0
 
 

@@ -44,6 +44,11 @@ class AblationScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
+    def action_report(self) -> None:
+        from leuktui.screens.report_dialog import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.run_ids, named=False))
+
     def load(self) -> None:
         db = self.app.db
         self.app.run_task("ablation", lambda: (db.runs_by_id(self.run_ids), db.evaluations_of(self.run_ids)), done=self._loaded)

@@ -47,6 +47,11 @@ class CompareScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
+    def action_report(self) -> None:
+        from leuktui.screens.report_dialog import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.run_ids, named=False))
+
     def load(self) -> None:
         db = self.app.db
         self.app.run_task("compare", lambda: (db.runs_by_id(self.run_ids), db.epochs_of(self.run_ids)), done=self.show)

@@ -1,7 +1,9 @@
-"""The export dialog: checkpoint, test-time augmentation, test CSV and output path."""
+"""The export dialog: checkpoint, test-time augmentation, test CSV and output path; several runs
+make an ensemble (their ALL probabilities averaged)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,14 +45,18 @@ def default_test_csv_name(run: Run) -> str:
 class ExportScreen(ModalScreen):
     BINDINGS = bindings("export")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run | Sequence[Run]) -> None:
         super().__init__()
-        self.run = run
+        self.runs = [run] if isinstance(run, Run) else list(run)
+        self.run = self.runs[0]
 
     def compose(self) -> ComposeResult:
         workspace = self.app.workspace
         with Vertical(id="export-dialog", classes="dialog"):
-            yield Static(f"Export the submission of run {self.run.id} ({self.run.name})", classes="dialog-title")
+            if len(self.runs) > 1:
+                yield Static(f"Export an ensemble of runs {', '.join(str(r.id) for r in self.runs)} (mean ALL probability)", classes="dialog-title")
+            else:
+                yield Static(f"Export the submission of run {self.run.id} ({self.run.name})", classes="dialog-title")
             with Horizontal(classes="form-row"):
                 yield Label("checkpoint", classes="form-label")
                 yield Select([(name, name) for name in CHECKPOINTS], value=CHECKPOINTS[0], allow_blank=False, id="export-checkpoint", compact=True)
@@ -62,7 +68,8 @@ class ExportScreen(ModalScreen):
                 yield Input(value=str(Path(self.run.config.get("data_dir", ".")) / default_test_csv_name(self.run)), id="export-csv", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("output", classes="form-label")
-                yield Input(value=str(workspace.exports_dir / f"run-{self.run.id}.csv"), id="export-output", compact=True)
+                name = f"run-{self.run.id}" if len(self.runs) == 1 else "ensemble-" + "-".join(str(r.id) for r in self.runs)
+                yield Input(value=str(workspace.exports_dir / f"{name}.csv"), id="export-output", compact=True)
             yield ProgressBar(id="export-progress", show_eta=False)
             yield Static("", id="export-result")
             with Horizontal(classes="dialog-buttons"):
@@ -99,14 +106,17 @@ class ExportScreen(ModalScreen):
         from db import NotFound
 
         try:
+            from engine.ensemble import export_ensemble
             from engine.predict import export_submission
 
             if output == self.app.workspace.exports_dir / output.name:
                 output.parent.mkdir(parents=True, exist_ok=True)
-            path, rows = export_submission(
-                self.app.db, self.app.workspace, self.run.id, output, test_csv=test_csv, tta=tta, checkpoint=checkpoint,
-                on_batch=lambda done, total: self.post_message(ExportProgress(done, total)),
-            )
+            options = {"test_csv": test_csv, "tta": tta, "checkpoint": checkpoint,
+                       "on_batch": lambda done, total: self.post_message(ExportProgress(done, total))}
+            if len(self.runs) > 1:
+                path, rows = export_ensemble(self.app.db, self.app.workspace, [r.id for r in self.runs], output, **options)
+            else:
+                path, rows = export_submission(self.app.db, self.app.workspace, self.run.id, output, **options)
         except (UserError, NotFound, OSError) as exc:
             self.post_message(ExportFinished(None, error=str(exc)))
             return

@@ -240,9 +240,16 @@ class RunsScreen(Screen):
     def action_export(self) -> None:
         from leuktui.screens.export import ExportScreen
 
-        run = self.current_run()
-        if run:
-            self.app.push_screen(ExportScreen(run))
+        runs = self.selected_runs()
+        if runs:
+            self.app.push_screen(ExportScreen(runs))
+
+    def action_report(self) -> None:
+        """A report on the marked runs, else on the runs the filter shows."""
+        from leuktui.screens.report_dialog import ReportScreen
+
+        runs = self.selected_runs() if self.marked else self.visible_runs()
+        self.app.push_screen(ReportScreen([run.id for run in runs], named=bool(self.marked)))
 
     def action_cancel_run(self) -> None:
         from engine import control

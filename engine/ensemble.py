@@ -1,0 +1,106 @@
+"""Ensemble submissions: several runs' ALL probabilities averaged on one test CSV.
+
+Each run predicts with its own checkpoint, image size and preprocessing (its own config), under
+the same test-time views; the file is written once every run has predicted, and is recorded as
+one submission naming all the runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from db import Database, Workspace
+from engine.config import RunConfig
+from engine.datasets import DatasetError, default_test_csv, load_test
+from engine.errors import UserError
+from engine.predict import check_writable, load_run_model, predict_split, tta_mode, write_csv_atomic
+
+
+class EnsembleError(UserError):
+    """Runs that cannot be averaged into one submission; the message names them."""
+
+
+def resolve_test_csv(config: RunConfig, test_csv: Path | str | None) -> Path:
+    """The test CSV a run predicts: the one asked for, else its own, else its model's default."""
+    root = Path(config.data_dir)
+    chosen = test_csv or config.test_csv
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = root / path
+        return path.resolve()
+    return default_test_csv(root, config.model_depth).resolve()
+
+
+def export_ensemble(
+    db: Database,
+    workspace: Workspace,
+    run_ids: Sequence[int],
+    output: Path | str,
+    *,
+    test_csv: Path | str | None = None,
+    tta: str = "none",
+    checkpoint: str = "best",
+    proba: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[Path, int]:
+    """Write ``ID,label`` (plus ``prob_all``) from the mean ALL probability of ``run_ids``."""
+    if len(run_ids) < 2:
+        raise EnsembleError("an ensemble needs two or more runs")
+    repeated = sorted({run_id for run_id in run_ids if list(run_ids).count(run_id) > 1})
+    if repeated:
+        raise EnsembleError(f"run {repeated[0]} is named twice in the ensemble")
+    output = Path(output).expanduser()
+    check_writable(output)
+    mode = tta_mode(tta)
+    configs = {run_id: RunConfig.from_dict(db.get_run(run_id).config) for run_id in run_ids}
+    csv_paths = {run_id: resolve_test_csv(config, test_csv) for run_id, config in configs.items()}
+    first = run_ids[0]
+    for run_id in run_ids[1:]:
+        if csv_paths[run_id] != csv_paths[first]:
+            raise EnsembleError(
+                f"runs {first} and {run_id} predict different test CSVs ({csv_paths[first]}, {csv_paths[run_id]}); "
+                "choose one with --test-csv"
+            )
+
+    probabilities: list[np.ndarray] = []
+    samples = None
+    epochs: dict[int, int] = {}
+    for index, run_id in enumerate(run_ids):
+        loaded = load_run_model(db, workspace, run_id, checkpoint)
+        data = load_test(Path(loaded.config.data_dir), csv_paths[run_id])
+        if not data.samples:
+            raise DatasetError(f"{data.source}: no rows to predict")
+        if samples is not None and [s.ident for s in data.samples] != [s.ident for s in samples]:
+            raise EnsembleError(f"run {run_id}: the test CSV's rows differ from run {first}'s")
+        samples = data.samples
+
+        def report(done: int, total: int, index: int = index) -> None:
+            if on_batch is not None:
+                on_batch(index * total + done, total * len(run_ids))
+
+        probabilities.append(predict_split(loaded, workspace, data, mode, report))
+        epochs[run_id] = loaded.epoch
+        del loaded
+
+    assert samples is not None
+    mean = np.mean(np.stack(probabilities), axis=0)
+    predicted = (mean >= 0.5).astype(int)
+    header = ["ID", "label", "prob_all"] if proba else ["ID", "label"]
+    rows = [
+        [s.ident, int(y), f"{p:.6f}"] if proba else [s.ident, int(y)]
+        for s, y, p in zip(samples, predicted, mean, strict=True)
+    ]
+    write_csv_atomic(output, header, rows)
+    written = str(output.resolve())
+    for run_id, run_probabilities in zip(run_ids, probabilities, strict=True):
+        db.add_evaluation(
+            run_id, checkpoint=checkpoint, epoch=epochs[run_id], split=csv_paths[first].name, tta=mode, metrics=None, n=len(rows),
+            predictions=[(s.ident, float(p), int(p >= 0.5), None) for s, p in zip(samples, run_probabilities, strict=True)],
+            output_path=written,
+        )
+    db.add_submission(list(run_ids), checkpoint=checkpoint, tta=mode, test_csv=str(csv_paths[first]), path=written, rows=len(rows))
+    return output, len(rows)

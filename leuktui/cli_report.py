@@ -1,0 +1,160 @@
+"""The command line's ``report`` and ``submissions`` commands, and the answer-key score a
+``score --key`` attaches to the recorded submission it scored.
+
+Nothing heavy at import: the report's matplotlib and pandas load inside ``report`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from db import Database, Workspace
+from db.models import Submission
+from db.workspace import DB_FILE
+
+SCORE_METRIC = "acc"  # the lab's leaderboard ranks submissions by test accuracy
+
+
+def add_report_commands(commands: Any) -> None:
+    """Add ``report`` and ``submissions`` to the ``leuktui`` parser's subcommands."""
+    from leuktui.cli import Parser, positive_int, run_id_arg
+
+    report = commands.add_parser("report", help="write the lab report: tables, figures, submissions (Markdown + HTML)")
+    report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the best run per model)")
+    report.add_argument("--tag", help="the runs with this tag")
+    report.add_argument("--sweep", type=positive_int, metavar="S", help="the runs of this sweep")
+    report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
+    report.add_argument("--evaluate", action="store_true",
+                        help="first evaluate the best checkpoint on the validation set where no predictions are recorded (ROC curves)")
+    report.add_argument("--json", action="store_true", help="print JSON for scripts")
+    report.set_defaults(handler=cmd_report)
+
+    submissions = commands.add_parser("submissions", help="list recorded submissions; `submissions score ID VALUE` records a score")
+    submissions.add_argument("--json", action="store_true", help="print JSON for scripts")
+    actions = submissions.add_subparsers(dest="submissions_command", parser_class=Parser, metavar="COMMAND")
+    score = actions.add_parser("score", help="record a submission's leaderboard score")
+    score.add_argument("submission", type=positive_int, metavar="ID")
+    score.add_argument("value", type=score_value, metavar="VALUE", help="the score, between 0 and 1 (e.g. 0.96907)")
+    submissions.set_defaults(handler=cmd_submissions)
+
+
+def score_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a score (a number between 0 and 1)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1")
+    return value
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from leuktui.cli import console, open_workspace, print_json
+    from leuktui.report.build import build_report
+    from leuktui.report.data import select_runs
+
+    workspace, db = open_workspace(args)
+    runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep)
+    if args.evaluate:
+        evaluate_for_roc(db, workspace, runs, quiet=args.json)
+    folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
+    if args.json:
+        result = build_report(db, workspace, runs, folder)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), console=console(), transient=True) as progress:
+            task = progress.add_task("report", total=None)
+            result = build_report(db, workspace, runs, folder,
+                                  progress=lambda done, total, what: progress.update(task, description=what, completed=done, total=total))
+    if args.json:
+        print_json({"folder": str(result.folder), "runs": result.run_ids, "figures": result.figures, "tables": result.tables,
+                    "notes": result.notes, "seconds": round(result.timings["total"], 2)})
+        return 0
+    print(f"wrote the report on run{'s' if len(runs) > 1 else ''} {', '.join(map(str, result.run_ids))} to {result.folder}")
+    print(f"  report.html (self-contained), report.md, {len(result.figures)} figures (PNG + SVG), {len(result.tables)} tables (CSV)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def evaluate_for_roc(db: Database, workspace: Workspace, runs, *, quiet: bool) -> None:
+    """Record single-view validation predictions of the best checkpoint for runs that have none."""
+    from leuktui.report.data import runs_without_predictions
+
+    missing = runs_without_predictions(db, runs)
+    if not missing:
+        return
+    from engine.predict import evaluate_run
+
+    for run in missing:
+        if not quiet:
+            print(f"evaluating run {run.id} ({run.name}) on the validation set for its ROC curve…")
+        evaluate_run(db, workspace, run.id, tta="single", checkpoint="best", split="valid")
+
+
+# -- submissions ------------------------------------------------------------------------------------
+
+
+def submission_to_dict(submission: Submission) -> dict[str, Any]:
+    return {
+        name: getattr(submission, name)
+        for name in ("id", "run_ids", "checkpoint", "tta", "test_csv", "path", "rows", "created_at", "score", "score_source", "scored_at", "notes")
+    }
+
+
+def cmd_submissions(args: argparse.Namespace) -> int:
+    from leuktui.cli import console, open_workspace, print_json
+
+    _, db = open_workspace(args)
+    if args.submissions_command == "score":
+        submission = db.score_submission(args.submission, args.value, "leaderboard")
+        print(f"submission {submission.id} ({Path(submission.path).name}): leaderboard score {submission.score:.5f} recorded")
+        return 0
+    submissions = db.submissions()
+    if args.json:
+        print_json([submission_to_dict(s) for s in submissions])
+        return 0
+    if not submissions:
+        print("no submissions yet: `leuktui export RUN` writes and records one")
+        return 0
+    from rich.table import Table
+
+    from leuktui.formatting import age
+
+    models = {run.id: run.model for run in db.runs_by_id(sorted({i for s in submissions for i in s.run_ids}))}
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "runs", "model", "checkpoint", "tta", "rows", "score", "scored by", "age", "file"):
+        table.add_column(column, justify="right" if column in ("id", "rows", "score") else "left")
+    for s in submissions:
+        names = [models.get(run_id, "?") for run_id in s.run_ids]
+        table.add_row(
+            str(s.id), ",".join(map(str, s.run_ids)), names[0] if len(names) == 1 else "ensemble", s.checkpoint, s.tta, str(s.rows),
+            "-" if s.score is None else f"{s.score:.5f}", s.score_source or "-", age(s.created_at), s.path,
+        )
+    console().print(table)
+    return 0
+
+
+def record_key_score(home: str | None, submission_file: str, metrics: dict[str, Any]) -> int | None:
+    """Attach the answer key's score to the recorded submission written to ``submission_file``
+    (the newest one there); returns its id. A workspace that does not exist is not created."""
+    workspace = Workspace.resolve(home)
+    if not os.environ.get("LEUKTUI_DB") and not (workspace.home / DB_FILE).is_file():
+        return None
+    db = Database(workspace.db_url)
+    try:
+        submission = db.submission_for_path(str(Path(submission_file).expanduser().resolve()))
+        if submission is None or metrics.get(SCORE_METRIC) is None:
+            return None
+        db.score_submission(submission.id, float(metrics[SCORE_METRIC]), "key")
+        return submission.id
+    finally:
+        db.close()

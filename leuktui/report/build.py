@@ -1,0 +1,465 @@
+"""Building a report folder: ``report.md``, a self-contained ``report.html`` (figures embedded),
+``figures/*.png`` and ``*.svg``, and ``tables/*.csv``.
+
+The folder is assembled under a temporary name beside the destination and renamed into place
+when complete, so a failure leaves no half-written report (and an older report in the same
+folder stays until the new one replaces it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from db import Database, Workspace
+from db.models import Run
+from leuktui.report.data import ReportData, ReportError, RunRecord, collect
+
+EXAMPLE_IMAGES = 4      # training images in the preprocessing figure, half of each class
+REPORT_FILES = ("report.md", "report.html")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ReportResult:
+    folder: Path
+    run_ids: list[int]
+    figures: list[str]                      # file stems under figures/
+    tables: list[str]                       # file stems under tables/
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: import, query, draw, write, total
+
+
+# -- the destination folder -------------------------------------------------------------------------
+
+
+def check_destination(folder: Path) -> None:
+    """Refuse, in one line, a folder the report cannot be written to or must not replace."""
+    if folder.exists() and not folder.is_dir():
+        raise ReportError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).is_file() for name in REPORT_FILES):
+        raise ReportError(f"{folder}: folder is not empty and holds no report; choose another folder")
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ReportError(f"{parent}: folder is not writable")
+
+
+def _publish(staging: Path, folder: Path) -> None:
+    """Move the finished ``staging`` folder to ``folder``, replacing an older report there."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+        os.replace(folder, old / folder.name)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if old is not None:
+            os.replace(old / folder.name, folder)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# -- preprocessing examples ---------------------------------------------------------------------------
+
+
+def _setting_title(preprocess: Any) -> str:
+    steps = [name for name, on in (("crop to cell", preprocess.crop_to_cell), ("hist. eq.", preprocess.hist_eq)) if on]
+    steps.append(f"{preprocess.size} px")
+    if preprocess.center_crop:
+        steps.append(f"centre crop {preprocess.output_size} px")
+    return " → ".join(steps)
+
+
+def example_images(records: Sequence[RunRecord]) -> tuple[list, list, str | None]:
+    """A few training images (half ALL, half HEM) of the first run whose dataset is readable here,
+    and what each preprocessing setting of the runs on that dataset makes of them; or a note
+    saying why there are none. The steps are the pipeline's own (``engine.preprocess``)."""
+    from PIL import Image
+
+    from engine.config import ConfigError, RunConfig
+    from engine.datasets import DatasetError, load_split
+    from engine.preprocess import Preprocess
+
+    problems = []
+    for data_dir in dict.fromkeys(Path(record.config.get("data_dir", "")) for record in records):
+        try:
+            split = load_split(data_dir, "train")
+        except (DatasetError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        by_class: dict[int, list] = {1: [], 0: []}
+        for sample in split.samples:
+            if sample.label in by_class and len(by_class[sample.label]) < EXAMPLE_IMAGES // 2:
+                by_class[sample.label].append(sample)
+        samples = by_class[1] + by_class[0]
+        if samples:
+            break
+        problems.append(f"{split.source} lists no images")
+    else:
+        return [], [], f"no example images: the training data is not readable here ({'; '.join(problems)})"
+
+    settings: dict[Preprocess, list[int]] = {}
+    known = RunConfig.field_names()
+    for record in records:
+        if Path(record.config.get("data_dir", "")) != data_dir:
+            continue
+        try:
+            config = RunConfig.from_dict({k: v for k, v in record.config.items() if k in known})
+        except ConfigError:
+            continue  # a config an older version accepted; its run still has its tables and figures
+        settings.setdefault(Preprocess.from_config(config), []).append(record.id)
+    originals = []
+    outputs: dict[Preprocess, list] = {preprocess: [] for preprocess in settings}
+    try:
+        for sample in samples:
+            with Image.open(sample.path) as image:
+                image = image.convert("RGB")
+                originals.append((f"{'ALL' if sample.label == 1 else 'HEM'} · {sample.path.name}", image))
+                for preprocess in settings:
+                    outputs[preprocess].append(preprocess(image))
+    except OSError as exc:
+        return [], [], f"no example images: {exc}"
+    columns = [
+        (f"{_setting_title(p)}\n(run{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))})", outputs[p])
+        for p, ids in settings.items()
+    ]
+    return originals, columns, None
+
+
+# -- Markdown and HTML --------------------------------------------------------------------------------
+
+STYLE = """
+:root { --ink: #1d2330; --muted: #5b6475; --rule: #d9dee7; --accent: #0072B2; --best: #e3f1e6; }
+* { box-sizing: border-box; }
+body { font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--ink); max-width: 1240px; margin: 0 auto; padding: 2rem 1.5rem 4rem; }
+h1 { font-size: 1.9rem; margin-bottom: .2rem; }
+h2 { font-size: 1.35rem; margin-top: 2.6rem; padding-bottom: .3rem; border-bottom: 2px solid var(--rule); }
+h3 { font-size: 1.05rem; margin-top: 1.8rem; }
+.meta, figcaption, .caption, .note { color: var(--muted); font-size: .9rem; }
+nav ol { columns: 2; padding-left: 1.2rem; }
+a { color: var(--accent); }
+table { border-collapse: collapse; margin: .8rem 0 .4rem; font-variant-numeric: tabular-nums; font-size: .88rem; }
+th, td { padding: .35rem .5rem; border-bottom: 1px solid var(--rule); text-align: right; white-space: nowrap; }
+th { background: #f3f5f9; font-weight: 600; white-space: normal; vertical-align: bottom; }
+th:first-child, td:first-child, td.text { text-align: left; }
+tbody tr:nth-child(even) { background: #fafbfc; }
+td.best { background: var(--best); font-weight: 700; }
+.scroll { overflow-x: auto; }
+figure { margin: 1.4rem 0; page-break-inside: avoid; break-inside: avoid; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; background: white; }
+figure.small img { max-width: 520px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1rem; }
+.grid figure { margin: .4rem 0; }
+img.missing { outline: 3px solid #D55E00; }
+code, pre { font: .85rem/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre { background: #f5f7fa; padding: .7rem .9rem; border-radius: 4px; overflow-x: auto; white-space: pre-wrap; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; }
+dt { color: var(--muted); }
+@media print { body { max-width: none; padding: 0; } nav { display: none; } h2 { page-break-after: avoid; } }
+"""
+
+# Marks figures that did not load, so a reader (and the browser test) sees which ones.
+SCRIPT = """
+document.documentElement.dataset.errors = "";
+window.addEventListener("error", function (event) {
+  document.documentElement.dataset.errors += (event.message || "error") + "; ";
+});
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var loaded = images.filter(function (image) { return image.complete && image.naturalWidth > 0; });
+  images.forEach(function (image) { if (loaded.indexOf(image) < 0) { image.classList.add("missing"); } });
+  document.body.dataset.figures = String(images.length);
+  document.body.dataset.figuresLoaded = String(loaded.length);
+});
+"""
+
+
+def _md_table(table) -> str:
+    if table.markdown is not None:
+        return table.markdown
+    columns = list(table.text.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for position, row in enumerate(table.text.itertuples(index=False)):
+        cells = [f"**{value}**" if (position, column) in table.bold else str(value) for column, value in zip(columns, row, strict=True)]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    text = "\n".join(lines) + "\n"
+    return text + (f"\n{table.caption}\n" if table.caption else "")
+
+
+def _html_table(table) -> str:
+    columns = list(table.text.columns)
+    numeric = {c for c in columns if table.frame[c].dtype.kind in "if"} if len(table.frame) else set()
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for position, row in enumerate(table.text.itertuples(index=False)):
+        cells = []
+        for column, value in zip(columns, row, strict=True):
+            classes = [name for name, on in (("best", (position, column) in table.bold), ("text", column not in numeric)) if on]
+            attribute = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{attribute}>{html.escape(str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    caption = f'<p class="caption">{_inline(table.caption)}</p>' if table.caption else ""
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{caption}'
+
+
+def _inline(text: str) -> str:
+    """Escape ``text`` for HTML, keeping `code` spans."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+class Document:
+    """The report's Markdown and HTML, written side by side from the same sections."""
+
+    def __init__(self, figures_folder: Path):
+        self.md: list[str] = []
+        self.html: list[str] = []
+        self.toc: list[tuple[str, str]] = []
+        self.figures_folder = figures_folder
+        self.figure_count = 0
+        self.table_count = 0
+
+    def heading(self, text: str, level: int = 2) -> None:
+        anchor = "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
+        self.md.append(f"{'#' * level} {text}\n")
+        self.html.append(f'<h{level} id="{anchor}">{html.escape(text)}</h{level}>')
+        if level == 2:
+            self.toc.append((anchor, text))
+
+    def paragraph(self, text: str, css: str = "") -> None:
+        self.md.append(text + "\n")
+        attribute = f' class="{css}"' if css else ""
+        self.html.append(f"<p{attribute}>{_inline(text)}</p>")
+
+    def table(self, table) -> None:
+        self.table_count += 1
+        self.md.append(f"**Table {self.table_count}. {table.title}**\n\n" + _md_table(table))
+        self.html.append(f"<h3>Table {self.table_count}. {html.escape(table.title)}</h3>" + _html_table(table))
+
+    def figure(self, name: str, caption: str, *, small: bool = False, open_grid: bool = False) -> None:
+        self.figure_count += 1
+        label = f"Figure {self.figure_count}. {caption}"
+        self.md.append(f"![{caption}](figures/{name}.png)\n\n*{label}*\n")
+        png = base64.b64encode((self.figures_folder / f"{name}.png").read_bytes()).decode("ascii")
+        css = ' class="small"' if small else ""
+        self.html.append(
+            f'<figure{css}><img src="data:image/png;base64,{png}" alt="{html.escape(caption)}">'
+            f"<figcaption>{_inline(label)}</figcaption></figure>"
+        )
+
+    def raw(self, md: str, html_text: str) -> None:
+        self.md.append(md)
+        self.html.append(html_text)
+
+    def markdown(self) -> str:
+        return "\n".join(self.md)
+
+    def page(self, title: str, subtitle: str) -> str:
+        toc = "".join(f'<li><a href="#{anchor}">{html.escape(text)}</a></li>' for anchor, text in self.toc)
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
+            f'<h1>{html.escape(title)}</h1><p class="meta">{_inline(subtitle)}</p>'
+            f"<nav><ol>{toc}</ol></nav>" + "\n".join(self.html) + "</body></html>\n"
+        )
+
+
+# -- the whole report ---------------------------------------------------------------------------------
+
+
+def build_report(
+    db: Database,
+    workspace: Workspace,
+    runs: Sequence[Run],
+    folder: Path | str,
+    *,
+    progress: Progress | None = None,
+    title: str = "Lab 3 — Leukemia classification: results",
+) -> ReportResult:
+    """Write the report on ``runs`` to ``folder``; see the module's docstring."""
+    started = time.perf_counter()
+    folder = Path(folder).expanduser().absolute()
+    if not runs:
+        raise ReportError("no runs to report on")
+    check_destination(folder)
+    timings = {"import": 0.0, "query": 0.0, "draw": 0.0, "write": 0.0}
+
+    def timed(key: str, work: Callable[[], Any]) -> Any:
+        begin = time.perf_counter()
+        try:
+            return work()
+        finally:
+            timings[key] += time.perf_counter() - begin
+
+    def tell(done: int, total: int, what: str) -> None:
+        if progress is not None:
+            progress(done, total, what)
+
+    tell(0, 1, "reading the runs")
+    data: ReportData = timed("query", lambda: collect(db, runs))
+    empty = [record for record in data.records if not record.epochs]
+    if empty:
+        raise ReportError(f"run {empty[0].id}: no epochs recorded yet (status {empty[0].run.status}); nothing to report")
+
+    tell(0, 1, "loading matplotlib and pandas")
+    figures_module = timed("import", lambda: importlib.import_module("leuktui.report.figures"))
+    tables_module = timed("import", lambda: importlib.import_module("leuktui.report.tables"))
+
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+        os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide the report from the rest of the lab
+    except OSError as exc:
+        raise ReportError(f"{folder.parent}: cannot write the report there ({exc.strerror or exc})") from None
+    try:
+        result = _write(db, workspace, data, staging, figures_module, tables_module, timed, tell, title)
+        timed("write", lambda: _publish(staging, folder))
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ReportError(f"{folder}: writing the report failed ({exc.strerror or exc}); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result.folder = folder
+    timings["total"] = time.perf_counter() - started
+    result.timings = timings
+    return result
+
+
+def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, tell, title: str) -> ReportResult:
+    figures_folder, tables_folder = out / "figures", out / "tables"
+    figures_folder.mkdir()
+    tables_folder.mkdir()
+    records = data.records
+    steps = 4 + len(records) + 2
+    step = 0
+
+    def advance(what: str) -> None:
+        nonlocal step
+        step += 1
+        tell(step, steps, what)
+
+    written_figures: list[str] = []
+    written_tables: list[str] = []
+    notes: list[str] = []
+
+    def draw(plot) -> str:
+        timed("draw", lambda: plot.save(figures_folder))
+        written_figures.append(plot.name)
+        return plot.name
+
+    def save_table(table) -> None:
+        timed("write", lambda: table.frame.to_csv(tables_folder / f"{table.name}.csv", index=False))
+        written_tables.append(table.name)
+
+    doc = Document(figures_folder)
+    names = ", ".join(record.label for record in records)
+    subtitle = (f"{len(records)} run{'s' if len(records) != 1 else ''} ({names}) · written "
+                f"{time.strftime('%Y-%m-%d %H:%M')} by leuktui from the workspace `{workspace.home}`")
+
+    # Results and submissions.
+    advance("results table")
+    doc.heading("Results")
+    results = timed("draw", lambda: tables.results_table(data))
+    save_table(results)
+    doc.table(results)
+    submissions = timed("draw", lambda: tables.submission_tables(data))
+    doc.heading("Submissions")
+    if submissions:
+        for table in submissions:
+            save_table(table)
+            doc.table(table)
+    else:
+        doc.paragraph("No submission of these runs is recorded yet: `leuktui export RUN` writes one, and "
+                      "`leuktui submissions score ID VALUE` records its leaderboard score.", "note")
+
+    # Comparison figures.
+    advance("learning curves")
+    doc.heading("Comparison figures")
+    for kind in ("accuracy", "loss"):
+        plot = timed("draw", lambda kind=kind: figures.curves_plot(records, kind))
+        doc.figure(draw(plot), plot.caption)
+
+    # Confusion matrices and ROC curves.
+    doc.heading("Confusion matrices")
+    doc.raw("", '<div class="grid">')
+    for record in records:
+        advance(f"confusion matrix of run {record.id}")
+        plot = timed("draw", lambda record=record: figures.confusion_plot(record))
+        doc.figure(draw(plot), plot.caption)
+    doc.raw("", "</div>")
+    advance("ROC curves")
+    doc.heading("ROC curves")
+    roc = timed("draw", lambda: figures.roc_plot(records))
+    if roc is not None:
+        doc.figure(draw(roc), roc.caption, small=True)
+    else:
+        note = ("No validation predictions are recorded for these runs; `leuktui eval RUN` records them "
+                "(the ROC AUC of every epoch is in the results table).")
+        notes.append(note)
+        doc.paragraph(note, "note")
+
+    # Ablation tables.
+    advance("ablation tables")
+    doc.heading("Ablation tables")
+    ablations = timed("draw", lambda: tables.ablation_tables(data))
+    for table in ablations:
+        save_table(table)
+        doc.table(table)
+    if not ablations:
+        doc.paragraph("These runs differ in no factor but the model (and have no five- or ten-crop evaluations); "
+                      "the results table compares them. Report on a sweep (`--sweep S`) for ablation tables.", "note")
+
+    # Preprocessing examples.
+    advance("preprocessing examples")
+    doc.heading("Preprocessing examples")
+    originals, columns, why_not = timed("import", lambda: example_images(records))
+    if why_not is None:
+        plot = timed("draw", lambda: figures.examples_plot(originals, columns))
+        doc.figure(draw(plot), plot.caption)
+    else:
+        notes.append(why_not)
+        doc.paragraph(why_not, "note")
+
+    # Appendix.
+    advance("appendix")
+    doc.heading("Appendix: the runs")
+    for record in records:
+        run = record.run
+        doc.heading(f"Run {record.label}", level=3)
+        facts = [
+            ("status", f"{run.status}, {run.epochs_done}/{run.config.get('epochs')} epochs, best epoch {run.best_epoch}"),
+            ("environment", tables.environment_line(record)),
+            ("duration", tables.duration(record)),
+        ]
+        command = tables.reproduce_command(record)
+        config = tables.config_table(record)
+        doc.raw(
+            "\n".join(f"- {key}: {value}" for key, value in facts) + f"\n\nReproduce:\n\n```\n{command}\n```\n\n"
+            + "<details><summary>config</summary>\n\n" + _md_table(config) + "\n</details>\n",
+            "<dl>" + "".join(f"<dt>{key}</dt><dd>{html.escape(value)}</dd>" for key, value in facts) + "</dl>"
+            + f"<p>Reproduce:</p><pre>{html.escape(command)}</pre>"
+            + f"<details><summary>config</summary>{_html_table(config)}</details>",
+        )
+
+    def write_documents() -> None:
+        (out / "report.md").write_text(f"# {title}\n\n{subtitle}\n\n" + doc.markdown(), encoding="utf-8")
+        (out / "report.html").write_text(doc.page(title, subtitle), encoding="utf-8")
+
+    timed("write", write_documents)
+    return ReportResult(out, [record.id for record in records], written_figures, written_tables, notes)

@@ -1,0 +1,146 @@
+"""What a report shows, read from the database: the chosen runs, their epochs, evaluations,
+validation predictions and submissions (no matplotlib, no pandas, no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from db import Database, NotFound
+from db.models import Epoch, Evaluation, Run, Submission
+from db.vocabulary import METRICS, epoch_metrics
+from engine.errors import UserError
+
+SINGLE_VIEW = "single"
+
+
+class ReportError(UserError):
+    """A report that cannot be built as asked; the message names the run, sweep or folder."""
+
+
+@dataclass
+class RunRecord:
+    """One run of the report and everything recorded about it."""
+
+    run: Run
+    epochs: list[Epoch]
+    evaluations: list[Evaluation]
+    # The labelled validation predictions behind the ROC curve, and the evaluation they belong to.
+    roc_evaluation: Evaluation | None = None
+    roc_points: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        return self.run.id
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.id} {self.run.name}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.run.config
+
+    @property
+    def best(self) -> Epoch | None:
+        """The epoch row at the run's best epoch (the one ``show`` reports)."""
+        return next((e for e in self.epochs if e.epoch == self.run.best_epoch), None)
+
+    def best_metrics(self) -> dict[str, float | None]:
+        """``{metric key: value}`` at the best epoch; the run's summary fills a missing row."""
+        best = self.best
+        if best is not None:
+            return epoch_metrics(best)
+        summary = self.run.summary or {}
+        return {m.key: summary.get(m.epoch_column, summary.get(m.key)) for m in METRICS}
+
+
+@dataclass
+class ReportData:
+    records: list[RunRecord]
+    submissions: list[Submission]
+    evaluations: list[Evaluation]
+
+    @property
+    def runs(self) -> list[Run]:
+        return [record.run for record in self.records]
+
+
+def select_runs(
+    db: Database, run_ids: Sequence[int] = (), *, tag: str | None = None, sweep: int | None = None
+) -> list[Run]:
+    """The runs a report is about: those named, tagged or in the sweep; by default the best run
+    (validation accuracy) of each model. Named runs must exist and have epochs; runs found by
+    tag or sweep without epochs yet are left out."""
+    chosen: dict[int, Run] = {}
+    if run_ids:
+        found = {run.id: run for run in db.runs_by_id(list(run_ids))}
+        for run_id in run_ids:
+            if run_id not in found:
+                raise ReportError(f"run {run_id}: no such run")
+            run = found[run_id]
+            if run.best_epoch is None:
+                raise ReportError(f"run {run_id}: no epochs recorded yet (status {run.status}); nothing to report")
+            chosen[run_id] = run
+    if tag is not None or sweep is not None:
+        candidates = db.list_runs()
+        if tag is not None:
+            candidates = [run for run in candidates if tag in (run.tags or [])]
+        if sweep is not None:
+            try:
+                db.get_sweep(sweep)
+            except NotFound as exc:
+                raise ReportError(str(exc)) from None
+            candidates = [run for run in candidates if run.sweep_id == sweep]
+        with_epochs = [run for run in candidates if run.best_epoch is not None]
+        if not with_epochs and not chosen:
+            what = " and ".join(part for part in (f"tag {tag!r}" if tag else "", f"sweep {sweep}" if sweep else "") if part)
+            raise ReportError(f"no runs with recorded epochs have {what}")
+        chosen.update({run.id: run for run in with_epochs})
+    if not run_ids and tag is None and sweep is None:
+        best: dict[str, Run] = {}
+        for run in db.list_runs():
+            if run.best_epoch is None or run.best_val_acc is None:
+                continue
+            if run.model not in best or run.best_val_acc > best[run.model].best_val_acc:
+                best[run.model] = run
+        if not best:
+            raise ReportError("no run has recorded epochs yet; train one first (leuktui run)")
+        chosen = {run.id: run for run in best.values()}
+    return sorted(chosen.values(), key=lambda run: run.id)
+
+
+def newest_labelled_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation | None:
+    """The evaluation whose predictions draw a run's ROC curve: the newest on the validation set
+    of the best checkpoint, preferring the single view (what training measured)."""
+    valid = [e for e in evaluations if e.split == "valid" and e.checkpoint == "best"]
+    single = [e for e in valid if e.tta == SINGLE_VIEW]
+    pool = single or valid
+    return max(pool, key=lambda e: e.id) if pool else None
+
+
+def collect(db: Database, runs: Sequence[Run]) -> ReportData:
+    """Everything the report shows about ``runs``, in a handful of queries."""
+    run_ids = [run.id for run in runs]
+    epochs = db.epochs_of(run_ids)
+    evaluations = db.evaluations_of(run_ids)
+    by_run: dict[int, list[Evaluation]] = {run_id: [] for run_id in run_ids}
+    for evaluation in evaluations:
+        by_run[evaluation.run_id].append(evaluation)
+    records = [RunRecord(run, epochs[run.id], by_run[run.id]) for run in runs]
+    roc_sources = {record.id: newest_labelled_evaluation(record.evaluations) for record in records}
+    points = db.labelled_predictions([e.id for e in roc_sources.values() if e is not None])
+    for record in records:
+        source = roc_sources[record.id]
+        if source is not None and points.get(source.id):
+            record.roc_evaluation = source
+            record.roc_points = points[source.id]
+    chosen = set(run_ids)
+    submissions = [s for s in db.submissions() if chosen & set(s.run_ids)]
+    return ReportData(records, submissions, evaluations)
+
+
+def runs_without_predictions(db: Database, runs: Sequence[Run]) -> list[Run]:
+    """The runs whose ROC curve has no recorded validation predictions to come from."""
+    return [record.run for record in collect(db, runs).records if not record.roc_points]

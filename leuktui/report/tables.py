@@ -1,0 +1,219 @@
+"""The report's tables as pandas frames: results per run, recorded submissions, ablation pivots
+(the very pivots of the app's Ablation screen) and each run's configuration."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from db.models import Submission
+from db.vocabulary import EVAL_MODE_BY_KEY, METRICS
+from engine.config import RunConfig
+from leuktui import ablation
+from leuktui.report.data import ReportData, RunRecord
+
+ABLATION_METRIC = "acc"  # the lab report's ablation tables compare validation accuracy
+# Config fields that say where or how fast a run ran, not what it computed.
+NOT_FACTORS = ("data_dir", "test_csv", "workers", "device", "seed", "pretrained", "channels_last", "compile", "amp")
+
+
+@dataclass
+class Table:
+    """A titled table: ``frame`` holds the values (for CSV), ``text`` the same cells as shown."""
+
+    name: str
+    title: str
+    frame: pd.DataFrame
+    text: pd.DataFrame
+    caption: str = ""
+    bold: set[tuple[int, str]] = field(default_factory=set)  # (row position, column) of best cells
+    markdown: str | None = None  # a table that has its own Markdown (the app's ablation tables)
+
+
+def _formatted(frame: pd.DataFrame, formats: dict[str, Any]) -> pd.DataFrame:
+    text = frame.astype(object).copy()
+    for column in frame.columns:
+        fmt = formats.get(column, lambda v: "-" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+        text[column] = [fmt(v) for v in frame[column]]
+    return text
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def _score(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:.5f}"
+
+
+def best_scores(submissions: Sequence[Submission]) -> dict[int, float]:
+    """The best recorded score of each run's own (single-run) submissions."""
+    out: dict[int, float] = {}
+    for submission in submissions:
+        if submission.score is None or len(submission.run_ids) != 1:
+            continue
+        run_id = submission.run_ids[0]
+        out[run_id] = max(out.get(run_id, submission.score), submission.score)
+    return out
+
+
+def shown_metrics(records: Sequence[RunRecord]):
+    """The registered metrics that at least one run has a value for, in registry order."""
+    values = [record.best_metrics() for record in records]
+    return [m for m in METRICS if any(v.get(m.key) is not None for v in values)]
+
+
+def results_table(data: ReportData) -> Table:
+    """Per run: its best epoch's validation metrics, the training choices the lab report lists,
+    and the best leaderboard or answer-key score of its submissions."""
+    metrics = shown_metrics(data.records)
+    scores = best_scores(data.submissions)
+    rows = []
+    for record in data.records:
+        config, values = record.config, record.best_metrics()
+        rows.append({
+            "run": record.label, "model": record.run.model, "best epoch": record.run.best_epoch,
+            **{f"val {m.title}": values.get(m.key) for m in metrics},
+            "optimizer": config.get("optimizer"), "learning rate": config.get("lr"), "loss": config.get("loss"),
+            "batch size": config.get("batch_size"), "epochs": f"{record.run.epochs_done}/{config.get('epochs')}",
+            "score": scores.get(record.id),
+        })
+    frame = pd.DataFrame(rows)
+    formats: dict[str, Any] = {f"val {m.title}": m.format for m in metrics}
+    formats["learning rate"] = lambda v: "-" if _missing(v) else f"{v:g}"
+    formats["optimizer"] = lambda v: str(v).capitalize() if v == "adam" else ("AdamW" if v == "adamw" else str(v).upper())
+    formats["loss"] = lambda v: str(v).upper()
+    formats["score"] = _score
+    text = _formatted(frame, formats)
+    bold = set()
+    for m in metrics:
+        column = f"val {m.title}"
+        values = [(i, v) for i, v in enumerate(frame[column]) if not _missing(v)]
+        if len(values) > 1:
+            best = (max if m.higher_is_better else min)(values, key=lambda item: item[1])[1]
+            bold |= {(i, column) for i, v in values if v == best}
+    caption = ("Validation metrics at each run's best epoch (the checkpoint `best`); score: the best recorded "
+               "test score of the run's own submissions. Best value of each column in bold.")
+    return Table("results", "Results per run", frame, text, caption, bold)
+
+
+def _models(submission: Submission, records: dict[int, RunRecord]) -> str:
+    names = [records[run_id].run.model if run_id in records else f"run {run_id}" for run_id in submission.run_ids]
+    return names[0] if len(names) == 1 else "ensemble: " + " + ".join(names)
+
+
+def submission_tables(data: ReportData) -> list[Table]:
+    """Like the leaderboard: the best scored entry per model, then every entry."""
+    if not data.submissions:
+        return []
+    records = {record.id: record for record in data.records}
+    entries = pd.DataFrame([
+        {
+            "submission": s.id, "model": _models(s, records), "runs": ", ".join(map(str, s.run_ids)), "checkpoint": s.checkpoint,
+            "TTA": EVAL_MODE_BY_KEY[s.tta].label if s.tta in EVAL_MODE_BY_KEY else s.tta, "test CSV": s.test_csv.rsplit("/", 1)[-1],
+            "rows": s.rows, "score": s.score, "scored by": {"key": "answer key", "leaderboard": "leaderboard"}.get(s.score_source or "", "-"),
+            "written": time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created_at)), "file": s.path.rsplit("/", 1)[-1],
+        }
+        for s in data.submissions
+    ])
+    scored = entries[entries["score"].notna()]
+    tables = []
+    if not scored.empty:
+        best = scored.loc[scored.groupby("model", sort=False)["score"].idxmax()].sort_values("score", ascending=False)
+        best = best[["model", "score", "submission", "runs", "TTA", "scored by", "written"]].reset_index(drop=True)
+        tables.append(Table("leaderboard", "Best submission per model", best, _formatted(best, {"score": _score}),
+                            "The best recorded score of each model's submissions (ensembles count as their own entry)."))
+    entries = entries.reset_index(drop=True)
+    tables.append(Table("submissions", "Every submission", entries, _formatted(entries, {"score": _score}),
+                        "Every file `leuktui export` wrote for these runs, oldest first; `leuktui submissions score ID VALUE` "
+                        "records a leaderboard score."))
+    return tables
+
+
+def ablation_factors(data: ReportData) -> list[str]:
+    """The factors of the ablation tables: config fields that differ between the runs (but the
+    model, which makes the rows, and fields that do not change what is computed), and the eval
+    mode when five- or ten-crop evaluations are recorded."""
+    factors = [f for f in ablation.suggest_factors(data.runs) if f != "model" and f not in NOT_FACTORS]
+    multi_view = {e.tta for e in data.evaluations if e.split == "valid" and e.checkpoint == "best"} - {"single"}
+    modes = {record.config.get("eval_mode", "single") for record in data.records}
+    if multi_view or len(modes) > 1:
+        factors = ["tta", *(f for f in factors if f != "eval_mode")]
+    return factors
+
+
+def ablation_tables(data: ReportData) -> list[Table]:
+    """One pivot per factor, rows the model, built by the app's own ``leuktui.ablation.build``."""
+    tables = []
+    for factor in ablation_factors(data):
+        pivot = ablation.build(data.runs, data.evaluations, "model", factor, ABLATION_METRIC)
+        if not pivot.rows or len(pivot.columns) < 2:
+            continue
+        labels = [pivot.column_label(column) for column in pivot.columns]
+        frame = pd.DataFrame(
+            [[row, *(pivot.value(row, column) for column in pivot.columns)] for row in pivot.rows], columns=["model", *labels]
+        )
+        metric = next(m for m in METRICS if m.key == ABLATION_METRIC)
+        text = _formatted(frame, {label: metric.format for label in labels})
+        bold = {
+            (position, pivot.column_label(pivot.best_column(row)))
+            for position, row in enumerate(pivot.rows) if pivot.best_column(row) is not None
+        }
+        title = "Eval mode: single view vs five- and ten-crop" if factor == "tta" else f"Ablation: {factor}"
+        sources = ", ".join(f"{pivot.column_label(c)} of {r}: run {run_id}" for (r, c), run_id in sorted(pivot.sources.items(), key=str))
+        caption = f"{metric.label} on the validation set, best in each row in bold (runs behind the cells: {sources})."
+        tables.append(Table(f"ablation-{factor}", title, frame, text, caption, bold, markdown=pivot.to_markdown()))
+    return tables
+
+
+# -- the appendix -----------------------------------------------------------------------------------
+
+
+def reproduce_command(record: RunRecord) -> str:
+    """The ``leuktui run`` command that trains this run's config again (defaults left out)."""
+    defaults = RunConfig().to_dict()
+    words = ["leuktui", "run"]
+    for name, value in record.config.items():
+        if name not in defaults or value == defaults[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif value is not None:
+            words += [flag, str(value)]
+    words += ["--name", record.run.name]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def duration(record: RunRecord) -> str:
+    run = record.run
+    if run.started_at is None or run.finished_at is None:
+        seconds = sum(e.seconds or 0 for e in record.epochs)
+        return f"{seconds / 60:.1f} min of epochs" if seconds else "-"
+    seconds = max(0.0, run.finished_at - run.started_at)
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def environment_line(record: RunRecord) -> str:
+    env = record.run.environment or {}
+    if not env:
+        return "not recorded"
+    parts = [
+        f"host {env.get('host', '-')}", f"device {env.get('device', '-')} ({env.get('device_name', '-')})",
+        f"precision {env.get('precision', '-')}", f"torch {env.get('torch', '-')}",
+    ]
+    if env.get("cuda"):
+        parts.append(f"CUDA {env['cuda']}")
+    if env.get("python"):
+        parts.append(f"Python {env['python']}")
+    return " · ".join(parts)
+
+
+def config_table(record: RunRecord) -> Table:
+    frame = pd.DataFrame([{"field": key, "value": value} for key, value in sorted(record.config.items())])
+    return Table(f"config-run-{record.id}", f"Run {record.label}", frame, _formatted(frame, {}))

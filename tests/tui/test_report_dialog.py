@@ -1,0 +1,109 @@
+"""The report dialog (r) on the Runs, Compare and Ablation screens, and the export dialog with
+several marked runs (an ensemble)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from textual.widgets import DataTable, Input, Static
+
+from leuktui.screens.ablation import AblationScreen
+from leuktui.screens.compare import CompareScreen
+from leuktui.screens.export import ExportScreen
+from leuktui.screens.report_dialog import ReportScreen
+from tui.conftest import make_app, wait_until
+
+
+async def mark(app, pilot, *run_ids: int) -> None:
+    table = app.screen.query_one("#runs", DataTable)
+    for run_id in run_ids:
+        table.move_cursor(row=table.get_row_index(str(run_id)))
+        await pilot.press("space")
+
+
+async def test_r_builds_a_report_on_the_marked_runs_and_names_the_folder(seeded, tmp_path):
+    app = make_app(seeded)
+    folder = tmp_path / "lab3"
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9, message="nine runs")
+        await mark(app, pilot, 1, 3)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        dialog = app.screen
+        assert dialog.run_ids == [1, 3] and dialog.named
+        assert "resnet50" in str(dialog.query_one("#report-runs", Static).render())
+        dialog.query_one("#report-output", Input).value = str(folder)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any(str(folder) in n.message for n in app._notifications), timeout=60, message="the notification")
+        assert (folder / "report.html").is_file() and (folder / "figures" / "confusion-run-3.png").is_file()
+        assert any(n.message == f"report on 2 runs written to {folder}" for n in app._notifications)
+
+
+async def test_r_reports_the_filtered_runs_and_says_why_it_cannot(seeded, tmp_path):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9, message="nine runs")
+        await pilot.press("slash")
+        app.screen.query_one("#filter", Input).value = "status=queued"
+        await pilot.press("enter")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        assert app.screen.run_ids == [8] and not app.screen.named
+        app.screen.query_one("#report-output", Input).value = str(tmp_path / "nothing")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any("none of these runs has recorded epochs yet" in n.message for n in app._notifications),
+                         message="the error")
+        assert not (tmp_path / "nothing").exists()
+
+
+async def test_r_on_compare_and_ablation(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9, message="nine runs")
+        await mark(app, pilot, 2, 4)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), message="compare")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        assert app.screen.run_ids == [2, 4]
+        await pilot.press("escape", "escape")
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AblationScreen), message="ablation")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        assert app.screen.run_ids == [2, 4]
+
+
+async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9, message="nine runs")
+        await mark(app, pilot, 1, 3)
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen), message="the export dialog")
+        assert [run.id for run in app.screen.runs] == [1, 3]
+        assert "ensemble of runs 1, 3" in str(app.screen.query_one(".dialog-title", Static).render())
+        assert app.screen.query_one("#export-output", Input).value.endswith("exports/ensemble-1-3.csv")
+        await pilot.press("ctrl+s")
+        # The seeded runs have no checkpoints: the error names the first run, in one line.
+        await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), message="the error")
+
+
+def test_the_app_loads_neither_matplotlib_nor_pandas_until_a_report_is_built(seeded):
+    probe = (
+        "import asyncio, sys\n"
+        "from db import Workspace\n"
+        "from leuktui.app import LeuktuiApp\n"
+        "async def main():\n"
+        f"    app = LeuktuiApp(Workspace.resolve({str(seeded.home)!r}), start_scheduler=False)\n"
+        "    async with app.run_test(size=(80, 24)) as pilot:\n"
+        "        while not app.loaded:\n"
+        "            await pilot.pause(0.05)\n"
+        "        await pilot.press('r')\n"
+        "        await pilot.pause(0.5)\n"
+        "asyncio.run(main())\n"
+        "print('HEAVY=' + ','.join(sorted(m for m in ('matplotlib', 'pandas', 'torch') if m in sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert "HEAVY=\n" in result.stdout
