@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db.errors import UserError
 from db.workspace import file_permissions
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
 SCHEMA_REVISION = "0005"
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 30_000  # $LEUKTUI_BUSY_TIMEOUT_MS overrides it
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -36,12 +38,13 @@ def create_db_engine(url: str) -> Engine:
     if sqlite_file is None:
         return create_engine(url, pool_pre_ping=True)
     sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    busy_ms = int(os.environ.get("LEUKTUI_BUSY_TIMEOUT_MS") or BUSY_TIMEOUT_MS)
+    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -94,5 +97,20 @@ def ensure_schema(engine: Engine, url: str) -> None:
         with _migration_lock(url):
             if current_revision(engine) != SCHEMA_REVISION:
                 upgrade(engine, url)
-    except OperationalError as exc:
-        raise DatabaseError(f"{engine.url.render_as_string(hide_password=True)}: cannot open the database ({exc.orig})") from None
+    except DBAPIError as exc:
+        if not is_unusable_database(exc):
+            raise
+        raise database_error(engine.url, exc) from None
+
+
+def is_unusable_database(exc: DBAPIError) -> bool:
+    """An error about the database itself (unreachable, locked, corrupt, not a database), which a
+    user fixes; not one about our SQL, which is a bug."""
+    return isinstance(exc, OperationalError) or type(exc) is SQLAlchemyDatabaseError
+
+
+def database_error(url, exc: DBAPIError) -> DatabaseError:
+    """One line naming the database (password hidden) and what is wrong with it."""
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else exc.orig.__class__.__name__
+    shown = make_url(str(url)) if isinstance(url, str) else url
+    return DatabaseError(f"{shown.render_as_string(hide_password=True)}: cannot open the database ({reason})")

@@ -80,17 +80,22 @@ class CheckpointSaver:
         whether this epoch is the new best.
         """
         improved = self.improves(row)
-        if improved:
-            self.best = dict(row)
-            self.bad_epochs = 0
-        else:
-            self.bad_epochs += 1
+        best = dict(row) if improved else self.best
+        bad_epochs = 0 if improved else self.bad_epochs + 1
         self.folder.mkdir(parents=True, exist_ok=True)
         last = self.path("last")
-        with atomic_write(last, durable=True) as out:
-            torch.save({**state, "best": self.best, "bad_epochs": self.bad_epochs, "metrics": row}, out)
-        if improved:
-            self._link_best(last)
+        try:
+            with atomic_write(last, durable=True) as out:
+                torch.save({**state, "best": best, "bad_epochs": bad_epochs, "metrics": row}, out)
+            if improved:
+                self._link_best(last)
+        except (OSError, RuntimeError) as exc:
+            # torch reports a failed write (a full disk) as a RuntimeError raised over the OSError.
+            cause = exc if isinstance(exc, OSError) else exc.__context__
+            if not isinstance(cause, OSError):
+                raise
+            raise CheckpointError(f"{last}: cannot be written ({cause.strerror or cause}); the previous checkpoint is kept") from None
+        self.best, self.bad_epochs = best, bad_epochs
         return improved
 
     def _link_best(self, last: Path) -> None:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from db import Database, Workspace, states
+from db.session import database_error, is_unusable_database
 from db.vocabulary import METRICS, RESUMABLE_STATUSES, epoch_metrics
 from db.workspace import apply_file_mode
 from engine.config import ConfigError, RunConfig
@@ -31,6 +35,8 @@ from leuktui.formatting import (
 )
 
 PROG = "leuktui"
+# Errors of the machine a user can fix: a full disk or quota, a read-only file system.
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class UsageError(UserError):
@@ -578,6 +584,7 @@ def fail(message: str, status: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args = None
     try:
         apply_file_mode()
         args = parser.parse_args(argv)
@@ -594,6 +601,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except PermissionError as exc:  # a folder or file of another user, or read-only
         return fail(f"{exc.filename or 'a file'}: permission denied", 1)
+    except OSError as exc:
+        if exc.errno not in USER_OS_ERRORS:
+            raise
+        return fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror}", 1)
+    except DBAPIError as exc:  # the database went away, is locked, or is damaged while in use
+        if not is_unusable_database(exc):
+            raise
+        return fail(str(database_error(Workspace.resolve(getattr(args, "home", None)).db_url, exc)), 1)
 
 
 if __name__ == "__main__":

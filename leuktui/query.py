@@ -36,11 +36,14 @@ class FilterError(UserError):
     """A filter term that cannot be understood; the message names it."""
 
 
+NUMERIC_RUN_FIELDS = {"id", "epochs_done", "sweep_id", "parent_id"}
+
+
 @dataclass(frozen=True)
 class Term:
     field: str | None  # None: free text
     op: str
-    value: str
+    value: Any  # converted to the field's type when the filter is parsed
 
     def matches(self, run: Run) -> bool:
         if self.field is None:
@@ -56,7 +59,10 @@ class Term:
             actual = getattr(run, self.field) if self.field in RUN_FIELDS else run.config.get(self.field)
         if actual is None:
             return self.op == "!="
-        return _OPERATORS[self.op](_comparable(actual), _convert(self.value, actual))
+        try:
+            return _OPERATORS[self.op](_comparable(actual), self.value)
+        except TypeError:  # a config value of another type than its default (an old run's)
+            return False
 
 
 def _comparable(value: Any) -> Any:
@@ -80,6 +86,18 @@ def _convert(text: str, like: Any) -> Any:
     return text.lower()
 
 
+def _example(name: str) -> Any:
+    """A value of the field's type, to convert a filter's text to it."""
+    if name in METRIC_FIELDS:
+        return 0.0
+    if name in NUMERIC_RUN_FIELDS:
+        return 0
+    if name in RUN_FIELDS:
+        return ""
+    default = getattr(RunConfig(), name)
+    return "" if default is None else default
+
+
 def parse(text: str) -> list[Term]:
     terms: list[Term] = []
     known = set(RunConfig.field_names()) | RUN_FIELDS | METRIC_FIELDS | {"tag"}
@@ -94,6 +112,13 @@ def parse(text: str) -> list[Term]:
             raise FilterError(f"unknown field {name!r} in {token!r}")
         if name == "tag" and op not in ("=", "!="):
             raise FilterError(f"tags compare with = or != only ({token!r})")
+        if name != "tag":
+            try:
+                value = _convert(value, _example(name))
+            except FilterError as exc:
+                raise FilterError(f"{exc} in {token!r}") from None
+            if isinstance(value, str) and op not in ("=", "!="):
+                raise FilterError(f"{name} compares with = or != only ({token!r})")
         terms.append(Term(name, op, value))
     return terms
 

@@ -1,0 +1,249 @@
+"""Faults, as they happen on a shared server: a worker killed at any moment, a worker stopped, a
+scheduler killed under running workers, a corrupt database, a full disk. After each, nothing
+recorded is lost or repeated, and the user gets one clear line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from sqlalchemy import text
+
+from conftest import run_cli
+from db import Database, Workspace, states
+from db.vocabulary import metric
+from engine import control, scheduler
+from engine.checkpoint import CheckpointError, CheckpointSaver, load_checkpoint
+from engine.config import RunConfig
+from engine.synth import make_dataset
+
+STEPS_PER_EPOCH = 96 // 8
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("faults") / "cells", n_train=96, n_valid=16, n_test=8, size=16, seed=3)
+
+
+@pytest.fixture
+def home(tmp_path):
+    workspace = Workspace(tmp_path / "home").ensure()
+    yield workspace
+    pid = scheduler.running_pid(workspace)
+    if pid and pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    database = Database(workspace.db_url)
+    for run in database.list_runs(statuses=["running"]):
+        if run.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.pid, signal.SIGCONT)
+                os.kill(run.pid, signal.SIGKILL)
+    database.close()
+
+
+def config(data, **overrides) -> RunConfig:
+    values = {"data_dir": str(data), "image_size": 16, "batch_size": 8, "epochs": 4, "rotation": 0, "workers": 1,
+              "amp": "off", "best_metric": "val_loss"}
+    values.update(overrides)
+    return RunConfig.from_dict(values)
+
+
+def start_worker(workspace: Workspace, run_id: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.worker", str(run_id), "--home", str(workspace.home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONSAFEPATH": "1"})
+
+
+def moments(db: Database, workspace: Workspace, run_id: int):
+    """Conditions to kill a worker at: within an epoch, as a checkpoint lands (between it and the
+    epoch's row, when the kill is quick enough), while validating, and at start-up."""
+    last = workspace.checkpoint_path(run_id, "last")
+
+    def mid_epoch(_since):
+        phase = db.get_run(run_id).phase or ""
+        return " step " in phase and not phase.endswith(f" step 0/{STEPS_PER_EPOCH}")
+
+    def checkpointed(since):
+        return last.exists() and last.stat().st_mtime_ns > since
+
+    def validating(_since):
+        return "validating" in (db.get_run(run_id).phase or "")
+
+    def starting(_since):
+        return db.get_run(run_id).phase in ("importing torch", "building the model")
+
+    return [("mid-epoch", mid_epoch), ("as a checkpoint lands", checkpointed), ("validating", validating),
+            ("at start-up", starting), ("as a checkpoint lands", checkpointed)]
+
+
+def kill_when(worker: subprocess.Popen, moment, since: int, timeout: float = 120) -> bool:
+    """Kill ``worker`` as soon as ``moment`` holds (or when it ended by itself); whether it was."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and worker.poll() is None and not moment(since):
+        time.sleep(0.01)
+    worker.kill()
+    worker.wait()
+    return worker.returncode == -signal.SIGKILL
+
+
+def test_a_worker_killed_at_any_moment_resumes_with_every_epoch_and_step_once(db, home, cells):
+    (run,), _ = control.queue_runs(db, config(cells))
+    kills = []
+    for name, moment in moments(db, home, run.id):
+        assert states.move(db, run.id, "running")
+        last = home.checkpoint_path(run.id, "last")
+        since = last.stat().st_mtime_ns if last.exists() else 0
+        if kill_when(start_worker(home, run.id), moment, since):
+            kills.append((name, db.get_run(run.id).epochs_done))
+        if db.get_run(run.id).status != "running":
+            break  # finished before the moment came
+        assert states.finish(db, run.id, "interrupted")  # what the scheduler records for a dead worker
+    if db.get_run(run.id).status != "completed":
+        if db.get_run(run.id).status != "running":
+            assert states.move(db, run.id, "running")
+        worker = start_worker(home, run.id)
+        assert worker.wait(timeout=300) == 0
+    done = db.get_run(run.id)
+    assert done.status == "completed", kills
+    assert len(kills) >= 3, f"too few kills landed: {kills}"
+    epochs = db.epochs(run.id)
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4], kills
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, 4 * STEPS_PER_EPOCH + 1)), kills
+    assert [e.step for e in epochs] == [STEPS_PER_EPOCH * i for i in range(1, 5)]
+    by_loss = metric("val_loss")
+    best = epochs[0]
+    for epoch in epochs[1:]:
+        best = epoch if by_loss.better(epoch.val_loss, best.val_loss) else best
+    assert done.best_epoch == best.epoch and load_checkpoint(home.checkpoint_path(run.id, "best"))["epoch"] == best.epoch
+
+
+def test_a_stopped_worker_is_failed_within_20_seconds_and_reaped(db, home, cells):
+    (run,), _ = control.queue_runs(db, config(cells, epochs=500))
+    scheduler.start_detached(home, scheduler.Options(idle_timeout=30))
+    pid = wait_for(lambda: db.get_run(run.id).epochs_done >= 1 and db.get_run(run.id).pid, 120, "training")
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    wait_for(lambda: db.get_run(run.id).status == "failed", 25, "failed for silence")
+    assert time.time() - stopped_at < 20 + 1
+    assert "no heartbeat" in db.get_run(run.id).error
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the worker reaped, not a zombie")
+
+
+def test_a_killed_scheduler_leaves_its_workers_training_and_the_next_one_adopts_them(db, home, cells):
+    (run,), _ = control.queue_runs(db, config(cells, epochs=6))
+    first = scheduler.start_detached(home, scheduler.Options(idle_timeout=30))
+    worker = wait_for(lambda: db.get_run(run.id).epochs_done >= 1 and db.get_run(run.id).pid, 120, "training")
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: scheduler.running_pid(home) is None, 10, "scheduler gone")
+    second = scheduler.start_detached(home, scheduler.Options(idle_timeout=30))
+    assert second != first
+    wait_for(lambda: "adopted run" in (home.home / "scheduler.log").read_text(), 15, "adopted")
+    assert db.get_run(run.id).pid == worker, "the same worker trains on"
+    wait_for(lambda: db.get_run(run.id).status == "completed", 240, "the adopted run completes")
+    assert [e.epoch for e in db.epochs(run.id)] == list(range(1, 7))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_database_is_one_clear_line(tmp_path, damage):
+    home = tmp_path / "home"
+    run_cli("ls", home=home)
+    path = home / "leuktui.db"
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database file at all" * 100)
+    else:
+        with path.open("r+b") as handle:
+            handle.truncate(1000)
+    for args in (("ls",), ("show", "1"), ("queue", "ls")):
+        result = run_cli(*args, home=home, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, (args, result.stderr)
+        assert str(path) in lines[0] and "cannot open the database" in lines[0], lines[0]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB file system, as a full disk behaves."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("a tmpfs could not be mounted (needs root)")
+        pytest.skip("mounting a tmpfs needs root: the full-disk faults are not tried")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_and_the_cache_intact(full_disk):
+    saver = CheckpointSaver(full_disk / "checkpoints", "val_acc")
+    small = {"model": {"w": torch.zeros(10)}, "epoch": 1, "step": 1, "config": {}}
+    assert saver.save(small, {"epoch": 1, "val_acc": 0.5})
+    big = {"model": {"w": torch.zeros(1_000_000)}, "epoch": 2, "step": 2, "config": {}}
+    with pytest.raises(CheckpointError, match="last.pt: cannot be written \\(No space left on device\\); the previous checkpoint is kept"):
+        saver.save(big, {"epoch": 2, "val_acc": 0.9})
+    assert load_checkpoint(saver.path("last"))["epoch"] == 1 and load_checkpoint(saver.path("best"))["epoch"] == 1
+    assert sorted(p.name for p in (full_disk / "checkpoints").iterdir()) == ["best.pt", "last.pt"], "no half-written file"
+
+    import numpy as np
+
+    from engine.pipeline import _save_cache
+
+    _save_cache(full_disk / "cache" / "x.npy", np.zeros((4, 400, 400, 3), dtype=np.uint8))  # does not fit: skipped
+    assert not (full_disk / "cache" / "x.npy").exists() and list((full_disk / "cache").iterdir()) == []
+
+
+def test_an_export_to_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, full_disk, cells):
+    home = tmp_path / "home"
+    run_cli("run", "--data-dir", str(cells), "--image-size", "16", "--epochs", "1", "--batch-size", "8", "--amp", "off", home=home)
+    filler = full_disk / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        out.write(b"\0" * (1 << 20))
+    result = run_cli("export", "1", "-o", str(full_disk / "submission.csv"), home=home, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "No space left on device" in lines[0], result.stderr
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def db(home):
+    database = Database(home.db_url)
+    yield database
+    database.close()
+
+
+def test_the_database_file_of_another_process_in_an_exclusive_lock_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    run_cli("ls", home=home)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"c = sqlite3.connect({str(home / 'leuktui.db')!r}, isolation_level=None)\n"
+        "c.execute('PRAGMA locking_mode=EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE')\n"
+        "print('held', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_cli("ls", home=home, check=False, env={"LEUKTUI_BUSY_TIMEOUT_MS": "500"})
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and "database is locked" in lines[0], result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    with Database(f"sqlite:///{home / 'leuktui.db'}").engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM run")).scalar() == 0

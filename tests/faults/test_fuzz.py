@@ -1,0 +1,168 @@
+"""What users feed us, fuzzed: every input ends in a result or a one-line error, never a traceback.
+
+CSV rows and encodings, image files, flag values, filter expressions, keymap.json and submission
+files, each through the same function the CLI and the app call.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import string
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from db.errors import UserError
+from engine.config import RunConfig
+from engine.datasets import load_split
+from engine.preprocess import Preprocess
+from engine.scoring import score_submission
+from leuktui import query
+from leuktui.actions import validate_keymap
+from leuktui.cli import build_parser, config_from_args
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+CELLS = st.text(alphabet=string.printable + "éü\u00a0\ufeff\x00", max_size=30)
+
+
+def one_line(exc: Exception) -> bool:
+    return "\n" not in str(exc) and bool(str(exc).strip())
+
+
+@st.composite
+def csv_files(draw) -> bytes:
+    header = draw(st.sampled_from(["Path,label", "Path", "label,Path", "ID,label", "", "Path;label", "\ufeffPath,label"]))
+    rows = draw(st.lists(st.lists(CELLS, max_size=4).map(",".join), max_size=6))
+    text = "\n".join([header, *rows])
+    encoding = draw(st.sampled_from(["utf-8", "utf-16", "latin-1"]))
+    return text.encode(encoding, errors="replace")
+
+
+@FUZZ
+@given(train=csv_files(), valid=csv_files())
+def test_dataset_csvs(tmp_path_factory, train, valid):
+    root = tmp_path_factory.mktemp("csv")
+    (root / "train.csv").write_bytes(train)
+    (root / "valid.csv").write_bytes(valid)
+    for name in ("train", "valid"):
+        try:
+            split = load_split(root, name)
+        except UserError as exc:
+            assert one_line(exc) and str(root) in str(exc)
+        else:
+            assert all(sample.label in (0, 1) for sample in split.samples)
+
+
+@st.composite
+def image_files(draw) -> bytes:
+    kind = draw(st.sampled_from(["random", "truncated", "valid", "empty"]))
+    if kind == "random":
+        return draw(st.binary(max_size=300))
+    if kind == "empty":
+        return b""
+    size = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    mode = draw(st.sampled_from(["RGB", "L", "RGBA", "P", "1", "I;16"]))
+    out = io.BytesIO()
+    Image.new(mode, size).save(out, format=draw(st.sampled_from(["BMP", "PNG"])) if mode != "I;16" else "PNG")
+    data = out.getvalue()
+    return data[: max(1, len(data) // 2)] if kind == "truncated" else data
+
+
+@FUZZ
+@given(data=image_files(), hist_eq=st.booleans(), crop=st.booleans(), center=st.booleans())
+def test_image_files(tmp_path_factory, data, hist_eq, crop, center):
+    from engine.pipeline import read_image
+
+    path = tmp_path_factory.mktemp("img") / "0.bmp"
+    path.write_bytes(data)
+    try:
+        image = read_image(path, Preprocess(24, hist_eq=hist_eq, crop_to_cell=crop, center_crop=center))
+    except UserError as exc:
+        assert one_line(exc) and str(path) in str(exc)
+    else:
+        side = Preprocess(24, center_crop=center).output_size
+        assert image.shape == (side, side, 3) and image.dtype == np.uint8
+
+
+FLAGS = [f.replace("_", "-") for f in RunConfig.field_names()]
+
+
+@FUZZ
+@given(flag=st.sampled_from(FLAGS), value=st.text(max_size=20))
+def test_flag_values(flag, value):
+    from leuktui.cli import UsageError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(["queue", f"--{flag}={value}"])
+        config = config_from_args(args)
+    except UsageError as exc:
+        assert one_line(exc)
+    else:
+        config.validate()
+
+
+@FUZZ
+@given(text=st.text(alphabet=string.ascii_letters + string.digits + "=<>!.%_- :,", max_size=40))
+def test_filter_expressions(text):
+    run_like = _a_run()
+    try:
+        keep = query.matcher(text)
+    except UserError as exc:
+        assert one_line(exc)
+        return
+    assert keep(run_like) in (True, False), "a filter that parses matches without errors"
+
+
+def _a_run():
+    from db.models import Run
+
+    return Run(id=1, name="r", model="resnet18", status="completed", tags=["demo"], config=RunConfig().to_dict(),
+               best_val_acc=0.9, best_val_f1=0.9, best_val_auc=0.95, epochs_done=3, summary={"val_acc": 0.9, "mcc": 0.7})
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+                    max_leaves=8)
+
+
+@FUZZ
+@given(keymap=JSON | st.dictionaries(st.sampled_from(["new-run", "compare", "quit", "nope", "hold"]),
+                                     st.sampled_from(["N", "q", "c", "", "ctrl+x", ",", "n,N"]), max_size=4))
+def test_keymaps(keymap):
+    usable, warnings = validate_keymap(json.loads(json.dumps(keymap)))
+    assert all(one_line(Exception(w)) for w in warnings)
+    assert isinstance(usable, dict) and all(isinstance(k, str) for k in usable.values())
+
+
+@FUZZ
+@given(submission=csv_files())
+def test_submission_files(tmp_path_factory, submission):
+    folder = tmp_path_factory.mktemp("score")
+    key = folder / "key.csv"
+    key.write_text("ID,label\na.bmp,1\nb.bmp,0\n")
+    path = Path(folder / "submission.csv")
+    path.write_bytes(submission)
+    try:
+        metrics = score_submission(path, key)
+    except UserError as exc:
+        assert one_line(exc) and str(folder) in str(exc)
+    else:
+        assert metrics["n"] == 2
+
+
+def test_a_filter_value_of_the_wrong_type_is_refused_when_typed_not_when_matched():
+    for text, message in (("acc>abc", "'abc' is not a number in 'acc>abc'"), ("hist_eq=maybe", "'maybe' is not true or false"),
+                          ("model>resnet", "model compares with = or != only")):
+        try:
+            query.parse(text)
+        except UserError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"{text!r} parsed")
+    assert query.matcher("acc>85% mcc>0.5 image_size>=128")(_a_run())
+    assert not query.matcher("acc>95%")(_a_run())
