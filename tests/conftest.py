@@ -54,3 +54,39 @@ def run_cli(*args: str, home: Path | None = None, check: bool = True, env: dict 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something true, and return that; fail after ``timeout``."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A workspace whose scheduler and running workers are killed when the test ends."""
+    import contextlib
+    import signal
+
+    from engine import scheduler
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    yield workspace
+    pid = scheduler.running_pid(workspace)
+    if pid and pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    database = Database(workspace.db_url)
+    for run in database.list_runs(statuses=["running"]):
+        if run.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.pid, signal.SIGCONT)
+                os.kill(run.pid, signal.SIGKILL)
+    database.close()

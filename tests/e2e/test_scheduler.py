@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -12,42 +11,17 @@ import time
 import pytest
 from sqlalchemy import text
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 from db import Database, Workspace
 from engine import control, scheduler
 from engine.config import RunConfig
 from engine.synth import make_dataset
 
 
-def wait_for(predicate, timeout: float, message: str, interval: float = 0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
-
-
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     """Enough images for several steps per epoch at a very small size."""
     return make_dataset(tmp_path_factory.mktemp("e2e") / "cells", n_train=96, n_valid=16, n_test=8, size=16, seed=5)
-
-
-@pytest.fixture
-def home(tmp_path):
-    workspace = Workspace(tmp_path / "home").ensure()
-    yield workspace
-    pid = scheduler.running_pid(workspace)
-    if pid and pid > 0:
-        os.kill(pid, signal.SIGKILL)
-    database = Database(workspace.db_url)
-    for run in database.list_runs(statuses=["running"]):
-        if run.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGKILL)
-    database.close()
 
 
 def config(data, **overrides) -> RunConfig:

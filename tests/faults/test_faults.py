@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from conftest import run_cli
+from conftest import run_cli, wait_for
 from db import Database, Workspace, states
 from db.vocabulary import metric
 from engine import control, scheduler
@@ -27,36 +27,9 @@ from engine.synth import make_dataset
 STEPS_PER_EPOCH = 96 // 8
 
 
-def wait_for(predicate, timeout: float, message: str, interval: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
-
-
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("faults") / "cells", n_train=96, n_valid=16, n_test=8, size=16, seed=3)
-
-
-@pytest.fixture
-def home(tmp_path):
-    workspace = Workspace(tmp_path / "home").ensure()
-    yield workspace
-    pid = scheduler.running_pid(workspace)
-    if pid and pid > 0:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    database = Database(workspace.db_url)
-    for run in database.list_runs(statuses=["running"]):
-        if run.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGCONT)
-                os.kill(run.pid, signal.SIGKILL)
-    database.close()
 
 
 def config(data, **overrides) -> RunConfig:

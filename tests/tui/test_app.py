@@ -273,7 +273,9 @@ async def test_every_action_is_in_the_command_palette(seeded):
         assert {"Queue", "Help"} <= titles
 
 
-def test_the_app_never_imports_torch_at_start_up(seeded):
+def test_the_app_never_imports_torch_sklearn_matplotlib_or_pandas_at_start_up(seeded):
+    """Nor when a run is opened, nor when the report dialog opens: only building a report or
+    training loads them."""
     probe = (
         "import asyncio, sys\n"
         "from db import Workspace\n"
@@ -285,8 +287,10 @@ def test_the_app_never_imports_torch_at_start_up(seeded):
         "            await pilot.pause(0.05)\n"
         "        await pilot.press('enter')\n"
         "        await pilot.pause(0.5)\n"
+        "        await pilot.press('escape', 'r')\n"
+        "        await pilot.pause(0.5)\n"
         "asyncio.run(main())\n"
-        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision') if m in sys.modules)))\n"
+        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib', 'pandas') if m in sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert "HEAVY=\n" in result.stdout

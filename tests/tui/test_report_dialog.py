@@ -3,9 +3,6 @@ several marked runs (an ensemble)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from textual.widgets import DataTable, Input, Static
 
 from leuktui.screens.ablation import AblationScreen
@@ -88,22 +85,3 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
         await pilot.press("ctrl+s")
         # The seeded runs have no checkpoints: the error names the first run, in one line.
         await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), message="the error")
-
-
-def test_the_app_loads_neither_matplotlib_nor_pandas_until_a_report_is_built(seeded):
-    probe = (
-        "import asyncio, sys\n"
-        "from db import Workspace\n"
-        "from leuktui.app import LeuktuiApp\n"
-        "async def main():\n"
-        f"    app = LeuktuiApp(Workspace.resolve({str(seeded.home)!r}), start_scheduler=False)\n"
-        "    async with app.run_test(size=(80, 24)) as pilot:\n"
-        "        while not app.loaded:\n"
-        "            await pilot.pause(0.05)\n"
-        "        await pilot.press('r')\n"
-        "        await pilot.pause(0.5)\n"
-        "asyncio.run(main())\n"
-        "print('HEAVY=' + ','.join(sorted(m for m in ('matplotlib', 'pandas', 'torch') if m in sys.modules)))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
-    assert "HEAVY=\n" in result.stdout
