@@ -28,17 +28,45 @@ from db.models import (
     Submission,
     Sweep,
 )
-from db.session import create_db_engine, ensure_schema, sqlite_path
+from db.session import DatabaseError, create_db_engine, ensure_schema, sqlite_path
 from db.vocabulary import METRICS
 from db.workspace import file_permissions
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 8
+WRITE_WAIT_SECONDS = float(os.environ.get("LEUKTUI_WRITE_WAIT_SECONDS") or 120.0)  # for the writer turn
+HEARTBEAT_WAIT_SECONDS = 5.0
 
 # Columns of an epoch row a worker supplies; the summary columns of the run follow from them.
 EPOCH_FIELDS = (
     "train_loss", "train_acc", *(metric.epoch_column for metric in METRICS), "confusion", "lr", "seconds", "images_per_s",
 )
+
+
+def _wait_for_lock(fd: int, path, wait: float) -> None:
+    """Block on ``flock(fd)`` for at most ``wait`` seconds. The blocking call runs in a thread of
+    its own; if the wait is given up, that thread closes ``fd`` (releasing the lock) whenever the
+    lock comes, so a holder that is stopped or hung costs a bounded wait, never a deadlock."""
+    decided = threading.Lock()
+    taken, given_up = threading.Event(), threading.Event()
+
+    def take() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with decided:
+            if given_up.is_set():
+                os.close(fd)
+            else:
+                taken.set()
+
+    threading.Thread(target=take, daemon=True, name="writer-turn").start()
+    if taken.wait(wait):
+        return
+    with decided:
+        if taken.is_set():
+            return
+        given_up.set()
+    raise DatabaseError(f"{path}: another process has held the database's write lock for {wait:g} s "
+                        "(a stopped or hung process?); nothing was written")
 
 
 def _stamped(values: dict[str, Any]) -> dict[str, Any]:
@@ -70,42 +98,40 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         sqlite_file = sqlite_path(url)
         self._write_lock_path = sqlite_file.with_name(sqlite_file.name + ".write.lock") if sqlite_file else None
-        self._write_lock_fd: int | None = None
-        # flock belongs to the open file, which this process's threads share: they take turns on
-        # this lock first, so two threads never both believe they hold the file lock.
-        self._write_lock_threads = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
-        if self._write_lock_fd is not None:
-            os.close(self._write_lock_fd)
-            self._write_lock_fd = None
 
     @contextlib.contextmanager
-    def _writer_turn(self):
-        """Writers of one SQLite file take turns on an OS file lock.
+    def _writer_turn(self, wait: float | None = None):
+        """Writers of one SQLite file take turns on an OS file lock, waiting at most ``wait``
+        seconds (``WRITE_WAIT_SECONDS``) before a ``DatabaseError`` that names the lock.
 
         SQLite makes a waiting writer sleep and poll (up to 100 ms a nap); a blocked ``flock``
-        wakes the moment the lock is free, so concurrent workers write in order, promptly.
+        wakes the moment the lock is free, so concurrent workers write in order, promptly. Each
+        turn opens the lock file afresh: flock belongs to an open file, so threads of one process
+        exclude each other as processes do, and a wait given up cannot release another's turn.
         """
         if self._write_lock_path is None:
             yield
             return
-        with self._write_lock_threads:
-            if self._write_lock_fd is None:
-                self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
+        fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_for_lock(fd, self._write_lock_path, WRITE_WAIT_SECONDS if wait is None else wait)
+        try:
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def session(self) -> Session:
         return self.sessions()
 
-    def write(self, work: Callable[[Any], T], *, core: bool = False) -> T:
+    def write(self, work: Callable[[Any], T], *, core: bool = False, wait: float | None = None) -> T:
         """Run ``work`` in one write transaction (an ORM session, or a Core connection with
-        ``core``), retried if SQLite reports the file locked.
+        ``core``), retried if SQLite reports the file locked; ``wait`` bounds the wait for the
+        writer turn.
 
         The busy timeout absorbs ordinary contention; a retry covers the cases SQLite refuses
         at once (a deferred transaction that must upgrade while another process commits).
@@ -113,9 +139,9 @@ class Database:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 if core:
-                    with self._writer_turn(), self.engine.begin() as connection:
+                    with self._writer_turn(wait), self.engine.begin() as connection:
                         return work(connection)
-                with self._writer_turn(), self.session() as session, session.begin():
+                with self._writer_turn(wait), self.session() as session, session.begin():
                     return work(session)
             except OperationalError as exc:
                 transient = "locked" in str(exc.orig) or "busy" in str(exc.orig)
@@ -180,7 +206,7 @@ class Database:
         with self.session() as session:
             return list(session.scalars(query))
 
-    def update_run(self, run_id: int, *, when_status: Sequence[str] | None = None, **values: Any) -> bool:
+    def update_run(self, run_id: int, *, when_status: Sequence[str] | None = None, wait: float | None = None, **values: Any) -> bool:
         """Change columns of a run other than its status (``db.states`` owns that one).
 
         ``when_status`` makes the change conditional on the run's current status; returns
@@ -191,7 +217,7 @@ class Database:
         query = update(Run).where(Run.id == run_id)
         if when_status is not None:
             query = query.where(Run.status.in_(list(when_status)))
-        result = self.write(lambda session: session.execute(query.values(**_stamped(values))))
+        result = self.write(lambda session: session.execute(query.values(**_stamped(values))), wait=wait)
         if result.rowcount == 0:
             self.get_run(run_id)
             return False
@@ -206,10 +232,11 @@ class Database:
     def heartbeat(self, run_id: int, *, phase: str | None = None) -> None:
         """The worker lives; with ``phase``, it is doing something new, which the app shows (so
         only then does the run count as changed for the app's poll)."""
+        # A beat that cannot be written soon is skipped: the heartbeat file says the worker lives.
         if phase is None:
-            self.update_run(run_id, heartbeat_at=time.time(), updated_at=Run.updated_at)
+            self.update_run(run_id, heartbeat_at=time.time(), updated_at=Run.updated_at, wait=HEARTBEAT_WAIT_SECONDS)
         else:
-            self.update_run(run_id, heartbeat_at=time.time(), phase=phase[:200])
+            self.update_run(run_id, heartbeat_at=time.time(), phase=phase[:200], wait=HEARTBEAT_WAIT_SECONDS)
 
     def runs_changed_since(self, since: float) -> list[Run]:
         """Runs created or changed after ``since`` (the app's incremental poll)."""

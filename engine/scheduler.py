@@ -29,7 +29,7 @@ from typing import Protocol
 
 from filelock import FileLock, Timeout
 
-from db import Database, Workspace, states
+from db import Database, DatabaseError, Workspace, states
 from db.models import Run
 from db.workspace import apply_file_mode, file_permissions
 from engine.errors import UserError
@@ -336,7 +336,12 @@ class Scheduler:
         self.reconcile()
         idle_since = time.time()
         while not self.stopping:
-            self.tick()
+            try:
+                self.tick()
+            except DatabaseError as exc:  # a stopped process holding the write lock, a lost server
+                log.warning("%s; trying again", exc)
+                time.sleep(POLL_SECONDS)
+                continue
             if self.has_work():
                 idle_since = time.time()
             elif time.time() - idle_since > self.options.idle_timeout:

@@ -4,6 +4,7 @@ process take turns on the writer lock, and a run's phase reaches the database an
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -152,3 +153,32 @@ def test_files_are_private_by_default_and_group_shared_on_request(tmp_path, tiny
             assert stat.S_IMODE((home / "leuktui.db").stat().st_mode) & 0o060 == 0o060
     bad = run_cli("ls", home=tmp_path / "x", check=False, env={"LEUKTUI_SHARE": "world"})
     assert bad.returncode == 1 and bad.stderr.strip() == "leuktui: error: LEUKTUI_SHARE='world': expected one of private, group"
+
+
+def test_a_write_behind_a_stopped_holder_of_the_lock_waits_a_bounded_time(db, monkeypatch):
+    from db import DatabaseError, api
+
+    run = db.create_run(config={}, config_hash="x", model="resnet18", name="r")
+    lock = str(db._write_lock_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({lock!r}, os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGSTOP)  # a stopped process holding the turn
+        monkeypatch.setattr(api, "WRITE_WAIT_SECONDS", 0.5)
+        asked = time.time()
+        with pytest.raises(DatabaseError, match="write.lock: another process has held the database's write lock for 0.5 s"):
+            db.update_run(run.id, notes="blocked")
+        assert time.time() - asked < 5
+        holder.kill()
+        holder.wait()
+        db.update_run(run.id, notes="after")  # the abandoned wait released what it got
+        db.update_run(run.id, notes="again")
+        assert db.get_run(run.id).notes == "again"
+    finally:
+        holder.kill()
+        holder.wait()
