@@ -79,6 +79,21 @@ class Workspace:
     def log_path(self, run_id: int) -> Path:
         return self.run_dir(run_id) / "train.log"
 
+    @property
+    def marks_path(self) -> Path:
+        """The runs marked in the app (a JSON list of ids): ``leuktui report`` reports on them."""
+        return self.home / "marked.json"
+
+    def marked_runs(self) -> list[int]:
+        """The ids marked in the app, or none when nothing is marked or the file is unreadable."""
+        import json
+
+        try:
+            ids = json.loads(self.marks_path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [i for i in ids if isinstance(i, int)] if isinstance(ids, list) else []
+
     def heartbeat_path(self, run_id: int) -> Path:
         """Touched by the run's worker while its training moves; its age is the worker's silence."""
         return self.run_dir(run_id) / "heartbeat"

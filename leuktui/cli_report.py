@@ -24,7 +24,7 @@ def add_report_commands(commands: Any) -> None:
     from leuktui.cli import Parser, positive_int, run_id_arg
 
     report = commands.add_parser("report", help="write the lab report: tables, figures, submissions (Markdown + HTML)")
-    report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the best run per model)")
+    report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the runs marked in the app, else the best run per model)")
     report.add_argument("--tag", help="the runs with this tag")
     report.add_argument("--sweep", type=positive_int, metavar="S", help="the runs of this sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
@@ -61,7 +61,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from leuktui.report.data import select_runs
 
     workspace, db = open_workspace(args)
-    runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep)
+    runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep, marked=workspace.marked_runs())
     if args.evaluate:
         evaluate_for_roc(db, workspace, runs, quiet=args.json)
     folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")

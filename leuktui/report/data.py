@@ -68,11 +68,13 @@ class ReportData:
 
 
 def select_runs(
-    db: Database, run_ids: Sequence[int] = (), *, tag: str | None = None, sweep: int | None = None
+    db: Database, run_ids: Sequence[int] = (), *, tag: str | None = None, sweep: int | None = None,
+    marked: Sequence[int] = (),
 ) -> list[Run]:
-    """The runs a report is about: those named, tagged or in the sweep; by default the best run
-    (validation accuracy) of each model. Named runs must exist and have epochs; runs found by
-    tag or sweep without epochs yet are left out."""
+    """The runs a report is about: those named, tagged or in the sweep; by default the runs
+    ``marked`` in the app (those that still exist and have epochs), else the best run (validation
+    accuracy) of each model. Named runs must exist and have epochs; runs found by tag or sweep
+    without epochs yet are left out."""
     chosen: dict[int, Run] = {}
     if run_ids:
         found = {run.id: run for run in db.runs_by_id(list(run_ids))}
@@ -98,7 +100,9 @@ def select_runs(
             what = " and ".join(part for part in (f"tag {tag!r}" if tag else "", f"sweep {sweep}" if sweep else "") if part)
             raise ReportError(f"no runs with recorded epochs have {what}")
         chosen.update({run.id: run for run in with_epochs})
-    if not run_ids and tag is None and sweep is None:
+    if not run_ids and tag is None and sweep is None and marked:
+        chosen = {run.id: run for run in db.runs_by_id(list(marked)) if run.best_epoch is not None}
+    if not run_ids and tag is None and sweep is None and not chosen:
         best: dict[str, Run] = {}
         for run in db.list_runs():
             if run.best_epoch is None or run.best_val_acc is None:

@@ -50,6 +50,7 @@ class RunsScreen(Screen):
         yield KeyBar()
 
     def on_mount(self) -> None:
+        self.marked = set(self.app.workspace.marked_runs())  # marks live on between sessions, shown in the status line
         table = self.query_one("#runs", DataTable)
         for key, label in COLUMNS:
             table.add_column(label, key=key)
@@ -183,11 +184,26 @@ class RunsScreen(Screen):
         self.sort_index = (self.sort_index + 1) % len(SORTS)
         self.refresh_table()
 
+    def _save_marks(self) -> None:
+        """Kept in the workspace, so `leuktui report` reports on what is marked here."""
+        import json
+
+        from engine.files import atomic_write
+
+        marked, path = sorted(self.marked), self.app.workspace.marks_path
+
+        def save() -> None:
+            with atomic_write(path, "w") as out:
+                out.write(json.dumps(marked))
+
+        self.app.run_task("marks", save)
+
     def action_toggle_mark(self) -> None:
         run_id = self.current_run_id()
         if run_id is None:
             return
         self.marked ^= {run_id}
+        self._save_marks()
         table = self.query_one("#runs", DataTable)
         table.update_cell(str(run_id), "mark", Text("●", style="bold yellow") if run_id in self.marked else Text(" "))
         row = table.cursor_row
@@ -308,5 +324,6 @@ class RunsScreen(Screen):
         for run_id in run_ids:
             self.app.runs.pop(run_id, None)
         self.marked -= set(run_ids)
+        self._save_marks()
         self.refresh_table()
         self.notify(f"deleted run(s) {', '.join(map(str, run_ids))}")

@@ -85,3 +85,30 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
         await pilot.press("ctrl+s")
         # The seeded runs have no checkpoints: the error names the first run, in one line.
         await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), message="the error")
+
+
+async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(seeded, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9)
+        table = app.screen.query_one("#runs")
+        table.move_cursor(row=table.get_row_index("5"))
+        await pilot.press("space", "space")  # marks 5, then 4
+        await wait_until(pilot, lambda: seeded.marked_runs() == [4, 5], message="marks kept in the workspace")
+    out = json.loads(run_cli("report", "-o", str(tmp_path / "r"), "--json", home=seeded.home).stdout)
+    assert out["runs"] == [4, 5]
+    again = make_app(seeded)
+    async with again.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: again.screen.query_one("#runs").row_count == 9)
+        assert again.screen.marked == {4, 5} and "2 marked" in str(again.screen.query_one("#runs-status").render())
+        table = again.screen.query_one("#runs")
+        table.move_cursor(row=table.get_row_index("4"))
+        await pilot.press("space")
+        await wait_until(pilot, lambda: seeded.marked_runs() == [5], message="unmarked")
+    seeded.marks_path.write_text("[]")
+    out = json.loads(run_cli("report", "-o", str(tmp_path / "r2"), "--json", home=seeded.home).stdout)
+    assert out["runs"] == [1, 4, 5], "nothing marked: the best run of each model"
