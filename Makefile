@@ -1,4 +1,5 @@
-# `make run` opens the leuktui app on the demo workspace; `make test` runs every check. Both set up
+# `make run` opens the leuktui app on the demo workspace; `make test` runs every check (starting
+# PostgreSQL and Slurm on loopback first). Both set up
 # .venv from nothing (pip only; torch comes from the machine's local wheels where present).
 PYTHON ?= python3
 VENV := .venv
@@ -30,8 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# The database and Slurm tests run against real servers on loopback: tests/services/up.sh starts
+# them (installing them first where this is root) and prints the variables the tests read.
 test: lint
-	$(PY) -m pytest -q --durations=10
+	env $$(tests/services/up.sh) $(PY) -m pytest -q --durations=10
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import random
 import time
@@ -15,6 +14,7 @@ from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import dialect
 from db.models import (
     RUN_STATUSES,
     WAITING_STATUSES,
@@ -83,7 +83,8 @@ class Database:
 
     def write(self, work: Callable[[Any], T], *, core: bool = False) -> T:
         """Run ``work`` in one write transaction (an ORM session, or a Core connection with
-        ``core``), retried if SQLite reports the file locked.
+        ``core``), retried if SQLite reports the file locked or PostgreSQL picked it as a
+        deadlock victim.
 
         The busy timeout absorbs ordinary contention; a retry covers the cases SQLite refuses
         at once (a deferred transaction that must upgrade while another process commits).
@@ -96,8 +97,7 @@ class Database:
                 with self._writer_turn(), self.session() as session, session.begin():
                     return work(session)
             except OperationalError as exc:
-                transient = "locked" in str(exc.orig) or "busy" in str(exc.orig)
-                if not transient or attempt == WRITE_ATTEMPTS - 1:
+                if not dialect.is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.02 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
@@ -299,8 +299,8 @@ class Database:
                 select(func.max(StepMetric.step).label("step"), func.avg(StepMetric.value).label("value"))
                 .where(*where).group_by(group).subquery()
             )
-            packed = session.scalar(select(func.json_group_array(func.json_array(buckets.c.step, buckets.c.value))))
-        return sorted((int(step), float(value)) for step, value in json.loads(packed))
+            packed = session.scalar(select(dialect.pairs_as_json(self.engine.dialect.name, buckets.c.step, buckets.c.value)))
+        return sorted((int(step), float(value)) for step, value in dialect.unpack_pairs(packed))
 
     def count_steps(self, run_id: int) -> int:
         with self.session() as session:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+
+from db import dialect
+from db.dialect import sqlite_path
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
 SCHEMA_REVISION = "0005"
@@ -21,17 +20,13 @@ class DatabaseError(RuntimeError):
     """The database cannot be opened or upgraded; the message names it."""
 
 
-def sqlite_path(url: str) -> Path | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
 def create_db_engine(url: str) -> Engine:
     sqlite_file = sqlite_path(url)
     if sqlite_file is None:
-        return create_engine(url, pool_pre_ping=True)
+        try:
+            return create_engine(url, **dialect.engine_options(url))
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(dialect.missing_driver(url, exc)) from None
     sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
@@ -52,22 +47,6 @@ def current_revision(engine: Engine) -> str | None:
         if not inspect(connection).has_table("alembic_version"):
             return None
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-
-
-@contextlib.contextmanager
-def _migration_lock(url: str) -> Iterator[None]:
-    """Several processes may open a new workspace at once; only one of them migrates."""
-    sqlite_file = sqlite_path(url)
-    if sqlite_file is None:
-        yield
-        return
-    lock_path = sqlite_file.with_name(sqlite_file.name + ".migrate.lock")
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def alembic_config(url: str):
@@ -93,8 +72,8 @@ def ensure_schema(engine: Engine, url: str) -> None:
     try:
         if current_revision(engine) == SCHEMA_REVISION:
             return
-        with _migration_lock(url):
+        with dialect.migration_lock(engine, url):
             if current_revision(engine) != SCHEMA_REVISION:
                 upgrade(engine, url)
     except OperationalError as exc:
-        raise DatabaseError(f"{engine.url.render_as_string(hide_password=True)}: cannot open the database ({exc.orig})") from None
+        raise DatabaseError(dialect.describe_unreachable(url, exc)) from None
