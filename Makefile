@@ -1,6 +1,6 @@
-# `make run` opens the leuktui app on the demo workspace; `make test` runs every check (starting
-# PostgreSQL and Slurm on loopback first). Both set up
-# .venv from nothing (pip only; torch comes from the machine's local wheels where present).
+# `make run` opens the leuktui app on the demo workspace; `make test` runs every check, starting
+# PostgreSQL and Slurm on loopback first. Both set up .venv from nothing (pip only; torch comes
+# from the machine's local wheels where present).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
