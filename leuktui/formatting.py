@@ -52,6 +52,8 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "device": run.device,
         "host": run.host,
         "pid": run.pid,
+        "backend": run.backend,
+        "job_id": run.job_id,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,

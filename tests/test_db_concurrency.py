@@ -8,10 +8,9 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import text
 
+from conftest import run_cli
 from db import Database, DatabaseError, states
 from db.session import SCHEMA_REVISION
-
-from conftest import run_cli
 
 WRITERS = 4
 
