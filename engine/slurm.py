@@ -181,6 +181,25 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
     return out
 
 
+def states_of_runs(runs) -> dict[int, JobState]:
+    """Slurm's word on the runs (of those given) that are Slurm jobs, from one ``squeue`` call.
+
+    When Slurm cannot be asked, each gets the state UNKNOWN with the reason why."""
+    jobs = {run.id: run.job_id for run in runs if run.backend == "slurm" and run.job_id}
+    if not jobs:
+        return {}
+    try:
+        by_job = job_states(jobs.values())
+    except SlurmError as exc:
+        return {run_id: JobState(job_id, "UNKNOWN", str(exc)) for run_id, job_id in jobs.items()}
+    return {run_id: by_job[job_id] for run_id, job_id in jobs.items() if job_id in by_job}
+
+
+def job_cell(state: JobState) -> str:
+    """A job in a few words for a table: id, state, and the node or why it waits."""
+    return f"{state.job_id} {state.state} {state.node or state.reason}".strip()
+
+
 def wants_gpu(device: str, partition_has_gpus: bool) -> bool:
     if device == "cpu":
         return False

@@ -286,9 +286,14 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
 
     runs = db.queue()
     pid = running_pid(workspace)
-    jobs = batch_job_states(runs)
+    from engine.slurm import job_cell, states_of_runs
+
+    jobs = states_of_runs(runs)
     if args.json:
-        print_json({"scheduler_pid": pid, "runs": [{**run_to_dict(r), "job": jobs.get(r.id)} for r in runs]})
+        print_json({"scheduler_pid": pid, "runs": [
+            {**run_to_dict(r), "job": {"state": j.state, "node": j.node, "reason": j.reason} if (j := jobs.get(r.id)) else None}
+            for r in runs
+        ]})
         return 0
     from rich.table import Table
 
@@ -296,31 +301,13 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
     for column in ("#", "id", "name", "status", "device", "job", "epoch", "priority", "age"):
         table.add_column(column)
     for position, run in enumerate(runs, start=1):
-        job = jobs.get(run.id)
-        job_text = f"{run.backend} {run.job_id} {job['state']} {job['node'] or job['reason']}".strip() if job else "-"
+        job_text = f"{run.backend} {job_cell(jobs[run.id])}" if run.id in jobs else "-"
         table.add_row(str(position), str(run.id), run.name, run.status, run.device or "-", job_text,
                       f"{run.epochs_done}/{run.config.get('epochs')}", str(run.priority), age(run.created_at))
     out = console()
     out.print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
     out.print(table if runs else "the queue is empty")
     return 0
-
-
-def batch_job_states(runs) -> dict[int, dict[str, str]]:
-    """Slurm's word on the runs that are Slurm jobs: state, node, reason; one ``squeue`` call."""
-    slurm_runs = {run.id: run.job_id for run in runs if run.backend == "slurm" and run.job_id}
-    if not slurm_runs:
-        return {}
-    from engine.slurm import SlurmError, job_states
-
-    try:
-        states_by_job = job_states(slurm_runs.values())
-    except SlurmError as exc:
-        return {run_id: {"state": "UNKNOWN", "node": "", "reason": str(exc)} for run_id in slurm_runs}
-    return {
-        run_id: {"state": state.state, "node": state.node, "reason": state.reason}
-        for run_id, job_id in slurm_runs.items() if (state := states_by_job.get(job_id))
-    }
 
 
 def cmd_queue_op(args: argparse.Namespace) -> int:

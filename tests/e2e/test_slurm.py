@@ -215,3 +215,56 @@ def test_without_sbatch_the_slurm_backend_is_one_line(cluster):
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("leuktui: error: sbatch: not found on PATH"), line
+
+
+def test_two_login_hosts_on_one_database_submit_each_run_once_and_each_adopts_its_own(cluster):
+    import threading
+
+    from engine.slurm import SlurmBackend
+
+    workspace = Workspace(cluster.home)
+    scheduler.stop(workspace)
+    run_ids = cluster.queue("--grid", "lr=0.01,0.005,0.002,0.001", "--name", "two hosts", epochs=1)
+    hosts = ("login-a", "login-b")
+
+    def make(host: str) -> scheduler.Scheduler:
+        return scheduler.Scheduler(workspace, Database(cluster.env["LEUKTUI_DB"]), scheduler.Options(backend="slurm"),
+                                   backend=SlurmBackend(workspace, host=host), gpus=[], host=host)
+
+    schedulers = [make(host) for host in hosts]
+    barrier = threading.Barrier(len(schedulers))
+
+    def dispatch(s: scheduler.Scheduler) -> None:
+        barrier.wait()
+        for _ in range(3):
+            s.dispatch()
+
+    threads = [threading.Thread(target=dispatch, args=(s,)) for s in schedulers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    supervised = [set(s.handles) for s in schedulers]
+    assert supervised[0].isdisjoint(supervised[1]) and supervised[0] | supervised[1] == set(run_ids), supervised
+    for run_id in run_ids:
+        listing = subprocess.run(["squeue", "--noheader", "--states=all", f"--name=leuktui-run-{run_id}", "--format=%i"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert listing == [cluster.run(run_id).job_id], f"run {run_id} was submitted once: {listing}"
+        owner = hosts[0] if run_id in supervised[0] else hosts[1]
+        assert job_detail(listing[0]).comment.endswith(owner)
+
+    # A restarted scheduler of login-a adopts exactly login-a's jobs that still run.
+    restarted = make("login-a")
+    restarted.reconcile()
+    assert set(restarted.handles) <= supervised[0]
+    schedulers[0] = restarted
+
+    def all_done() -> bool:
+        for s in schedulers:
+            s.reap()
+        return all(cluster.run(run_id).status == "completed" for run_id in run_ids)
+
+    wait_for(all_done, 300, "every run of the two hosts to complete")
+    for s in schedulers:
+        s.db.close()
