@@ -345,6 +345,8 @@ class Scheduler:
                 if now - (run.heartbeat_at or 0) > HEARTBEAT_STALE_SECONDS / 2:
                     self.db.update_run(run.id, when_status=("running",), heartbeat_at=now, phase=f"waiting in {handle.backend}: {handle.detail}")
                 continue
+            if run.phase and run.phase.startswith("waiting in "):  # the batch system started it
+                self.db.update_run(run.id, when_status=("running",), phase="starting")
             beat = run.heartbeat_at or handle.started
             started_beating = beat > handle.started + 0.001
             limit = HEARTBEAT_STALE_SECONDS if started_beating else STARTUP_GRACE_SECONDS
