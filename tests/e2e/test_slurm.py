@@ -127,27 +127,35 @@ def test_runs_and_a_sweep_train_to_completion_as_slurm_jobs_on_postgresql(cluste
     assert not (cluster.home / "leuktui.db").exists()
 
 
-def test_the_app_shows_a_slurm_run_from_postgresql_with_its_charts_and_confusion_matrix(cluster):
+def test_the_app_shows_slurm_runs_from_postgresql_with_charts_confusion_matrix_and_job_state(cluster):
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
     from e2e.test_terminal import Terminal
 
     (run_id,) = cluster.queue("--name", "seen-in-the-app")
+    (long_id,) = cluster.queue("--name", "still-training", epochs=500)
     cluster.cli("scheduler", "start")
     cluster.wait_status(run_id, ("completed",))
+    job_id = cluster.wait_training(long_id).job_id
     command = (f"env LEUKTUI_DB={shlex.quote(cluster.env['LEUKTUI_DB'])} {shlex.quote(sys.executable)} -m leuktui "
                f"--home {shlex.quote(str(cluster.home))} --no-scheduler")
-    terminal = Terminal(f"leuktui-slurm-{os.getpid()}-{int(time.time())}", command, cwd=cluster.home)
+    terminal = Terminal(f"leuktui-slurm-{os.getpid()}-{int(time.time())}", command, cwd=cluster.home, width=160)
     try:
         terminal.wait_for("seen-in-the-app", 30)
+        terminal.keys("w")
+        terminal.wait_for(f"slurm {job_id} RUNNING", 20)
+        terminal.keys("Escape")
+        terminal.wait_for("seen-in-the-app", 10)
+        terminal.keys("Down")  # the newest run is first: the completed one is second
         terminal.keys("Enter")
         terminal.wait_for("loss per epoch", 20)
         terminal.keys("2")
         screen = terminal.wait_for("true \\ predicted", 20)
-        assert "sensitivity" in screen
+        assert "sensitivity" in screen and "seen-in-the-app" in screen
         terminal.keys("q")
     finally:
         terminal.close()
+    cluster.cli("cancel", str(long_id))
 
 
 def test_leuktui_cancel_scancels_the_job_and_resume_submits_a_new_one(cluster):
