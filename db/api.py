@@ -264,8 +264,7 @@ class Database:
             return
         payload = [{"run_id": run_id, "step": s, "key": k, "value": v} for s, k, v in rows]
         # Core, not the ORM session: this is the hot path of every worker.
-        statement = insert(StepMetric.__table__)
-        self.write(lambda connection: connection.execute(statement, payload), core=True)
+        self.write(lambda connection: dialect.insert_rows(connection, StepMetric.__table__, payload), core=True)
 
     def epochs(self, run_id: int, *, after: int = 0) -> list[Epoch]:
         query = select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > after).order_by(Epoch.epoch)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Text, cast, func, text
+from sqlalchemy import Connection, Engine, Table, Text, cast, func, insert, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement
@@ -47,6 +47,20 @@ def pairs_as_json(dialect: str, first: ColumnElement, second: ColumnElement) -> 
     if dialect == "postgresql":
         return cast(func.json_agg(func.json_build_array(first, second)), Text)
     return func.json_group_array(func.json_array(first, second))
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows in one go: PostgreSQL's COPY (a third of the client's time of a multi-row
+    INSERT, and nothing for the server to parse), a multi-row INSERT elsewhere."""
+    if connection.dialect.name == "postgresql" and rows:
+        columns = list(rows[0])
+        names = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in columns)
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {connection.dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in columns])
+        return
+    connection.execute(insert(table), list(rows))
 
 
 def unpack_pairs(packed: str | None) -> list[Any]:

@@ -119,3 +119,10 @@ def test_steps_overview_buckets_means_in_sql_and_ends_on_the_newest_step(db):
     db.add_steps(run.id, [(1001, "train_loss", 5.0)])
     overview = db.steps_overview(run.id, max_points=500)
     assert len(overview) == 334 and overview[-2] == (999, 998.0) and overview[-1] == (1001, (1000 + 5.0) / 2)
+
+
+def test_step_values_come_back_exactly_infinities_included(db):
+    run = _run(db)
+    values = [0.1, 1e-300, 123456.789012345, float("inf"), -float("inf")]
+    db.add_steps(run.id, [(i + 1, "train_loss", v) for i, v in enumerate(values)])
+    assert db.steps(run.id) == [(i + 1, v) for i, v in enumerate(values)]
