@@ -81,16 +81,20 @@ class Database:
     def session(self) -> Session:
         return self.sessions()
 
-    def write(self, work: Callable[[Any], T], *, core: bool = False) -> T:
+    def write(self, work: Callable[[Any], T], *, core: bool | str = False) -> T:
         """Run ``work`` in one write transaction (an ORM session, or a Core connection with
         ``core``), retried if SQLite reports the file locked or PostgreSQL picked it as a
-        deadlock victim.
+        deadlock victim or dropped the connection. ``core="statement"`` is for work that is a
+        single statement, which is then its own transaction (see ``dialect.statement_connection``).
 
         The busy timeout absorbs ordinary contention; a retry covers the cases SQLite refuses
         at once (a deferred transaction that must upgrade while another process commits).
         """
         for attempt in range(WRITE_ATTEMPTS):
             try:
+                if core == "statement":
+                    with self._writer_turn(), dialect.statement_connection(self.engine) as connection:
+                        return work(connection)
                 if core:
                     with self._writer_turn(), self.engine.begin() as connection:
                         return work(connection)
@@ -264,7 +268,7 @@ class Database:
             return
         payload = [{"run_id": run_id, "step": s, "key": k, "value": v} for s, k, v in rows]
         # Core, not the ORM session: this is the hot path of every worker.
-        self.write(lambda connection: dialect.insert_rows(connection, StepMetric.__table__, payload), core=True)
+        self.write(lambda connection: dialect.insert_rows(connection, StepMetric.__table__, payload), core="statement")
 
     def epochs(self, run_id: int, *, after: int = 0) -> list[Epoch]:
         query = select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > after).order_by(Epoch.epoch)

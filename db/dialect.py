@@ -37,8 +37,11 @@ def sqlite_path(url: str | URL) -> Path | None:
 def engine_options(url: str | URL) -> dict[str, Any]:
     """Arguments to ``create_engine`` for a server database (SQLite's are set in db.session)."""
     if backend_name(url) == "postgresql":
-        # A worker holds one connection and the app a few; recycle idle ones a server may drop.
-        return {"pool_pre_ping": True, "pool_size": 4, "max_overflow": 8, "pool_recycle": 1800}
+        # A worker holds one connection and the app a few; idle ones are recycled before a server
+        # or firewall drops them. No ping per checkout: it was a round trip on every write and
+        # halved the step rows a server took (bench/db_load.py); a dropped connection is instead
+        # noticed when used, the pool is refreshed, and a write is retried (``is_transient``).
+        return {"pool_pre_ping": False, "pool_size": 4, "max_overflow": 8, "pool_recycle": 1800}
     return {"pool_pre_ping": True}
 
 
@@ -54,13 +57,33 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     INSERT, and nothing for the server to parse), a multi-row INSERT elsewhere."""
     if connection.dialect.name == "postgresql" and rows:
         columns = list(rows[0])
-        names = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in columns)
+        quote = connection.dialect.identifier_preparer
+        statement = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(name) for name in columns)}) FROM STDIN"
+        driver = connection.dialect.loaded_dbapi
         cursor = connection.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY {connection.dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[name] for name in columns])
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row([row[name] for name in columns])
+        except driver.Error as exc:
+            # The driver's own error, as SQLAlchemy would have raised it for an execute().
+            lost = connection.dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(statement, None, exc, driver.Error, connection_invalidated=lost,
+                                      dialect=connection.dialect) from None
         return
     connection.execute(insert(table), list(rows))
+
+
+def statement_connection(engine: Engine):
+    """A connection for one write statement that is its own transaction.
+
+    On PostgreSQL it runs in autocommit: no BEGIN and COMMIT round trips around a statement that
+    is atomic anyway. SQLite takes its write lock in a transaction as ever."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
 
 
 def unpack_pairs(packed: str | None) -> list[Any]:
@@ -69,6 +92,8 @@ def unpack_pairs(packed: str | None) -> list[Any]:
 
 def is_transient(exc: DBAPIError) -> bool:
     """A write the database refused for now (a lock, a deadlock victim) that a retry will pass."""
+    if exc.connection_invalidated:  # the server dropped the connection; the pool has a new one
+        return True
     state = getattr(exc.orig, "sqlstate", None)
     if state is not None:
         return state in _PG_RETRY_STATES

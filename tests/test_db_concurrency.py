@@ -114,3 +114,23 @@ def test_every_command_that_reads_works_on_postgresql(pg_url, tmp_path, tiny_dat
     assert database.steps_overview(1), "the run's loss curve reads back from PostgreSQL"
     database.close()
     assert not (home / "leuktui.db").exists(), "nothing went to the workspace's SQLite file"
+
+
+def test_writes_go_on_after_the_server_dropped_the_connections(pg_url):
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    database = Database(pg_url)
+    run = database.create_run(config={}, config_hash="h", model="resnet18", name="dropped")
+    database.add_steps(run.id, [(1, "train_loss", 1.0)])
+    admin = create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        dropped = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"
+        ), {"name": make_url(pg_url).database}).scalar()
+    admin.dispose()
+    assert dropped >= 1
+    database.add_steps(run.id, [(2, "train_loss", 0.5)])
+    database.add_epoch(run.id, 1, 2, {"val_acc": 0.5})
+    assert database.steps(run.id) == [(1, 1.0), (2, 0.5)] and database.get_run(run.id).epochs_done == 1
+    database.close()
