@@ -209,15 +209,21 @@ def wants_gpu(device: str, partition_has_gpus: bool) -> bool:
 COMMENT_PREFIX = "leuktui-scheduler@"
 
 
+def _directive_value(value) -> str:
+    """A path in an ``#SBATCH`` line: sbatch splits those on spaces unless double-quoted."""
+    text = str(value)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, partition: str | None, host: str) -> str:
     """The batch script of one run: Slurm directives, the environment, then the worker."""
     home = str(workspace.home)
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=leuktui-run-{run_id}",
-        f"#SBATCH --output={workspace.log_path(run_id)}",
+        f"#SBATCH --output={_directive_value(workspace.log_path(run_id))}",
         "#SBATCH --open-mode=append",
-        f"#SBATCH --chdir={home}",
+        f"#SBATCH --chdir={_directive_value(home)}",
         # Which host's scheduler supervises the job: the one that adopts it after a restart.
         f"#SBATCH --comment={COMMENT_PREFIX}{host}",
     ]
