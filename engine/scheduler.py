@@ -8,9 +8,11 @@ runs on free devices. On start it reconciles: a run marked running whose process
 period and is started again on demand. The database is its only channel to everything else.
 
 Where runs go is its backend: local subprocesses, or Slurm batch jobs (``engine.slurm``). With a
-shared database (PostgreSQL) each host runs its own scheduler; a run is supervised by the one that
-started it (the run's ``host``), and a run whose host died is ended ``interrupted`` by any other
-once its heartbeat is ``HOST_DEAD_SECONDS`` old.
+shared database (PostgreSQL) each host runs its own scheduler and a run is supervised by exactly
+one: the one that moved it from queued to running (compare-and-set) — for a local worker the
+scheduler of the run's ``host``, for a batch job the one the job names as its submitter. A run
+whose host died is ended ``interrupted`` by any other scheduler once its heartbeat is
+``HOST_DEAD_SECONDS`` old.
 
 Light: no torch here; workers (``python -m engine.worker RUN_ID``) import it.
 """
@@ -33,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy.exc import DBAPIError
+
 from db import Database, Workspace, states
 from db.dialect import sqlite_path
 from db.models import Run
@@ -48,7 +52,6 @@ CANCEL_GRACE_SECONDS = 20.0      # SIGTERM, then SIGKILL after this long
 LOG_TAIL_LINES = 8
 # A running run not beating for this long while its supervising host is elsewhere: that host is gone.
 HOST_DEAD_SECONDS = 60.0
-BACKENDS = ("local", "slurm")
 
 log = logging.getLogger("leuktui.scheduler")
 
@@ -413,7 +416,15 @@ class Scheduler:
         self.reconcile()
         idle_since = time.time()
         while not self.stopping:
-            self.tick()
+            try:
+                self.tick()
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # A database server that restarted: the pool reconnects on the next pass.
+                log.warning("lost the database connection (%s); trying again", " ".join(str(exc.orig).split()))
+                time.sleep(POLL_SECONDS)
+                continue
             if self.has_work():
                 idle_since = time.time()
             elif time.time() - idle_since > self.options.idle_timeout:

@@ -11,6 +11,7 @@ Light: no torch; the scheduler imports this only when its backend is ``slurm``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -27,6 +28,7 @@ from engine.errors import UserError
 from engine.scheduler import Handle
 
 COMMAND_TIMEOUT = 60.0
+log = logging.getLogger("leuktui.scheduler")
 STATE_CACHE_SECONDS = 1.0
 
 # Job states (squeue's long names) in which the job has not started its worker yet.
@@ -300,7 +302,11 @@ class SlurmBackend:
         return self._states.get(handle.job_id)
 
     def poll(self, handle: Handle) -> int | None:
-        state = self.state(handle)
+        try:
+            state = self.state(handle)
+        except SlurmError as exc:  # Slurm busy or restarting: the job is as it was; ask again next pass
+            log.warning("%s", exc)
+            return None
         if state is None:
             return None
         handle.waiting = state.waiting
@@ -326,4 +332,7 @@ class SlurmBackend:
 
     def cancel(self, handle: Handle, *, force: bool = False) -> None:
         argv = ["scancel", *(["--signal=KILL", "--full"] if force else []), handle.job_id]
-        run_slurm(argv, what=f"cancel job {handle.job_id}")
+        try:
+            run_slurm(argv, what=f"cancel job {handle.job_id}")
+        except SlurmError as exc:  # ended meanwhile, or Slurm busy: the next poll tells which
+            log.warning("%s", exc)
