@@ -256,8 +256,10 @@ def test_two_login_hosts_on_one_database_submit_each_run_once_and_each_adopts_it
     supervised = [set(s.handles) for s in schedulers]
     assert supervised[0].isdisjoint(supervised[1]) and supervised[0] | supervised[1] == set(run_ids), supervised
     for run_id in run_ids:
-        listing = subprocess.run(["squeue", "--noheader", "--states=all", f"--name=leuktui-run-{run_id}", "--format=%i"],
-                                 capture_output=True, text=True, check=True).stdout.split()
+        jobs = subprocess.run(["squeue", "--noheader", "--states=all", f"--name=leuktui-run-{run_id}", "--format=%i|%Z"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        # Jobs of this workspace: other tests' runs have the same ids in their own databases.
+        listing = [job.split("|")[0] for job in jobs if job.split("|")[1] == str(cluster.home)]
         assert listing == [cluster.run(run_id).job_id], f"run {run_id} was submitted once: {listing}"
         owner = hosts[0] if run_id in supervised[0] else hosts[1]
         assert job_detail(listing[0]).comment.endswith(owner)
