@@ -33,7 +33,7 @@ install_if_missing() {
         || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; }
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 write_conf() {
     local cpus
@@ -117,7 +117,7 @@ stop() {
     local daemon
     for daemon in slurmd slurmctld munge/munged; do
         if pid_alive "$DIR/$daemon.pid"; then
-            kill "$(cat "$DIR/$daemon.pid")"
+            kill "$(cat "$DIR/$daemon.pid" 2>/dev/null)" 2>/dev/null || true
             for _ in $(seq 1 50); do pid_alive "$DIR/$daemon.pid" || break; sleep 0.2; done
         fi
     done
