@@ -1,5 +1,6 @@
-# `make run` opens the leuktui app on the demo workspace; `make test` runs every check. Both set up
-# .venv from nothing (pip only; torch comes from the machine's local wheels where present).
+# `make run` opens the leuktui app on the demo workspace; `make test` runs every check, starting
+# PostgreSQL and Slurm on loopback first. Both set up .venv from nothing (pip only; torch comes
+# from the machine's local wheels where present).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -30,13 +31,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-# Programs some tests drive (tests/services/*.sh, e.g. chromium for the report's browser test);
-# where one cannot be brought up, its tests skip, and fail under CI.
+# The tests drive real programs on loopback: PostgreSQL, a one-node Slurm cluster, sshd, chromium.
+# tests/services/up.sh installs them where this is root and they are missing, starts the servers,
+# and prints the variables the tests read; a test whose service is missing skips naming it (and
+# fails under CI).
 services:
-	@for service in tests/services/*.sh; do bash $$service || echo "$$service: not available; its tests will skip"; done
+	tests/services/up.sh
 
-test: lint services
-	$(PY) -m pytest -q --durations=10
+test: lint
+	env $$(tests/services/up.sh) $(PY) -m pytest -q --durations=10
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py

@@ -1,8 +1,12 @@
-"""Database load: N writer processes log step metrics in batches into one SQLite file while a
+"""Database load: N writer processes log step metrics in batches into one database while a
 reader polls for new rows, as workers and the app do.
 
     .venv/bin/python bench/db_load.py                  # 8 writers, batches of 25 rows (the engine's flush)
     .venv/bin/python bench/db_load.py --writers 4 --batch 100
+    .venv/bin/python bench/db_load.py --db postgresql+psycopg://user:pw@host:5432/db   # beside SQLite's
+
+SQLite (a fresh file) always runs; ``--db URL`` runs the same load against that database too and
+prints it beside SQLite's (its bench runs are deleted afterwards).
 
 Prints rows/s, the worst and 99th-percentile write latency, the rows the reader saw and the rows
 lost (must be 0). The reference, measured in the same run, is the same writers committing one row
@@ -20,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from db import Database  # noqa: E402
 
@@ -97,24 +103,43 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000, help="step rows per writer")
     parser.add_argument("--batch", type=int, default=25, help="rows per commit (the engine flushes every 25 steps)")
     parser.add_argument("--reference-rows", type=int, default=1000, help="rows per writer for the one-row-per-commit reference")
+    parser.add_argument("--db", metavar="URL", help="also load this database (e.g. a PostgreSQL server) and print it beside SQLite")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'load.db'}"
+    def load(url: str) -> tuple[dict, dict]:
         db = Database(url)
-        make = lambda: [db.create_run(config={}, config_hash="bench", model="resnet18", name=f"w{i}").id for i in range(args.writers)]  # noqa: E731
-        batched = scenario(url, make(), args.rows, args.batch)
-        reference = scenario(url, make(), args.reference_rows, 1)
+        made: list[int] = []
 
-    print(f"{args.writers} writers, SQLite WAL, a reader polling every 50 ms")
-    for label, result, batch in (("batched", batched, args.batch), ("reference, one row per commit", reference, 1)):
-        print(
-            f"{label:<31} batch {batch:>4}: {result['rows_per_s']:>10,.0f} rows/s  worst write {result['worst_ms']:7.1f} ms  "
-            f"p99 {result['p99_ms']:6.1f} ms  lost {result['lost']}  reader saw {result['reader_seen']:,}/{result['expected']:,} "
-            f"in {result['polls']} polls"
-        )
-    print(f"ratio batched / reference: {batched['rows_per_s'] / reference['rows_per_s']:.1f}x")
-    if batched["lost"] or reference["lost"] or batched["reader_seen"] != batched["expected"]:
+        def make() -> list[int]:
+            ids = [db.create_run(config={}, config_hash="bench", model="resnet18", name=f"bench w{i}").id for i in range(args.writers)]
+            made.extend(ids)
+            return ids
+
+        try:
+            return scenario(url, make(), args.rows, args.batch), scenario(url, make(), args.reference_rows, 1)
+        finally:
+            for run_id in made:
+                db.delete_run(run_id)
+            db.close()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["SQLite"] = load(f"sqlite:///{Path(tmp) / 'load.db'}")
+    if args.db:
+        results[make_url(args.db).get_backend_name()] = load(args.db)
+
+    print(f"{args.writers} writers x {args.rows:,} rows (reference {args.reference_rows:,}), a reader polling every 50 ms")
+    lost = False
+    for name, (batched, reference) in results.items():
+        for label, result, batch in (("batched", batched, args.batch), ("reference, one row per commit", reference, 1)):
+            print(
+                f"{name:<10} {label:<31} batch {batch:>4}: {result['rows_per_s']:>10,.0f} rows/s  worst write {result['worst_ms']:7.1f} ms  "
+                f"p99 {result['p99_ms']:6.1f} ms  lost {result['lost']}  reader saw {result['reader_seen']:,}/{result['expected']:,} "
+                f"in {result['polls']} polls"
+            )
+        print(f"{name:<10} ratio batched / reference: {batched['rows_per_s'] / reference['rows_per_s']:.1f}x")
+        lost = lost or bool(batched["lost"] or reference["lost"] or batched["reader_seen"] != batched["expected"])
+    if lost:
         sys.exit("rows were lost")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import random
 import threading
@@ -16,6 +15,7 @@ from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db import dialect
 from db.errors import UserError
 from db.models import (
     RUN_STATUSES,
@@ -128,24 +128,28 @@ class Database:
     def session(self) -> Session:
         return self.sessions()
 
-    def write(self, work: Callable[[Any], T], *, core: bool = False, wait: float | None = None) -> T:
+    def write(self, work: Callable[[Any], T], *, core: bool | str = False, wait: float | None = None) -> T:
         """Run ``work`` in one write transaction (an ORM session, or a Core connection with
-        ``core``), retried if SQLite reports the file locked; ``wait`` bounds the wait for the
-        writer turn.
+        ``core``), retried if SQLite reports the file locked or PostgreSQL picked it as a
+        deadlock victim or dropped the connection. ``core="statement"`` is for work that is a
+        single statement, which is then its own transaction (see ``dialect.statement_connection``).
+        ``wait`` bounds the wait for the writer turn.
 
         The busy timeout absorbs ordinary contention; a retry covers the cases SQLite refuses
         at once (a deferred transaction that must upgrade while another process commits).
         """
         for attempt in range(WRITE_ATTEMPTS):
             try:
+                if core == "statement":
+                    with self._writer_turn(wait), dialect.statement_connection(self.engine) as connection:
+                        return work(connection)
                 if core:
                     with self._writer_turn(wait), self.engine.begin() as connection:
                         return work(connection)
                 with self._writer_turn(wait), self.session() as session, session.begin():
                     return work(session)
             except OperationalError as exc:
-                transient = "locked" in str(exc.orig) or "busy" in str(exc.orig)
-                if not transient or attempt == WRITE_ATTEMPTS - 1:
+                if not dialect.is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.02 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
@@ -325,8 +329,7 @@ class Database:
             return
         payload = [{"run_id": run_id, "step": s, "key": k, "value": v} for s, k, v in rows]
         # Core, not the ORM session: this is the hot path of every worker.
-        statement = insert(StepMetric.__table__)
-        self.write(lambda connection: connection.execute(statement, payload), core=True)
+        self.write(lambda connection: dialect.insert_rows(connection, StepMetric.__table__, payload), core="statement")
 
     def epochs(self, run_id: int, *, after: int = 0) -> list[Epoch]:
         query = select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > after).order_by(Epoch.epoch)
@@ -360,8 +363,8 @@ class Database:
                 select(func.max(StepMetric.step).label("step"), func.avg(StepMetric.value).label("value"))
                 .where(*where).group_by(group).subquery()
             )
-            packed = session.scalar(select(func.json_group_array(func.json_array(buckets.c.step, buckets.c.value))))
-        return sorted((int(step), float(value)) for step, value in json.loads(packed))
+            packed = session.scalar(select(dialect.pairs_as_json(self.engine.dialect.name, buckets.c.step, buckets.c.value)))
+        return sorted((int(step), float(value)) for step, value in dialect.unpack_pairs(packed))
 
     def count_steps(self, run_id: int) -> int:
         with self.session() as session:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from db import dialect
+from db.dialect import sqlite_path
 from db.errors import UserError
-from db.workspace import file_permissions
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
 SCHEMA_REVISION = "0005"
@@ -26,17 +23,13 @@ class DatabaseError(UserError, RuntimeError):
     """The database cannot be opened or upgraded; the message names it."""
 
 
-def sqlite_path(url: str) -> Path | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
 def create_db_engine(url: str) -> Engine:
     sqlite_file = sqlite_path(url)
     if sqlite_file is None:
-        return create_engine(url, pool_pre_ping=True)
+        try:
+            return create_engine(url, **dialect.engine_options(url))
+        except ModuleNotFoundError as exc:
+            raise DatabaseError(dialect.missing_driver(url, exc)) from None
     sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     busy_ms = int(os.environ.get("LEUKTUI_BUSY_TIMEOUT_MS") or BUSY_TIMEOUT_MS)
     engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
@@ -58,17 +51,6 @@ def current_revision(engine: Engine) -> str | None:
         if not inspect(connection).has_table("alembic_version"):
             return None
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-
-
-@contextlib.contextmanager
-def _migration_lock(url: str) -> Iterator[None]:
-    """Several processes may open a new workspace at once; only one of them migrates."""
-    sqlite_file = sqlite_path(url)
-    if sqlite_file is None:
-        yield
-        return
-    with FileLock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock"), mode=file_permissions()):
-        yield
 
 
 def alembic_config(url: str):
@@ -94,13 +76,13 @@ def ensure_schema(engine: Engine, url: str) -> None:
     try:
         if current_revision(engine) == SCHEMA_REVISION:
             return
-        with _migration_lock(url):
+        with dialect.migration_lock(engine, url):
             if current_revision(engine) != SCHEMA_REVISION:
                 upgrade(engine, url)
     except DBAPIError as exc:
         if not is_unusable_database(exc):
             raise
-        raise database_error(engine.url, exc) from None
+        raise database_error(url, exc) from None
 
 
 def is_unusable_database(exc: DBAPIError) -> bool:
@@ -111,6 +93,4 @@ def is_unusable_database(exc: DBAPIError) -> bool:
 
 def database_error(url, exc: DBAPIError) -> DatabaseError:
     """One line naming the database (password hidden) and what is wrong with it."""
-    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else exc.orig.__class__.__name__
-    shown = make_url(str(url)) if isinstance(url, str) else url
-    return DatabaseError(f"{shown.render_as_string(hide_password=True)}: cannot open the database ({reason})")
+    return DatabaseError(dialect.describe_unreachable(url, exc))

@@ -7,6 +7,13 @@ runs on free devices. On start it reconciles: a run marked running whose process
 ``interrupted`` (resumable); one whose worker still lives is adopted. It exits after an idle
 period and is started again on demand. The database is its only channel to everything else.
 
+Where runs go is its backend: local subprocesses, or Slurm batch jobs (``engine.slurm``). With a
+shared database (PostgreSQL) each host runs its own scheduler and a run is supervised by exactly
+one: the one that moved it from queued to running (compare-and-set) — for a local worker the
+scheduler of the run's ``host``, for a batch job the one the job names as its submitter. A run
+whose host died is ended ``interrupted`` by any other scheduler once its heartbeat is
+``HOST_DEAD_SECONDS`` old.
+
 Light: no torch here; workers (``python -m engine.worker RUN_ID``) import it.
 """
 
@@ -28,8 +35,10 @@ from pathlib import Path
 from typing import Protocol
 
 from filelock import FileLock, Timeout
+from sqlalchemy.exc import DBAPIError
 
 from db import Database, DatabaseError, Workspace, states
+from db.dialect import sqlite_path
 from db.models import Run
 from db.workspace import apply_file_mode, file_permissions
 from engine.errors import UserError
@@ -37,7 +46,6 @@ from engine.files import atomic_write
 from engine.processes import is_alive, is_worker, process_start_time
 
 LOCK_FILE = "scheduler.lock"
-PID_FILE = "scheduler.pid"
 LOG_FILE = "scheduler.log"
 OPTIONS_FILE = "scheduler.json"
 POLL_SECONDS = 0.5
@@ -45,6 +53,8 @@ HEARTBEAT_STALE_SECONDS = 12.0   # workers beat every 2 s; a killed worker is fa
 STARTUP_GRACE_SECONDS = 120.0    # importing torch and decoding data come before the first beat
 CANCEL_GRACE_SECONDS = 20.0      # SIGTERM, then SIGKILL after this long
 LOG_TAIL_LINES = 8
+# A running run not beating for this long while its supervising host is elsewhere: that host is gone.
+HOST_DEAD_SECONDS = 60.0
 
 log = logging.getLogger("leuktui.scheduler")
 
@@ -54,6 +64,9 @@ class Options:
     max_parallel: int = 1        # concurrent runs on a host without GPUs (and CPU runs beside GPUs)
     per_gpu: int = 1             # concurrent runs per GPU (small models can share)
     idle_timeout: float = 300.0  # exit after this long with nothing queued or running
+    backend: str = "local"       # where runs go: local subprocesses, or Slurm batch jobs
+    partition: str | None = None  # the Slurm partition (default: the cluster's default)
+    sbatch_args: list[str] = field(default_factory=list)  # more sbatch options, e.g. --time=2:00:00
 
     def save(self, workspace: Workspace) -> None:
         with atomic_write(workspace.home / OPTIONS_FILE, "w") as out:
@@ -111,10 +124,21 @@ class Handle:
     pid_started_at: float | None = None
     term_sent: float | None = None
     kill_sent: bool = False
+    job_id: str | None = None    # the batch system's id for it
+    backend: str = "local"
+    waiting: bool = False        # queued in the batch system: no worker, no heartbeat yet
+    detail: str = ""             # the batch system's word on it (state, node)
+    end_status: str | None = None  # set by a backend that knows how the run should end, and why
+    end_reason: str | None = None
 
 
 class Backend(Protocol):
-    """Where workers run. The local subprocess is the first; Slurm or torchrun can follow."""
+    """Where workers run: local subprocesses (``LocalBackend``) or Slurm jobs (``engine.slurm``)."""
+
+    name: str
+
+    def supervisor(self, job_id: str) -> str | None:
+        """For a batch system: the host whose scheduler submitted the job; None if it is gone."""
 
     def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle: ...
 
@@ -130,6 +154,8 @@ class Backend(Protocol):
 
 class LocalBackend:
     """Workers as local subprocesses: an argument list (never a shell), output to the run's log."""
+
+    name = "local"
 
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
@@ -160,6 +186,14 @@ class LocalBackend:
         if handle.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 handle.process.wait(timeout=5)
+
+
+def make_backend(workspace: Workspace, options: Options, host: str) -> Backend:
+    if options.backend == "slurm":
+        from engine.slurm import SlurmBackend
+
+        return SlurmBackend(workspace, partition=options.partition, sbatch_args=options.sbatch_args, host=host)
+    return LocalBackend(workspace)
 
 
 # -- the scheduler ------------------------------------------------------------------------------------
@@ -203,12 +237,22 @@ class Scheduler:
     stopping: bool = False
 
     def __post_init__(self) -> None:
-        self.backend = self.backend or LocalBackend(self.workspace)
+        self.backend = self.backend or make_backend(self.workspace, self.options, self.host)
+        self.backends: dict[str, Backend] = {self.backend.name: self.backend}
+
+    def backend_named(self, name: str | None) -> Backend:
+        """The backend that runs (or ran) a run; adopted Slurm jobs keep Slurm's even after a switch."""
+        name = name or "local"
+        if name not in self.backends:
+            self.backends[name] = make_backend(self.workspace, Options(backend=name), self.host)
+        return self.backends[name]
 
     # -- devices ----------------------------------------------------------------------------
 
     def slots(self) -> dict[str, int]:
         """Free capacity per device name."""
+        if self.backend.name == "slurm":
+            return {"slurm": sys.maxsize}  # Slurm queues the jobs and places them
         free = {f"cuda:{gpu}": self.options.per_gpu for gpu in self.gpus}
         free["cpu"] = self.options.max_parallel
         for handle in self.handles.values():
@@ -217,6 +261,8 @@ class Scheduler:
 
     def place(self, run: Run, free: dict[str, int]) -> str | None:
         wanted = str(run.config.get("device", "auto"))
+        if "slurm" in free:
+            return wanted
         if wanted == "cpu" or not self.gpus:
             return "cpu" if free["cpu"] > 0 else None
         if wanted.startswith("cuda:"):
@@ -238,6 +284,9 @@ class Scheduler:
     def reconcile(self) -> None:
         """Adopt live workers of this host; runs whose process is gone become interrupted."""
         for run in self.db.list_runs(statuses=["running"]):
+            if run.backend not in (None, "local") and run.job_id:
+                self.adopt_job(run)
+                continue
             if run.host not in (None, self.host):
                 continue  # another machine's run in a shared database
             if is_worker(run.pid, run.id, run.pid_started_at):
@@ -251,14 +300,29 @@ class Scheduler:
                               error="the worker was gone when the scheduler started; resume to continue")
                 log.info("run %d was running without a worker: interrupted", run.id)
 
+    def adopt_job(self, run: Run) -> None:
+        """Supervise a batch job again if this host's scheduler submitted it; a forgotten job's run
+        is interrupted."""
+        supervisor = self.backend_named(run.backend).supervisor(run.job_id)
+        if supervisor is None:
+            states.finish(self.db, run.id, "interrupted",
+                          error=f"{run.backend} job {run.job_id} was gone when the scheduler started; resume to continue")
+            log.info("run %d: %s job %s gone: interrupted", run.id, run.backend, run.job_id)
+        elif supervisor.split(".")[0] == self.host.split(".")[0]:
+            self.handles[run.id] = Handle(run.id, 0, run.device or run.backend, time.time(), job_id=run.job_id, backend=run.backend)
+            log.info("adopted run %d (%s job %s)", run.id, run.backend, run.job_id)
+
     def reap(self) -> None:
         for run_id, handle in list(self.handles.items()):
-            code = self.backend.poll(handle)
+            code = self.backend_named(handle.backend).poll(handle)
             if code is None:
                 continue
             del self.handles[run_id]
             run = self.db.get_run(run_id)
             if run.status != "running":
+                if run.status == "cancelled" and handle.end_reason and not run.cancel_requested_at and not run.error:
+                    # Stopped from outside (scancel, a time limit): the worker saw only SIGTERM.
+                    self.db.update_run(run_id, when_status=("cancelled",), error=handle.end_reason)
                 log.info("run %d ended: %s", run_id, run.status)
                 continue
             now = time.time()
@@ -266,10 +330,15 @@ class Scheduler:
                 states.finish(self.db, run_id, "cancelled", finished_at=now)
                 log.info("run %d cancelled (worker ended with %s)", run_id, code)
                 continue
-            reason = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-            tail = log_tail(self.workspace.log_path(run_id))
-            states.finish(self.db, run_id, "failed", finished_at=now, error=f"worker {reason}" + (f"\n{tail}" if tail else ""))
-            log.info("run %d failed: worker %s", run_id, reason)
+            if handle.end_reason is not None:
+                to = handle.end_status or "failed"
+                reason = handle.end_reason if handle.end_status else f"{handle.end_reason}, without ending the run"
+            else:
+                to = "failed"
+                reason = "worker " + (f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}")
+            tail = log_tail(self.workspace.log_path(run_id)) if to == "failed" else ""
+            states.finish(self.db, run_id, to, finished_at=now, error=reason + (f"\n{tail}" if tail else ""))
+            log.info("run %d %s: %s", run_id, to, reason)
 
     def enforce(self) -> None:
         """Stop cancelled runs (SIGTERM, then SIGKILL) and fail runs that stopped heartbeating."""
@@ -277,27 +346,51 @@ class Scheduler:
         for run in self.db.list_runs(statuses=["running"]):
             handle = self.handles.get(run.id)
             if handle is None:
+                self.expire(run, now)
                 continue
+            backend = self.backend_named(handle.backend)
             if run.cancel_requested_at and handle.term_sent is None:
-                self.backend.cancel(handle)
+                backend.cancel(handle)
                 handle.term_sent = now
                 log.info("run %d: cancel requested, SIGTERM sent", run.id)
             elif handle.term_sent is not None and not handle.kill_sent and now - handle.term_sent > CANCEL_GRACE_SECONDS:
-                self.backend.cancel(handle, force=True)
+                backend.cancel(handle, force=True)
                 handle.kill_sent = True
                 log.info("run %d: no exit %.0f s after SIGTERM, SIGKILL sent", run.id, CANCEL_GRACE_SECONDS)
+            if handle.waiting:
+                # Queued in the batch system: this scheduler vouches for the run until its worker beats.
+                handle.started = now
+                if now - (run.heartbeat_at or 0) > HEARTBEAT_STALE_SECONDS / 2:
+                    self.db.update_run(run.id, when_status=("running",), heartbeat_at=now, phase=f"waiting in {handle.backend}: {handle.detail}")
+                continue
+            if run.phase and run.phase.startswith("waiting in "):  # the batch system started it
+                self.db.update_run(run.id, when_status=("running",), phase="starting")
             # The database's beat, or the file the worker touches (which no slow write can delay).
             beat = max(run.heartbeat_at or 0.0, file_time(self.workspace.heartbeat_path(run.id)))
             started_beating = beat > handle.started + 0.001
             limit = HEARTBEAT_STALE_SECONDS if started_beating else STARTUP_GRACE_SECONDS
             silent = now - max(beat, handle.started)
             if handle.term_sent is None and silent > limit:
-                self.backend.cancel(handle, force=True)
-                self.backend.reap(handle)
+                backend.cancel(handle, force=True)
+                backend.reap(handle)
                 del self.handles[run.id]
                 states.finish(self.db, run.id, "failed", finished_at=now,
                               error=f"no heartbeat for {silent:.0f} s (stopped, hung, or its training stalled); worker killed")
                 log.info("run %d failed: no heartbeat for %.0f s", run.id, silent)
+
+    def expire(self, run: Run, now: float) -> None:
+        """End, as interrupted, a run of another host that stopped beating: that host is gone."""
+        if run.host in (None, self.host):
+            return
+        silent = now - (run.heartbeat_at or run.started_at or now)
+        if silent < HOST_DEAD_SECONDS:
+            return
+        if states.finish(self.db, run.id, "interrupted",
+                         error=f"no heartbeat for {silent:.0f} s from host {run.host}, whose scheduler supervised it; resume to continue"):
+            log.info("run %d of host %s interrupted: no heartbeat for %.0f s", run.id, run.host, silent)
+            if run.backend not in (None, "local") and run.job_id:
+                with contextlib.suppress(Exception):  # the job may be long gone with its host
+                    self.backend_named(run.backend).cancel(Handle(run.id, 0, run.device or "", now, job_id=run.job_id, backend=run.backend))
 
     def dispatch(self) -> None:
         free = self.slots()
@@ -313,15 +406,20 @@ class Scheduler:
                                phase="starting"):
                 continue  # cancelled or held between the read and now
             try:
-                handle = self.backend.start(run.id, device, self.worker_env(device))
-            except OSError as exc:
+                handle = self.backend.start(run.id, device, self.worker_env(device) if self.backend.name == "local" else {})
+            except (OSError, UserError) as exc:
                 states.finish(self.db, run.id, "failed", error=f"could not start the worker: {exc}")
+                log.info("run %d failed to start: %s", run.id, exc)
                 continue
             handle.started = now
             self.handles[run.id] = handle
-            self.db.update_run(run.id, pid=handle.pid, pid_started_at=handle.pid_started_at)
-            free[device] -= 1
-            log.info("run %d started on %s (pid %d)", run.id, device, handle.pid)
+            recorded = {"backend": handle.backend, "job_id": handle.job_id, "device": handle.device}
+            if handle.pid:
+                recorded.update(pid=handle.pid, pid_started_at=handle.pid_started_at)
+            self.db.update_run(run.id, **recorded)
+            free[handle.device if handle.device in free else device] -= 1
+            log.info("run %d started on %s (%s)", run.id, handle.device,
+                     f"{handle.backend} job {handle.job_id}" if handle.job_id else f"pid {handle.pid}")
 
     def tick(self) -> None:
         self.reap()
@@ -338,8 +436,15 @@ class Scheduler:
         while not self.stopping:
             try:
                 self.tick()
-            except DatabaseError as exc:  # a stopped process holding the write lock, a lost server
+            except DatabaseError as exc:  # a stopped process holding the write lock
                 log.warning("%s; trying again", exc)
+                time.sleep(POLL_SECONDS)
+                continue
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # A database server that restarted: the pool reconnects on the next pass.
+                log.warning("lost the database connection (%s); trying again", " ".join(str(exc.orig).split()))
                 time.sleep(POLL_SECONDS)
                 continue
             if self.has_work():
@@ -355,11 +460,15 @@ class Scheduler:
 
 
 def lock_path(workspace: Workspace) -> Path:
-    return workspace.home / LOCK_FILE
+    """One scheduler per workspace; with a shared database server, one per host of it."""
+    if sqlite_path(workspace.db_url) is not None:
+        return workspace.home / LOCK_FILE
+    return workspace.home / f"scheduler.{socket.gethostname()}.lock"
 
 
 def pid_path(workspace: Workspace) -> Path:
-    return workspace.home / PID_FILE
+    """Beside its lock: with a shared database server, one per host."""
+    return lock_path(workspace).with_suffix(".pid")
 
 
 def running_pid(workspace: Workspace) -> int | None:
@@ -439,8 +548,9 @@ def serve(workspace: Workspace, options: Options) -> int:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        log.info("scheduler %d on %s: gpus %s, max_parallel %d, per_gpu %d, idle %.0f s",
-                 os.getpid(), workspace.home, scheduler.gpus or "none", options.max_parallel, options.per_gpu, options.idle_timeout)
+        log.info("scheduler %d on %s (%s): backend %s, gpus %s, max_parallel %d, per_gpu %d, idle %.0f s",
+                 os.getpid(), workspace.home, scheduler.host, scheduler.backend.name, scheduler.gpus or "none",
+                 options.max_parallel, options.per_gpu, options.idle_timeout)
         scheduler.serve()
     finally:
         pid_path(workspace).unlink(missing_ok=True)

@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--max-parallel", type=positive_int, help="concurrent runs without GPUs (default 1)")
     scheduler.add_argument("--per-gpu", type=positive_int, help="concurrent runs per GPU (default 1)")
     scheduler.add_argument("--idle-timeout", type=positive_int, metavar="SECONDS", help="exit after this long idle (default 300)")
+    scheduler.add_argument("--backend", choices=["local", "slurm"], help="where runs go: local processes or Slurm jobs (default local)")
+    scheduler.add_argument("--partition", metavar="P", help="Slurm partition for the jobs (default: the cluster's default)")
+    scheduler.add_argument("--sbatch-arg", action="append", metavar="ARG", dest="sbatch_args",
+                           help="an extra sbatch option, e.g. --sbatch-arg=--time=4:00:00 (repeatable; replaces the saved ones)")
     scheduler.add_argument("--foreground", action="store_true", help="run in this terminal (start only)")
     scheduler.add_argument("--json", action="store_true", help="print JSON for scripts (status only)")
     scheduler.set_defaults(handler=cmd_scheduler)
@@ -298,16 +302,23 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
 
     runs = db.queue()
     pid = running_pid(workspace)
+    from engine.slurm import job_cell, states_of_runs
+
+    jobs = states_of_runs(runs)
     if args.json:
-        print_json({"scheduler_pid": pid, "runs": [run_to_dict(r) for r in runs]})
+        print_json({"scheduler_pid": pid, "runs": [
+            {**run_to_dict(r), "job": {"state": j.state, "node": j.node, "reason": j.reason} if (j := jobs.get(r.id)) else None}
+            for r in runs
+        ]})
         return 0
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("#", "id", "name", "status", "device", "epoch", "priority", "age"):
+    for column in ("#", "id", "name", "status", "device", "job", "epoch", "priority", "age"):
         table.add_column(column)
     for position, run in enumerate(runs, start=1):
-        table.add_row(str(position), str(run.id), run.name, run.status, run.device or "-",
+        job_text = f"{run.backend} {job_cell(jobs[run.id])}" if run.id in jobs else "-"
+        table.add_row(str(position), str(run.id), run.name, run.status, run.device or "-", job_text,
                       f"{run.epochs_done}/{run.config.get('epochs')}", str(run.priority), age(run.created_at))
     out = console()
     out.print(f"scheduler: running (pid {pid})" if pid else "scheduler: not running")
@@ -343,7 +354,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             print_json({"running": bool(pid), "pid": pid, "options": dataclasses.asdict(options), "gpus": scheduler.detect_gpus()})
         else:
             state = f"running, pid {pid}" if pid else "not running"
-            print(f"scheduler {state}; max_parallel {options.max_parallel}, "
+            where = options.backend
+            if options.backend == "slurm":
+                where += f" (partition {options.partition or 'default'}" + (f", sbatch {' '.join(options.sbatch_args)}" if options.sbatch_args else "") + ")"
+            print(f"scheduler {state}; backend {where}; max_parallel {options.max_parallel}, "
                   f"per_gpu {options.per_gpu}, idle timeout {options.idle_timeout:.0f} s")
         return 0
     if args.action == "stop":
@@ -351,9 +365,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         print(f"scheduler {pid} stopped; running workers carry on" if pid else "scheduler was not running")
         return 0
     options = scheduler.Options.load(workspace)
-    for name in ("max_parallel", "per_gpu", "idle_timeout"):
+    for name in ("max_parallel", "per_gpu", "idle_timeout", "backend", "partition", "sbatch_args"):
         if getattr(args, name) is not None:
             setattr(options, name, getattr(args, name))
+    if options.backend == "slurm":
+        from engine.slurm import check_slurm
+
+        check_slurm(options.partition)
     options.save(workspace)
     if args.foreground:
         import logging

@@ -53,14 +53,14 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "device": run.device,
         "host": run.host,
         "pid": run.pid,
+        "backend": run.backend,
+        "job_id": run.job_id,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "heartbeat_at": run.heartbeat_at,
         "error": run.error,
         "phase": run.phase,
-        "backend": run.backend or "local",
-        "job_id": run.job_id,
     }
 
 

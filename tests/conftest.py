@@ -1,16 +1,21 @@
-"""Shared fixtures: a tiny synthetic dataset, a fresh workspace, and a CLI runner."""
+"""Shared fixtures: a tiny synthetic dataset, a fresh workspace, a CLI runner, and the databases
+the database tests run on (SQLite, and the PostgreSQL server tests/services/postgres.sh starts)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from db import Database, Workspace
 from engine.synth import make_dataset
+
+# Printed by tests/services/up.sh; `make test` passes it on.
+PG_URL_VARIABLE = "LEUKTUI_TEST_PG_URL"
 
 TINY = {"n_train": 48, "n_valid": 24, "n_test": 16, "size": 40, "seed": 7}
 
@@ -47,9 +52,10 @@ def run_cli(*args: str, home: Path | None = None, check: bool = True, env: dict 
     if home is not None:
         command += ["--home", str(home)]
     command += list(args)
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env = {**os.environ, "COLUMNS": "200"}
     full_env.pop("LEUKTUI_HOME", None)
     full_env.pop("LEUKTUI_DB", None)
+    full_env.update(env or {})
     result = subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -90,3 +96,53 @@ def home(tmp_path):
                 os.kill(run.pid, signal.SIGCONT)
                 os.kill(run.pid, signal.SIGKILL)
     database.close()
+def service_missing(message: str) -> None:
+    """A test service is not there: skip with a line naming it, or fail where ``$CI`` is set."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI never skips these tests)", pytrace=False)
+    pytest.skip(message)
+
+
+def postgres_server() -> str:
+    """The test server's URL (its ``postgres`` database), or skip/fail naming what is missing."""
+    url = os.environ.get(PG_URL_VARIABLE)
+    if not url:
+        service_missing(f"PostgreSQL test server not available: run tests/services/up.sh and set {PG_URL_VARIABLE}")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
+        service_missing(f"PostgreSQL test server at {PG_URL_VARIABLE} not reachable: {' '.join(str(exc).split())[:200]}")
+    return url
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty database on the PostgreSQL test server, dropped after the test."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = postgres_server()
+    name = f"leuktui_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The URL of a new database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'leuktui.db'}"
+    return request.getfixturevalue("pg_url")

@@ -1,6 +1,6 @@
-"""The database: migrations from the first revision, connection settings, the query API."""
+"""The database: migrations from the first revision, connection settings, the query API.
 
-import sqlite3
+Every test that takes ``db`` or ``db_url`` runs on SQLite and on PostgreSQL."""
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -13,20 +13,26 @@ from db.models import Base
 from db.session import SCHEMA_REVISION, alembic_config, upgrade
 
 
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url)
+    yield database
+    database.close()
+
+
 def test_schema_revision_is_the_newest_migration():
     scripts = ScriptDirectory.from_config(alembic_config("sqlite://"))
     assert scripts.get_current_head() == SCHEMA_REVISION
 
 
-def test_migrations_build_exactly_the_models(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+def test_migrations_build_exactly_the_models(db):
     with db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
 
 
-def test_a_database_made_by_the_first_migration_opens_in_this_version(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def test_a_database_made_by_the_first_migration_opens_in_this_version(db_url):
+    url = db_url
     engine = create_engine(url)
     upgrade(engine, url, "0001")
     with engine.begin() as connection:
@@ -46,15 +52,18 @@ def test_a_database_made_by_the_first_migration_opens_in_this_version(tmp_path):
     db.add_evaluation(1, checkpoint="best", epoch=3, split="valid", tta="five", metrics={"acc": 0.91}, n=2,
                       predictions=[("a.bmp", 0.9, 1, 1), ("b.bmp", 0.2, 0, 0)])
     assert [p.path for p in db.predictions(db.evaluations(1)[0].id)] == ["a.bmp", "b.bmp"]
-    with sqlite3.connect(tmp_path / "old.db") as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchone() == (SCHEMA_REVISION,)
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_REVISION
+    db.close()
 
 
-def test_sqlite_settings(db):
+def test_sqlite_settings(workspace):
+    db = Database(workspace.db_url)
     with db.engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 10_000
+    db.close()
 
 
 def _run(db, **kwargs):
@@ -110,3 +119,10 @@ def test_steps_overview_buckets_means_in_sql_and_ends_on_the_newest_step(db):
     db.add_steps(run.id, [(1001, "train_loss", 5.0)])
     overview = db.steps_overview(run.id, max_points=500)
     assert len(overview) == 334 and overview[-2] == (999, 998.0) and overview[-1] == (1001, (1000 + 5.0) / 2)
+
+
+def test_step_values_come_back_exactly_infinities_included(db):
+    run = _run(db)
+    values = [0.1, 1e-300, 123456.789012345, float("inf"), -float("inf")]
+    db.add_steps(run.id, [(i + 1, "train_loss", v) for i, v in enumerate(values)])
+    assert db.steps(run.id) == [(i + 1, v) for i, v in enumerate(values)]

@@ -20,6 +20,17 @@ from leuktui.formatting import age
 from leuktui.widgets.device_strip import DeviceStrip
 from leuktui.widgets.keybar import KeyBar
 
+SLURM_POLL_SECONDS = 3.0
+
+
+def device_cell(run, job) -> str:
+    """Where a run trains: its device, or for a Slurm job Slurm's state and node."""
+    if job is not None:
+        from engine.slurm import job_cell
+
+        return f"slurm {job_cell(job)}"
+    return run.device or "-"
+
 
 @dataclass
 class QueueState(Message):
@@ -28,6 +39,7 @@ class QueueState(Message):
     runs: list
     pid: int | None
     devices: object
+    jobs: dict  # Slurm's word on the runs that are batch jobs
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, QueueState)
@@ -39,6 +51,8 @@ class QueueScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self._shown: list[tuple] | None = None
+        self._jobs: dict = {}
+        self._jobs_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -65,21 +79,32 @@ class QueueScreen(Screen):
                 runs = self.app.db.queue()
                 pid = running_pid(self.app.workspace)
                 devices = (self.app.device_reader or strip.sample)()
-                self.post_message(QueueState(runs, pid, devices))
+                self.post_message(QueueState(runs, pid, devices, self.batch_jobs(runs)))
             except Exception as exc:  # shown, then tried again
                 self.post_message(PollFailed(str(exc)))
             time.sleep(1.0)
 
     def on_queue_state(self, message: QueueState) -> None:
-        self.show(message.runs, message.pid, message.devices)
+        self.show(message.runs, message.pid, message.devices, message.jobs)
 
-    def show(self, runs, pid, devices) -> None:
+    def batch_jobs(self, runs) -> dict:
+        """Slurm's state of the runs that are Slurm jobs; asked at most every few seconds."""
+        if not any(run.backend == "slurm" for run in runs):
+            return {}
+        if time.monotonic() - self._jobs_at > SLURM_POLL_SECONDS:
+            from engine.slurm import states_of_runs
+
+            self._jobs, self._jobs_at = states_of_runs(runs), time.monotonic()
+        return self._jobs
+
+    def show(self, runs, pid, devices, jobs=None) -> None:
         self.query_one("#devices", DeviceStrip).update(devices)
         self.query_one("#scheduler-state", Static).update(
             f"scheduler running (pid {pid})" if pid else "scheduler not running — it starts when work is queued"
         )
+        jobs = jobs or {}
         rows = [
-            (str(position), str(run.id), run.name, status_cell(run), run.device or "-", progress_cell(run),
+            (str(position), str(run.id), run.name, status_cell(run), device_cell(run, jobs.get(run.id)), progress_cell(run),
              str(run.priority), age(run.created_at, self.app.clock()))
             for position, run in enumerate(runs, start=1)
         ]

@@ -1,0 +1,149 @@
+"""Everything that differs between the databases leuktui runs on: SQLite (the default, one file in
+the workspace) and PostgreSQL (a lab's shared server). Every other module's SQL is portable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from sqlalchemy import Connection, Engine, Table, Text, cast, func, insert, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ColumnElement
+
+# Any constant shared by every leuktui process: the key of PostgreSQL's advisory lock for migrations.
+MIGRATION_LOCK_KEY = 0x6C65756B  # "leuk"
+
+# SQLSTATEs PostgreSQL answers with when retrying the transaction is the cure.
+_PG_RETRY_STATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def backend_name(url: str | URL) -> str:
+    return make_url(url).get_backend_name()
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def engine_options(url: str | URL) -> dict[str, Any]:
+    """Arguments to ``create_engine`` for a server database (SQLite's are set in db.session)."""
+    if backend_name(url) == "postgresql":
+        # A worker holds one connection and the app a few; idle ones are recycled before a server
+        # or firewall drops them. No ping per checkout: it was a round trip on every write and
+        # halved the step rows a server took (bench/db_load.py); a dropped connection is instead
+        # noticed when used, the pool is refreshed, and a write is retried (``is_transient``).
+        return {"pool_pre_ping": False, "pool_size": 4, "max_overflow": 8, "pool_recycle": 1800}
+    return {"pool_pre_ping": True}
+
+
+def pairs_as_json(dialect: str, first: ColumnElement, second: ColumnElement) -> ColumnElement:
+    """An aggregate packing (first, second) of every row into one JSON array of pairs, as text."""
+    if dialect == "postgresql":
+        return cast(func.json_agg(func.json_build_array(first, second)), Text)
+    return func.json_group_array(func.json_array(first, second))
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows in one go: PostgreSQL's COPY (a third of the client's time of a multi-row
+    INSERT, and nothing for the server to parse), a multi-row INSERT elsewhere."""
+    if connection.dialect.name == "postgresql" and rows:
+        columns = list(rows[0])
+        quote = connection.dialect.identifier_preparer
+        statement = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(name) for name in columns)}) FROM STDIN"
+        driver = connection.dialect.loaded_dbapi
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row([row[name] for name in columns])
+        except driver.Error as exc:
+            # The driver's own error, as SQLAlchemy would have raised it for an execute().
+            lost = connection.dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(statement, None, exc, driver.Error, connection_invalidated=lost,
+                                      dialect=connection.dialect) from None
+        return
+    connection.execute(insert(table), list(rows))
+
+
+def statement_connection(engine: Engine):
+    """A connection for one write statement that is its own transaction.
+
+    On PostgreSQL it runs in autocommit: no BEGIN and COMMIT round trips around a statement that
+    is atomic anyway. SQLite takes its write lock in a transaction as ever."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
+
+
+def unpack_pairs(packed: str | None) -> list[Any]:
+    return json.loads(packed) if packed else []
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A write the database refused for now (a lock, a deadlock victim) that a retry will pass."""
+    if exc.connection_invalidated:  # the server dropped the connection; the pool has a new one
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is not None:
+        return state in _PG_RETRY_STATES
+    message = str(exc.orig)
+    return "locked" in message or "busy" in message
+
+
+@contextlib.contextmanager
+def migration_lock(engine: Engine, url: str | URL) -> Iterator[None]:
+    """Several processes may open a new database at once; only one of them migrates.
+
+    SQLite: an OS lock on a file beside the database. PostgreSQL: a session advisory lock, held
+    on its own connection until the migration committed.
+    """
+    sqlite_file = sqlite_path(url)
+    if sqlite_file is not None:
+        from db.workspace import file_permissions
+
+        with FileLock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock"), mode=file_permissions()):
+            yield
+        return
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
+        return
+    yield
+
+
+def describe_unreachable(url: str | URL, exc: BaseException) -> str:
+    """One line for a database that cannot be opened: what, where (host and port), why; no password."""
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    if parsed.get_backend_name() == "sqlite":
+        return f"{shown}: cannot open the database ({reason})"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or default_port(parsed)}"
+    return f"{shown}: cannot reach the database server at {where} ({reason})"
+
+
+def default_port(url: URL) -> int | str:
+    return {"postgresql": 5432, "mysql": 3306}.get(url.get_backend_name(), "?")
+
+
+def missing_driver(url: str | URL, exc: ModuleNotFoundError) -> str:
+    shown = make_url(url).render_as_string(hide_password=True)
+    hint = " (pip install 'leuktui[postgres]')" if backend_name(url) == "postgresql" else ""
+    return f"{shown}: the database driver {exc.name!r} is not installed{hint}"
