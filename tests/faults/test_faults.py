@@ -62,8 +62,7 @@ def moments(db: Database, workspace: Workspace, run_id: int):
     def starting(_since):
         return db.get_run(run_id).phase in ("importing torch", "building the model")
 
-    return [("mid-epoch", mid_epoch), ("as a checkpoint lands", checkpointed), ("validating", validating),
-            ("at start-up", starting), ("as a checkpoint lands", checkpointed)]
+    return [("at start-up", starting), ("mid-epoch", mid_epoch), ("as a checkpoint lands", checkpointed), ("validating", validating)]
 
 
 def kill_when(worker: subprocess.Popen, moment, since: int, timeout: float = 120) -> bool:
@@ -95,7 +94,7 @@ def test_a_worker_killed_at_any_moment_resumes_with_every_epoch_and_step_once(db
         assert worker.wait(timeout=300) == 0
     done = db.get_run(run.id)
     assert done.status == "completed", kills
-    assert len(kills) >= 3, f"too few kills landed: {kills}"
+    assert len(kills) >= 3, f"too few kills landed: {kills}"  # bench/faults.py tries many more
     epochs = db.epochs(run.id)
     assert [e.epoch for e in epochs] == [1, 2, 3, 4], kills
     assert [s for s, _ in db.steps(run.id)] == list(range(1, 4 * STEPS_PER_EPOCH + 1)), kills

@@ -86,7 +86,7 @@ def test_a_dropped_login_leaves_the_run_training_and_no_app_behind(tmp_path, log
         terminal.keys("n")
         terminal.wait_for("will queue 1 run", 15)
         terminal.type("over-ssh")
-        for tabs, value in ((7, "24"), (1, "8"), (1, "8")):  # image_size, batch_size, epochs
+        for tabs, value in ((7, "24"), (1, "8"), (1, "4")):  # image_size, batch_size, epochs
             terminal.keys(*["Tab"] * tabs)
             terminal.keys("C-u")
             terminal.type(value)
@@ -112,7 +112,7 @@ def test_a_dropped_login_leaves_the_run_training_and_no_app_behind(tmp_path, log
         deadline = time.time() + 240
         while db.get_run(run.id).status == "running" and time.time() < deadline:
             time.sleep(0.5)
-        assert db.get_run(run.id).status == "completed" and db.get_run(run.id).epochs_done == 8
+        assert db.get_run(run.id).status == "completed" and db.get_run(run.id).epochs_done == 4
         again = subprocess.run([*login, f"{leuktui} ls"], capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "over-ssh" in again.stdout and "completed" in again.stdout, again.stdout + again.stderr
     finally:
