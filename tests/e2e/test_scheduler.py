@@ -219,3 +219,24 @@ def test_a_foreground_run_is_left_alone_by_the_scheduler_and_can_be_cancelled(ho
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_db_or_engine_folder_where_the_user_stands_shadows_nothing(home, small_data, tmp_path):
+    """Workers and the scheduler start in a folder of the workspace with PYTHONSAFEPATH: a
+    package of the same name in the user's folder is never imported instead of ours."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = tmp_path / "where-the-user-stands"
+    for name in ("db", "engine", "leuktui"):
+        (here / name).mkdir(parents=True)
+        (here / name / "__init__.py").write_text(f"raise SystemExit('the {name}/ folder of the user was imported')\n")
+    leuktui = Path(sys.executable).with_name("leuktui")
+    result = subprocess.run([str(leuktui), "--home", str(home.home), "queue", "--data-dir", str(small_data), "--image-size", "16",
+                             "--epochs", "1", "--batch-size", "8", "--amp", "off"], cwd=here, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    db = Database(home.db_url)
+    wait_for(lambda: db.get_run(1).status in ("completed", "failed"), 180, "the run ends")
+    assert db.get_run(1).status == "completed", db.get_run(1).error
+    assert "was imported" not in (home.home / "scheduler.log").read_text()

@@ -35,7 +35,9 @@ def loaded(app):
     return wait
 
 
-def then(app, *keys: str, cursor_run: int | None = None, settle: float = 0.6):
+def then(app, *keys: str, cursor_run: int | None = None, settle: float = 0.6, until=None):
+    """Press ``keys`` on the loaded app; with ``until``, wait for the screen's data first (a read
+    in a thread), so the picture never depends on how busy the machine is."""
     async def steps(pilot):
         await loaded(app)(pilot)
         if cursor_run is not None:
@@ -44,6 +46,8 @@ def then(app, *keys: str, cursor_run: int | None = None, settle: float = 0.6):
         for key in keys:
             await pilot.press(key)
             await pilot.pause(0.1)
+        if until is not None:
+            await wait_until(pilot, lambda: until(app), timeout=20, message="the screen's data")
         for text_input in app.screen.query("Input"):
             text_input.cursor_blink = False  # a blinking cursor would make the picture random
         await pilot.pause(settle)
@@ -74,12 +78,14 @@ def test_new_run_form(snap_compare, snapshot_app, size):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_compare(snap_compare, snapshot_app, size):
-    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "space", "space", "c", cursor_run=2))
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "space", "space", "c", cursor_run=2,
+                                                                                   until=lambda app: app.screen.query_one("#compare-metrics").row_count == 2))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_ablation(snap_compare, snapshot_app, size):
-    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "a", cursor_run=1))
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "a", cursor_run=1,
+                                                                                   until=lambda app: app.screen.pivot is not None))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
