@@ -31,7 +31,7 @@ from db import Database  # noqa: E402
 
 
 def writer(url: str, run_id: int, rows: int, batch: int, start_at: float, results) -> None:
-    db = Database(url, migrate=False)
+    db = Database(url, migrate=False, write_wait=None)  # as a worker writes
     latencies = []
     while time.time() < start_at:
         time.sleep(0.001)

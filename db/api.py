@@ -43,7 +43,7 @@ EPOCH_FIELDS = (
 )
 
 
-def _wait_for_lock(fd: int, path, wait: float) -> None:
+def _wait_for_lock(fd: int, path, wait: float) -> int:
     """Block on ``flock(fd)`` for at most ``wait`` seconds. The blocking call runs in a thread of
     its own; if the wait is given up, that thread closes ``fd`` (releasing the lock) whenever the
     lock comes, so a holder that is stopped or hung costs a bounded wait, never a deadlock."""
@@ -60,10 +60,10 @@ def _wait_for_lock(fd: int, path, wait: float) -> None:
 
     threading.Thread(target=take, daemon=True, name="writer-turn").start()
     if taken.wait(wait):
-        return
+        return fd
     with decided:
         if taken.is_set():
-            return
+            return fd
         given_up.set()
     raise DatabaseError(f"{path}: another process has held the database's write lock for {wait:g} s "
                         "(a stopped or hung process?); nothing was written")
@@ -86,8 +86,12 @@ class NotFound(UserError, LookupError):
 class Database:
     """One database connection pool and the queries on it."""
 
-    def __init__(self, url: str, *, migrate: bool = True):
+    def __init__(self, url: str, *, migrate: bool = True, write_wait: float | None = WRITE_WAIT_SECONDS):
+        """``write_wait`` bounds how long a write waits for another process's turn (None: as
+        long as it takes, which wakes fastest; a worker's data writes wait so, its liveness being
+        its heartbeat file)."""
         self.url = url
+        self.write_wait = write_wait
         self.engine: Engine = create_db_engine(url)
         if migrate:
             ensure_schema(self.engine, url)
@@ -98,6 +102,9 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         sqlite_file = sqlite_path(url)
         self._write_lock_path = sqlite_file.with_name(sqlite_file.name + ".write.lock") if sqlite_file else None
+        # flock belongs to an open file: each thread opens the lock file for itself, so threads of
+        # one process exclude each other as processes do.
+        self._lock_files = threading.local()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -105,25 +112,32 @@ class Database:
     @contextlib.contextmanager
     def _writer_turn(self, wait: float | None = None):
         """Writers of one SQLite file take turns on an OS file lock, waiting at most ``wait``
-        seconds (``WRITE_WAIT_SECONDS``) before a ``DatabaseError`` that names the lock.
+        seconds (else ``write_wait``) before a ``DatabaseError`` that names the lock.
 
         SQLite makes a waiting writer sleep and poll (up to 100 ms a nap); a blocked ``flock``
-        wakes the moment the lock is free, so concurrent workers write in order, promptly. Each
-        turn opens the lock file afresh: flock belongs to an open file, so threads of one process
-        exclude each other as processes do, and a wait given up cannot release another's turn.
+        wakes the moment the lock is free, so concurrent workers write in order, promptly. A
+        bounded wait blocks in a thread of its own, which costs a little on every contended turn.
         """
         if self._write_lock_path is None:
             yield
             return
-        fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = getattr(self._lock_files, "fd", None)
+        if fd is None:
+            fd = self._lock_files.fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _wait_for_lock(fd, self._write_lock_path, WRITE_WAIT_SECONDS if wait is None else wait)
+            self._lock_files.fd = None  # the waiting thread owns it now, and closes it when done
+            wait = self.write_wait if wait is None else wait
+            if wait is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # the fast path: woken the moment the lock is free
+            else:
+                fd = _wait_for_lock(fd, self._write_lock_path, wait)
+            self._lock_files.fd = fd
         try:
             yield
         finally:
-            os.close(fd)  # releases the lock
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def session(self) -> Session:
         return self.sessions()

@@ -150,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     workspace = Workspace.resolve(args.home)
-    db = Database(workspace.db_url)
+    # The run's own writes wait their turn however long it takes (the fastest way under many
+    # writers); if another process holds the lock for good, the heartbeat file stops with the
+    # training and the scheduler ends this worker. Its heartbeats' database writes stay bounded.
+    db = Database(workspace.db_url, write_wait=None)
     try:
         status = execute(db, workspace, args.run_id, stop=stop)
     except UserError as exc:
