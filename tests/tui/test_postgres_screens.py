@@ -21,8 +21,9 @@ SCREENS = {
     "runs": dict(),
     "run detail": dict(keys=("enter",), cursor_run=1, settle=1.0),
     "confusion matrix": dict(keys=("enter", "right_square_bracket"), cursor_run=1, settle=1.0),
-    "compare": dict(keys=("space", "space", "c"), cursor_run=2),
-    "ablation": dict(keys=("a",), cursor_run=1),
+    "compare": dict(keys=("space", "space", "c"), cursor_run=2,
+                    until=lambda app: app.screen.query_one("#compare-metrics").row_count == 2),
+    "ablation": dict(keys=("a",), cursor_run=1, until=lambda app: app.screen.pivot is not None),
     "queue": dict(keys=("w",), settle=1.5),
     "export dialog": dict(keys=("e",), cursor_run=1),
     "help": dict(keys=("question_mark",)),
@@ -41,7 +42,8 @@ async def screenshot(database_url: str | None, monkeypatch, screen: dict) -> str
     app = make_app(workspace)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
-            steps = then(app, *screen.get("keys", ()), cursor_run=screen.get("cursor_run"), settle=screen.get("settle", 0.6))
+            steps = then(app, *screen.get("keys", ()), cursor_run=screen.get("cursor_run"), settle=screen.get("settle", 0.6),
+                         until=screen.get("until"))
             await steps(pilot)
             picture = app.export_screenshot()
     finally:
