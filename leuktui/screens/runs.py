@@ -190,13 +190,12 @@ class RunsScreen(Screen):
 
         from engine.files import atomic_write
 
-        marked, path = sorted(self.marked), self.app.workspace.marks_path
-
-        def save() -> None:
-            with atomic_write(path, "w") as out:
-                out.write(json.dumps(marked))
-
-        self.app.run_task("marks", save)
+        # A few bytes, written here rather than in a thread: marks are saved in the order made.
+        try:
+            with atomic_write(self.app.workspace.marks_path, "w") as out:
+                out.write(json.dumps(sorted(self.marked)))
+        except OSError as exc:
+            self.notify(f"marks not kept: {exc}", severity="warning")
 
     def action_toggle_mark(self) -> None:
         run_id = self.current_run_id()
