@@ -24,7 +24,7 @@ SCREENS = {
     "compare": dict(keys=("space", "space", "c"), cursor_run=2,
                     until=lambda app: app.screen.query_one("#compare-metrics").row_count == 2),
     "ablation": dict(keys=("a",), cursor_run=1, until=lambda app: app.screen.pivot is not None),
-    "queue": dict(keys=("w",), settle=1.5),
+    "queue": dict(keys=("w",), settle=1.5, until=lambda app: app.screen.query_one("#queue").row_count > 0),
     "export dialog": dict(keys=("e",), cursor_run=1),
     "help": dict(keys=("question_mark",)),
 }
