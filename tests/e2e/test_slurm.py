@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, service_missing
+from conftest import wait_for as shared_wait_for
 from db import Database, Workspace
 from engine import scheduler
 from engine.slurm import job_detail
@@ -29,13 +30,7 @@ POLL = 0.25
 
 
 def wait_for(predicate, timeout: float, message: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
+    return shared_wait_for(predicate, timeout, message, interval=POLL)
 
 
 def slurm_up() -> None:
