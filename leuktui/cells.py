@@ -3,7 +3,11 @@ epoch progress bar."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+from rich.cells import cell_len
 from rich.text import Text
+from textual.widgets import DataTable
 
 from db.models import Run
 
@@ -28,3 +32,19 @@ def status_cell(run: Run) -> Text:
     else:
         label = run.status
     return Text(label, style=STATUS_STYLES.get(run.status, ""))
+
+
+def refill(table: DataTable, labels: Sequence[str], rows: Iterable[Sequence[str | Text]]) -> None:
+    """Replace a table's columns and rows at once, each column as wide as its widest cell.
+
+    A DataTable measures the cells of new rows only when it next goes idle; a table rebuilt twice
+    in quick succession (data arriving, then a Select settling) could keep the first build's
+    widths until the next key press. Widths given up front do not wait for that."""
+    rows = [list(row) for row in rows]
+    table.clear(columns=True)
+    for index, label in enumerate(labels):
+        width = max([cell_len(label), *(cell_len(cell) if isinstance(cell, str) else cell.cell_len
+                                         for row in rows for cell in row[index:index + 1])])
+        table.add_column(label, width=width)
+    for row in rows:
+        table.add_row(*row)

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Header, Label, Select, Static
 from db.vocabulary import METRICS, MULTI_VIEW_MODES, metric
 from leuktui.ablation import Pivot, build, suggest_factors
 from leuktui.actions import bindings
+from leuktui.cells import refill
 from leuktui.widgets.keybar import KeyBar
 
 METRIC_ORDER = [m.key for m in METRICS]
@@ -75,19 +76,16 @@ class AblationScreen(Screen):
         rows = str(self.query_one("#ablation-rows", Select).value)
         columns = str(self.query_one("#ablation-columns", Select).value)
         self.pivot = build(self.runs, self.evaluations, rows, columns, self.metric)
-        table = self.query_one("#ablation-table", DataTable)
-        table.clear(columns=True)
-        table.add_column(rows)
-        for column in self.pivot.columns:
-            table.add_column(self.pivot.column_label(column))
         fmt = self.pivot.format
+        lines = []
         for row in self.pivot.rows:
             best = self.pivot.best_column(row)
             cells = []
             for column in self.pivot.columns:
                 value = self.pivot.value(row, column)
                 cells.append(Text(fmt(value), style="bold black on green" if column == best and value is not None else ""))
-            table.add_row(str(row), *cells)
+            lines.append([Text(str(row)), *cells])
+        refill(self.query_one("#ablation-table", DataTable), [rows, *map(self.pivot.column_label, self.pivot.columns)], lines)
         finished = sum(1 for run in self.runs if run.best_epoch is not None)
         note = "" if self.pivot.rows else "  — no finished runs here yet"
         self.query_one("#ablation-title", Static).update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -9,6 +10,7 @@ from textual.widgets import DataTable, Header, Static
 
 from db.vocabulary import METRICS, epoch_metrics
 from leuktui.actions import bindings
+from leuktui.cells import refill, status_cell
 from leuktui.formatting import number, percent
 from leuktui.widgets.charts import MetricChart
 from leuktui.widgets.keybar import KeyBar
@@ -65,20 +67,16 @@ class CompareScreen(Screen):
         self.query_one("#compare-loss", MetricChart).replot(
             [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_loss or 0 for e in epochs[r.id]]) for r in runs]
         )
-        metrics = self.query_one("#compare-metrics", DataTable)
-        metrics.clear(columns=True)
         shown = [m for m in METRICS if m.key != "loss"]
-        metrics.add_columns("run", "status", "best ep", *(f"best {m.title}" for m in shown), "final acc", "img/s")
+        lines = []
         for run in runs:
             last = epochs[run.id][-1] if epochs[run.id] else None
             at_best = epoch_metrics(run.summary or {})
-            metrics.add_row(label[run.id], run.status, str(run.best_epoch or "-"), *(m.format(at_best.get(m.key)) for m in shown),
-                            percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1))
-        diff = self.query_one("#compare-diff", DataTable)
-        diff.clear(columns=True)
-        diff.add_columns("config", *(label[r.id] for r in runs))
-        rows = config_diff({run.id: run.config for run in runs})
-        for key, values in rows:
-            diff.add_row(key, *(str(v) for v in values))
-        if not rows:
-            diff.add_row("(identical configs)", *("" for _ in runs))
+            lines.append([Text(label[run.id]), status_cell(run), str(run.best_epoch or "-"), *(m.format(at_best.get(m.key)) for m in shown),
+                          percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1)])
+        refill(self.query_one("#compare-metrics", DataTable),
+               ["run", "status", "best ep", *(f"best {m.title}" for m in shown), "final acc", "img/s"], lines)
+        differing = config_diff({run.id: run.config for run in runs})
+        refill(self.query_one("#compare-diff", DataTable), ["config", *(label[r.id] for r in runs)],
+               [[Text(key), *(Text(str(v)) for v in values)] for key, values in differing]
+               or [[Text("(identical configs)"), *("" for _ in runs)]])
