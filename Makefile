@@ -39,7 +39,7 @@ services:
 	tests/services/up.sh
 
 test: lint
-	env $$(tests/services/up.sh) $(PY) -m pytest -q --durations=10
+	env $$(tests/services/up.sh) $(PY) -m pytest -q --durations=40
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py

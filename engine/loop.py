@@ -35,13 +35,23 @@ class TrainingDiverged(UserError):
     """The training loss stopped being a finite number; the run's config needs changing."""
 
 
+# Devices with fused Adam/AdamW kernels: one pass over every parameter instead of a loop over them.
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+    """The run's optimizer over the model's parameters (already on their device).
+
+    Adam and AdamW use their fused kernels where the parameters' device has them: ResNet18's
+    update took 49 ms with torch's default and 8 ms fused on a 2-core CPU
+    (bench/optimizer_step.py). SGD stays as it is; its fused kernel was no quicker there."""
+    params = list(model.parameters())
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    fused = all(p.device.type in FUSED_DEVICES and p.dtype.is_floating_point for p in params) or None
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig):

@@ -132,3 +132,32 @@ def test_a_diverging_run_fails_with_advice(db, workspace, tiny_data):
     assert failed.status == "failed" and "training loss became" in failed.error
     values = [v for _, v in db.steps(run.id)]
     assert values and all(np.isfinite(values)), "only finite losses are recorded"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_on_the_cpu_is_fused_and_updates_the_weights_as_torchs_default_does(tmp_path, optimizer):
+    """Given the same gradients, the fused update moves every weight as torch's default does."""
+    import copy
+
+    from engine.loop import build_optimizer
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    engine_model = build_model("resnet18", num_classes=2)
+    default_model = copy.deepcopy(engine_model)
+    initial = copy.deepcopy(engine_model)
+    config = tiny_config(tmp_path, optimizer=optimizer, lr=0.01, weight_decay=1e-4)
+    default = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer]
+    engine_step = build_optimizer(engine_model, config)
+    default_step = default(default_model.parameters(), lr=0.01, weight_decay=1e-4)
+    assert engine_step.defaults["fused"] is True and default_step.defaults["fused"] is None
+    for seed in range(3):
+        gradients = torch.Generator().manual_seed(seed)
+        for engine_weight, default_weight in zip(engine_model.parameters(), default_model.parameters(), strict=True):
+            engine_weight.grad = torch.randn(engine_weight.shape, generator=gradients)
+            default_weight.grad = engine_weight.grad.clone()
+        engine_step.step()
+        default_step.step()
+    for weight, default_weight, before in zip(engine_model.parameters(), default_model.parameters(), initial.parameters(), strict=True):
+        assert (weight - before).abs().max() > 0.01  # three steps of lr 0.01 moved it
+        torch.testing.assert_close(weight, default_weight, rtol=1e-5, atol=1e-6)
