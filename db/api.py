@@ -337,13 +337,21 @@ class Database:
 
         self.write(work)
 
-    def add_steps(self, run_id: int, rows: Sequence[tuple[int, str, float]]) -> None:
-        """Insert a batch of (step, key, value) rows in one statement and one commit."""
+    def add_steps(self, run_id: int, rows: Sequence[tuple[int, str, float]], *, durable: bool = True) -> None:
+        """Insert a batch of (step, key, value) rows in one statement and one commit.
+
+        ``durable=False`` is for the batches inside an epoch: PostgreSQL then acknowledges the
+        commit before its WAL is on disk (``synchronous_commit`` off for that transaction only;
+        SQLite is unchanged). A server crash can lose such rows, never reorder or corrupt them,
+        and the next durable commit (the epoch's last batch, written durably before its
+        checkpoint and row) flushes every one before it. So a crash loses at most steps after
+        the last checkpoint, which a resume discards and trains again anyway."""
         if not rows:
             return
         payload = [{"run_id": run_id, "step": s, "key": k, "value": v} for s, k, v in rows]
+        table = StepMetric.__table__
         # Core, not the ORM session: this is the hot path of every worker.
-        self.write(lambda connection: dialect.insert_rows(connection, StepMetric.__table__, payload), core="statement")
+        self.write(lambda connection: dialect.insert_rows(connection, table, payload, durable=durable), core="statement")
 
     def epochs(self, run_id: int, *, after: int = 0) -> list[Epoch]:
         query = select(Epoch).where(Epoch.run_id == run_id, Epoch.epoch > after).order_by(Epoch.epoch)

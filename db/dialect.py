@@ -52,28 +52,29 @@ def pairs_as_json(dialect: str, first: ColumnElement, second: ColumnElement) -> 
     return func.json_group_array(func.json_array(first, second))
 
 
-def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert many rows in one go: PostgreSQL's COPY (a third of the client's time of a multi-row
-    INSERT, and nothing for the server to parse), a multi-row INSERT elsewhere."""
-    if connection.dialect.name == "postgresql" and rows:
-        columns = list(rows[0])
-        quote = connection.dialect.identifier_preparer
-        statement = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(name) for name in columns)}) FROM STDIN"
-        driver = connection.dialect.loaded_dbapi
-        cursor = connection.connection.driver_connection.cursor()
-        try:
-            with cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row([row[name] for name in columns])
-        except driver.Error as exc:
-            # The driver's own error, as SQLAlchemy would have raised it for an execute().
-            lost = connection.dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(statement, None, exc, driver.Error, connection_invalidated=lost,
-                                      dialect=connection.dialect) from None
+def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]], *, durable: bool = True) -> None:
+    """Insert many rows in one statement; a row already there (a batch retried after its commit's
+    answer was lost) is left as it is.
+
+    PostgreSQL: one ``INSERT ... SELECT FROM unnest(arrays)``, one array per column, sent by the
+    driver as a prepared statement: one round trip and nothing to parse, whatever the batch's size.
+    With ``durable=False`` the statement's own transaction commits without waiting for its WAL to
+    reach the disk (``set_config('synchronous_commit', 'off', true)``, for that transaction only;
+    see ``Database.add_steps``). Elsewhere, a multi-row INSERT."""
+    if not rows:
         return
-    connection.execute(insert(table), list(rows))
+    columns = list(rows[0])
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table).prefix_with("OR IGNORE"), list(rows))
+        return
+    quote = connection.dialect.identifier_preparer
+    arrays = ", ".join(f"%s::{table.c[name].type.compile(connection.dialect)}[]" for name in columns)
+    setting = "" if durable else "(SELECT set_config('synchronous_commit', 'off', true)) AS local_setting, "
+    statement = (
+        f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(name) for name in columns)}) "
+        f"SELECT batch.* FROM {setting}unnest({arrays}) AS batch ON CONFLICT DO NOTHING"
+    )
+    connection.exec_driver_sql(statement, tuple([row[name] for row in rows] for name in columns))
 
 
 def statement_connection(engine: Engine):

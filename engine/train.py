@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -175,6 +176,11 @@ class Trainer:
         self.log.info("resuming after epoch %d (step %d)", epoch, state.step)
         return epoch + 1
 
+    def _log_steps(self, rows: list[tuple[int, str, float]], *, epoch_ends_at: int) -> None:
+        """Steps inside an epoch need not wait for the disk; the epoch's last batch does, before
+        the epoch's checkpoint is saved (see ``Database.add_steps``)."""
+        self.db.add_steps(self.run_id, rows, durable=not rows or rows[-1][0] >= epoch_ends_at)
+
     def _train(self, resume: bool) -> str:
         config = self.config
         if not resume and self.epochs_recorded > 0:
@@ -241,7 +247,7 @@ class Trainer:
 
             train = train_one_epoch(
                 net, optimizer, loss_fn, train_images, train_labels, batches, transform, generator, device, precision, state,
-                log_steps=lambda rows: self.db.add_steps(self.run_id, rows), on_step=on_step, stop=self.stop,
+                log_steps=partial(self._log_steps, epoch_ends_at=state.step + in_epoch), on_step=on_step, stop=self.stop,
             )
             self.on_phase(f"epoch {epoch}/{config.epochs} validating")
             eval_started = time.perf_counter()

@@ -126,3 +126,39 @@ def test_step_values_come_back_exactly_infinities_included(db):
     values = [0.1, 1e-300, 123456.789012345, float("inf"), -float("inf")]
     db.add_steps(run.id, [(i + 1, "train_loss", v) for i, v in enumerate(values)])
     assert db.steps(run.id) == [(i + 1, v) for i, v in enumerate(values)]
+
+
+def test_a_batch_of_steps_inside_an_epoch_skips_only_its_own_wait_for_the_disk(db):
+    """On PostgreSQL a non-durable batch turns synchronous_commit off for its own transaction,
+    never for later writes on the same pooled connection; its rows are stored like any others."""
+    from sqlalchemy import Table
+
+    from db import dialect
+    from db.models import StepMetric
+
+    run = _run(db)
+    db.add_steps(run.id, [(1, "train_loss", 0.5), (2, "train_loss", 0.4)], durable=False)
+    db.add_steps(run.id, [(3, "train_loss", 0.3)], durable=True)
+    assert db.steps(run.id) == [(1, 0.5), (2, 0.4), (3, 0.3)]
+    if db.engine.dialect.name != "postgresql":
+        return
+    table: Table = StepMetric.__table__
+    with db.engine.begin() as connection:
+        dialect.insert_rows(connection, table, [{"run_id": run.id, "step": 4, "key": "train_loss", "value": 0.2}], durable=False)
+        assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    for _ in range(8):  # every connection of the pool, none of them left with it off
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    assert db.count_steps(run.id) == 4
+
+
+def test_a_batch_of_steps_written_twice_is_stored_once(db):
+    """A write retried after its commit's answer was lost (a dropped connection) finds its rows
+    already there: the retry is a no-op, not an error that fails the run."""
+    run = _run(db)
+    batch = [(1, "train_loss", 0.5), (2, "train_loss", 0.4)]
+    db.add_steps(run.id, batch)
+    db.add_steps(run.id, batch)
+    db.add_steps(run.id, [(2, "train_loss", 0.4), (3, "train_loss", 0.3)], durable=False)
+    assert db.steps(run.id) == [(1, 0.5), (2, 0.4), (3, 0.3)]
+    assert db.count_steps(run.id) == 3

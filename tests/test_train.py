@@ -161,3 +161,19 @@ def test_adam_on_the_cpu_is_fused_and_updates_the_weights_as_torchs_default_does
     for weight, default_weight, before in zip(engine_model.parameters(), default_model.parameters(), initial.parameters(), strict=True):
         assert (weight - before).abs().max() > 0.01  # three steps of lr 0.01 moved it
         torch.testing.assert_close(weight, default_weight, rtol=1e-5, atol=1e-6)
+
+
+def test_only_an_epochs_last_batch_of_steps_waits_for_the_disk(db, workspace, tiny_data, monkeypatch):
+    """Inside an epoch step rows may skip the wait for the disk; the epoch's last batch may not,
+    since the checkpoint saved after it says the epoch is done (Database.add_steps)."""
+    import engine.loop
+
+    monkeypatch.setattr(engine.loop, "STEP_FLUSH_EVERY", 2)
+    batches = []
+    add_steps = db.add_steps
+    monkeypatch.setattr(db, "add_steps", lambda run_id, rows, *, durable=True: (batches.append(([s for s, _, _ in rows], durable)),
+                                                                               add_steps(run_id, rows, durable=durable)))
+    run, status = _train(db, workspace, tiny_config(tiny_data, batch_size=8))  # 6 steps an epoch
+    assert status == "completed"
+    assert batches == [([1, 2], False), ([3, 4], False), ([5, 6], True), ([7, 8], False), ([9, 10], False), ([11, 12], True)]
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, 13))
