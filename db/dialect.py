@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from sqlalchemy import Connection, Engine, Table, Text, cast, func, insert, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
@@ -111,6 +110,8 @@ def migration_lock(engine: Engine, url: str | URL) -> Iterator[None]:
     """
     sqlite_file = sqlite_path(url)
     if sqlite_file is not None:
+        from filelock import FileLock  # here, not at the top: off the app's start-up path
+
         from db.workspace import file_permissions
 
         with FileLock(sqlite_file.with_name(sqlite_file.name + ".migrate.lock"), mode=file_permissions()):

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from filelock import FileLock, Timeout
 from sqlalchemy.exc import DBAPIError
 
 from db import Database, DatabaseError, Workspace, states
@@ -474,6 +473,8 @@ def pid_path(workspace: Workspace) -> Path:
 def running_pid(workspace: Workspace) -> int | None:
     """The live scheduler's pid (-1 if it has not written it yet), or None. The lock, not the pid
     file, is the truth."""
+    from filelock import FileLock, Timeout  # here, not at the top: off the app's start-up path
+
     probe = FileLock(lock_path(workspace), mode=file_permissions())
     try:
         probe.acquire(timeout=0)
@@ -529,6 +530,8 @@ def stop(workspace: Workspace, *, wait: float = 10.0) -> int | None:
 
 def serve(workspace: Workspace, options: Options) -> int:
     """Run the scheduler in this process while holding the workspace lock."""
+    from filelock import FileLock, Timeout
+
     workspace.ensure()
     lock = FileLock(lock_path(workspace), mode=file_permissions())
     try:

@@ -34,17 +34,20 @@ def status_cell(run: Run) -> Text:
     return Text(label, style=STATUS_STYLES.get(run.status, ""))
 
 
-def refill(table: DataTable, labels: Sequence[str], rows: Iterable[Sequence[str | Text]]) -> None:
-    """Replace a table's columns and rows at once, each column as wide as its widest cell.
+def refill(table: DataTable, labels: Sequence[str], rows: Iterable[Sequence[str | Text]],
+           keys: Sequence[str] | None = None) -> None:
+    """Replace a table's columns and rows at once, each column as wide as its widest cell (rows
+    keyed by ``keys`` where given).
 
-    A DataTable measures the cells of new rows only when it next goes idle; a table rebuilt twice
-    in quick succession (data arriving, then a Select settling) could keep the first build's
-    widths until the next key press. Widths given up front do not wait for that."""
+    A DataTable measures the cells of new rows only when it next goes idle, and a table filled
+    from a background read did not always get there before the next key press or poll: it could
+    show its columns as narrow as their labels, cut cells included. Widths given up front do not
+    wait for that."""
     rows = [list(row) for row in rows]
     table.clear(columns=True)
     for index, label in enumerate(labels):
         width = max([cell_len(label), *(cell_len(cell) if isinstance(cell, str) else cell.cell_len
                                          for row in rows for cell in row[index:index + 1])])
         table.add_column(label, width=width)
-    for row in rows:
-        table.add_row(*row)
+    for position, row in enumerate(rows):
+        table.add_row(*row, key=None if keys is None else keys[position])

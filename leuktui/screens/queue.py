@@ -15,7 +15,7 @@ from textual.worker import get_current_worker
 from engine import control
 from leuktui.actions import bindings
 from leuktui.app import PollFailed
-from leuktui.cells import progress_cell, status_cell
+from leuktui.cells import progress_cell, refill, status_cell
 from leuktui.formatting import age
 from leuktui.widgets.device_strip import DeviceStrip
 from leuktui.widgets.keybar import KeyBar
@@ -30,6 +30,9 @@ def device_cell(run, job) -> str:
 
         return f"slurm {job_cell(job)}"
     return run.device or "-"
+
+
+COLUMNS = ("#", "id", "name", "status", "device", "epoch", "priority", "age")
 
 
 @dataclass
@@ -63,8 +66,7 @@ class QueueScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#queue", DataTable)
-        for key in ("#", "id", "name", "status", "device", "epoch", "priority", "age"):
-            table.add_column(key, key=key)
+        refill(table, COLUMNS, [])
         table.focus()
         self.poll()
 
@@ -113,9 +115,7 @@ class QueueScreen(Screen):
         self._shown = rows
         table = self.query_one("#queue", DataTable)
         current, cursor = self.current(), table.cursor_row
-        table.clear()
-        for row in rows:
-            table.add_row(*row, key=row[1])
+        refill(table, COLUMNS, rows, keys=[row[1] for row in rows])
         if rows:  # the cursor stays on its run when the order changes, else on its row
             ids = [row[1] for row in rows]
             table.move_cursor(row=ids.index(str(current)) if str(current) in ids else min(cursor, len(rows) - 1))

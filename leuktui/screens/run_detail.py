@@ -18,7 +18,7 @@ from db import NotFound
 from db.models import Epoch, Evaluation, Run
 from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, epoch_metrics
 from leuktui.actions import bindings
-from leuktui.cells import status_cell
+from leuktui.cells import refill, status_cell
 from leuktui.feed import DetailData, DetailFeed, RunGone
 from leuktui.formatting import percent
 from leuktui.widgets.charts import MetricChart, downsample
@@ -27,6 +27,7 @@ from leuktui.widgets.keybar import KeyBar
 
 REDRAW_SECONDS = 0.3
 MAX_STEPS_KEPT = 8_000  # step points held for the chart; more are folded into bucket means
+EVALUATION_COLUMNS = ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file")
 
 
 def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
@@ -86,9 +87,7 @@ class RunDetailScreen(Screen):
         yield KeyBar()
 
     def on_mount(self) -> None:
-        table = self.query_one("#evaluations", DataTable)
-        for label in ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file"):
-            table.add_column(label)
+        refill(self.query_one("#evaluations", DataTable), EVALUATION_COLUMNS, [])
         if self._first is not None:
             self.on_detail_data(self._first)
             self._first = None
@@ -213,11 +212,9 @@ class RunDetailScreen(Screen):
         self.query_one("#config", Static).update(table)
 
     def _fill_evaluations(self) -> None:
-        table = self.query_one("#evaluations", DataTable)
-        table.clear()
-        for e in self.evaluations:
-            table.add_row(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n),
-                          *(m.format(getattr(e, m.key)) for m in METRICS), e.output_path or "")
+        refill(self.query_one("#evaluations", DataTable), EVALUATION_COLUMNS,
+               [(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n), *(m.format(getattr(e, m.key)) for m in METRICS),
+                 Text(e.output_path or "")) for e in self.evaluations])
 
     # -- the confusion matrix's source --------------------------------------------------------
 
