@@ -59,7 +59,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, A
     driver as a prepared statement: one round trip and nothing to parse, whatever the batch's size.
     With ``durable=False`` the statement's own transaction commits without waiting for its WAL to
     reach the disk (``set_config('synchronous_commit', 'off', true)``, for that transaction only;
-    see ``Database.add_steps``). Elsewhere, a multi-row INSERT."""
+    see ``Database.add_steps``). SQLite: one multi-row ``INSERT OR IGNORE``."""
     if not rows:
         return
     columns = list(rows[0])
