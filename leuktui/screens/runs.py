@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -112,8 +113,15 @@ class RunsScreen(Screen):
         self.matching = len(runs)
         sort_key = SORTS[self.sort_index][1]
         self.shown_keys = {run.id: sort_key(run) for run in runs[:TABLE_LIMIT]}
-        for run in runs[:TABLE_LIMIT]:
-            table.add_row(*self.row_cells(run), key=str(run.id))
+        rows = [self.row_cells(run) for run in runs[:TABLE_LIMIT]]
+        for run, cells in zip(runs[:TABLE_LIMIT], rows, strict=True):
+            table.add_row(*cells, key=str(run.id))
+        # The table would measure these rows only when it next goes idle, which a table filled
+        # from a background read did not always reach before the next key: columns stayed as
+        # narrow as their labels. Measured here, as the table itself would (cells.refill).
+        for column, cells in zip(table.ordered_columns, zip(*rows, strict=True), strict=False):
+            column.content_width = max(column.content_width, *(cell_len(c) if isinstance(c, str) else c.cell_len for c in cells))
+        table.refresh(layout=True)
         if current is not None and str(current) in table.rows:
             table.move_cursor(row=table.get_row_index(str(current)))
         self._update_status()
