@@ -34,6 +34,11 @@ def status_cell(run: Run) -> Text:
     return Text(label, style=STATUS_STYLES.get(run.status, ""))
 
 
+def cell_width(cell: str | Text) -> int:
+    """The columns a DataTable cell takes, as the table measures it."""
+    return cell_len(cell) if isinstance(cell, str) else cell.cell_len
+
+
 def refill(table: DataTable, labels: Sequence[str], rows: Iterable[Sequence[str | Text]],
            keys: Sequence[str] | None = None) -> None:
     """Replace a table's columns and rows at once, each column as wide as its widest cell (rows
@@ -46,8 +51,7 @@ def refill(table: DataTable, labels: Sequence[str], rows: Iterable[Sequence[str 
     rows = [list(row) for row in rows]
     table.clear(columns=True)
     for index, label in enumerate(labels):
-        width = max([cell_len(label), *(cell_len(cell) if isinstance(cell, str) else cell.cell_len
-                                         for row in rows for cell in row[index:index + 1])])
+        width = max([cell_len(label), *(cell_width(row[index]) for row in rows if index < len(row))])
         table.add_column(label, width=width)
     for position, row in enumerate(rows):
         table.add_row(*row, key=None if keys is None else keys[position])

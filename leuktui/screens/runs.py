@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -14,7 +13,7 @@ from textual.widgets import DataTable, Header, Input, Static
 
 from db.models import Run
 from leuktui.actions import bindings
-from leuktui.cells import progress_cell, status_cell
+from leuktui.cells import cell_width, progress_cell, status_cell
 from leuktui.formatting import age, number, percent
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
@@ -120,7 +119,7 @@ class RunsScreen(Screen):
         # from a background read did not always reach before the next key: columns stayed as
         # narrow as their labels. Measured here, as the table itself would (cells.refill).
         for column, cells in zip(table.ordered_columns, zip(*rows, strict=True), strict=False):
-            column.content_width = max(column.content_width, *(cell_len(c) if isinstance(c, str) else c.cell_len for c in cells))
+            column.content_width = max(column.content_width, *map(cell_width, cells))
         table.refresh(layout=True)
         if current is not None and str(current) in table.rows:
             table.move_cursor(row=table.get_row_index(str(current)))
