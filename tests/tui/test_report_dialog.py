@@ -103,7 +103,7 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
     assert out["runs"] == [4, 5]
     again = make_app(seeded)
     async with again.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: again.screen.query_one("#runs").row_count == 9)
+        await wait_until(pilot, lambda: again.loaded and again.screen.query_one("#runs").row_count == 9)
         assert again.screen.marked == {4, 5} and "2 marked" in str(again.screen.query_one("#runs-status").render())
         table = again.screen.query_one("#runs")
         table.move_cursor(row=table.get_row_index("4"))
