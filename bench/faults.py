@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from db import Database, Workspace, states  # noqa: E402
 from db.vocabulary import metric  # noqa: E402
-from engine import control, scheduler  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.synth import make_dataset  # noqa: E402
+from runner import control, daemon, scheduler
+from runner.options import Options  # noqa: E402
 
 STEPS_PER_EPOCH = 96 // 8
 
@@ -94,13 +95,13 @@ def under_the_scheduler(data: Path, root: Path, name: str, fault: signal.Signals
     workspace = Workspace(root / name).ensure()
     db = Database(workspace.db_url)
     (run,), _ = control.queue_runs(db, config(data, epochs=500))
-    scheduler.start_detached(workspace, scheduler.Options(idle_timeout=20))
+    daemon.start_detached(workspace, Options(idle_timeout=20))
     wait_for(lambda: db.get_run(run.id).epochs_done >= 1, 120)
     pid = db.get_run(run.id).pid
     os.kill(pid, fault)
     detected = wait_for(lambda: db.get_run(run.id).status == "failed", 60)
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
-    scheduler.stop(workspace)
+    daemon.stop(workspace)
     return detected
 
 
@@ -108,18 +109,18 @@ def scheduler_killed(data: Path, root: Path) -> tuple[float, bool]:
     workspace = Workspace(root / "scheduler").ensure()
     db = Database(workspace.db_url)
     (run,), _ = control.queue_runs(db, config(data, epochs=5))
-    first = scheduler.start_detached(workspace, scheduler.Options(idle_timeout=20))
+    first = daemon.start_detached(workspace, Options(idle_timeout=20))
     wait_for(lambda: db.get_run(run.id).epochs_done >= 1, 120)
     os.kill(first, signal.SIGKILL)
-    wait_for(lambda: scheduler.running_pid(workspace) is None, 10)
+    wait_for(lambda: daemon.running_pid(workspace) is None, 10)
     started = time.time()
-    scheduler.start_detached(workspace, scheduler.Options(idle_timeout=20))
+    daemon.start_detached(workspace, Options(idle_timeout=20))
     log = workspace.home / "scheduler.log"
     wait_for(lambda: "adopted run" in log.read_text(), 30)
     adopted = time.time() - started
     wait_for(lambda: db.get_run(run.id).status == "completed", 240)
     epochs = [e.epoch for e in db.epochs(run.id)]
-    scheduler.stop(workspace)
+    daemon.stop(workspace)
     return adopted, epochs == [1, 2, 3, 4, 5]
 
 

@@ -40,7 +40,8 @@ class Sweep(Base):
 
 class Run(Base):
     __tablename__ = "run"
-    __table_args__ = (Index("ix_run_queue_order", "status", "priority", "id"),)
+    # AUTOINCREMENT on SQLite: a deleted run's id is never given to another run (PostgreSQL's sequence never goes back).
+    __table_args__ = (Index("ix_run_queue_order", "status", "priority", "id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

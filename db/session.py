@@ -14,7 +14,7 @@ from db.dialect import sqlite_path
 from db.errors import UserError
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 BUSY_TIMEOUT_MS = 30_000  # $LEUKTUI_BUSY_TIMEOUT_MS overrides it
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -66,9 +66,27 @@ def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
     from alembic import command
 
     config = alembic_config(url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        return
+    # A migration that rebuilds a table drops the old one, and with foreign keys on SQLite's
+    # implicit DELETE of its rows would cascade to every child row. The pragma only takes effect
+    # outside a transaction, so it is set before the migration's begins, and checked after.
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+        connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left rows whose parent is gone: {broken[:5]}")
+        finally:
+            connection.exec_driver_sql("PRAGMA foreign_keys = ON")
+            connection.commit()
 
 
 def ensure_schema(engine: Engine, url: str) -> None:

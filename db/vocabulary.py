@@ -140,6 +140,8 @@ QUEUED, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "held", "running", "completed", "failed", "cancelled", "interrupted",
 )
 RUN_STATUSES = (QUEUED, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, INTERRUPTED)
+# Shown, never stored: a running run whose cancel was asked for (it checkpoints, then stops).
+CANCELLING = "cancelling"
 WAITING_STATUSES = (QUEUED, HELD)
 FINISHED_STATUSES = (COMPLETED, FAILED, CANCELLED, INTERRUPTED)
 RESUMABLE_STATUSES = (INTERRUPTED, CANCELLED, FAILED)

@@ -70,6 +70,12 @@ class Workspace:
     def exports_dir(self) -> Path:
         return self.home / "exports"
 
+    def export_path(self, run_ids: list[int], tta: str) -> Path:
+        """Where a submission is written without ``-o``: ``run-3-single.csv``, ``ensemble-3-7-five.csv``
+        (``tta`` is the eval mode's key); the CLI and the app's dialog name it alike."""
+        name = f"run-{run_ids[0]}" if len(run_ids) == 1 else "ensemble-" + "-".join(map(str, run_ids))
+        return self.exports_dir / f"{name}-{tta}.csv"
+
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)
 

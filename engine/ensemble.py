@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,3 +105,12 @@ def export_ensemble(
         )
     db.add_submission(list(run_ids), checkpoint=checkpoint, tta=mode, test_csv=str(csv_paths[first]), path=written, rows=len(rows))
     return output, len(rows)
+
+
+def export_runs(db: Database, workspace: Workspace, run_ids: Sequence[int], output: Path | str, **options: Any) -> tuple[Path, int]:
+    """The one way a submission is written: one run's predictions, or several runs' ensemble."""
+    if len(run_ids) == 1:
+        from engine.predict import export_submission
+
+        return export_submission(db, workspace, run_ids[0], output, **options)
+    return export_ensemble(db, workspace, list(run_ids), output, **options)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
+from db.vocabulary import RUNNING
 from db.workspace import apply_file_mode
 from engine.errors import UserError
-from engine.processes import process_start_time
 
 HEARTBEAT_SECONDS = 2.0
 # A run whose training has not moved (no image decoded, no step, no batch evaluated) for this long
@@ -107,8 +107,11 @@ def execute(
 
     ``resume`` defaults to whether the run has a ``last`` checkpoint.
     """
+    import psutil
+
     pid = os.getpid()
-    if not db.update_run(run_id, when_status=("running",), pid=pid, pid_started_at=process_start_time(pid)):
+    # With the start time, the scheduler never takes another process that reuses the pid for this worker.
+    if not db.update_run(run_id, when_status=(RUNNING,), pid=pid, pid_started_at=psutil.Process(pid).create_time()):
         raise UserError(f"run {run_id} is {db.get_run(run_id).status}, not running; nothing to train")
     pulse = Pulse()
     done = threading.Event()

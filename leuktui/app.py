@@ -11,13 +11,11 @@ import gc
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.message import Message
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
@@ -25,21 +23,12 @@ from db import Database, Workspace
 from db.models import Run
 from engine.errors import UserError
 from leuktui.actions import ACTION_BY_ID, bindings, display, validate_keymap
+from leuktui.messages import PollFailed, RunsUpdated
 
 POLL_SECONDS = 0.5
 FULL_CHECK_EVERY = 20  # polls between checks for runs deleted by another process
 FIRST_PAGE = 250       # runs loaded before all the others
 POLL_OVERLAP_SECONDS = 2.0  # each poll reads again the runs changed this long before the newest seen
-
-
-@dataclass
-class RunsUpdated(Message):
-    """Runs created or changed since the last poll, and ids that disappeared."""
-
-    changed: list[Run]
-    removed: set[int] = field(default_factory=set)
-    initial: bool = False
-    partial: bool = False  # the newest runs only, shown while the rest load
 
 
 class LeuktuiApp(App):
@@ -101,7 +90,7 @@ class LeuktuiApp(App):
 
     @work(thread=True, group="scheduler", exit_on_error=False)
     def ensure_scheduler(self) -> None:
-        from engine.scheduler import start_detached
+        from runner.daemon import start_detached
 
         try:
             start_detached(self.workspace)
@@ -258,8 +247,3 @@ class LeuktuiApp(App):
                     binding.description, f"{binding.description} ({key})",
                     lambda owner=owner, action=binding.action: owner.run_action(action),
                 )
-
-
-@dataclass
-class PollFailed(Message):
-    error: str

@@ -10,10 +10,12 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from db.models import Run
+from db.vocabulary import CANCELLED, COMPLETED, FAILED, HELD, INTERRUPTED, QUEUED, RUNNING
+from leuktui.formatting import status_text
 
 STATUS_STYLES = {
-    "running": "bold cyan", "queued": "yellow", "held": "magenta", "completed": "green",
-    "failed": "bold red", "cancelled": "dim", "interrupted": "dark_orange",
+    RUNNING: "bold cyan", QUEUED: "yellow", HELD: "magenta", COMPLETED: "green",
+    FAILED: "bold red", CANCELLED: "dim", INTERRUPTED: "dark_orange",
 }
 
 
@@ -26,12 +28,8 @@ def progress_cell(run: Run, width: int = 6) -> Text:
 
 
 def status_cell(run: Run) -> Text:
-    """The status; for a running run, what it is doing now (``epoch 2/6 step 12/40``)."""
-    if run.status == "running":
-        label = "cancelling" if run.cancel_requested_at else run.phase or run.status
-    else:
-        label = run.status
-    return Text(label, style=STATUS_STYLES.get(run.status, ""))
+    """The status as ``ls`` shows it too (``formatting.status_text``), in its status's colour."""
+    return Text(status_text(run), style=STATUS_STYLES.get(run.status, ""))
 
 
 def cell_width(cell: str | Text) -> int:

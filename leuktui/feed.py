@@ -5,31 +5,12 @@ run (its row, epochs, steps, evaluations, log lines) from a thread, and hands it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from textual.message import Message
-
 from db import Database
-from db.models import Epoch, Evaluation, Run
+from leuktui.messages import DetailData
 
 LOG_TAIL_BYTES = 32_768
-
-
-@dataclass
-class DetailData(Message):
-    """What changed for the open run since the last poll."""
-
-    run: Run
-    epochs: list[Epoch] = field(default_factory=list)
-    steps: list[tuple[int, float]] = field(default_factory=list)
-    evaluations: list[Evaluation] | None = None
-    log_lines: list[str] = field(default_factory=list)
-    reset: bool = False
-
-
-class RunGone(Message):
-    """The open run no longer exists."""
 
 
 class DetailFeed:

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from db.models import Epoch, Evaluation, Run
-from db.vocabulary import METRICS, epoch_metrics
+from db.vocabulary import CANCELLING, METRICS, RUNNING, epoch_metrics
 
 EPOCH_COLUMNS = (
     "epoch", "step", "train_loss", "train_acc", *(m.epoch_column for m in METRICS), "confusion", "lr", "seconds", "images_per_s",
@@ -80,5 +80,10 @@ def best_metrics(run: Run) -> dict[str, float | None]:
 
 
 def status_text(run: Run) -> str:
-    """The status, and while a run is running, what it is doing (``running: epoch 1 step 12/40``)."""
-    return f"{run.status}: {run.phase}" if run.status == "running" and run.phase else run.status
+    """The status as the app and ``ls`` show it: while a run is running, what it is doing now
+    (``epoch 2/6 step 12/40``), or ``cancelling`` once its cancel was asked for."""
+    if run.status != RUNNING:
+        return run.status
+    if run.cancel_requested_at:
+        return CANCELLING
+    return run.phase or run.status

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,52 @@ def tiny_config(data_dir: Path, **overrides):
     return RunConfig.from_dict(values)
 
 
+@dataclass
+class CliResult:
+    """What ``leuktui ARGS`` did: its exit status and what it printed."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, home: Path | None = None, check: bool = True, env: dict | None = None) -> CliResult:
+    """Run ``leuktui ARGS`` in this process through ``main(argv)``, as the command does; for the
+    tests where no process boundary is under test (``run_cli`` starts a real one)."""
+    import contextlib
+    import io
+    import signal
+
+    from leuktui.cli import main
+
+    argv = (["--home", str(home)] if home is not None else []) + list(args)
+    saved_env = dict(os.environ)
+    saved_umask = os.umask(0o077)
+    os.umask(saved_umask)
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.pop("LEUKTUI_HOME", None)
+    os.environ.pop("LEUKTUI_DB", None)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # --help, --version
+                code = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.umask(saved_umask)
+        for number, handler in saved_signals.items():
+            signal.signal(number, handler)
+    result = CliResult(argv, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"leuktui {' '.join(argv)} exited {code}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
 def run_cli(*args: str, home: Path | None = None, check: bool = True, env: dict | None = None, timeout: float = 300):
     """Run ``python -m leuktui ARGS`` in a real subprocess and return the CompletedProcess."""
     command = [sys.executable, "-m", "leuktui"]
@@ -81,11 +128,11 @@ def home(tmp_path):
     import contextlib
     import signal
 
-    from engine import scheduler
+    from runner import daemon
 
     workspace = Workspace(tmp_path / "home").ensure()
     yield workspace
-    pid = scheduler.running_pid(workspace)
+    pid = daemon.running_pid(workspace)
     if pid and pid > 0:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from conftest import tiny_config
 from db import states
 from engine.checkpoint import CheckpointError, CheckpointSaver, load_checkpoint
-from engine.control import create_run
 from engine.train import ResumeError, Trainer
+from runner.control import create_run
 
 STATE = {"model": {"w": torch.ones(2)}, "epoch": 1, "step": 3, "config": {"epochs": 2}}
 

@@ -1,4 +1,4 @@
-"""The command line in real subprocesses on a real workspace."""
+"""The command line through `main(argv)` on a real workspace (a real subprocess where the process is what is tested)."""
 
 import csv
 import json
@@ -7,7 +7,7 @@ import sys
 import pytest
 from test_metrics import from_confusion
 
-from conftest import run_cli
+from conftest import cli
 from db.vocabulary import METRICS
 
 
@@ -20,7 +20,7 @@ def _csv(path):
 def trained(tmp_path_factory, tiny_data):
     """One workspace with one completed run, shared by the read-only tests below."""
     home = tmp_path_factory.mktemp("cli") / "home"
-    result = run_cli("run", "--data-dir", str(tiny_data), "--image-size", "32", "--epochs", "2", "--batch-size", "16",
+    result = cli("run", "--data-dir", str(tiny_data), "--image-size", "32", "--epochs", "2", "--batch-size", "16",
                      "--name", "first", "--tag", "smoke", "--no-vflip", home=home)
     run_id = int(result.stdout.strip().splitlines()[-1])
     return home, run_id, result
@@ -35,9 +35,9 @@ def test_run_prints_epochs_and_the_run_id(trained):
 
 def test_ls_and_show_json(trained):
     home, run_id, _ = trained
-    runs = json.loads(run_cli("ls", "--json", home=home).stdout)
+    runs = json.loads(cli("ls", "--json", home=home).stdout)
     assert [(r["id"], r["name"], r["status"], r["tags"], r["epochs_done"]) for r in runs] == [(1, "first", "completed", ["smoke"], 2)]
-    detail = json.loads(run_cli("show", str(run_id), "--json", home=home).stdout)
+    detail = json.loads(cli("show", str(run_id), "--json", home=home).stdout)
     assert detail["config"]["vflip"] is False and detail["config"]["image_size"] == 32
     assert [e["epoch"] for e in detail["epochs"]] == [1, 2]
     assert detail["best_val_acc"] == max(e["val_acc"] for e in detail["epochs"])
@@ -47,26 +47,26 @@ def test_ls_and_show_json(trained):
     for epoch in detail["epochs"]:
         for key, value in from_confusion(epoch["confusion"]).items():
             assert epoch[next(m.epoch_column for m in METRICS if m.key == key)] == pytest.approx(value), key
-    assert "first" in run_cli("ls", home=home).stdout
-    assert "best epoch" in run_cli("show", str(run_id), home=home).stdout
+    assert "first" in cli("ls", home=home).stdout
+    assert "best epoch" in cli("show", str(run_id), home=home).stdout
 
 
 def test_eval_records_test_time_augmentation(trained):
     home, run_id, _ = trained
-    result = json.loads(run_cli("eval", str(run_id), "--tta", "five", "--json", home=home).stdout)
+    result = json.loads(cli("eval", str(run_id), "--tta", "five", "--json", home=home).stdout)
     assert result["tta"] == "five" and result["split"] == "valid" and result["n"] == 24
     assert sum(map(sum, result["confusion"])) == 24
-    detail = json.loads(run_cli("show", str(run_id), "--json", home=home).stdout)
+    detail = json.loads(cli("show", str(run_id), "--json", home=home).stdout)
     assert any(e["tta"] == "five" and e["acc"] == result["acc"] for e in detail["evaluations"])
     for key, value in from_confusion(result["confusion"]).items():
         assert result[key] == pytest.approx(value), key
-    assert "Matthews correlation" in run_cli("eval", str(run_id), "--tta", "single", home=home).stdout
+    assert "Matthews correlation" in cli("eval", str(run_id), "--tta", "single", home=home).stdout
 
 
 def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     out = tmp_path / "submission.csv"
-    result = run_cli("export", str(run_id), "-o", str(out), "--tta", "ten", home=home)
+    result = cli("export", str(run_id), "-o", str(out), "--tta", "ten", home=home)
     assert f"wrote 16 rows to {out}" in result.stdout
     rows = _csv(out)
     assert rows[0] == ["ID", "label"]
@@ -75,17 +75,17 @@ def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data,
     assert {r[1] for r in rows[1:]} <= {"0", "1"}
 
     other = tmp_path / "152.csv"
-    run_cli("export", str(run_id), "-o", str(other), "--test-csv", str(tiny_data / "resnet_152_test.csv"), "--proba", home=home)
+    cli("export", str(run_id), "-o", str(other), "--test-csv", str(tiny_data / "resnet_152_test.csv"), "--proba", home=home)
     rows152 = _csv(other)
     assert rows152[0] == ["ID", "label", "prob_all"]
     assert [r[0] for r in rows152[1:]] == [r[0] for r in _csv(tiny_data / "resnet_152_test.csv")[1:]]
     assert all(0 <= float(r[2]) <= 1 and r[1] == str(int(float(r[2]) >= 0.5)) for r in rows152[1:])
 
-    score = json.loads(run_cli("score", str(other), "--key", str(tiny_data / "test_answer_key.csv"), "--json").stdout)
+    score = json.loads(cli("score", str(other), "--key", str(tiny_data / "test_answer_key.csv"), "--json").stdout)
     assert score["n"] == 16 and 0 <= score["acc"] <= 1
 
     valid = tmp_path / "valid.csv"
-    run_cli("export", str(run_id), "-o", str(valid), "--test-csv", str(tiny_data / "valid.csv"), home=home)
+    cli("export", str(run_id), "-o", str(valid), "--test-csv", str(tiny_data / "valid.csv"), home=home)
     assert len(_csv(valid)) == 25
 
 
@@ -103,7 +103,7 @@ def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
         (("resume", str(run_id)), 1, "only interrupted, cancelled or failed runs resume"),
     ]
     for args, status, message in cases:
-        result = run_cli(*args, home=home, check=False)
+        result = cli(*args, home=home, check=False)
         assert result.returncode == status, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and lines[0].startswith("leuktui: error:"), (args, result.stderr)
@@ -126,12 +126,12 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         (("queue", "--data-dir", str(tiny_data), "--device", "cuda:1"), "--device: 'cuda:1' asked for, but this machine has no CUDA device"),
     ]
     for args, message in cases:
-        result = run_cli(*args, "--no-start", home=home, check=False, env=no_gpus) if args[0] == "queue" else \
-            run_cli(*args, home=home, check=False, env=no_gpus)
+        result = cli(*args, "--no-start", home=home, check=False, env=no_gpus) if args[0] == "queue" else \
+            cli(*args, home=home, check=False, env=no_gpus)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
-    assert json.loads(run_cli("ls", "--json", home=home).stdout) == [], "nothing recorded"
-    bad_gpus = run_cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, check=False, env={"LEUKTUI_GPUS": "0,x"})
+    assert json.loads(cli("ls", "--json", home=home).stdout) == [], "nothing recorded"
+    bad_gpus = cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, check=False, env={"LEUKTUI_GPUS": "0,x"})
     assert bad_gpus.returncode == 1 and bad_gpus.stderr.strip() == \
         "leuktui: error: LEUKTUI_GPUS='0,x': expected GPU indices such as 0,1 (or empty for none)"
 
@@ -139,7 +139,7 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
 def test_score_names_the_bad_row(tmp_path, tiny_data):
     bad = tmp_path / "bad.csv"
     bad.write_text("ID,label\n./new_dataset/test/0.bmp,1\n./new_dataset/test/1.bmp,yes\n")
-    result = run_cli("score", str(bad), "--key", str(tiny_data / "test_answer_key.csv"), check=False)
+    result = cli("score", str(bad), "--key", str(tiny_data / "test_answer_key.csv"), check=False)
     assert result.returncode == 1
     assert "bad.csv line 3: label 'yes' is not a number" in result.stderr
 
@@ -147,20 +147,20 @@ def test_score_names_the_bad_row(tmp_path, tiny_data):
 def test_unwritable_workspace_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run_cli("ls", home=blocker / "home", check=False)
+    result = cli("ls", home=blocker / "home", check=False)
     assert result.returncode == 1 and "workspace folder is not writable" in result.stderr
 
 
 def test_data_commands(tmp_path):
     root = tmp_path / "synthetic"
-    run_cli("data", "synth", str(root), "--n-train", "8", "--n-valid", "4", "--n-test", "4", "--size", "24")
-    assert "ready to train" in run_cli("data", "check", str(root)).stdout
-    again = run_cli("data", "synth", str(root), check=False)
+    cli("data", "synth", str(root), "--n-train", "8", "--n-valid", "4", "--n-test", "4", "--size", "24")
+    assert "ready to train" in cli("data", "check", str(root)).stdout
+    again = cli("data", "synth", str(root), check=False)
     assert again.returncode == 2 and "not empty" in again.stderr
     (root / "new_dataset" / "valid" / "2.bmp").unlink()
-    report = run_cli("data", "check", str(root), check=False)
+    report = cli("data", "check", str(root), check=False)
     assert report.returncode == 1 and "valid/2.bmp: missing" in report.stdout
-    as_json = json.loads(run_cli("data", "check", str(root), "--json", check=False).stdout)
+    as_json = json.loads(cli("data", "check", str(root), "--json", check=False).stdout)
     assert as_json["ok"] is False and as_json["splits"]["train"]["rows"] == 8
 
 

@@ -94,6 +94,37 @@ def test_deleting_a_run_deletes_its_rows(db):
         assert connection.execute(text("SELECT count(*) FROM step_metric")).scalar() == 0
 
 
+def test_a_deleted_runs_id_is_never_given_to_a_new_run(db):
+    first, newest = _run(db), _run(db)
+    db.delete_run(newest.id)
+    assert _run(db).id == newest.id + 1, "the newest run's id was deleted, and not reused"
+    db.delete_run(first.id)
+    assert _run(db).id == newest.id + 2
+
+
+def test_a_database_whose_runs_were_deleted_keeps_its_epochs_through_the_id_migration(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    upgrade(engine, url, "0005")
+    with engine.begin() as connection:
+        for run_id in (1, 2):
+            connection.execute(text(
+                "INSERT INTO run (id, name, status, config, config_hash, model, priority, created_at, updated_at, notes, tags,"
+                " epochs_done, last_step, summary, environment) VALUES (:id, 'r', 'completed', '{}', 'abc', 'resnet18', 0, 1.0,"
+                " 1.0, '', '[]', 1, 1, '{}', '{}')"), {"id": run_id})
+            connection.execute(text("INSERT INTO epoch (run_id, epoch, step, val_acc, confusion, created_at)"
+                                    " VALUES (:id, 1, 1, 0.5, '[[1,0],[0,1]]', 2.0)"), {"id": run_id})
+    engine.dispose()
+    db = Database(url)  # upgrades to the newest revision: the run table is rebuilt
+    assert [len(db.epochs(run_id)) for run_id in (1, 2)] == [1, 1], "the rebuild cascaded to the epochs"
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert "AUTOINCREMENT" in connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'run'").scalar()
+    db.delete_run(2)
+    assert _run(db).id == 3
+    db.close()
+
+
 def test_unknown_run_is_not_found(db):
     from db import NotFound
 

@@ -8,7 +8,7 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import text
 
-from conftest import run_cli
+from conftest import cli
 from db import Database, DatabaseError, states
 from db.session import SCHEMA_REVISION
 
@@ -93,7 +93,7 @@ def test_an_unreachable_server_is_one_line_naming_host_and_port_without_the_pass
 
 def test_the_command_line_reports_an_unreachable_database_in_one_line(tmp_path):
     url = "postgresql+psycopg://lab:s3cret-word@127.0.0.1:1/experiments"
-    result = run_cli("ls", home=tmp_path / "home", check=False, env={"LEUKTUI_DB": url})
+    result = cli("ls", home=tmp_path / "home", check=False, env={"LEUKTUI_DB": url})
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "s3cret-word" not in lines[0], result.stderr
@@ -104,11 +104,11 @@ def test_every_command_that_reads_works_on_postgresql(pg_url, tmp_path, tiny_dat
     """A run trained in the foreground into PostgreSQL, then listed, shown and re-evaluated."""
     home = tmp_path / "home"
     env = {"LEUKTUI_DB": pg_url}
-    run_cli("run", "--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "16", "--epochs", "1",
+    cli("run", "--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "16", "--epochs", "1",
             "--amp", "off", "--workers", "0", "--name", "on-pg", home=home, env=env)
-    listing = run_cli("ls", "--json", home=home, env=env).stdout
+    listing = cli("ls", "--json", home=home, env=env).stdout
     assert '"name": "on-pg"' in listing and '"status": "completed"' in listing
-    shown = run_cli("show", "1", "--json", home=home, env=env).stdout
+    shown = cli("show", "1", "--json", home=home, env=env).stdout
     assert '"epochs_done": 1' in shown
     database = Database(pg_url)
     assert database.steps_overview(1), "the run's loss curve reads back from PostgreSQL"

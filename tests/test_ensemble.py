@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from conftest import run_cli, tiny_config
+from conftest import cli, tiny_config
 from db import Database, NotFound, Workspace
-from engine.control import create_run
 from engine.ensemble import EnsembleError, export_ensemble
 from engine.predict import export_submission
 from engine.scoring import score_submission
 from engine.train import Trainer
+from runner.control import create_run
 
 
 def _rows(path):
@@ -81,26 +81,26 @@ def test_runs_on_different_test_csvs_are_refused_before_anything_is_written(two_
 
 def test_export_and_score_from_the_command_line(two_runs, tiny_data):
     workspace, db, (a, b) = two_runs
-    result = run_cli("export", str(a), str(b), home=workspace.home)
+    result = cli("export", str(a), str(b), home=workspace.home)
     output = workspace.exports_dir / f"ensemble-{a}-{b}-single.csv"
     assert f"wrote 16 rows to {output}" in result.stdout
     submission = db.submissions()[-1]
     assert submission.run_ids == [a, b] and submission.path == str(output)
     assert f"recorded as submission {submission.id}" in result.stdout
-    scored = run_cli("score", str(output), "--key", str(tiny_data / "test_answer_key.csv"), home=workspace.home)
+    scored = cli("score", str(output), "--key", str(tiny_data / "test_answer_key.csv"), home=workspace.home)
     accuracy = score_submission(output, tiny_data / "test_answer_key.csv")["acc"]
     assert f"as the score of submission {submission.id}" in scored.stdout
-    listed = json.loads(run_cli("submissions", "--json", home=workspace.home).stdout)
+    listed = json.loads(cli("submissions", "--json", home=workspace.home).stdout)
     assert (listed[-1]["score"], listed[-1]["score_source"]) == (pytest.approx(accuracy), "key")
 
 
 def test_report_evaluate_records_the_predictions_its_roc_curves_need(two_runs, tmp_path):
     workspace, db, (a, b) = two_runs
     before = len(db.evaluations(b))
-    result = run_cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
+    result = cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
     assert f"evaluating run {a}" in result.stdout and f"evaluating run {b}" in result.stdout
     added = db.evaluations(b)[before:]
     assert [(e.split, e.tta, e.checkpoint, e.n) for e in added] == [("valid", "single", "best", 24)]
     assert (tmp_path / "report" / "figures" / "roc.svg").is_file()
-    again = run_cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
+    again = cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
     assert "evaluating" not in again.stdout and len(db.evaluations(b)) == before + 1

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 
 from db import Database, Workspace, states
-from engine import control
-from engine.scheduler import HOST_DEAD_SECONDS, LocalBackend, Scheduler
+from runner import control
+from runner.backends.local import LocalBackend
+from runner.scheduler import HOST_DEAD_SECONDS, Scheduler
 
 
 def _running(db: Database, host: str, heartbeat_age: float) -> int:

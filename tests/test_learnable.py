@@ -3,9 +3,9 @@
 import pytest
 
 from conftest import tiny_config
-from engine.control import create_run
 from engine.synth import make_dataset
 from engine.train import Trainer
+from runner.control import create_run
 
 
 @pytest.mark.slow

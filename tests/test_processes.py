@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import cli
 from db import Database, states
-from engine import scheduler, worker
-from engine.processes import is_alive, is_worker, process_start_time
+from engine import worker
+from runner import scheduler
+from runner.processes import is_alive, is_worker, process_start_time
 
 
 @pytest.fixture
@@ -91,9 +92,9 @@ def test_the_heartbeat_carries_the_phase_to_the_database_and_ls(db, workspace, m
     finally:
         done.set()
         thread.join()
-    listed = json.loads(run_cli("ls", "--json", home=workspace.home).stdout)
+    listed = json.loads(cli("ls", "--json", home=workspace.home).stdout)
     assert listed[0]["phase"] == "decoding train images 340/600" and listed[0]["status"] == "running"
-    assert "running: decoding train images 340/600" in run_cli("ls", home=workspace.home).stdout
+    assert "decoding train images 340/600" in cli("ls", home=workspace.home).stdout
     states.finish(db, run.id, "completed")
     assert db.get_run(run.id).phase is None
 
@@ -146,12 +147,12 @@ def test_files_are_private_by_default_and_group_shared_on_request(tmp_path, tiny
 
     for share, forbidden in (("private", 0o077), ("group", 0o007)):
         home = tmp_path / share
-        run_cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, env={"LEUKTUI_SHARE": share})
+        cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, env={"LEUKTUI_SHARE": share})
         written = [home, *home.rglob("*")]
         assert written and all(stat.S_IMODE(p.stat().st_mode) & forbidden == 0 for p in written), share
         if share == "group":
             assert stat.S_IMODE((home / "leuktui.db").stat().st_mode) & 0o060 == 0o060
-    bad = run_cli("ls", home=tmp_path / "x", check=False, env={"LEUKTUI_SHARE": "world"})
+    bad = cli("ls", home=tmp_path / "x", check=False, env={"LEUKTUI_SHARE": "world"})
     assert bad.returncode == 1 and bad.stderr.strip() == "leuktui: error: LEUKTUI_SHARE='world': expected one of private, group"
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from tui.seed import seed_workspace
 
-from conftest import run_cli
+from conftest import cli
 from db import Database, Workspace
 from engine.config import RunConfig
 from leuktui import ablation
@@ -111,8 +111,8 @@ def test_roc_plot_draws_the_recorded_validation_predictions(seeded):
 
 
 def test_examples_show_each_preprocessing_setting_with_the_pipelines_steps(tmp_path, tiny_data):
-    from engine.control import create_run
     from engine.preprocess import Preprocess
+    from runner.control import create_run
 
     workspace = Workspace(tmp_path / "home").ensure()
     db = Database(workspace.db_url)
@@ -169,7 +169,8 @@ def test_ablation_tables_are_the_ablation_screens_pivots(seeded):
 
 
 def test_reproduce_command_parses_back_to_the_same_config(seeded):
-    from leuktui.cli import build_parser, config_from_args
+    from leuktui.cli import build_parser
+    from leuktui.cli.common import config_from_args
 
     _, db = seeded
     record = collect(db, select_runs(db, [2])).records[0]
@@ -285,7 +286,7 @@ def seeded_home(tmp_path):
 
 def test_report_and_submissions_commands(seeded_home, tmp_path):
     out = tmp_path / "lab-report"
-    result = run_cli("report", "1", "3", "-o", str(out), home=seeded_home)
+    result = cli("report", "1", "3", "-o", str(out), home=seeded_home)
     assert f"wrote the report on runs 1, 3 to {out}" in result.stdout
     assert (out / "report.html").is_file() and (out / "figures" / "confusion-run-3.png").is_file()
     for args, message in (
@@ -293,24 +294,24 @@ def test_report_and_submissions_commands(seeded_home, tmp_path):
         (("report", "8"), "leuktui: error: run 8: no epochs recorded yet (status queued)"),
         (("report", "--sweep", "5"), "leuktui: error: sweep 5: no such sweep"),
     ):
-        failed = run_cli(*args, "-o", str(tmp_path / "x"), home=seeded_home, check=False)
+        failed = cli(*args, "-o", str(tmp_path / "x"), home=seeded_home, check=False)
         assert failed.returncode == 1 and failed.stderr.strip().startswith(message) and len(failed.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
-    assert "no submissions yet" in run_cli("submissions", home=seeded_home).stdout
+    assert "no submissions yet" in cli("submissions", home=seeded_home).stdout
     db = Database(Workspace(seeded_home).db_url)
     db.add_submission([1], checkpoint="best", tta="single", test_csv="t.csv", path=str(tmp_path / "s.csv"), rows=16)
     db.close()
-    scored = run_cli("submissions", "score", "1", "0.96907", home=seeded_home)
+    scored = cli("submissions", "score", "1", "0.96907", home=seeded_home)
     assert "leaderboard score 0.96907 recorded" in scored.stdout
     import json
 
-    listed = json.loads(run_cli("submissions", "--json", home=seeded_home).stdout)
+    listed = json.loads(cli("submissions", "--json", home=seeded_home).stdout)
     assert [(s["id"], s["run_ids"], s["score"], s["score_source"]) for s in listed] == [(1, [1], 0.96907, "leaderboard")]
-    assert "0.96907" in run_cli("submissions", home=seeded_home).stdout
-    bad = run_cli("submissions", "score", "1", "97", home=seeded_home, check=False)
+    assert "0.96907" in cli("submissions", home=seeded_home).stdout
+    bad = cli("submissions", "score", "1", "97", home=seeded_home, check=False)
     assert bad.returncode == 2 and "'97' is not between 0 and 1" in bad.stderr
-    missing = run_cli("submissions", "score", "5", "0.5", home=seeded_home, check=False)
+    missing = cli("submissions", "score", "5", "0.5", home=seeded_home, check=False)
     assert missing.returncode == 1 and "submission 5: no such submission" in missing.stderr
 
 

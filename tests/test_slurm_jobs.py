@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db import Workspace
-from engine.slurm import COMMENT_PREFIX, JobState, job_script, parse_scontrol, wants_gpu
+from runner.backends.slurm import COMMENT_PREFIX, JobState, job_script, parse_scontrol, wants_gpu
 
 SCONTROL = (
     "JobId=42 JobName=leuktui-run-7 UserId=lab(1000) JobState=TIMEOUT Reason=TimeLimit Dependency=(null) "

@@ -10,8 +10,8 @@ import torchvision
 from conftest import tiny_config
 from db import states
 from engine.checkpoint import load_checkpoint
-from engine.control import create_run
 from engine.train import Trainer
+from runner.control import create_run
 
 
 def _train(db, workspace, config, **kwargs):

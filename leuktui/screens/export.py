@@ -4,34 +4,20 @@ make an ensemble (their ALL probabilities averaged)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from textual import on, work
+from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Input, Label, Select, Static
 
 from db.models import Run
 from db.vocabulary import CHECKPOINTS, EVAL_MODES
 from engine.datasets import TEST_CSVS
-from engine.errors import UserError
 from leuktui.actions import bindings
-
-
-@dataclass
-class ExportProgress(Message):
-    done: int
-    total: int
-
-
-@dataclass
-class ExportFinished(Message):
-    path: Path | None
-    rows: int = 0
-    error: str | None = None
+from leuktui.screens.job_dialog import JobDialog
 
 
 def default_test_csv_name(run: Run) -> str:
@@ -42,8 +28,11 @@ def default_test_csv_name(run: Run) -> str:
     return TEST_CSVS[18]
 
 
-class ExportScreen(ModalScreen):
+class ExportScreen(JobDialog):
     BINDINGS = bindings("export")
+    prefix = "export"
+    go_label = "Export (ctrl+s)"
+    working = "predicting…"
 
     def __init__(self, run: Run | Sequence[Run]) -> None:
         super().__init__()
@@ -51,12 +40,11 @@ class ExportScreen(ModalScreen):
         self.run = self.runs[0]
 
     def compose(self) -> ComposeResult:
-        workspace = self.app.workspace
         with Vertical(id="export-dialog", classes="dialog"):
             if len(self.runs) > 1:
                 yield Static(f"Export an ensemble of runs {', '.join(str(r.id) for r in self.runs)} (mean ALL probability)", classes="dialog-title")
             else:
-                yield Static(f"Export the submission of run {self.run.id} ({self.run.name})", classes="dialog-title")
+                yield Static(Text(f"Export the submission of run {self.run.id} ({self.run.name})"), classes="dialog-title")
             with Horizontal(classes="form-row"):
                 yield Label("checkpoint", classes="form-label")
                 yield Select([(name, name) for name in CHECKPOINTS], value=CHECKPOINTS[0], allow_blank=False, id="export-checkpoint", compact=True)
@@ -68,70 +56,39 @@ class ExportScreen(ModalScreen):
                 yield Input(value=str(Path(self.run.config.get("data_dir", ".")) / default_test_csv_name(self.run)), id="export-csv", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("output", classes="form-label")
-                name = f"run-{self.run.id}" if len(self.runs) == 1 else "ensemble-" + "-".join(str(r.id) for r in self.runs)
-                yield Input(value=str(workspace.exports_dir / f"{name}.csv"), id="export-output", compact=True)
-            yield ProgressBar(id="export-progress", show_eta=False)
-            yield Static("", id="export-result")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Export (ctrl+s)", variant="primary", id="export-go", compact=True)
-                yield Button("Close", id="export-close", compact=True)
+                yield Input(value=str(self.default_output(EVAL_MODES[0].key)), id="export-output", compact=True)
+            yield from self.job_widgets()
 
-    def on_mount(self) -> None:
-        self.query_one("#export-progress").display = False
+    def default_output(self, tta: str) -> Path:
+        return self.app.workspace.export_path([r.id for r in self.runs], tta)
 
-    @on(Button.Pressed, "#export-close")
-    def _close(self) -> None:
-        self.dismiss()
-
-    @on(Button.Pressed, "#export-go")
-    def _go(self) -> None:
-        self.action_export()
+    @on(Select.Changed, "#export-tta")
+    def _tta_changed(self, event: Select.Changed) -> None:
+        """The file's default name follows the views, unless the user typed a path of their own."""
+        output = self.query_one("#export-output", Input)
+        if any(output.value == str(self.default_output(mode.key)) for mode in EVAL_MODES):
+            output.value = str(self.default_output(str(event.value)))
 
     def action_export(self) -> None:
-        if self.query_one("#export-go", Button).disabled:
-            return
-        output = Path(self.query_one("#export-output", Input).value.strip()).expanduser()
-        test_csv = self.query_one("#export-csv", Input).value.strip() or None
-        tta = self.query_one("#export-tta", Select).value
-        checkpoint = self.query_one("#export-checkpoint", Select).value
-        self.query_one("#export-go", Button).disabled = True
-        progress = self.query_one("#export-progress", ProgressBar)
-        progress.display = True
-        progress.update(total=None, progress=0)
-        self.query_one("#export-result", Static).update("predicting…")
-        self.export(output, test_csv, str(tta), str(checkpoint))
+        self.start_job()
 
-    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def export(self, output: Path, test_csv: str | None, tta: str, checkpoint: str) -> None:
-        from db import NotFound
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "output": Path(self.query_one("#export-output", Input).value.strip()).expanduser(),
+            "test_csv": self.query_one("#export-csv", Input).value.strip() or None,
+            "tta": str(self.query_one("#export-tta", Select).value),
+            "checkpoint": str(self.query_one("#export-checkpoint", Select).value),
+        }
 
-        try:
-            from engine.ensemble import export_ensemble
-            from engine.predict import export_submission
+    def perform(self, parameters: dict[str, Any], report) -> tuple[Path, int]:
+        from engine.ensemble import export_runs
 
-            if output == self.app.workspace.exports_dir / output.name:
-                output.parent.mkdir(parents=True, exist_ok=True)
-            options = {"test_csv": test_csv, "tta": tta, "checkpoint": checkpoint,
-                       "on_batch": lambda done, total: self.post_message(ExportProgress(done, total))}
-            if len(self.runs) > 1:
-                path, rows = export_ensemble(self.app.db, self.app.workspace, [r.id for r in self.runs], output, **options)
-            else:
-                path, rows = export_submission(self.app.db, self.app.workspace, self.run.id, output, **options)
-        except (UserError, NotFound, OSError) as exc:
-            self.post_message(ExportFinished(None, error=str(exc)))
-            return
-        self.post_message(ExportFinished(path, rows))
+        output = parameters.pop("output")
+        if output == self.app.workspace.exports_dir / output.name:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        return export_runs(self.app.db, self.app.workspace, [r.id for r in self.runs], output,
+                           on_batch=lambda done, total: report(done, total), **parameters)
 
-    def on_export_progress(self, message: ExportProgress) -> None:
-        self.query_one("#export-progress", ProgressBar).update(total=message.total, progress=message.done)
-
-    def on_export_finished(self, message: ExportFinished) -> None:
-        result = self.query_one("#export-result", Static)
-        self.query_one("#export-go", Button).disabled = False
-        self.query_one("#export-progress").display = False
-        if message.error:
-            result.update(f"[red]{message.error}[/]")
-            self.notify(message.error, title="export", severity="error")
-            return
-        result.update(f"[green]wrote {message.rows} rows[/] to {message.path}")
-        self.notify(f"wrote {message.rows} rows to {message.path}", title="export")
+    def finished(self, result: tuple[Path, int]) -> tuple[str, str]:
+        path, rows = result
+        return f"wrote {rows} rows", f"to {path}"

@@ -14,9 +14,9 @@ from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Stat
 
 from db.models import Run
 from engine.config import ConfigError, RunConfig
-from engine.control import expand, parse_grid, queue_runs
 from leuktui.actions import bindings
 from leuktui.widgets.keybar import KeyBar
+from runner.control import expand, parse_grid, queue_runs
 
 DEMO_DATA = Path("data/demo")
 # On a machine without GPUs the form starts from a run that trains in about a minute.
@@ -43,7 +43,7 @@ class NewRunScreen(Screen):
         super().__init__()
         self.sweep = sweep
         if has_gpu is None:
-            from engine.scheduler import detect_gpus
+            from runner.gpus import detect_gpus
 
             has_gpu = bool(detect_gpus())
         self.defaults = form_defaults(base, has_gpu)

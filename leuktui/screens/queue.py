@@ -3,49 +3,33 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
-from engine import control
 from leuktui.actions import bindings
-from leuktui.app import PollFailed
 from leuktui.cells import progress_cell, refill, status_cell
 from leuktui.formatting import age
+from leuktui.messages import PollFailed, QueueState
 from leuktui.widgets.device_strip import DeviceStrip
 from leuktui.widgets.keybar import KeyBar
+from runner import control
 
-SLURM_POLL_SECONDS = 3.0
+# How often the backends are asked about their jobs (a batch system's commands are slow).
+JOBS_POLL_SECONDS = 3.0
 
 
-def device_cell(run, job) -> str:
-    """Where a run trains: its device, or for a Slurm job Slurm's state and node."""
-    if job is not None:
-        from engine.slurm import job_cell
-
-        return f"slurm {job_cell(job)}"
+def device_cell(run, job: str | None) -> str:
+    """Where a run trains: its device, or for a backend's job that backend's word on it."""
+    if job:
+        return f"{run.backend} {job}"
     return run.device or "-"
 
 
 COLUMNS = ("#", "id", "name", "status", "device", "epoch", "priority", "age")
-
-
-@dataclass
-class QueueState(Message):
-    """The queue, the scheduler's pid and the devices, as last read; only the newest matters."""
-
-    runs: list
-    pid: int | None
-    devices: object
-    jobs: dict  # Slurm's word on the runs that are batch jobs
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, QueueState)
 
 
 class QueueScreen(Screen):
@@ -72,7 +56,7 @@ class QueueScreen(Screen):
 
     @work(thread=True, exclusive=True, group="queue-poll", exit_on_error=False)
     def poll(self) -> None:
-        from engine.scheduler import running_pid
+        from runner.daemon import running_pid
 
         worker = get_current_worker()
         strip = self.query_one("#devices", DeviceStrip)
@@ -90,13 +74,13 @@ class QueueScreen(Screen):
         self.show(message.runs, message.pid, message.devices, message.jobs)
 
     def batch_jobs(self, runs) -> dict:
-        """Slurm's state of the runs that are Slurm jobs; asked at most every few seconds."""
-        if not any(run.backend == "slurm" for run in runs):
+        """The backends' word on their runs; asked at most every few seconds."""
+        if not any(run.backend not in (None, "local") for run in runs):
             return {}
-        if time.monotonic() - self._jobs_at > SLURM_POLL_SECONDS:
-            from engine.slurm import states_of_runs
+        if time.monotonic() - self._jobs_at > JOBS_POLL_SECONDS:
+            from runner.jobs import describe_jobs
 
-            self._jobs, self._jobs_at = states_of_runs(runs), time.monotonic()
+            self._jobs, self._jobs_at = describe_jobs(self.app.workspace, runs), time.monotonic()
         return self._jobs
 
     def show(self, runs, pid, devices, jobs=None) -> None:

@@ -19,8 +19,9 @@ from db.models import Epoch, Evaluation, Run
 from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, epoch_metrics
 from leuktui.actions import bindings
 from leuktui.cells import refill, status_cell
-from leuktui.feed import DetailData, DetailFeed, RunGone
+from leuktui.feed import DetailFeed
 from leuktui.formatting import percent
+from leuktui.messages import DetailData, RunGone
 from leuktui.widgets.charts import MetricChart, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
 from leuktui.widgets.keybar import KeyBar
@@ -281,6 +282,6 @@ class RunDetailScreen(Screen):
             self.app.push_screen(ExportScreen(self.run))
 
     def action_cancel_run(self) -> None:
-        from engine import control
+        from runner import control
 
         self.app.run_task("cancel", lambda: control.cancel(self.app.db, self.run_id), done=lambda outcome: self.notify(f"run {self.run_id} {outcome}"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -12,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
 from db.models import Run
+from db.vocabulary import RUNNING
 from leuktui.actions import bindings
 from leuktui.cells import cell_width, progress_cell, status_cell
 from leuktui.formatting import age, number, percent
@@ -274,14 +273,14 @@ class RunsScreen(Screen):
         self.app.push_screen(ReportScreen([run.id for run in runs], named=bool(self.marked)))
 
     def action_cancel_run(self) -> None:
-        from engine import control
+        from runner import control
 
         for run in self.selected_runs():
             self.app.run_task("cancel", lambda run_id=run.id: (run_id, control.cancel(self.app.db, run_id)),
                               done=lambda result: self.notify(f"run {result[0]} {result[1]}"))
 
     def action_resume_or_retry(self) -> None:
-        from engine import control
+        from runner import control
 
         for run in self.selected_runs():
             if run.status in ("interrupted", "cancelled", "failed"):
@@ -308,7 +307,7 @@ class RunsScreen(Screen):
         runs = self.selected_runs()
         if not runs:
             return
-        busy = [run.id for run in runs if run.status in ("running",)]
+        busy = [run.id for run in runs if run.status == RUNNING]
         if busy:
             self.notify(f"run {busy[0]} is running; cancel it first", title="delete", severity="error")
             return
@@ -321,9 +320,10 @@ class RunsScreen(Screen):
         self.app.push_screen(ConfirmScreen(f"Delete run(s) {names} and their files?"), confirmed)
 
     def _delete(self, run_ids: list[int]) -> list[int]:
+        from runner import control
+
         for run_id in run_ids:
-            self.app.db.delete_run(run_id)
-            shutil.rmtree(self.app.workspace.run_dir(run_id), ignore_errors=True)
+            control.delete(self.app.db, self.app.workspace, run_id)
         return run_ids
 
     def _deleted(self, run_ids: list[int]) -> None:

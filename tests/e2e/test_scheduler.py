@@ -11,11 +11,12 @@ import time
 import pytest
 from sqlalchemy import text
 
-from conftest import run_cli, wait_for
+from conftest import cli, wait_for
 from db import Database, Workspace
-from engine import control, scheduler
 from engine.config import RunConfig
 from engine.synth import make_dataset
+from runner import control, daemon
+from runner.options import Options
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,12 @@ def config(data, **overrides) -> RunConfig:
 
 
 def start(workspace: Workspace, **options) -> int:
-    return scheduler.start_detached(workspace, scheduler.Options(**{"idle_timeout": 30, **options}))
+    return daemon.start_detached(workspace, Options(**{"idle_timeout": 30, **options}))
 
 
 def test_queue_sweeps_and_queue_operations(home, small_data):
     args = ["--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", "--no-start"]
-    out = json.loads(run_cli("queue", *args, "--grid", "model=resnet18,resnet50", "--grid", "hist_eq=false,true", "--json", home=home.home).stdout)
+    out = json.loads(cli("queue", *args, "--grid", "model=resnet18,resnet50", "--grid", "hist_eq=false,true", "--json", home=home.home).stdout)
     assert len(out["run_ids"]) == 4 and out["sweep_id"] == 1
     db = Database(home.db_url)
     sweep = db.get_sweep(1)
@@ -46,30 +47,30 @@ def test_queue_sweeps_and_queue_operations(home, small_data):
     assert all(r.config["epochs"] == 1 and r.status == "queued" for r in db.sweep_runs(1))
 
     first, second, third, fourth = out["run_ids"]
-    run_cli("prioritize", str(fourth), home=home.home)
-    run_cli("hold", str(second), home=home.home)
-    order = json.loads(run_cli("queue", "ls", "--json", home=home.home).stdout)["runs"]
+    cli("prioritize", str(fourth), home=home.home)
+    cli("hold", str(second), home=home.home)
+    order = json.loads(cli("queue", "ls", "--json", home=home.home).stdout)["runs"]
     assert [(r["id"], r["status"]) for r in order] == [(fourth, "queued"), (first, "queued"), (second, "held"), (third, "queued")]
-    run_cli("release", str(second), home=home.home)
-    assert "cancelled" in run_cli("cancel", str(third), home=home.home).stdout
-    run_cli("retry", str(third), "--no-start", home=home.home)
+    cli("release", str(second), home=home.home)
+    assert "cancelled" in cli("cancel", str(third), home=home.home).stdout
+    cli("retry", str(third), "--no-start", home=home.home)
     retried = db.list_runs()[0]
     assert retried.parent_id == third and retried.config == db.get_run(third).config and retried.status == "queued"
-    assert scheduler.running_pid(home) is None
+    assert daemon.running_pid(home) is None
 
-    bad = run_cli("queue", *args, "--grid", "colour=red,blue", home=home.home, check=False)
+    bad = cli("queue", *args, "--grid", "colour=red,blue", home=home.home, check=False)
     assert bad.returncode == 2 and "--grid: 'colour' is not a config field" in bad.stderr
-    bad = run_cli("queue", *args, "--grid", "optimizer=adam,rmsprop", home=home.home, check=False)
+    bad = cli("queue", *args, "--grid", "optimizer=adam,rmsprop", home=home.home, check=False)
     assert bad.returncode == 2 and "rmsprop" in bad.stderr
-    nothing = run_cli("hold", str(third), home=home.home, check=False)
+    nothing = cli("hold", str(third), home=home.home, check=False)
     assert nothing.returncode == 1 and f"run {third} is cancelled" in nothing.stderr
 
     # The first run (cancelled while queued) is taken to have completed this config.
     with db.engine.begin() as connection:
         connection.execute(text("UPDATE run SET status = 'completed' WHERE id = :id"), {"id": first})
-    again = run_cli("queue", *args, home=home.home, check=False)
+    again = cli("queue", *args, home=home.home, check=False)
     assert again.returncode == 1 and "already completed this exact config; add --force" in again.stderr
-    assert run_cli("queue", *args, "--force", home=home.home).returncode == 0
+    assert cli("queue", *args, "--force", home=home.home).returncode == 0
 
 
 def test_two_gpus_two_runs_and_the_third_waits(home, small_data, monkeypatch):
@@ -131,7 +132,7 @@ def test_a_killed_scheduler_is_reconciled_on_restart(home, small_data):
     worker = wait_for(lambda: db.get_run(run.id).pid, 60, "worker started")
     os.kill(first, signal.SIGKILL)
     os.kill(worker, signal.SIGKILL)  # as if the machine had gone down
-    wait_for(lambda: scheduler.running_pid(home) is None, 10, "scheduler gone")
+    wait_for(lambda: daemon.running_pid(home) is None, 10, "scheduler gone")
     assert db.get_run(run.id).status == "running"
     second = start(home)
     assert second != first
@@ -140,23 +141,23 @@ def test_a_killed_scheduler_is_reconciled_on_restart(home, small_data):
 
 
 def test_the_scheduler_outlives_the_command_that_started_it(home, small_data):
-    result = run_cli("queue", "--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", home=home.home)
+    result = cli("queue", "--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", home=home.home)
     assert "queued run 1" in result.stdout
-    pid = scheduler.running_pid(home)
+    pid = daemon.running_pid(home)
     assert pid and pid > 0
     assert os.getsid(pid) != os.getsid(0), "detached into its own session"
     db = Database(home.db_url)
     wait_for(lambda: db.get_run(1).status == "completed", 120, "the run completes with the CLI long gone")
-    status = json.loads(run_cli("scheduler", "status", "--json", home=home.home).stdout)
+    status = json.loads(cli("scheduler", "status", "--json", home=home.home).stdout)
     assert status["running"] and status["pid"] == pid
-    run_cli("scheduler", "stop", home=home.home)
-    wait_for(lambda: scheduler.running_pid(home) is None, 10, "scheduler stopped")
+    cli("scheduler", "stop", home=home.home)
+    wait_for(lambda: daemon.running_pid(home) is None, 10, "scheduler stopped")
 
 
 def test_idle_scheduler_exits_by_itself(home):
     pid = start(home, idle_timeout=1)
     assert pid > 0
-    wait_for(lambda: scheduler.running_pid(home) is None, 15, "idle exit")
+    wait_for(lambda: daemon.running_pid(home) is None, 15, "idle exit")
 
 
 def test_four_concurrent_runs_and_a_reader_lose_no_rows(home, small_data):

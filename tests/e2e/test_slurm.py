@@ -23,8 +23,9 @@ import pytest
 from conftest import run_cli, service_missing
 from conftest import wait_for as shared_wait_for
 from db import Database, Workspace
-from engine import scheduler
-from engine.slurm import job_detail
+from runner import daemon, scheduler
+from runner.backends.slurm import job_detail
+from runner.options import Options
 
 POLL = 0.25
 
@@ -89,7 +90,7 @@ def cluster(pg_url, tmp_path, cells, monkeypatch):
     cluster.cli("scheduler", "start", "--backend", "slurm", "--idle-timeout", "60")
     yield cluster
     workspace = Workspace(cluster.home)
-    pid = scheduler.running_pid(workspace)
+    pid = daemon.running_pid(workspace)
     if pid and pid > 0:
         os.kill(pid, signal.SIGKILL)
     jobs = [run.job_id for run in cluster.db.list_runs() if run.job_id]
@@ -159,7 +160,9 @@ def test_leuktui_cancel_scancels_the_job_and_resume_submits_a_new_one(cluster):
     running = cluster.wait_training(run_id)
     listing = json.loads(cluster.cli("queue", "ls", "--json").stdout)
     (entry,) = [run for run in listing["runs"] if run["id"] == run_id]
-    assert entry["job_id"] == running.job_id and entry["job"]["state"] == "RUNNING" and entry["job"]["node"], entry
+    # The backend's word on the job (Backend.describe): id, state and node.
+    job_id, state, node = entry["job"].split()
+    assert entry["job_id"] == job_id == running.job_id and state == "RUNNING" and node, entry
     assert f"slurm {running.job_id} RUNNING" in cluster.cli("queue", "ls").stdout
 
     cluster.cli("cancel", str(run_id))
@@ -205,7 +208,7 @@ def test_a_partition_that_does_not_exist_is_one_line(cluster):
 
 
 def test_sbatch_refusing_a_job_fails_its_run_with_slurms_message(cluster):
-    scheduler.stop(Workspace(cluster.home))
+    daemon.stop(Workspace(cluster.home))
     cluster.cli("scheduler", "start", "--sbatch-arg=--time=not-a-time")
     (run_id,) = cluster.queue("--name", "refused")
     cluster.cli("scheduler", "start")
@@ -223,15 +226,15 @@ def test_without_sbatch_the_slurm_backend_is_one_line(cluster):
 def test_two_login_hosts_on_one_database_submit_each_run_once_and_each_adopts_its_own(cluster):
     import threading
 
-    from engine.slurm import SlurmBackend
+    from runner.backends.slurm import SlurmBackend
 
     workspace = Workspace(cluster.home)
-    scheduler.stop(workspace)
+    daemon.stop(workspace)
     run_ids = cluster.queue("--grid", "lr=0.01,0.005,0.002,0.001", "--name", "two hosts", epochs=1)
     hosts = ("login-a", "login-b")
 
     def make(host: str) -> scheduler.Scheduler:
-        return scheduler.Scheduler(workspace, Database(cluster.env["LEUKTUI_DB"]), scheduler.Options(backend="slurm"),
+        return scheduler.Scheduler(workspace, Database(cluster.env["LEUKTUI_DB"]), Options(backend="slurm"),
                                    backend=SlurmBackend(workspace, host=host), gpus=[], host=host)
 
     schedulers = [make(host) for host in hosts]

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from db import Workspace
-from engine import scheduler
 from engine.synth import make_dataset
+from runner import daemon
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -85,7 +85,7 @@ def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
             time.sleep(0.2)
     finally:
         terminal.close()
-        scheduler.stop(Workspace(home))
+        daemon.stop(Workspace(home))
 
     with open(home / "exports" / "run-1.csv", newline="") as handle:
         rows = list(csv.reader(handle))

@@ -15,9 +15,10 @@ from tui.conftest import make_app, wait_until
 from conftest import run_cli, wait_for
 from db import Database
 from db.vocabulary import RUN_STATUSES
-from engine import control, scheduler
 from engine.config import RunConfig
 from engine.synth import make_dataset
+from runner import control, daemon
+from runner.options import Options
 
 
 async def test_the_scheduler_comes_and_goes_while_the_app_and_the_cli_write(home, tmp_path):
@@ -56,18 +57,18 @@ async def test_the_scheduler_comes_and_goes_while_the_app_and_the_cli_write(home
         writer = threading.Thread(target=cli_writes)
         writer.start()
         for round_ in range(2):
-            pid = scheduler.start_detached(home, scheduler.Options(idle_timeout=30))
+            pid = daemon.start_detached(home, Options(idle_timeout=30))
             await pilot.pause(1.5)
             if round_ % 2:
                 os.kill(pid, signal.SIGKILL)
             else:
-                scheduler.stop(home)
+                daemon.stop(home)
             await pilot.pause(0.3)
         writer.join(timeout=120)
         assert not errors, errors
         db = Database(home.db_url)
         assert len(db.list_runs()) == 6, "no queued run lost"
-        scheduler.start_detached(home, scheduler.Options(idle_timeout=30))
+        daemon.start_detached(home, Options(idle_timeout=30))
         wait_for(lambda: all(run.status in ("completed", "cancelled") for run in db.list_runs()), 300, "every run finished")
         await wait_until(pilot, lambda: len(app.runs) == 6 and all(r.status in ("completed", "cancelled") for r in app.runs.values()),
                          timeout=15, message="the app shows every run's end")

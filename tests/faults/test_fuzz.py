@@ -23,7 +23,8 @@ from engine.preprocess import Preprocess
 from engine.scoring import score_submission
 from leuktui import query
 from leuktui.actions import validate_keymap
-from leuktui.cli import build_parser, config_from_args
+from leuktui.cli import build_parser
+from leuktui.cli.common import config_from_args
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CELLS = st.text(alphabet=string.printable + "éü\u00a0\ufeff\x00", max_size=30)

@@ -18,8 +18,8 @@ import pytest
 from e2e.test_terminal import Terminal
 
 from db import Database, Workspace
-from engine import scheduler
 from engine.synth import make_dataset
+from runner import daemon
 
 SSHD = "/usr/sbin/sshd"
 
@@ -71,7 +71,7 @@ def app_processes(home) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         argv = process.info["cmdline"] or []
-        if "leuktui" in argv and str(home) in argv and not {"ls", "queue", "engine.worker", "engine.scheduler"} & set(argv):
+        if "leuktui" in argv and str(home) in argv and not {"ls", "queue", "engine.worker", "runner.daemon"} & set(argv):
             found.append(process)
     return found
 
@@ -117,4 +117,4 @@ def test_a_dropped_login_leaves_the_run_training_and_no_app_behind(tmp_path, log
         assert again.returncode == 0 and "over-ssh" in again.stdout and "completed" in again.stdout, again.stdout + again.stderr
     finally:
         terminal.close()
-        scheduler.stop(Workspace(home))
+        daemon.stop(Workspace(home))

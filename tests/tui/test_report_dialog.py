@@ -90,7 +90,7 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
 async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(seeded, tmp_path):
     import json
 
-    from conftest import run_cli
+    from conftest import cli
 
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -99,7 +99,7 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
         table.move_cursor(row=table.get_row_index("5"))
         await pilot.press("space", "space")  # marks 5, then 4
         await wait_until(pilot, lambda: seeded.marked_runs() == [4, 5], message="marks kept in the workspace")
-    out = json.loads(run_cli("report", "-o", str(tmp_path / "r"), "--json", home=seeded.home).stdout)
+    out = json.loads(cli("report", "-o", str(tmp_path / "r"), "--json", home=seeded.home).stdout)
     assert out["runs"] == [4, 5]
     again = make_app(seeded)
     async with again.run_test(size=(120, 40)) as pilot:
@@ -110,5 +110,5 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
         await pilot.press("space")
         await wait_until(pilot, lambda: seeded.marked_runs() == [5], message="unmarked")
     seeded.marks_path.write_text("[]")
-    out = json.loads(run_cli("report", "-o", str(tmp_path / "r2"), "--json", home=seeded.home).stdout)
+    out = json.loads(cli("report", "-o", str(tmp_path / "r2"), "--json", home=seeded.home).stdout)
     assert out["runs"] == [1, 4, 5], "nothing marked: the best run of each model"

@@ -1,5 +1,5 @@
 """Queue operations the CLI and the app share: create, queue, sweep, cancel, hold, release,
-prioritize, retry, resume. Light: no torch; the database is the only channel to the scheduler.
+prioritize, retry, resume. The database is the only channel to the scheduler.
 """
 
 from __future__ import annotations
@@ -11,10 +11,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db import Database, Workspace, states
+from db.errors import UserError
 from db.models import Run, Sweep
-from db.vocabulary import FINISHED_STATUSES, RESUMABLE_STATUSES, WAITING_STATUSES
+from db.vocabulary import (
+    CANCELLED,
+    CANCELLING,
+    COMPLETED,
+    FINISHED_STATUSES,
+    HELD,
+    QUEUED,
+    RESUMABLE_STATUSES,
+    RUNNING,
+    WAITING_STATUSES,
+)
 from engine.config import ConfigError, RunConfig
-from engine.errors import UserError
 
 
 class QueueError(UserError):
@@ -34,14 +44,16 @@ def default_name(config: RunConfig, factors: dict[str, Any] | None = None) -> st
 
 def target_gpus(workspace: Workspace) -> list[int] | None:
     """The GPUs this workspace's runs will see, or None when they run elsewhere (a cluster)."""
-    from engine.scheduler import Options, detect_gpus
+    from runner.backends import backend_class
+    from runner.gpus import detect_gpus
+    from runner.options import Options
 
-    return None if getattr(Options.load(workspace), "backend", "local") != "local" else detect_gpus()
+    return detect_gpus() if backend_class(Options.load(workspace).backend).assigns_devices else None
 
 
 def preflight(config: RunConfig, workspace: Workspace) -> None:
-    """Refuse a config that cannot run here (``engine.preflight.check_config``)."""
-    from engine.preflight import check_config
+    """Refuse a config that cannot run here (``runner.preflight.check_config``)."""
+    from runner.preflight import check_config
 
     check_config(config, gpus=target_gpus(workspace))
 
@@ -53,7 +65,7 @@ def create_run(
     name: str | None = None,
     tags: Sequence[str] = (),
     notes: str = "",
-    status: str = "queued",
+    status: str = QUEUED,
     sweep_id: int | None = None,
     parent_id: int | None = None,
     factors: dict[str, Any] | None = None,
@@ -141,7 +153,7 @@ def queue_runs(
             preflight(config, workspace)
     if not force:
         for config, _ in plan.configs:
-            done = db.runs_with_config(config.with_absolute_paths().config_hash(), status="completed")
+            done = db.runs_with_config(config.with_absolute_paths().config_hash(), status=COMPLETED)
             if done:
                 raise QueueError(
                     f"run {done[0].id} ({done[0].name}) already completed this exact config; add --force to queue it again"
@@ -164,20 +176,20 @@ def cancel(db: Database, run_id: int) -> str:
     """Cancel a waiting run at once, or ask the scheduler to stop a running one."""
     run = db.get_run(run_id)
     now = time.time()
-    if states.move(db, run_id, "cancelled", only_from=WAITING_STATUSES, finished_at=now):
-        return "cancelled"
-    if db.update_run(run_id, when_status=("running",), cancel_requested_at=now):
-        return "cancelling"
+    if states.move(db, run_id, CANCELLED, only_from=WAITING_STATUSES, finished_at=now):
+        return CANCELLED
+    if db.update_run(run_id, when_status=(RUNNING,), cancel_requested_at=now):
+        return CANCELLING
     raise QueueError(f"run {run_id} is {run.status}; nothing to cancel")
 
 
 def hold(db: Database, run_id: int) -> None:
-    if not states.move(db, run_id, "held"):
+    if not states.move(db, run_id, HELD):
         raise QueueError(f"run {run_id} is {db.get_run(run_id).status}; only queued runs can be held")
 
 
 def release(db: Database, run_id: int) -> None:
-    if not states.move(db, run_id, "queued", only_from=("held",)):
+    if not states.move(db, run_id, QUEUED, only_from=(HELD,)):
         raise QueueError(f"run {run_id} is {db.get_run(run_id).status}; only held runs can be released")
 
 
@@ -196,13 +208,21 @@ def retry(db: Database, run_id: int) -> Run:
     config = RunConfig.from_dict(old.config)
     return db.create_run(
         config=config.to_dict(), config_hash=old.config_hash, model=old.model, name=f"{old.name} (retry)",
-        status="queued", tags=old.tags, notes=old.notes, sweep_id=old.sweep_id, parent_id=old.id,
+        status=QUEUED, tags=old.tags, notes=old.notes, sweep_id=old.sweep_id, parent_id=old.id,
     )
+
+
+def delete(db: Database, workspace: Workspace, run_id: int) -> None:
+    """Delete a run's records, then its folder (checkpoints, log); refused while it runs."""
+    import shutil
+
+    db.delete_run(run_id)
+    shutil.rmtree(workspace.run_dir(run_id), ignore_errors=True)
 
 
 def resume(db: Database, run_id: int) -> None:
     """Queue an interrupted, cancelled or failed run again; its worker continues from ``last``."""
     run = db.get_run(run_id)
-    if not states.move(db, run_id, "queued", only_from=RESUMABLE_STATUSES, error=None, finished_at=None,
+    if not states.move(db, run_id, QUEUED, only_from=RESUMABLE_STATUSES, error=None, finished_at=None,
                        cancel_requested_at=None, pid=None):
         raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")

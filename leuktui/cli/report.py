@@ -1,5 +1,5 @@
-"""The command line's ``report`` and ``submissions`` commands, and the answer-key score a
-``score --key`` attaches to the recorded submission it scored.
+"""``leuktui report`` and ``leuktui submissions``, and the answer-key score a ``score --key``
+attaches to the recorded submission it scored.
 
 Nothing heavy at import: the report's matplotlib and pandas load inside ``report`` only.
 """
@@ -15,28 +15,37 @@ from typing import Any
 from db import Database, Workspace
 from db.models import Submission
 from db.workspace import DB_FILE
+from leuktui.cli.common import (
+    GLOBAL,
+    Parser,
+    add_command,
+    add_json,
+    console,
+    open_workspace,
+    positive_int,
+    print_json,
+    run_id_arg,
+    text,
+)
 
 SCORE_METRIC = "acc"  # the lab's leaderboard ranks submissions by test accuracy
 
 
-def add_report_commands(commands: Any) -> None:
-    """Add ``report`` and ``submissions`` to the ``leuktui`` parser's subcommands."""
-    from leuktui.cli import Parser, positive_int, run_id_arg
-
-    report = commands.add_parser("report", help="write the lab report: tables, figures, submissions (Markdown + HTML)")
+def add_commands(commands: Any) -> None:
+    report = add_command(commands, "report", help="write the lab report: tables, figures, submissions (Markdown + HTML)")
     report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the runs marked in the app, else the best run per model)")
     report.add_argument("--tag", help="the runs with this tag")
     report.add_argument("--sweep", type=positive_int, metavar="S", help="the runs of this sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
     report.add_argument("--evaluate", action="store_true",
                         help="first evaluate the best checkpoint on the validation set where no predictions are recorded (ROC curves)")
-    report.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_json(report)
     report.set_defaults(handler=cmd_report)
 
-    submissions = commands.add_parser("submissions", help="list recorded submissions; `submissions score ID VALUE` records a score")
-    submissions.add_argument("--json", action="store_true", help="print JSON for scripts")
+    submissions = add_command(commands, "submissions", help="list recorded submissions; `submissions score ID VALUE` records a score")
+    add_json(submissions)
     actions = submissions.add_subparsers(dest="submissions_command", parser_class=Parser, metavar="COMMAND")
-    score = actions.add_parser("score", help="record a submission's leaderboard score")
+    score = actions.add_parser("score", parents=[GLOBAL], help="record a submission's leaderboard score")
     score.add_argument("submission", type=positive_int, metavar="ID")
     score.add_argument("value", type=score_value, metavar="VALUE", help="the score, between 0 and 1 (e.g. 0.96907)")
     submissions.set_defaults(handler=cmd_submissions)
@@ -56,7 +65,6 @@ def score_value(text: str) -> float:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from leuktui.cli import console, open_workspace, print_json
     from leuktui.report.build import build_report
     from leuktui.report.data import select_runs
 
@@ -111,8 +119,6 @@ def submission_to_dict(submission: Submission) -> dict[str, Any]:
 
 
 def cmd_submissions(args: argparse.Namespace) -> int:
-    from leuktui.cli import console, open_workspace, print_json
-
     _, db = open_workspace(args)
     if args.submissions_command == "score":
         submission = db.score_submission(args.submission, args.value, "leaderboard")
@@ -136,8 +142,8 @@ def cmd_submissions(args: argparse.Namespace) -> int:
     for s in submissions:
         names = [models.get(run_id, "?") for run_id in s.run_ids]
         table.add_row(
-            str(s.id), ",".join(map(str, s.run_ids)), names[0] if len(names) == 1 else "ensemble", s.checkpoint, s.tta, str(s.rows),
-            "-" if s.score is None else f"{s.score:.5f}", s.score_source or "-", age(s.created_at), s.path,
+            str(s.id), ",".join(map(str, s.run_ids)), text(names[0] if len(names) == 1 else "ensemble"), s.checkpoint, s.tta,
+            str(s.rows), "-" if s.score is None else f"{s.score:.5f}", s.score_source or "-", age(s.created_at), text(s.path),
         )
     console().print(table)
     return 0

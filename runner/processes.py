@@ -1,11 +1,14 @@
 """Which local process is which: a pid is taken for a run's worker only if its start time matches
 the one recorded and it belongs to this user, so a reused pid or another user's process is never
-adopted, signalled or waited on. psutil, so it is the same on Linux and macOS; no torch.
+adopted, signalled or waited on; and the environment our child processes start with. psutil, so
+it is the same on Linux and macOS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 import psutil
 
@@ -46,3 +49,21 @@ def is_worker(pid: int | None, run_id: int, started_at: float | None = None) -> 
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     return "engine.worker" in argv and str(run_id) in argv
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for our own child processes: they start in a folder of the workspace, and
+    with PYTHONSAFEPATH neither that folder nor the user's one can put a ``db/`` or ``engine/``
+    package before ours on ``sys.path``."""
+    return {**os.environ, "PYTHONSAFEPATH": "1"}
+
+
+def holds_open(pid: int | None, path: Path) -> bool:
+    """``is_alive`` and the process has ``path`` open: how a scheduler is proven to be the one
+    holding a workspace's lock, whatever its pid file says and however it was started."""
+    if not is_alive(pid):
+        return False
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+        target = os.path.realpath(path)
+        return any(os.path.realpath(f.path) == target for f in psutil.Process(pid).open_files())
+    return False

@@ -6,7 +6,7 @@ in its environment); ``squeue`` and ``scontrol show job`` tell how the job stand
 ended, why; ``scancel`` stops it (the worker gets SIGTERM, checkpoints and ends cancelled).
 The workspace folder and the Python environment must be on paths every node sees.
 
-Light: no torch; the scheduler imports this only when its backend is ``slurm``.
+Registered as the ``slurm`` backend (entry-point group ``leuktui.backends``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from db import Workspace
-from engine.errors import UserError
-from engine.scheduler import Handle
+from db.errors import UserError
+from runner.backends.base import Backend, BackendOption, Handle
 
 COMMAND_TIMEOUT = 60.0
 log = logging.getLogger("leuktui.scheduler")
@@ -246,20 +246,37 @@ def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, par
     return "\n".join(lines)
 
 
-class SlurmBackend:
+class SlurmBackend(Backend):
     """Runs as Slurm batch jobs: ``sbatch`` to start, ``squeue``/``scontrol`` to poll, ``scancel`` to stop."""
 
     name = "slurm"
+    summary = "one Slurm batch job per run (sbatch), on the nodes Slurm picks"
+    assigns_devices = False  # Slurm queues the jobs and places them
+    options = (
+        BackendOption("partition", "Slurm partition for the jobs (default: the cluster's default)", metavar="P"),
+        BackendOption("sbatch_args", "an extra sbatch option, e.g. --sbatch-arg=--time=4:00:00 (repeatable; replaces the saved ones)",
+                      kind="texts", metavar="ARG", flag="--sbatch-arg"),
+    )
 
-    def __init__(self, workspace: Workspace, *, partition: str | None = None, sbatch_args: Sequence[str] = (),
-                 host: str | None = None):
-        self.workspace = workspace
-        self.host = host or socket.gethostname()
-        self.partition = partition or None
-        self.sbatch_args = list(sbatch_args)
+    def __init__(self, workspace: Workspace, settings: Mapping[str, Any] | None = None, host: str | None = None):
+        super().__init__(workspace, settings, host)
+        self.partition = self.settings.get("partition") or None
+        self.sbatch_args = list(self.settings.get("sbatch_args") or ())
         self._states: dict[str, JobState] = {}
         self._states_at = 0.0
         self._partition_gpus: bool | None = None
+
+    @classmethod
+    def check(cls, settings: Mapping[str, Any]) -> None:
+        check_slurm(settings.get("partition"))
+
+    @classmethod
+    def describe_settings(cls, settings: Mapping[str, Any]) -> str:
+        sbatch = settings.get("sbatch_args") or []
+        return f"partition {settings.get('partition') or 'default'}" + (f", sbatch {' '.join(sbatch)}" if sbatch else "")
+
+    def describe(self, runs: Iterable[Any]) -> dict[int, str]:
+        return {run_id: job_cell(state) for run_id, state in states_of_runs(runs).items()}
 
     def partition_has_gpus(self) -> bool:
         if self._partition_gpus is None:
@@ -322,9 +339,6 @@ class SlurmBackend:
         else:
             handle.end_status = "failed"
         return state.exit_status()
-
-    def reap(self, handle: Handle) -> None:
-        """Slurm reaps its own jobs."""
 
     def supervisor(self, job_id: str) -> str | None:
         """The host whose scheduler submitted the job; None once Slurm has forgotten the job."""

@@ -1,0 +1,111 @@
+"""The ``leuktui`` command line; with no command it opens the terminal app.
+
+One module per group of commands (``runs``, ``queue``, ``scheduler``, ``evaluation``, ``data``,
+``report``), what they share in ``common``. Commands that neither train nor predict never import
+torch: the heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy.exc import DBAPIError
+
+from db import Workspace
+from db.errors import UserError
+from db.session import database_error, is_unusable_database
+from db.workspace import apply_file_mode
+from engine.config import ConfigError
+from leuktui.cli import data, evaluation, queue, report, runs, scheduler
+from leuktui.cli.common import PROG, Parser, UsageError, ask, flag_name, workspace_of
+
+# Errors of the machine a user can fix: a full disk or quota, a read-only file system.
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+__all__ = ["PROG", "UsageError", "build_parser", "main"]
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("leuktui")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=PROG, description="Experiment manager for leukemia cell classification (C-NMC 2019).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    parser.add_argument("--home", help="workspace folder (default: $LEUKTUI_HOME or ./leuktui-home)")
+    parser.add_argument("--json", dest="global_json", action="store_true",
+                        help="print JSON for scripts (the commands that can; also after the command)")
+    parser.add_argument("--no-scheduler", action="store_true", help="open the app without starting the scheduler")
+    commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
+    for group in (runs, queue, scheduler, evaluation, data, report):
+        group.add_commands(commands)
+    return parser
+
+
+def open_app(args: argparse.Namespace) -> int:
+    """``leuktui`` with no command: the terminal app on the workspace; a folder that does not
+    exist yet is made a workspace only once the user says so."""
+    workspace = Workspace.resolve(args.home)
+    if not workspace.home.exists() and not ask(f"{workspace.home} does not exist; make a new workspace there?"):
+        raise UserError(f"{workspace.home}: no such workspace; nothing was created")
+    workspace = workspace_of(args, create=True)
+    from leuktui.app import LeuktuiApp
+
+    LeuktuiApp(workspace, start_scheduler=not args.no_scheduler).run()
+    return 0
+
+
+def fail(message: str, status: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.global_json:
+        if not hasattr(args, "json"):
+            command = " ".join(filter(None, (PROG, args.command)))
+            raise UsageError(f"--json: `{command}` has no JSON output")
+        args.json = True
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = None
+    try:
+        apply_file_mode()
+        args = parse(argv)
+        if args.command is None:
+            return open_app(args)
+        return args.handler(args)
+    except UsageError as exc:
+        return fail(str(exc), 2)
+    except ConfigError as exc:
+        return fail(f"{flag_name(exc.field)}: {exc.message}", 2)
+    except UserError as exc:  # NotFound, WorkspaceError, DatabaseError, DatasetError, ... are user errors
+        return fail(str(exc), 1)
+    except BrokenPipeError:
+        return 0
+    except PermissionError as exc:  # a folder or file of another user, or read-only
+        return fail(f"{exc.filename or 'a file'}: permission denied", 1)
+    except OSError as exc:
+        if exc.errno not in USER_OS_ERRORS:
+            raise
+        return fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror}", 1)
+    except DBAPIError as exc:  # the database went away, is locked, or is damaged while in use
+        if not is_unusable_database(exc):
+            raise
+        return fail(str(database_error(Workspace.resolve(getattr(args, "home", None)).db_url, exc)), 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

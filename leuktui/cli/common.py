@@ -1,0 +1,193 @@
+"""What every command of the ``leuktui`` command line shares: the parser's rules, the global
+options, argument types, the config flags made from ``RunConfig``, opening the workspace, and
+the console that prints tables (never cut to 80 columns when the output is not a terminal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+from typing import Any
+
+from db import Database, Workspace
+from db.errors import UserError
+from db.vocabulary import METRICS
+from engine.config import ConfigError, RunConfig
+
+PROG = "leuktui"
+
+
+class UsageError(UserError):
+    """A command-line mistake; printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage mistakes are one line with the program's name and exit status 2, and
+    name the flag as the config's errors do (``--tta: 'seven' is not one of ...``)."""
+
+    def error(self, message: str):
+        raise UsageError(re.sub(r"^argument (-[^/:\s]+)(/[^:]+)?: ", r"\1: ", message))
+
+
+def global_options() -> argparse.ArgumentParser:
+    """``--home``, accepted after the command as well as before it (a parent of every command).
+
+    Its default is left unset here, so a ``--home`` given before the command is not overwritten."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--home", default=argparse.SUPPRESS,
+                        help="workspace folder (default: $LEUKTUI_HOME or ./leuktui-home)")
+    return parent
+
+
+GLOBAL = global_options()
+
+
+def add_command(commands: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand that takes the global options too."""
+    return commands.add_parser(name, parents=[GLOBAL], **kwargs)
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON for scripts")
+
+
+# -- argument types ---------------------------------------------------------------------------------
+
+
+def run_id_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (a number)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (a positive number)")
+    if value > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (too large)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+# -- config flags, generated from RunConfig -----------------------------------------------------------
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run configuration")
+    defaults = RunConfig()
+    for f in dataclasses.fields(RunConfig):
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "")
+        if "choices" in f.metadata:
+            help_text += f" ({'|'.join(f.metadata['choices'])})"
+        flags = [flag_name(f.name), *(flag_name(alias) for alias in f.metadata.get("aliases", ()))]
+        if isinstance(default, bool):
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{help_text} (default: {'on' if default else 'off'})")
+        else:
+            group.add_argument(*flags, dest=f.name, metavar=f.name.upper(), default=None,
+                               help=f"{help_text} (default: {default})")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {name: getattr(args, name) for name in RunConfig.field_names() if getattr(args, name, None) is not None}
+    try:
+        return RunConfig.from_dict(values)
+    except ConfigError as exc:
+        raise UsageError(f"{flag_name(exc.field)}: {exc.message}") from None
+
+
+# -- the workspace ------------------------------------------------------------------------------------
+
+
+def workspace_of(args: argparse.Namespace, *, create: bool = False) -> Workspace:
+    """The workspace the command works on. One that does not exist is made only by commands that
+    create work (``create``); for the others it is refused, so a mistyped ``--home`` is never
+    taken for a new, empty workspace."""
+    workspace = Workspace.resolve(getattr(args, "home", None))
+    if not create and not workspace.home.exists():
+        given = getattr(args, "home", None) or os.environ.get("LEUKTUI_HOME")
+        where = f"--home {given}" if getattr(args, "home", None) else (f"$LEUKTUI_HOME={given}" if given else "the default workspace")
+        raise UserError(f"{workspace.home}: no such workspace ({where}); `leuktui queue` or `leuktui run` makes one")
+    if workspace.home.exists() and not workspace.home.is_dir():
+        raise UserError(f"{workspace.home}: not a folder, so not a workspace")
+    return workspace.ensure()
+
+
+def open_workspace(args: argparse.Namespace, *, create: bool = False) -> tuple[Workspace, Database]:
+    workspace = workspace_of(args, create=create)
+    return workspace, Database(workspace.db_url)
+
+
+# -- output -------------------------------------------------------------------------------------------
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def console():
+    """A Rich console on stdout; to a pipe or a file it is as wide as its lines need, so no table
+    is wrapped or cut (a terminal keeps its own width)."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=100_000, no_color=True, highlight=False)
+
+
+def text(value: Any) -> Any:
+    """A user's string (a name, a tag, a path) for a Rich table: shown as it is, never as markup."""
+    from rich.text import Text
+
+    return Text(str(value))
+
+
+def metrics_line(metrics: dict[str, Any]) -> str:
+    """Every registered metric of a ``{key: value}`` dict, as one line."""
+    return "  ".join(f"{m.label} {m.format(metrics.get(m.key))}" for m in METRICS if m.key in metrics)
+
+
+def ensure_scheduler(workspace: Workspace, no_start: bool) -> None:
+    if no_start:
+        return
+    from runner.daemon import LOG_FILE, start_detached
+
+    pid = start_detached(workspace)
+    print(f"scheduler running (pid {pid}); log: {workspace.home / LOG_FILE}")
+
+
+def ask(question: str) -> bool:
+    """A yes/no question on the terminal; without one, no."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False

@@ -1,0 +1,230 @@
+"""Commands on runs themselves: ``run`` (train in the foreground), ``resume``, ``ls``, ``show``,
+``delete``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from db import Database, Workspace, states
+from db.vocabulary import METRICS, RESUMABLE_STATUSES, RUN_STATUSES, epoch_metrics
+from leuktui.cli.common import (
+    UsageError,
+    add_command,
+    add_config_flags,
+    add_json,
+    ask,
+    config_from_args,
+    console,
+    ensure_scheduler,
+    metrics_line,
+    open_workspace,
+    positive_int,
+    print_json,
+    run_id_arg,
+    text,
+)
+from leuktui.formatting import (
+    age,
+    epoch_to_dict,
+    evaluation_to_dict,
+    number,
+    percent,
+    run_to_dict,
+    status_text,
+)
+
+
+def add_commands(commands: Any) -> None:
+    run = add_command(commands, "run", help="train a run in the foreground and record it")
+    add_config_flags(run)
+    run.add_argument("--name", help="run name (default: made from the config)")
+    run.add_argument("--tag", action="append", default=[], help="tag the run (repeatable)")
+    run.add_argument("--notes", default="", help="free-text notes")
+    run.set_defaults(handler=cmd_run)
+
+    resume = add_command(commands, "resume", help="continue an interrupted or cancelled run from its last checkpoint")
+    resume.add_argument("run", type=run_id_arg, metavar="RUN")
+    resume.add_argument("--foreground", action="store_true", help="train here instead of through the queue")
+    resume.add_argument("--no-start", action="store_true", help="do not start the scheduler")
+    resume.set_defaults(handler=cmd_resume)
+
+    ls = add_command(commands, "ls", help="list runs")
+    ls.add_argument("--status", action="append", choices=RUN_STATUSES, metavar="STATUS",
+                    help=f"only runs with this status (repeatable): {', '.join(RUN_STATUSES)}")
+    ls.add_argument("--limit", type=positive_int, help="at most this many runs (newest first)")
+    add_json(ls)
+    ls.set_defaults(handler=cmd_ls)
+
+    show = add_command(commands, "show", help="show one run: config, epochs, evaluations")
+    show.add_argument("run", type=run_id_arg, metavar="RUN")
+    add_json(show)
+    show.set_defaults(handler=cmd_show)
+
+    delete = add_command(commands, "delete", help="delete runs, their records and their files (asks first)")
+    delete.add_argument("runs", type=run_id_arg, nargs="+", metavar="RUN")
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask (needed without a terminal)")
+    delete.set_defaults(handler=cmd_delete)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    workspace, db = open_workspace(args, create=True)
+    from runner.control import create_run, preflight
+
+    preflight(config.with_absolute_paths(), workspace)
+    run = create_run(db, config, name=args.name, tags=args.tag, notes=args.notes, status="running")
+    return train_foreground(workspace, db, run.id, resume=False)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    workspace, db = open_workspace(args)
+    from runner import control
+
+    if not args.foreground:
+        control.resume(db, args.run)
+        print(f"run {args.run} queued to resume from its last checkpoint")
+        ensure_scheduler(workspace, args.no_start)
+        return 0
+    run = db.get_run(args.run)
+    if not states.move(db, run.id, "running", only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None):
+        raise UsageError(f"run {run.id} is {run.status}; only interrupted, cancelled or failed runs resume")
+    return train_foreground(workspace, db, run.id, resume=True)
+
+
+def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = console()
+    run = db.get_run(run_id)
+    out.print("run ", str(run_id), " ", text(run.name), f"  (log: {workspace.log_path(run_id)})", sep="", markup=False)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=True
+    ) as progress:
+        task = progress.add_task("loading data", total=None)
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "start":
+                progress.update(task, description=f"epoch {event['start_epoch']}/{event['epochs']}", total=event["steps_per_epoch"], completed=0)
+            elif kind == "step":
+                progress.update(task, description=f"epoch {event['epoch']}", completed=event["step"], total=event["steps"])
+            elif kind == "epoch":
+                best = "  *best*" if event["best_epoch"] == event["epoch"] else ""
+                validation = "  ".join(f"{m.title} {m.format(event[m.epoch_column])}" for m in METRICS)
+                progress.console.print(
+                    f"epoch {event['epoch']:>3}/{event['epochs']}  loss {number(event['train_loss'])}  "
+                    f"acc {percent(event['train_acc'])} | val {validation}  {number(event['images_per_s'], 1)} img/s{best}",
+                    highlight=False, markup=False,
+                )
+                progress.update(task, description=f"epoch {event['epoch'] + 1}", completed=0)
+
+        import threading
+
+        from engine.worker import execute
+
+        # The worker's own entry point: heartbeats, phases, and a cancel from the app or
+        # `leuktui cancel` work as for queued runs.
+        try:
+            status = execute(db, workspace, run_id, stop=threading.Event(), on_event=on_event, resume=resume)
+        except KeyboardInterrupt:
+            out.print(f"run {run_id} interrupted; continue it with: leuktui resume {run_id}")
+            return 130
+    run = db.get_run(run_id)
+    out.print(f"run {run_id} {status}: best epoch {run.best_epoch}, val acc {percent(run.best_val_acc)}, "
+              f"weighted F1 {number(run.best_val_f1)}", markup=False, highlight=False)
+    print(run_id)
+    return 0 if status == "completed" else 1
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    _, db = open_workspace(args)
+    runs = db.list_runs(statuses=args.status, limit=args.limit)
+    if args.json:
+        print_json([run_to_dict(r) for r in runs])
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "name", "model", "status", "epoch", "best val acc", "val F1", "eval", "tags", "age"):
+        table.add_column(column, justify="right" if column in ("id", "epoch", "best val acc", "val F1") else "left")
+    for run in runs:
+        table.add_row(
+            str(run.id), text(run.name), text(run.model), text(status_text(run)), f"{run.epochs_done}/{run.config.get('epochs')}",
+            percent(run.best_val_acc), number(run.best_val_f1), text(run.config.get("eval_mode", "-")),
+            text(",".join(run.tags)), age(run.created_at),
+        )
+    if runs:
+        console().print(table)
+    elif args.status:
+        print(f"no runs with status {' or '.join(args.status)}")
+    else:
+        print("no runs yet: start one with `leuktui run`")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, db = open_workspace(args)
+    run = db.get_run(args.run)
+    epochs = db.epochs(run.id)
+    evaluations = db.evaluations(run.id)
+    if args.json:
+        print_json({
+            **run_to_dict(run),
+            "config": run.config,
+            "environment": run.environment,
+            "summary": run.summary,
+            "epochs": [epoch_to_dict(e) for e in epochs],
+            "evaluations": [evaluation_to_dict(e) for e in evaluations],
+        })
+        return 0
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    out.print(Text.assemble((f"run {run.id}", "bold"), f" {run.name}  [{status_text(run)}]  {run.model}  "
+                            f"epochs {run.epochs_done}/{run.config.get('epochs')}"))
+    if run.error:
+        out.print(Text.assemble(("error:", "red"), f" {run.error}"))
+    if run.tags:
+        out.print(Text(f"tags: {', '.join(run.tags)}"))
+    if run.notes:
+        out.print(Text(f"notes: {run.notes}"))
+    if run.environment:
+        env = run.environment
+        out.print(Text(f"ran on {env.get('host')} · {env.get('device_name')} ({env.get('device')}, {env.get('precision', '')}) · torch {env.get('torch')}"))
+    out.print(Text("config: " + "  ".join(f"{k}={v}" for k, v in sorted(run.config.items()))))
+    if run.best_epoch is not None:
+        out.print(Text(f"best epoch {run.best_epoch}: " + metrics_line(epoch_metrics(run.summary))))
+    if epochs:
+        table = Table(title="epochs", box=None, header_style="bold")
+        for column in ("epoch", "train loss", "train acc", *(f"val {m.title}" for m in METRICS), "lr", "img/s"):
+            table.add_column(column, justify="right")
+        for e in epochs:
+            table.add_row(str(e.epoch), number(e.train_loss), percent(e.train_acc),
+                          *(m.format(getattr(e, m.epoch_column)) for m in METRICS),
+                          f"{e.lr:.2g}" if e.lr else "-", number(e.images_per_s, 1))
+        out.print(table)
+    if evaluations:
+        table = Table(title="evaluations", box=None, header_style="bold")
+        for column in ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file"):
+            table.add_column(column)
+        for e in evaluations:
+            table.add_row(str(e.id), e.checkpoint, str(e.epoch), text(e.split), e.tta, str(e.n),
+                          *(m.format(getattr(e, m.key)) for m in METRICS), text(e.output_path or ""))
+        out.print(table)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    workspace, db = open_workspace(args)
+    from runner import control
+
+    runs = [db.get_run(run_id) for run_id in dict.fromkeys(args.runs)]  # every id is checked before anything goes
+    names = ", ".join(f"{run.id} ({run.name})" for run in runs)
+    if not args.yes and not ask(f"delete run(s) {names} and their files?"):
+        raise UsageError("nothing deleted: confirm on a terminal, or pass --yes")
+    for run in runs:
+        control.delete(db, workspace, run.id)
+        print(f"deleted run {run.id}")
+    return 0

@@ -1,0 +1,47 @@
+"""The local backend: each run's worker is a subprocess of the scheduler on this host."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from runner.backends.base import Backend, Handle
+from runner.processes import clean_env, is_alive, process_start_time
+
+
+class LocalBackend(Backend):
+    """Workers as local subprocesses: an argument list (never a shell), output to the run's log."""
+
+    name = "local"
+    summary = "subprocesses on this host, one per run, on the GPUs (or CPU) the scheduler assigns"
+
+    def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle:
+        log_path = self.workspace.log_path(run_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "engine.worker", str(run_id), "--home", str(self.workspace.home)]
+        with log_path.open("ab") as output:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                env={**clean_env(), **env}, cwd=log_path.parent, start_new_session=True, close_fds=True,
+            )
+        return Handle(run_id, process.pid, device, time.time(), process, pid_started_at=process_start_time(process.pid))
+
+    def poll(self, handle: Handle) -> int | None:
+        if handle.process is not None:
+            return handle.process.poll()
+        return None if is_alive(handle.pid, handle.pid_started_at) else -signal.SIGKILL
+
+    def cancel(self, handle: Handle, *, force: bool = False) -> None:
+        if handle.process is None and not is_alive(handle.pid, handle.pid_started_at):
+            return  # an adopted worker that is gone: its pid may be someone else's by now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
+
+    def reap(self, handle: Handle) -> None:
+        if handle.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                handle.process.wait(timeout=5)
