@@ -7,7 +7,7 @@ import sys
 import pytest
 from test_metrics import from_confusion
 
-from conftest import cli
+from conftest import cli, run_cli
 from db.vocabulary import METRICS
 
 
@@ -99,7 +99,7 @@ def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
         (("show", "abc"), 2, "'abc' is not a run id"),
         (("export", str(run_id), "-o", str(tmp_path / "missing" / "x.csv")), 1, "output folder does not exist"),
         (("eval", str(run_id), "--tta", "seven"), 2, "--tta: 'seven'"),
-        (("export", str(run_id), "--checkpoint", "middle"), 2, "--checkpoint: 'middle'"),
+        (("export", str(run_id), "--checkpoint", "middle"), 2, "--checkpoint: invalid choice: 'middle'"),
         (("resume", str(run_id)), 1, "only interrupted, cancelled or failed runs resume"),
     ]
     for args, status, message in cases:
@@ -144,11 +144,77 @@ def test_score_names_the_bad_row(tmp_path, tiny_data):
     assert "bad.csv line 3: label 'yes' is not a number" in result.stderr
 
 
-def test_unwritable_workspace_is_one_line(tmp_path):
+def test_unwritable_workspace_is_one_line(tmp_path, tiny_data):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = cli("ls", home=blocker / "home", check=False)
+    result = cli("queue", "--data-dir", str(tiny_data), "--no-start", home=blocker / "home", check=False)
     assert result.returncode == 1 and "workspace folder is not writable" in result.stderr
+
+
+def test_global_options_go_before_or_after_the_command(trained):
+    home, run_id, _ = trained
+    before = json.loads(cli("--home", str(home), "--json", "ls").stdout)
+    assert json.loads(cli("ls", "--home", str(home), "--json").stdout) == before
+    assert json.loads(cli("--json", "show", str(run_id), "--home", str(home)).stdout)["id"] == run_id
+    assert [r["id"] for r in before] == [run_id]
+    refused = cli("--json", "cancel", str(run_id), home=home, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip() == "leuktui: error: --json: `leuktui cancel` has no JSON output"
+
+
+def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny_data):
+    missing = tmp_path / "typo-home"
+    for args in (("ls",), ("show", "1"), ("queue", "ls"), ("scheduler", "status"), ("submissions",), ("export", "1")):
+        result = cli(*args, home=missing, check=False)
+        assert result.returncode == 1, args
+        assert result.stderr.strip() == f"leuktui: error: {missing}: no such workspace (--home {missing}); " \
+                                        "`leuktui queue` or `leuktui run` makes one", args
+        assert not missing.exists(), args
+    env_missing = cli("ls", check=False, env={"LEUKTUI_HOME": str(missing)})
+    assert env_missing.returncode == 1 and f"$LEUKTUI_HOME={missing}" in env_missing.stderr
+    cli("queue", "--data-dir", str(tiny_data), "--no-start", home=missing)  # queue makes a workspace
+    assert (missing / "leuktui.db").is_file()
+
+
+def test_a_bad_choice_is_refused_with_the_valid_ones(trained):
+    home, _, _ = trained
+    result = cli("ls", "--status", "bogus", home=home, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("leuktui: error: --status: invalid choice: 'bogus'")
+    assert all(f"'{status}'" in line for status in ("queued", "held", "running", "completed", "failed", "cancelled", "interrupted"))
+    assert "no runs with status failed" in cli("ls", "--status", "failed", home=home).stdout
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"leuktui {version('leuktui')}"
+
+
+def test_output_to_a_pipe_is_never_cut_to_the_terminals_width(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    name = "a-long-run-name-" + "x" * 150
+    cli("queue", "--data-dir", str(tiny_data), "--no-start", "--name", name, "--tag", "t" * 40, home=home)
+    for args in (("ls",), ("queue", "ls"), ("show", "1")):
+        piped = run_cli(*args, home=home, env={"COLUMNS": "80"})  # a real pipe, and a terminal width that would cut
+        assert any(name in line for line in piped.stdout.splitlines()), (args, piped.stdout)
+        assert "…" not in piped.stdout, (args, piped.stdout)
+
+
+def test_delete_then_queue_never_reuses_the_id(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    for _ in range(2):
+        cli("queue", "--data-dir", str(tiny_data), "--no-start", "--force", home=home)
+    unconfirmed = cli("delete", "2", home=home, check=False)
+    assert unconfirmed.returncode == 2 and "nothing deleted" in unconfirmed.stderr
+    assert "deleted run 2" in cli("delete", "2", "--yes", home=home).stdout
+    queued = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--force", "--json", home=home).stdout)
+    assert queued["run_ids"] == [3]
+    assert [r["id"] for r in json.loads(cli("ls", "--json", home=home).stdout)] == [3, 1]
+    missing = cli("delete", "1", "99", "--yes", home=home, check=False)
+    assert missing.returncode == 1 and "run 99: no such run" in missing.stderr
+    assert [r["id"] for r in json.loads(cli("ls", "--json", home=home).stdout)] == [3, 1], "nothing deleted when one id is wrong"
 
 
 def test_data_commands(tmp_path):
