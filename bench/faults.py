@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from db import Database, Workspace, states  # noqa: E402
-from db.vocabulary import metric  # noqa: E402
+from db.vocabulary import COMPLETED, FAILED, INTERRUPTED, RUNNING, metric  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
 from engine.synth import make_dataset  # noqa: E402
 from runner import control, daemon, scheduler
@@ -58,7 +58,7 @@ def kills_and_resumes(data: Path, root: Path, kills: int) -> dict:
     landed = 0
     rng = random.Random(0)
     while landed < kills:
-        assert states.move(db, run.id, "running")
+        assert states.move(db, run.id, RUNNING)
         worker = subprocess.Popen([sys.executable, "-m", "engine.worker", str(run.id), "--home", str(workspace.home)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(2.0, 9.0))  # start-up (importing torch, decoding) to several epochs in
@@ -67,10 +67,10 @@ def kills_and_resumes(data: Path, root: Path, kills: int) -> dict:
         worker.kill()
         worker.wait()
         landed += 1
-        assert states.finish(db, run.id, "interrupted")
-    if db.get_run(run.id).status != "completed":
-        if db.get_run(run.id).status != "running":
-            assert states.move(db, run.id, "running")
+        assert states.finish(db, run.id, INTERRUPTED)
+    if db.get_run(run.id).status != COMPLETED:
+        if db.get_run(run.id).status != RUNNING:
+            assert states.move(db, run.id, RUNNING)
         subprocess.run([sys.executable, "-m", "engine.worker", str(run.id), "--home", str(workspace.home)],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     epochs = db.epochs(run.id)
@@ -87,7 +87,7 @@ def kills_and_resumes(data: Path, root: Path, kills: int) -> dict:
         "steps lost": len(set(expected_steps) - set(steps)),
         "steps twice": len(steps) - len(set(steps)),
         "best consistent": db.get_run(run.id).best_epoch == best.epoch,
-        "completed": db.get_run(run.id).status == "completed",
+        COMPLETED: db.get_run(run.id).status == COMPLETED,
     }
 
 
@@ -99,7 +99,7 @@ def under_the_scheduler(data: Path, root: Path, name: str, fault: signal.Signals
     wait_for(lambda: db.get_run(run.id).epochs_done >= 1, 120)
     pid = db.get_run(run.id).pid
     os.kill(pid, fault)
-    detected = wait_for(lambda: db.get_run(run.id).status == "failed", 60)
+    detected = wait_for(lambda: db.get_run(run.id).status == FAILED, 60)
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
     daemon.stop(workspace)
     return detected
@@ -118,7 +118,7 @@ def scheduler_killed(data: Path, root: Path) -> tuple[float, bool]:
     log = workspace.home / "scheduler.log"
     wait_for(lambda: "adopted run" in log.read_text(), 30)
     adopted = time.time() - started
-    wait_for(lambda: db.get_run(run.id).status == "completed", 240)
+    wait_for(lambda: db.get_run(run.id).status == COMPLETED, 240)
     epochs = [e.epoch for e in db.epochs(run.id)]
     daemon.stop(workspace)
     return adopted, epochs == [1, 2, 3, 4, 5]

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db import Database, Workspace  # noqa: E402
+from db.vocabulary import COMPLETED
 from engine.config import RunConfig  # noqa: E402
 
 MODELS = ("resnet18", "resnet50", "resnet152")
@@ -40,7 +41,7 @@ def seed(db: Database, data_dir: Path, runs: int, epochs: int) -> list[int]:
             "center_crop": index % 4 == 3, "epochs": epochs, "image_size": 128,
         })
         run = db.create_run(config=config.to_dict(), config_hash=config.config_hash(), model=config.model,
-                            name=f"{config.model}-{index}", status="completed", sweep_id=sweep.id)
+                            name=f"{config.model}-{index}", status=COMPLETED, sweep_id=sweep.id)
         best = None
         for epoch in range(1, epochs + 1):
             progress = epoch / epochs

@@ -40,6 +40,7 @@ def build_workspace(home: Path) -> None:
 
     from db import Database, Workspace
     from db.models import Epoch, Run, StepMetric
+    from db.vocabulary import COMPLETED
     from engine.config import RunConfig
 
     workspace = Workspace(home).ensure()
@@ -51,7 +52,7 @@ def build_workspace(home: Path) -> None:
         config = RunConfig.from_dict({"model": models[i % 3], "hist_eq": i % 2 == 0, "epochs": 10, "data_dir": "/data/lab3"}).to_dict()
         acc = 0.85 + 0.1 * ((i * 7919) % 1000) / 1000
         run_rows.append({
-            "id": i, "name": f"run-{i}", "status": "completed", "config": config, "config_hash": f"{i:016x}", "model": config["model"],
+            "id": i, "name": f"run-{i}", "status": COMPLETED, "config": config, "config_hash": f"{i:016x}", "model": config["model"],
             "priority": 0, "created_at": now - i, "updated_at": now - i, "notes": "", "tags": ["bench"], "environment": {},
             "epochs_done": 10, "best_epoch": 10, "best_val_acc": acc, "best_val_f1": acc - 0.01, "best_val_auc": 0.97,
             "last_step": LONG_STEPS if i > RUNS - LONG_RUNS else SHORT_STEPS, "summary": {},

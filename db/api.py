@@ -29,7 +29,7 @@ from db.models import (
     Sweep,
 )
 from db.session import DatabaseError, create_db_engine, ensure_schema, sqlite_path
-from db.vocabulary import METRICS
+from db.vocabulary import METRICS, QUEUED, RUNNING
 from db.workspace import file_permissions
 
 T = TypeVar("T")
@@ -177,7 +177,7 @@ class Database:
         config_hash: str,
         model: str,
         name: str,
-        status: str = "queued",
+        status: str = QUEUED,
         tags: Sequence[str] = (),
         notes: str = "",
         sweep_id: int | None = None,
@@ -274,7 +274,7 @@ class Database:
         not against what a caller read earlier)."""
         def work(session: Session) -> int:
             status = session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
-            if status == "running":
+            if status == RUNNING:
                 raise RunBusy(f"run {run_id} is running; cancel it first")
             evaluations = select(Evaluation.id).where(Evaluation.run_id == run_id)
             session.execute(delete(Prediction).where(Prediction.evaluation_id.in_(evaluations)))
@@ -477,10 +477,10 @@ class Database:
 
     def queue(self) -> list[Run]:
         """Running work, then waiting work in the order it will start (priority, then age)."""
-        order = case((Run.status == "running", 0), else_=1)
+        order = case((Run.status == RUNNING, 0), else_=1)
         query = (
             select(Run)
-            .where(Run.status.in_(["running", *WAITING_STATUSES]))
+            .where(Run.status.in_([RUNNING, *WAITING_STATUSES]))
             .order_by(order, Run.priority.desc(), Run.id)
         )
         with self.session() as session:

@@ -14,7 +14,7 @@ from typing import Any
 
 from db.api import Database
 from db.errors import LeuktuiError
-from db.vocabulary import FINISHED_STATUSES, RUN_STATUSES, TRANSITIONS, sources_of
+from db.vocabulary import FINISHED_STATUSES, RUN_STATUSES, RUNNING, TRANSITIONS, sources_of
 
 
 class TransitionError(LeuktuiError, ValueError):
@@ -43,4 +43,4 @@ def finish(db: Database, run_id: int, to: str, *, error: str | None = None, **va
     """End a running run as ``to`` (completed, failed, cancelled or interrupted)."""
     if to not in FINISHED_STATUSES:
         raise TransitionError(f"{to!r} is not a final status")
-    return move(db, run_id, to, only_from=("running",), error=error, pid=None, phase=None, **values)
+    return move(db, run_id, to, only_from=(RUNNING,), error=error, pid=None, phase=None, **values)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from db import Database, Workspace, states
-from db.vocabulary import METRICS
+from db.vocabulary import CANCELLED, COMPLETED, FAILED, INTERRUPTED, METRICS, QUEUED, RUNNING
 from engine.checkpoint import CheckpointSaver
 from engine.config import RunConfig
 from engine.datasets import DatasetError, Split, load_split
@@ -116,25 +116,25 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> str:
         """Train to the end (or a stop) and return the run's final status."""
-        states.move(self.db, self.run_id, "running", only_from=("queued",))  # a run trained without the scheduler
+        states.move(self.db, self.run_id, RUNNING, only_from=(QUEUED,))  # a run trained without the scheduler
         try:
             status = self._train(resume)
         except StopTraining:
-            status = "cancelled"
+            status = CANCELLED
             self.log.info("stopped on request; run cancelled")
             states.finish(self.db, self.run_id, status)
         except KeyboardInterrupt:
-            status = "interrupted"
+            status = INTERRUPTED
             self.log.info("interrupted; resume with `leuktui resume %d`", self.run_id)
             states.finish(self.db, self.run_id, status)
             raise
         except UserError as exc:
             self.log.error("%s", exc)
-            states.finish(self.db, self.run_id, "failed", error=str(exc))
+            states.finish(self.db, self.run_id, FAILED, error=str(exc))
             raise
         except Exception as exc:
             self.log.error("%s", traceback.format_exc())
-            states.finish(self.db, self.run_id, "failed", error=f"{exc.__class__.__name__}: {exc}")
+            states.finish(self.db, self.run_id, FAILED, error=f"{exc.__class__.__name__}: {exc}")
             raise
         finally:
             self.on_event({"type": "end", "run_id": self.run_id})
@@ -285,6 +285,6 @@ class Trainer:
             if self.stop.is_set():
                 raise StopTraining
 
-        states.finish(self.db, self.run_id, "completed")
+        states.finish(self.db, self.run_id, COMPLETED)
         self.log.info("run %d completed", self.run_id)
-        return "completed"
+        return COMPLETED

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
-from db.vocabulary import RUNNING
+from db.vocabulary import CANCELLED, COMPLETED, RUNNING
 from db.workspace import apply_file_mode
 from engine.errors import UserError
 
@@ -61,7 +61,7 @@ def heartbeat(db: Database, run_id: int, pulse: Pulse, done: threading.Event, st
                 db.heartbeat(run_id, phase=phase if phase != written else None)
                 written = phase
             run = db.get_run(run_id)
-            if run.cancel_requested_at or run.status != "running":
+            if run.cancel_requested_at or run.status != RUNNING:
                 stop.set()
         except Exception as exc:  # a missed beat is not worth killing the run for
             print(f"heartbeat failed: {exc}", file=sys.stderr, flush=True)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    return 0 if status in ("completed", "cancelled") else 1
+    return 0 if status in (COMPLETED, CANCELLED) else 1
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def test_an_unreachable_server_is_one_line_naming_host_and_port_without_the_pass
 
 def test_the_command_line_reports_an_unreachable_database_in_one_line(tmp_path):
     url = "postgresql+psycopg://lab:s3cret-word@127.0.0.1:1/experiments"
+    (tmp_path / "home").mkdir()
     result = cli("ls", home=tmp_path / "home", check=False, env={"LEUKTUI_DB": url})
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

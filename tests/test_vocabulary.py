@@ -10,7 +10,7 @@ import pytest
 from db import Database, states
 from db.models import Base
 from db.states import TransitionError
-from db.vocabulary import BEST_METRICS, METRICS, RUN_STATUSES, TRANSITIONS
+from db.vocabulary import BEST_METRICS, CANCELLING, METRICS, RUN_STATUSES, TRANSITIONS
 from engine.config import ConfigError, RunConfig
 from leuktui.actions import ACTIONS, SCREENS, help_markdown, readme_block, validate_keymap
 
@@ -50,12 +50,35 @@ def status_writes(source: str, filename: str = "<source>") -> list[str]:
 
 def test_only_db_states_writes_a_runs_status():
     offenders = []
-    for folder in ("db", "engine", "leuktui", "bench"):
+    for folder in ("db", "runner", "engine", "leuktui", "bench"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path == STATUS_OWNER or "migrations" in path.parts:
                 continue
             offenders += status_writes(path.read_text(), str(path.relative_to(ROOT)))
     assert offenders == [], "status is written only by db/states.py (compare-and-set)"
+
+
+def status_literals(source: str, filename: str = "<source>") -> list[str]:
+    """Run states spelled as string literals (dict keys aside: ``{"running": ...}`` is a word of
+    a JSON answer, not a run's state)."""
+    keys = set()
+    tree = ast.parse(source, filename)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys.update(id(key) for key in node.keys if key is not None)
+    return [f"{filename}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in (*RUN_STATUSES, CANCELLING) and id(node) not in keys]
+
+
+def test_run_states_are_spelled_once_in_the_vocabulary():
+    offenders = []
+    for folder in ("db", "runner", "engine", "leuktui", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "db" / "vocabulary.py" or "migrations" in path.parts:
+                continue
+            offenders += status_literals(path.read_text(), str(path.relative_to(ROOT)))
+    assert offenders == [], "run states come from db.vocabulary's constants"
+    assert status_literals('if run.status == "running": pass\nprint({"running": True})') == ["<source>:1 'running'"]
 
 
 def test_the_status_check_finds_each_kind_of_write():

@@ -7,7 +7,14 @@ import argparse
 from typing import Any
 
 from db import Database, Workspace, states
-from db.vocabulary import METRICS, RESUMABLE_STATUSES, RUN_STATUSES, epoch_metrics
+from db.vocabulary import (
+    COMPLETED,
+    METRICS,
+    RESUMABLE_STATUSES,
+    RUN_STATUSES,
+    RUNNING,
+    epoch_metrics,
+)
 from leuktui.cli.common import (
     UsageError,
     add_command,
@@ -73,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.control import create_run, preflight
 
     preflight(config.with_absolute_paths(), workspace)
-    run = create_run(db, config, name=args.name, tags=args.tag, notes=args.notes, status="running")
+    run = create_run(db, config, name=args.name, tags=args.tag, notes=args.notes, status=RUNNING)
     return train_foreground(workspace, db, run.id, resume=False)
 
 
@@ -87,7 +94,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         ensure_scheduler(workspace, args.no_start)
         return 0
     run = db.get_run(args.run)
-    if not states.move(db, run.id, "running", only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None):
+    if not states.move(db, run.id, RUNNING, only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None):
         raise UsageError(f"run {run.id} is {run.status}; only interrupted, cancelled or failed runs resume")
     return train_foreground(workspace, db, run.id, resume=True)
 
@@ -134,7 +141,7 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
     out.print(f"run {run_id} {status}: best epoch {run.best_epoch}, val acc {percent(run.best_val_acc)}, "
               f"weighted F1 {number(run.best_val_f1)}", markup=False, highlight=False)
     print(run_id)
-    return 0 if status == "completed" else 1
+    return 0 if status == COMPLETED else 1
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

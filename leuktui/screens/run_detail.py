@@ -16,7 +16,7 @@ from textual.worker import get_current_worker
 
 from db import NotFound
 from db.models import Epoch, Evaluation, Run
-from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, epoch_metrics
+from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, RUNNING, epoch_metrics
 from leuktui.actions import bindings
 from leuktui.cells import refill, status_cell
 from leuktui.feed import DetailFeed
@@ -33,7 +33,7 @@ EVALUATION_COLUMNS = ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.titl
 
 def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
     total = int(run.config.get("epochs") or 0)
-    if run.status != "running" or not epochs:
+    if run.status != RUNNING or not epochs:
         return "-"
     seconds = sum(e.seconds or 0 for e in epochs[-3:]) / len(epochs[-3:])
     remaining = max(0, total - run.epochs_done) * seconds

@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
 from db.models import Run
-from db.vocabulary import RUNNING
+from db.vocabulary import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from leuktui.actions import bindings
 from leuktui.cells import cell_width, progress_cell, status_cell
 from leuktui.formatting import age, number, percent
@@ -127,8 +127,8 @@ class RunsScreen(Screen):
     def _update_status(self) -> None:
         table = self.query_one("#runs", DataTable)
         total = len(self.app.runs)
-        running = sum(1 for run in self.app.runs.values() if run.status == "running")
-        queued = sum(1 for run in self.app.runs.values() if run.status == "queued")
+        running = sum(1 for run in self.app.runs.values() if run.status == RUNNING)
+        queued = sum(1 for run in self.app.runs.values() if run.status == QUEUED)
         shown = f"{table.row_count} of {total} runs"
         if self.matching > table.row_count:
             shown = f"first {table.row_count} of {self.matching} matching ({total} in all; filter or sort for others)"
@@ -283,7 +283,7 @@ class RunsScreen(Screen):
         from runner import control
 
         for run in self.selected_runs():
-            if run.status in ("interrupted", "cancelled", "failed"):
+            if run.status in (INTERRUPTED, CANCELLED, FAILED):
                 task, verb = (lambda run_id=run.id: control.resume(self.app.db, run_id)), "queued to resume"
             else:
                 task, verb = (lambda run_id=run.id: control.retry(self.app.db, run_id).id), "retried"

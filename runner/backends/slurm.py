@@ -25,6 +25,7 @@ from typing import Any
 
 from db import Workspace
 from db.errors import UserError
+from db.vocabulary import CANCELLED, FAILED
 from runner.backends.base import Backend, BackendOption, Handle
 
 COMMAND_TIMEOUT = 60.0
@@ -333,11 +334,11 @@ class SlurmBackend(Backend):
         self._states.pop(handle.job_id, None)
         handle.end_reason = state.describe()
         if state.state in CANCEL_STATES:
-            handle.end_status = "cancelled"
+            handle.end_status = CANCELLED
         elif state.state == "COMPLETED" and state.exit_status() == 0:
             handle.end_status = None  # the worker ended the run itself
         else:
-            handle.end_status = "failed"
+            handle.end_status = FAILED
         return state.exit_status()
 
     def supervisor(self, job_id: str) -> str | None:

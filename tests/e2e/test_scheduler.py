@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -241,3 +242,35 @@ def test_a_db_or_engine_folder_where_the_user_stands_shadows_nothing(home, small
     wait_for(lambda: db.get_run(1).status in ("completed", "failed"), 180, "the run ends")
     assert db.get_run(1).status == "completed", db.get_run(1).error
     assert "was imported" not in (home.home / "scheduler.log").read_text()
+
+
+def test_scheduler_stop_signals_only_the_process_that_holds_the_lock(home, tmp_path):
+    """A forged pid file names an unrelated process of ours: nothing is signalled."""
+    cli("scheduler", "start", "--idle-timeout", "60", home=home.home)
+    real = wait_for(lambda: (pid := daemon.running_pid(home)) and pid > 0 and pid, 10, "the scheduler's pid")
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        daemon.pid_path(home).write_text(str(bystander.pid))
+        refused = cli("scheduler", "stop", home=home.home, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (f"leuktui: error: {daemon.pid_path(home)}: pid {bystander.pid} is not this "
+                                          "workspace's scheduler; nothing was signalled")
+        assert bystander.poll() is None, "the bystander was not signalled"
+        daemon.pid_path(home).write_text(str(real))
+        assert f"scheduler {real} stopped" in cli("scheduler", "stop", home=home.home).stdout
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_damaged_scheduler_json_is_one_line_naming_the_key(home, small_data):
+    (home.home / "scheduler.json").write_text('{"max_parallel": "2"}')
+    for args in (("queue", "--data-dir", str(small_data), "--image-size", "16", "--epochs", "1"), ("scheduler", "status")):
+        result = cli(*args, home=home.home, check=False)
+        assert result.returncode == 1, args
+        assert result.stderr.strip() == (f"leuktui: error: {home.home / 'scheduler.json'}: 'max_parallel' must be a whole "
+                                         "number of at least 1, not '2'"), args
+    assert daemon.running_pid(home) is None, "no scheduler was started to die on it"
+    (home.home / "scheduler.json").write_text('{"backend": "kubernetes"}')
+    result = cli("scheduler", "status", home=home.home, check=False)
+    assert result.returncode == 1 and "'backend': no backend named 'kubernetes' (installed: local, slurm" in result.stderr

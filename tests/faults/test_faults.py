@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from conftest import cli, wait_for
+from conftest import run_cli, wait_for
 from db import Database, Workspace, states
 from db.vocabulary import metric
 from engine.checkpoint import CheckpointError, CheckpointSaver, load_checkpoint
@@ -136,7 +136,8 @@ def test_a_killed_scheduler_leaves_its_workers_training_and_the_next_one_adopts_
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_database_is_one_clear_line(tmp_path, damage):
     home = tmp_path / "home"
-    cli("ls", home=home)
+    home.mkdir(exist_ok=True)
+    run_cli("ls", home=home)
     path = home / "leuktui.db"
     if damage == "garbage":
         path.write_bytes(b"this is not a database file at all" * 100)
@@ -144,7 +145,7 @@ def test_a_damaged_database_is_one_clear_line(tmp_path, damage):
         with path.open("r+b") as handle:
             handle.truncate(1000)
     for args in (("ls",), ("show", "1"), ("queue", "ls")):
-        result = cli(*args, home=home, check=False)
+        result = run_cli(*args, home=home, check=False)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1, (args, result.stderr)
         assert str(path) in lines[0] and "cannot open the database" in lines[0], lines[0]
@@ -184,11 +185,11 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_the_cache_intact(full_di
 
 def test_an_export_to_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, full_disk, cells):
     home = tmp_path / "home"
-    cli("run", "--data-dir", str(cells), "--image-size", "16", "--epochs", "1", "--batch-size", "8", "--amp", "off", home=home)
+    run_cli("run", "--data-dir", str(cells), "--image-size", "16", "--epochs", "1", "--batch-size", "8", "--amp", "off", home=home)
     filler = full_disk / "filler"
     with filler.open("wb") as out, contextlib.suppress(OSError):
         out.write(b"\0" * (1 << 20))
-    result = cli("export", "1", "-o", str(full_disk / "submission.csv"), home=home, check=False)
+    result = run_cli("export", "1", "-o", str(full_disk / "submission.csv"), home=home, check=False)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "No space left on device" in lines[0], result.stderr
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
@@ -204,7 +205,8 @@ def db(home):
 
 def test_the_database_file_of_another_process_in_an_exclusive_lock_is_one_line(tmp_path):
     home = tmp_path / "home"
-    cli("ls", home=home)
+    home.mkdir(exist_ok=True)
+    run_cli("ls", home=home)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sqlite3, sys, time\n"
         f"c = sqlite3.connect({str(home / 'leuktui.db')!r}, isolation_level=None)\n"
@@ -212,7 +214,7 @@ def test_the_database_file_of_another_process_in_an_exclusive_lock_is_one_line(t
         "print('held', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        result = cli("ls", home=home, check=False, env={"LEUKTUI_BUSY_TIMEOUT_MS": "500"})
+        result = run_cli("ls", home=home, check=False, env={"LEUKTUI_BUSY_TIMEOUT_MS": "500"})
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and "database is locked" in lines[0], result.stderr
     finally:

@@ -79,6 +79,7 @@ def app_processes(home) -> list[psutil.Process]:
 def test_a_dropped_login_leaves_the_run_training_and_no_app_behind(tmp_path, login):
     make_dataset(tmp_path / "data" / "demo", n_train=64, n_valid=16, n_test=8, size=24, seed=4)  # the form's default folder
     home = tmp_path / "home"
+    home.mkdir()
     leuktui = f"cd {shlex.quote(str(tmp_path))} && {shlex.quote(sys.executable)} -m leuktui --home {shlex.quote(str(home))}"
     terminal = Terminal(f"leuktui-ssh-{int(time.time())}", shlex.join([*login[:-1], "-tt", login[-1], leuktui]), cwd=tmp_path)
     try:

@@ -81,7 +81,7 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
         await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen), message="the export dialog")
         assert [run.id for run in app.screen.runs] == [1, 3]
         assert "ensemble of runs 1, 3" in str(app.screen.query_one(".dialog-title", Static).render())
-        assert app.screen.query_one("#export-output", Input).value.endswith("exports/ensemble-1-3.csv")
+        assert app.screen.query_one("#export-output", Input).value.endswith("exports/ensemble-1-3-single.csv")
         await pilot.press("ctrl+s")
         # The seeded runs have no checkpoints: the error names the first run, in one line.
         await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), message="the error")
