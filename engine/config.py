@@ -5,16 +5,18 @@ Importing this module never imports torch: the app and the light CLI commands us
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from db.errors import UserError
-from db.vocabulary import BEST_METRICS, EVAL_MODE_KEYS
+from db.vocabulary import BEST_METRICS, EVAL_MODE_KEYS, eval_mode
 
 MODEL_NAMES = ("resnet18", "resnet50", "resnet152")
 TORCHVISION_DEPTHS = (18, 34, 50, 101, 152)
@@ -68,7 +70,8 @@ class RunConfig:
     hist_eq: bool = field(default=False, metadata={"help": "gray scale + histogram equalization"})
     center_crop: bool = field(default=False, metadata={"help": "keep the central 384/450 of each image"})
     crop_to_cell: bool = field(default=False, metadata={"help": "crop to the bounding box of the cell"})
-    eval_mode: str = field(default="single", metadata={"help": "validation views: single, five-crop or ten-crop", **_choice(*EVAL_MODE_KEYS)})
+    eval_mode: str = field(default="single", metadata={"help": "validation views: single, five-crop or ten-crop (the flag is also --tta; none is single)",
+                                                       "aliases": ("tta",), **_choice(*EVAL_MODE_KEYS)})
     balance: bool = field(default=False, metadata={"help": "class-balanced sampling"})
     early_stop: int = field(default=0, metadata={"help": "stop after N epochs without improvement (0 = off)", "min": 0, "max": 10000})
     best_metric: str = field(default="val_acc", metadata={"help": "metric that picks the best checkpoint", **_choice(*BEST_METRICS)})
@@ -94,6 +97,9 @@ class RunConfig:
             if key not in known:
                 raise ConfigError(key, f"unknown field (known: {', '.join(known)})")
             current[key] = _coerce(known[key], raw)
+        if isinstance(current["eval_mode"], str):  # one spelling of the views: "none" is the single view
+            with contextlib.suppress(ValueError):
+                current["eval_mode"] = eval_mode(current["eval_mode"]).key
         config = cls(**current)
         config.validate()
         return config
@@ -109,6 +115,8 @@ class RunConfig:
             meta = f.metadata
             if "choices" in meta and value not in meta["choices"]:
                 raise ConfigError(f.name, f"{value!r} is not one of {', '.join(meta['choices'])}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f.name, f"{value!r} is not a finite number")
             if "min" in meta and value is not None:
                 low, high = meta["min"], meta["max"]
                 too_low = value <= low if meta.get("exclusive_min") else value < low

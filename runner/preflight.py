@@ -41,9 +41,18 @@ def check_config(config: RunConfig, *, gpus: list[int] | None = None) -> None:
             raise ConfigError("pretrained", f"{path}: no such file")
         if not os.access(path, os.R_OK):
             raise ConfigError("pretrained", f"{path}: not readable")
+    if gpus is not None and config.device == "mps" and not mps_available():
+        raise ConfigError("device", "'mps' asked for, but this machine has no Apple GPU (MPS is macOS on Apple silicon)")
     if gpus is not None and config.device.startswith("cuda"):
         if not gpus:
             raise ConfigError("device", f"{config.device!r} asked for, but this machine has no CUDA device")
         index = int(config.device.split(":")[1]) if ":" in config.device else None
         if index is not None and index not in gpus:
             raise ConfigError("device", f"{config.device!r} asked for, but this machine's GPUs are {', '.join(map(str, gpus))}")
+
+
+def mps_available() -> bool:
+    """Whether this is a Mac with Apple silicon, where torch's MPS device can exist (asked without torch)."""
+    import platform
+
+    return platform.system() == "Darwin" and platform.machine() == "arm64"

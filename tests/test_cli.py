@@ -124,6 +124,9 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         (("queue", "--data-dir", str(tiny_data), "--test-csv", "nope.csv"), "--test-csv: "),
         (("queue", "--data-dir", str(tiny_data), "--pretrained", str(tmp_path / "w.pth")), f"--pretrained: {tmp_path / 'w.pth'}: no such file"),
         (("queue", "--data-dir", str(tiny_data), "--device", "cuda:1"), "--device: 'cuda:1' asked for, but this machine has no CUDA device"),
+        (("queue", "--data-dir", str(tiny_data), "--device", "mps"), "--device: 'mps' asked for, but this machine has no Apple GPU"),
+        (("queue", "--data-dir", str(tiny_data), "--lr", "nan"), "--lr: nan is not a finite number"),
+        (("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.1,inf"), "--lr: inf is not a finite number (in --grid lr=...)"),
     ]
     for args, message in cases:
         result = cli(*args, "--no-start", home=home, check=False, env=no_gpus) if args[0] == "queue" else \
@@ -183,6 +186,15 @@ def test_a_bad_choice_is_refused_with_the_valid_ones(trained):
     assert line.startswith("leuktui: error: --status: invalid choice: 'bogus'")
     assert all(f"'{status}'" in line for status in ("queued", "held", "running", "completed", "failed", "cancelled", "interrupted"))
     assert "no runs with status failed" in cli("ls", "--status", "failed", home=home).stdout
+
+
+def test_the_views_have_one_flag_in_every_command(trained, tiny_data, tmp_path):
+    home, run_id, _ = trained
+    queued = json.loads(cli("queue", "--data-dir", str(tiny_data), "--tta", "five", "--no-start", "--json", "--force",
+                            home=tmp_path / "h").stdout)
+    shown = json.loads(cli("show", str(queued["run_ids"][0]), "--json", home=tmp_path / "h").stdout)
+    assert shown["config"]["eval_mode"] == "five"
+    assert json.loads(cli("eval", str(run_id), "--eval-mode", "none", "--json", home=home).stdout)["tta"] == "single"
 
 
 def test_version():

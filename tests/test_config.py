@@ -24,6 +24,11 @@ def test_defaults_are_valid_and_loose_values_are_coerced():
         ("device", "gpu", "auto, cpu, cuda"),
         ("hist_eq", "maybe", "not a boolean"),
         ("batch_size", 2.5, "not an integer"),
+        ("lr", "nan", "not a finite number"),
+        ("lr", float("inf"), "not a finite number"),
+        ("rotation", "-inf", "not a finite number"),
+        ("weight_decay", "nan", "not a finite number"),
+        ("momentum", "inf", "not a finite number"),
     ],
 )
 def test_bad_values_name_the_field(field, value, fragment):
@@ -31,6 +36,22 @@ def test_bad_values_name_the_field(field, value, fragment):
         RunConfig.from_dict({field: value})
     assert info.value.field == field
     assert fragment in info.value.message
+
+
+def test_every_float_field_refuses_non_finite_numbers():
+    import dataclasses
+
+    floats = [f.name for f in dataclasses.fields(RunConfig) if "float" in str(f.type)]
+    assert {"lr", "weight_decay", "momentum", "rotation"} <= set(floats)
+    for name in floats:
+        for value in ("nan", "inf", "-inf", float("nan")):
+            with pytest.raises(ConfigError, match="not a finite number"):
+                RunConfig.from_dict({name: value})
+
+
+def test_the_single_view_has_one_spelling():
+    assert RunConfig.from_dict({"eval_mode": "none"}).eval_mode == "single"
+    assert RunConfig.from_dict({"eval_mode": "none"}).config_hash() == RunConfig().config_hash()
 
 
 def test_unknown_field_is_refused():

@@ -12,7 +12,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from conftest import cli, wait_for
+from conftest import cli, tiny_config, wait_for
 from db import Database, Workspace
 from engine.config import RunConfig
 from engine.synth import make_dataset
@@ -27,9 +27,7 @@ def small_data(tmp_path_factory):
 
 
 def config(data, **overrides) -> RunConfig:
-    values = {"data_dir": str(data), "image_size": 16, "batch_size": 8, "epochs": 2, "rotation": 0, "workers": 1, "amp": "off"}
-    values.update(overrides)
-    return RunConfig.from_dict(values)
+    return tiny_config(data, fast=True, **overrides)
 
 
 def start(workspace: Workspace, **options) -> int:

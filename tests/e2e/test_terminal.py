@@ -91,7 +91,7 @@ def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
         terminal.close()
         daemon.stop(Workspace(home))
 
-    with open(home / "exports" / "run-1.csv", newline="") as handle:
+    with open(home / "exports" / "run-1-single.csv", newline="") as handle:
         rows = list(csv.reader(handle))
     with open(data / "resnet_18_test.csv", newline="") as handle:
         expected = [row[0] for row in list(csv.reader(handle))[1:]]

@@ -12,10 +12,9 @@ import time
 
 from tui.conftest import make_app, wait_until
 
-from conftest import run_cli, wait_for
+from conftest import run_cli, tiny_config, wait_for
 from db import Database
 from db.vocabulary import RUN_STATUSES
-from engine.config import RunConfig
 from engine.synth import make_dataset
 from runner import control, daemon
 from runner.options import Options
@@ -23,8 +22,7 @@ from runner.options import Options
 
 async def test_the_scheduler_comes_and_goes_while_the_app_and_the_cli_write(home, tmp_path):
     data = make_dataset(tmp_path / "cells", n_train=16, n_valid=8, n_test=4, size=16, seed=9)
-    base = RunConfig.from_dict({"data_dir": str(data), "image_size": 16, "batch_size": 8, "epochs": 1, "rotation": 0,
-                                "workers": 1, "amp": "off"})
+    base = tiny_config(data, fast=True, epochs=1)
     writes_done = threading.Event()
     errors: list[BaseException] = []
     queued: list[int] = []

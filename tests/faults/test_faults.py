@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from conftest import run_cli, wait_for
+from conftest import run_cli, tiny_config, wait_for
 from db import Database, Workspace, states
 from db.vocabulary import metric
 from engine.checkpoint import CheckpointError, CheckpointSaver, load_checkpoint
@@ -34,10 +34,7 @@ def cells(tmp_path_factory):
 
 
 def config(data, **overrides) -> RunConfig:
-    values = {"data_dir": str(data), "image_size": 16, "batch_size": 8, "epochs": 4, "rotation": 0, "workers": 1,
-              "amp": "off", "best_metric": "val_loss"}
-    values.update(overrides)
-    return RunConfig.from_dict(values)
+    return tiny_config(data, fast=True, **{"epochs": 4, "best_metric": "val_loss", **overrides})
 
 
 def start_worker(workspace: Workspace, run_id: int) -> subprocess.Popen:
