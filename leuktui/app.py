@@ -23,6 +23,7 @@ from db import Database, Workspace
 from db.models import Run
 from engine.errors import UserError
 from leuktui.actions import ACTION_BY_ID, bindings, display, validate_keymap
+from leuktui.formatting import visible
 from leuktui.messages import PollFailed, RunsUpdated
 
 POLL_SECONDS = 0.5
@@ -151,6 +152,12 @@ class LeuktuiApp(App):
         """Import the run screen's modules (plotext, the tabs, the log) once the runs are loaded,
         off the event loop, so the first run opened is as quick as the next ones."""
         import leuktui.screens.run_detail  # noqa: F401
+
+    def notify(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Notifications are plain text unless a caller says otherwise: they quote names, paths
+        and errors, which are never markup."""
+        super().notify(visible(message, newlines=True), title=visible(title), severity=severity, timeout=timeout, markup=markup)
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.notify(f"database: {message.error}", severity="error", timeout=4)

@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 
 from db.models import Run
 from db.vocabulary import CANCELLED, COMPLETED, FAILED, HELD, INTERRUPTED, QUEUED, RUNNING
-from leuktui.formatting import status_text
+from leuktui.formatting import status_text, visible
 
 STATUS_STYLES = {
     RUNNING: "bold cyan", QUEUED: "yellow", HELD: "magenta", COMPLETED: "green",
@@ -29,7 +29,12 @@ def progress_cell(run: Run, width: int = 6) -> Text:
 
 def status_cell(run: Run) -> Text:
     """The status as ``ls`` shows it too (``formatting.status_text``), in its status's colour."""
-    return Text(status_text(run), style=STATUS_STYLES.get(run.status, ""))
+    return plain(status_text(run), style=STATUS_STYLES.get(run.status, ""))
+
+
+def plain(value: object, style: str = "") -> Text:
+    """A user's string for a table cell or a Static: text, never markup; control characters visible."""
+    return Text(visible(value), style=style)
 
 
 def cell_width(cell: str | Text) -> int:
@@ -46,10 +51,12 @@ def refill(table: DataTable, labels: Sequence[str], rows: Iterable[Sequence[str 
     from a background read did not always get there before the next key press or poll: it could
     show its columns as narrow as their labels, cut cells included. Widths given up front do not
     wait for that."""
-    rows = [list(row) for row in rows]
+    # A str cell would be read as markup by the table: a name like "[/]" would crash it.
+    rows = [[plain(cell) if isinstance(cell, str) else cell for cell in row] for row in rows]
     table.clear(columns=True)
     for index, label in enumerate(labels):
-        width = max([cell_len(label), *(cell_width(row[index]) for row in rows if index < len(row))])
+        label = plain(label) if isinstance(label, str) else label
+        width = max([cell_width(label), *(cell_width(row[index]) for row in rows if index < len(row))])
         table.add_column(label, width=width)
     for position, row in enumerate(rows):
         table.add_row(*row, key=None if keys is None else keys[position])

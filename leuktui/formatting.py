@@ -16,6 +16,24 @@ EVALUATION_COLUMNS = (
 )
 
 
+# Control characters (ANSI and OSC escapes start with ESC) shown as what they are, never sent to a
+# terminal; a newline or a tab is one visible mark, so a name never splits a table row.
+_VISIBLE = {"\n": "↵", "\r": "↵", "\t": "⇥"}
+
+
+def visible(value: object, *, newlines: bool = False) -> str:
+    """A user's string (a name, a tag, a note, a path) as it may be shown in a terminal: control
+    characters become visible escapes (``\\x1b``), newlines ``↵`` unless ``newlines`` keeps them."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() or char == " " or (newlines and char == "\n") else _VISIBLE.get(char) or (
+            f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        for char in text
+    )
+
+
 def age(timestamp: float | None, now: float | None = None) -> str:
     if timestamp is None:
         return "-"

@@ -162,11 +162,14 @@ def console():
     return Console(width=100_000, no_color=True, highlight=False)
 
 
-def text(value: Any) -> Any:
-    """A user's string (a name, a tag, a path) for a Rich table: shown as it is, never as markup."""
+def text(value: Any, *, newlines: bool = False) -> Any:
+    """A user's string (a name, a tag, a path) for Rich: shown as it is, never as markup, its
+    control characters visible (``formatting.visible``)."""
     from rich.text import Text
 
-    return Text(str(value))
+    from leuktui.formatting import visible
+
+    return Text(visible(value, newlines=newlines))
 
 
 def metrics_line(metrics: dict[str, Any]) -> str:

@@ -189,20 +189,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     out = console()
-    out.print(Text.assemble((f"run {run.id}", "bold"), f" {run.name}  [{status_text(run)}]  {run.model}  "
-                            f"epochs {run.epochs_done}/{run.config.get('epochs')}"))
+    out.print(Text.assemble((f"run {run.id}", "bold"), text(f" {run.name}  [{status_text(run)}]  {run.model}  "
+                                                          f"epochs {run.epochs_done}/{run.config.get('epochs')}")))
     if run.error:
-        out.print(Text.assemble(("error:", "red"), f" {run.error}"))
+        out.print(Text.assemble(("error:", "red"), " ", text(run.error, newlines=True)))
     if run.tags:
-        out.print(Text(f"tags: {', '.join(run.tags)}"))
+        out.print(text(f"tags: {', '.join(run.tags)}"))
     if run.notes:
-        out.print(Text(f"notes: {run.notes}"))
+        out.print(text(f"notes: {run.notes}"))
     if run.environment:
         env = run.environment
-        out.print(Text(f"ran on {env.get('host')} · {env.get('device_name')} ({env.get('device')}, {env.get('precision', '')}) · torch {env.get('torch')}"))
-    out.print(Text("config: " + "  ".join(f"{k}={v}" for k, v in sorted(run.config.items()))))
+        out.print(text(f"ran on {env.get('host')} · {env.get('device_name')} ({env.get('device')}, {env.get('precision', '')}) · torch {env.get('torch')}"))
+    out.print(text("config: " + "  ".join(f"{k}={v}" for k, v in sorted(run.config.items()))))
     if run.best_epoch is not None:
-        out.print(Text(f"best epoch {run.best_epoch}: " + metrics_line(epoch_metrics(run.summary))))
+        out.print(text(f"best epoch {run.best_epoch}: " + metrics_line(epoch_metrics(run.summary))))
     if epochs:
         table = Table(title="epochs", box=None, header_style="bold")
         for column in ("epoch", "train loss", "train acc", *(f"val {m.title}" for m in METRICS), "lr", "img/s"):

@@ -10,6 +10,7 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 
 from db.models import Run
 from leuktui.actions import bindings
+from leuktui.cells import plain
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -21,7 +22,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="dialog-title")
+            yield Static(plain(self.question), classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", variant="error", id="yes", compact=True)
                 yield Button("No (esc)", id="no", compact=True)
@@ -44,7 +45,7 @@ class TagsScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(f"Tags and notes of run {self.run.id} ({self.run.name})", classes="dialog-title")
+            yield Static(plain(f"Tags and notes of run {self.run.id} ({self.run.name})"), classes="dialog-title")
             yield Label("tags (comma-separated)")
             yield Input(value=", ".join(self.run.tags), id="tags-input", compact=True)
             yield Label("notes")

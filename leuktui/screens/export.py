@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -17,6 +16,7 @@ from db.models import Run
 from db.vocabulary import CHECKPOINTS, EVAL_MODES
 from engine.datasets import TEST_CSVS
 from leuktui.actions import bindings
+from leuktui.cells import plain
 from leuktui.screens.job_dialog import JobDialog
 
 
@@ -44,7 +44,7 @@ class ExportScreen(JobDialog):
             if len(self.runs) > 1:
                 yield Static(f"Export an ensemble of runs {', '.join(str(r.id) for r in self.runs)} (mean ALL probability)", classes="dialog-title")
             else:
-                yield Static(Text(f"Export the submission of run {self.run.id} ({self.run.name})"), classes="dialog-title")
+                yield Static(plain(f"Export the submission of run {self.run.id} ({self.run.name})"), classes="dialog-title")
             with Horizontal(classes="form-row"):
                 yield Label("checkpoint", classes="form-label")
                 yield Select([(name, name) for name in CHECKPOINTS], value=CHECKPOINTS[0], allow_blank=False, id="export-checkpoint", compact=True)

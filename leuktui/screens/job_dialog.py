@@ -14,6 +14,8 @@ from textual.widgets import Button, ProgressBar, Static
 
 from db import NotFound
 from db.errors import UserError
+from leuktui.cells import plain
+from leuktui.formatting import visible
 from leuktui.messages import JobFinished, JobProgress
 
 
@@ -68,7 +70,7 @@ class JobDialog(ModalScreen):
     def on_job_progress(self, message: JobProgress) -> None:
         self.query_one(f"#{self.prefix}-progress", ProgressBar).update(total=message.total, progress=message.done)
         if message.what:
-            self.query_one(f"#{self.prefix}-result", Static).update(Text(f"{message.what}…"))
+            self.query_one(f"#{self.prefix}-result", Static).update(plain(f"{message.what}…"))
 
     def on_job_finished(self, message: JobFinished) -> None:
         result = self.query_one(f"#{self.prefix}-result", Static)
@@ -76,12 +78,12 @@ class JobDialog(ModalScreen):
         self.query_one(f"#{self.prefix}-progress").display = False
         title = self.prefix
         if message.error:
-            result.update(Text(message.error, style="red"))
-            self.notify(Text(message.error).markup, title=title, severity="error")
+            result.update(plain(message.error, style="red"))
+            self.notify(message.error, title=title, severity="error")
             return
         done, where = self.finished(message.result)
-        result.update(Text.assemble((done, "green"), f" {where}"))
-        self.notify(Text(f"{done} {where}").markup, title=title, timeout=10)
+        result.update(Text.assemble((done, "green"), f" {visible(where)}"))
+        self.notify(f"{done} {where}", title=title, timeout=10)
 
     def parameters(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Stat
 from db.models import Run
 from engine.config import ConfigError, RunConfig
 from leuktui.actions import bindings
+from leuktui.cells import plain
 from leuktui.widgets.keybar import KeyBar
 from runner.control import expand, parse_grid, queue_runs
 
@@ -114,7 +115,7 @@ class NewRunScreen(Screen):
                 return None
         data = Path(config.data_dir)
         warning = "" if (data / "train.csv").is_file() or (data / "fold_0").is_dir() else f"  (no dataset at {data} yet)"
-        summary.update(f"will queue {count} run{'s' if count != 1 else ''}{warning}")
+        summary.update(plain(f"will queue {count} run{'s' if count != 1 else ''}{warning}"))
         self.valid = config
         return config
 
@@ -124,7 +125,7 @@ class NewRunScreen(Screen):
             self.notify(message, title=field_name, severity="error")
             return
         error = self.query_one(f"#error-{target}", Static)
-        error.update(f"↑ {message}")
+        error.update(plain(f"↑ {message}"))
         error.display = True
 
     @on(Input.Changed)

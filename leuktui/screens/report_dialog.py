@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Static
 
 from leuktui.actions import bindings
+from leuktui.cells import plain
 from leuktui.formatting import percent
 from leuktui.screens.job_dialog import JobDialog
 
@@ -44,7 +44,7 @@ class ReportScreen(JobDialog):
             if not self.named and any(run.best_epoch is None for run in runs):
                 title += " (those with epochs)"
             yield Static(title, classes="dialog-title")
-            yield Static(Text("\n".join(lines) or "no runs"), id="report-runs")
+            yield Static(plain("\n".join(lines) or "no runs"), id="report-runs")
             with Horizontal(classes="form-row"):
                 yield Label("output folder", classes="form-label")
                 yield Input(value=str(folder), id="report-output", compact=True)

@@ -18,9 +18,9 @@ from db import NotFound
 from db.models import Epoch, Evaluation, Run
 from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, RUNNING, epoch_metrics
 from leuktui.actions import bindings
-from leuktui.cells import refill, status_cell
+from leuktui.cells import plain, refill, status_cell
 from leuktui.feed import DetailFeed
-from leuktui.formatting import percent
+from leuktui.formatting import percent, visible
 from leuktui.messages import DetailData, RunGone
 from leuktui.widgets.charts import MetricChart, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
@@ -176,12 +176,12 @@ class RunDetailScreen(Screen):
         last = self.epochs[-1] if self.epochs else None
         speed = f"{last.images_per_s:.0f} img/s" if last and last.images_per_s else "- img/s"
         text = Text.assemble(
-            (f"run {run.id} ", "bold"), f"{run.name}  ", status_cell(run),
+            (f"run {run.id} ", "bold"), f"{visible(run.name)}  ", status_cell(run),
             f"  epoch {run.epochs_done}/{run.config.get('epochs')}  {speed}  ETA {eta_text(run, self.epochs, self.app.clock())}",
             f"  best {percent(run.best_val_acc)} (epoch {run.best_epoch or '-'})  device {run.device or '-'}",
         )
         if run.error:
-            text.append(f"\n{run.error.splitlines()[0]}", style="red")
+            text.append(f"\n{visible(run.error.splitlines()[0])}", style="red")
         if text == self._head:
             return
         head = self.query_one("#detail-head", Static)
@@ -203,19 +203,19 @@ class RunDetailScreen(Screen):
         table.add_column(style="bold")
         table.add_column()
         for key, value in sorted(self.run.config.items()):
-            table.add_row(key, str(value))
+            table.add_row(key, plain(value))
         env = self.run.environment or {}
         if env:
             table.add_row("", "")
             for key in ("host", "device_name", "precision", "torch", "cuda", "leuktui"):
                 if env.get(key) is not None:
-                    table.add_row(f"ran with {key}", str(env[key]))
+                    table.add_row(f"ran with {key}", plain(env[key]))
         self.query_one("#config", Static).update(table)
 
     def _fill_evaluations(self) -> None:
         refill(self.query_one("#evaluations", DataTable), EVALUATION_COLUMNS,
                [(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n), *(m.format(getattr(e, m.key)) for m in METRICS),
-                 Text(e.output_path or "")) for e in self.evaluations])
+                 plain(e.output_path or "")) for e in self.evaluations])
 
     # -- the confusion matrix's source --------------------------------------------------------
 

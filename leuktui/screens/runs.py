@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Header, Input, Static
 from db.models import Run
 from db.vocabulary import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from leuktui.actions import bindings
-from leuktui.cells import cell_width, progress_cell, status_cell
+from leuktui.cells import cell_width, plain, progress_cell, status_cell
 from leuktui.formatting import age, number, percent
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
@@ -93,9 +93,9 @@ class RunsScreen(Screen):
         clock = self.app.clock()
         return [
             Text("●", style="bold yellow") if run.id in self.marked else Text(" "),
-            str(run.id), run.name, run.model.split(":")[-1], status_cell(run), progress_cell(run),
-            percent(run.best_val_acc), number(run.best_val_f1), run.config.get("eval_mode", "-"),
-            ",".join(run.tags), age(run.created_at, clock),
+            str(run.id), plain(run.name), plain(run.model.split(":")[-1]), status_cell(run), progress_cell(run),
+            percent(run.best_val_acc), number(run.best_val_f1), plain(run.config.get("eval_mode", "-")),
+            plain(",".join(run.tags)), age(run.created_at, clock),
         ]
 
     def visible_runs(self) -> list[Run]:

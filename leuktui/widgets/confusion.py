@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from db.vocabulary import METRICS
+from leuktui.formatting import visible
 
 
 def _share(count: int, total: int) -> str:
@@ -47,5 +48,5 @@ class ConfusionMatrix(Static):
             summary.append(("\n" if index % 2 == 0 else "   ") if index else "")
             summary.append(f"{metric.label} ", "dim")
             summary.append(metric.format(metrics.get(metric.key)))
-        parts = [Text(title, style="bold")] if title else []
+        parts = [Text(visible(title), style="bold")] if title else []
         self.update(Group(*parts, table, summary))

@@ -1,0 +1,107 @@
+"""Hostile strings: a user's name, tag, note or path reaches the terminal as text, never as markup
+or control codes, in the command line and in the app; fuzzed with Hypothesis."""
+
+from __future__ import annotations
+
+import json
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from textual.widgets import DataTable
+
+from conftest import cli
+from db import Database, Workspace, states
+from leuktui.formatting import visible
+
+HOSTILE = ["[/]", "[red]lost text[/]", "[bold", "\x1b]0;pwned\x07title", "two\nlines", "\x1b[31mred\x1b[0m", "tab\there", "\x9bcsi"]
+
+
+def seed(workspace: Workspace, names: list[str]) -> list[int]:
+    db = Database(workspace.db_url)
+    ids = []
+    for name in names:
+        run = db.create_run(config={"epochs": 3, "eval_mode": "single", "data_dir": f"/data/{name}"}, config_hash="h",
+                            model="resnet18", name=name, tags=[name], notes=name)
+        db.add_epoch(run.id, 1, 3, {"val_acc": 0.5, "val_loss": 0.7}, best={"epoch": 1, "val_acc": 0.5})
+        ids.append(run.id)
+    states.move(db, ids[0], "running", phase=HOSTILE[0], device="cpu")
+    db.close()
+    return ids
+
+
+def assert_clean(output: str) -> None:
+    bad = [c for c in output if not c.isprintable() and c not in "\n"]
+    assert bad == [], f"control characters reached the terminal: {bad!r}"
+
+
+def test_the_command_line_prints_hostile_names_as_text(tmp_path):
+    workspace = Workspace(tmp_path / "home").ensure()
+    ids = seed(workspace, HOSTILE)
+    listing = cli("ls", home=workspace.home).stdout
+    assert_clean(listing)
+    rows = listing.splitlines()
+    assert len(rows) == 1 + len(HOSTILE), "one row a run: no name splits a row"
+    for name in HOSTILE:
+        assert visible(name) in listing, name
+    queue = cli("queue", "ls", home=workspace.home).stdout
+    assert_clean(queue)
+    assert visible(HOSTILE[0]) in queue
+    for run_id, name in zip(ids, HOSTILE, strict=True):
+        shown = cli("show", str(run_id), home=workspace.home).stdout
+        assert_clean(shown)
+        assert visible(name) in shown and f"notes: {visible(name)}" in shown
+    assert json.loads(cli("show", str(ids[1]), "--json", home=workspace.home).stdout)["name"] == HOSTILE[1], \
+        "JSON keeps the string exactly"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=40))
+def test_any_name_is_printed_as_text_and_in_one_row(tmp_path_factory, name):
+    workspace = Workspace(tmp_path_factory.mktemp("fuzz") / "home").ensure()
+    seed(workspace, [name, "other"])
+    for args in (("ls",), ("show", "1"), ("queue", "ls")):
+        result = cli(*args, home=workspace.home, check=False)
+        assert result.returncode == 0, (args, result.stderr)
+        assert_clean(result.stdout)
+    assert len(cli("ls", home=workspace.home).stdout.splitlines()) == 3
+
+
+@given(text=st.text(max_size=60))
+def test_visible_leaves_no_control_character_and_keeps_printable_text(text):
+    shown = visible(text)
+    assert all(c.isprintable() for c in shown)
+    if text.isprintable():
+        assert shown == text
+    assert visible(text + string.ascii_letters).endswith(string.ascii_letters)
+
+
+async def test_the_app_shows_hostile_names_as_text(tmp_path):
+    from tui.conftest import make_app, wait_until
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    (workspace.home / "keymap.json").write_text(json.dumps({"[/]": "x", "[red]": "y"}))
+    seed(workspace, HOSTILE)
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.loaded, message="the runs")
+        table = app.screen.query_one("#runs", DataTable)
+        await wait_until(pilot, lambda: table.row_count == len(HOSTILE), message="every run listed")
+        cells = {str(table.get_row_at(row)[2]) for row in range(table.row_count)}
+        assert cells == {visible(name) for name in HOSTILE}
+        for row in range(table.row_count):  # open each run: its head, config and evaluations render
+            table.move_cursor(row=row)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.screen.id != "runs" and app.screen.__class__.__name__ == "RunDetailScreen",
+                             message="the run screen")
+            await pilot.pause()
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: app.screen.query("#runs"), message="back on the runs")
+        await pilot.press("t")  # the tags dialog quotes the name
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.press("space", "d")  # the confirmation quotes the ids
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.is_running, "nothing crashed the app"
