@@ -528,6 +528,10 @@ class Database:
         with self.session() as session:
             return session.scalars(query).first()
 
+    def move_submission(self, submission_id: int, path: str) -> None:
+        """A submission's file was moved (kept aside when another export replaced it)."""
+        self.write(lambda session: session.execute(update(Submission).where(Submission.id == submission_id).values(path=path)))
+
     def score_submission(self, submission_id: int, score: float, source: str) -> Submission:
         """Attach a score (``source``: "key" when computed from an answer key, "leaderboard" when typed)."""
         assert source in ("key", "leaderboard"), source

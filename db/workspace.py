@@ -72,9 +72,15 @@ class Workspace:
 
     def export_path(self, run_ids: list[int], tta: str) -> Path:
         """Where a submission is written without ``-o``: ``run-3-single.csv``, ``ensemble-3-7-five.csv``
-        (``tta`` is the eval mode's key); the CLI and the app's dialog name it alike."""
+        (``tta`` is the eval mode's key), numbered ``-2``, ``-3`` ... past the files already there,
+        so an export never replaces an earlier one; the CLI and the app's dialog name it alike."""
         name = f"run-{run_ids[0]}" if len(run_ids) == 1 else "ensemble-" + "-".join(map(str, run_ids))
-        return self.exports_dir / f"{name}-{tta}.csv"
+        path = self.exports_dir / f"{name}-{tta}.csv"
+        number = 2
+        while path.exists():
+            path = self.exports_dir / f"{name}-{tta}-{number}.csv"
+            number += 1
+        return path
 
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)

@@ -17,7 +17,13 @@ from db import Database, Workspace
 from engine.config import RunConfig
 from engine.datasets import DatasetError, default_test_csv, load_test
 from engine.errors import UserError
-from engine.predict import check_writable, load_run_model, predict_split, tta_mode, write_csv_atomic
+from engine.predict import (
+    check_writable,
+    load_run_model,
+    predict_split,
+    tta_mode,
+    write_submission_file,
+)
 
 
 class EnsembleError(UserError):
@@ -47,6 +53,7 @@ def export_ensemble(
     checkpoint: str = "best",
     proba: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> tuple[Path, int]:
     """Write ``ID,label`` (plus ``prob_all``) from the mean ALL probability of ``run_ids``."""
     if len(run_ids) < 2:
@@ -55,7 +62,7 @@ def export_ensemble(
     if repeated:
         raise EnsembleError(f"run {repeated[0]} is named twice in the ensemble")
     output = Path(output).expanduser()
-    check_writable(output)
+    check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "") for run_id in run_ids])
     mode = tta_mode(tta)
     configs = {run_id: RunConfig.from_dict(db.get_run(run_id).config) for run_id in run_ids}
     csv_paths = {run_id: resolve_test_csv(config, test_csv) for run_id, config in configs.items()}
@@ -95,8 +102,7 @@ def export_ensemble(
         [s.ident, int(y), f"{p:.6f}"] if proba else [s.ident, int(y)]
         for s, y, p in zip(samples, predicted, mean, strict=True)
     ]
-    write_csv_atomic(output, header, rows)
-    written = str(output.resolve())
+    written = write_submission_file(db, output, header, rows)
     for run_id, run_probabilities in zip(run_ids, probabilities, strict=True):
         db.add_evaluation(
             run_id, checkpoint=checkpoint, epoch=epochs[run_id], split=csv_paths[first].name, tta=mode, metrics=None, n=len(rows),

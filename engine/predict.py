@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,14 +109,45 @@ def evaluate_run(
     return evaluation, metrics
 
 
-def check_writable(output: Path) -> None:
+def check_writable(output: Path, *, force: bool = False, protected: Sequence[Path | str] = ()) -> None:
+    """Refuse, before anything is computed, an output that is not ours to write: anything but a
+    regular file or a new name (a device, a FIFO, a folder), a file inside a dataset folder
+    (``protected``: its CSVs and images), or an existing file unless ``force``."""
     folder = output.parent if str(output.parent) else Path(".")
     if output.is_dir():
         raise PredictError(f"{output}: is a folder, expected a file name")
+    if output.exists() or output.is_symlink():
+        try:
+            kind = output.stat().st_mode
+        except OSError as exc:
+            raise PredictError(f"{output}: cannot be read ({exc.strerror})") from None
+        if not stat.S_ISREG(kind):
+            raise PredictError(f"{output}: not a regular file (a device, a FIFO or a socket); give a file name")
+    target = output.resolve()
+    for root in protected:
+        root = Path(root).resolve()
+        if target == root or root in target.parents:
+            raise PredictError(f"{output}: inside the dataset folder {root}; a submission never overwrites the dataset")
+    if target.exists() and not force:
+        raise PredictError(f"{output}: already exists; choose another file name, or replace it with --force "
+                           "(a recorded submission there is kept aside)")
     if not folder.is_dir():
         raise PredictError(f"{folder}: output folder does not exist")
     if not os.access(folder, os.W_OK):
         raise PredictError(f"{folder}: output folder is not writable")
+
+
+def write_submission_file(db: Database, output: Path, header: list[str], rows: list[list[Any]]) -> str:
+    """Write the submission; a recorded submission's file it replaces (``--force``) is first moved
+    aside and its record follows it, so no two records ever name one file. Returns the path."""
+    written = str(output.resolve())
+    earlier = db.submission_for_path(written)
+    if earlier is not None and output.exists():
+        aside = output.with_name(f"{output.stem}.submission-{earlier.id}{output.suffix}")
+        os.replace(output, aside)
+        db.move_submission(earlier.id, str(aside.resolve()))
+    write_csv_atomic(output, header, rows)
+    return written
 
 
 def write_csv_atomic(output: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -136,6 +168,7 @@ def export_submission(
     checkpoint: str = "best",
     proba: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> tuple[Path, int]:
     """Write ``ID,label`` (plus ``prob_all`` with ``proba``) in the test CSV's row order.
 
@@ -143,7 +176,7 @@ def export_submission(
     (``valid.csv``) is accepted; its labels are ignored for the file and kept in the database.
     """
     output = Path(output).expanduser()
-    check_writable(output)
+    check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "")])
     mode = tta_mode(tta)
     loaded = load_run_model(db, workspace, run_id, checkpoint)
     root = Path(loaded.config.data_dir)
@@ -158,7 +191,7 @@ def export_submission(
         [s.ident, int(y), f"{p:.6f}"] if proba else [s.ident, int(y)]
         for s, y, p in zip(data.samples, predicted, probabilities, strict=True)
     ]
-    write_csv_atomic(output, header, rows)
+    written = write_submission_file(db, output, header, rows)
     db.add_evaluation(
         run_id,
         checkpoint=checkpoint,
@@ -168,7 +201,7 @@ def export_submission(
         metrics=None,
         n=len(rows),
         predictions=[(s.ident, float(p), int(y), None) for s, y, p in zip(data.samples, predicted, probabilities, strict=True)],
-        output_path=str(output.resolve()),
+        output_path=written,
     )
-    db.add_submission([run_id], checkpoint=checkpoint, tta=mode, test_csv=str(data.source.resolve()), path=str(output.resolve()), rows=len(rows))
+    db.add_submission([run_id], checkpoint=checkpoint, tta=mode, test_csv=str(data.source.resolve()), path=written, rows=len(rows))
     return output, len(rows)

@@ -2,7 +2,9 @@
 
 import csv
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 from test_metrics import from_confusion
@@ -89,6 +91,39 @@ def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data,
     assert len(_csv(valid)) == 25
 
 
+def test_export_never_overwrites_what_it_does_not_own(trained, tiny_data, tmp_path):
+    home, run_id, _ = trained
+    dataset_csv = tiny_data / "resnet_18_test.csv"
+    before = dataset_csv.read_bytes()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target, message in ((dataset_csv, "inside the dataset folder"), (tiny_data / "train.csv", "inside the dataset folder"),
+                            (Path("/dev/null"), "not a regular file"), (fifo, "not a regular file"),
+                            (tmp_path, "is a folder")):
+        result = cli("export", str(run_id), "-o", str(target), "--force", home=home, check=False)
+        assert result.returncode == 1 and message in result.stderr, (target, result.stderr)
+    assert dataset_csv.read_bytes() == before, "the dataset is as it was"
+
+    # The default names never collide: a second export is a second file.
+    first = cli("export", str(run_id), home=home).stdout
+    second = cli("export", str(run_id), home=home).stdout
+    assert "exports/run-1-single.csv" in first and "exports/run-1-single-2.csv" in second
+
+    mine = tmp_path / "mine.csv"
+    cli("export", str(run_id), "-o", str(mine), home=home)
+    again = cli("export", str(run_id), "-o", str(mine), home=home, check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    earlier = json.loads(cli("submissions", "--json", home=home).stdout)[-1]
+    assert earlier["path"] == str(mine)
+    cli("export", str(run_id), "-o", str(mine), "--force", "--tta", "five", home=home)
+    records = json.loads(cli("submissions", "--json", home=home).stdout)
+    paths = [r["path"] for r in records]
+    assert len(paths) == len(set(paths)), "no two recorded submissions name one file"
+    moved = next(r for r in records if r["id"] == earlier["id"])
+    assert moved["path"] == str(tmp_path / f"mine.submission-{earlier['id']}.csv") and Path(moved["path"]).is_file()
+    assert records[-1]["path"] == str(mine) and records[-1]["tta"] == "five"
+
+
 def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
     home, run_id, _ = trained
     cases = [
@@ -137,6 +172,29 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
     bad_gpus = cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, check=False, env={"LEUKTUI_GPUS": "0,x"})
     assert bad_gpus.returncode == 1 and bad_gpus.stderr.strip() == \
         "leuktui: error: LEUKTUI_GPUS='0,x': expected GPU indices such as 0,1 (or empty for none)"
+
+
+def test_a_submission_is_never_scored_against_itself_or_a_non_file(trained, tiny_data, tmp_path):
+    home, run_id, _ = trained
+    out = tmp_path / "sub.csv"
+    cli("export", str(run_id), "-o", str(out), "--proba", home=home)
+    copy = tmp_path / "copy.csv"
+    copy.write_text("\n".join(",".join(row[:2]) for row in _csv(out)) + "\n")
+    cli("export", str(run_id), "-o", str(tmp_path / "plain.csv"), home=home)
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    for key, message in ((out, "is recorded submission 1"), (tmp_path / "plain.csv", "is recorded submission"),
+                         (fifo, "not a regular file"), (tmp_path, "is a folder")):
+        result = cli("score", str(out), "--key", str(key), home=home, check=False)
+        assert result.returncode == 1 and message in result.stderr, (key, result.stderr)
+    outside = cli("score", str(copy), "--key", str(copy), check=False)  # no workspace to know it by: the same file
+    assert outside.returncode == 1 and "the answer key is the submission itself" in outside.stderr
+    other = tmp_path / "other.csv"
+    other.write_text("ID,label,prob_all\n./new_dataset/test/0.bmp,1,0.9\n")
+    refused = cli("score", str(out), "--key", str(other), check=False)
+    assert refused.returncode == 1 and "has a prob_all column, so it is a submission" in refused.stderr
+    scores = [s["score"] for s in json.loads(cli("submissions", "--json", home=home).stdout)]
+    assert scores.count(1.0) == 0, "no perfect score was recorded"
 
 
 def test_score_names_the_bad_row(tmp_path, tiny_data):

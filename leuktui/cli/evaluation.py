@@ -44,10 +44,13 @@ def add_commands(commands: Any) -> None:
 
     export = add_command(commands, "export", help="write the Kaggle submission CSV (ID,label); several runs make an ensemble")
     export.add_argument("run", type=run_id_arg, nargs="+", metavar="RUN", help="a run, or several: their ALL probabilities are averaged")
-    export.add_argument("-o", "--output", help="output CSV (default: WORKSPACE/exports/run-RUN-VIEWS.csv, ensemble-RUN-RUN-VIEWS.csv)")
+    export.add_argument("-o", "--output", help="output CSV (default: WORKSPACE/exports/run-RUN-VIEWS.csv, ensemble-RUN-RUN-VIEWS.csv, "
+                                               "numbered past existing files)")
     export.add_argument("--test-csv", help="CSV with a Path column (default: the one matching the model depth)")
     add_views(export)
     export.add_argument("--proba", action="store_true", help="add a prob_all column with P(ALL)")
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing -o file (a recorded submission there is kept aside, renamed)")
     export.set_defaults(handler=cmd_export)
 
     score = add_command(commands, "score", help="score a submission against an answer key")
@@ -78,7 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.output:
         output.parent.mkdir(parents=True, exist_ok=True)
     path, rows = export_runs(db, workspace, run_ids, output, test_csv=args.test_csv, tta=args.tta,
-                             checkpoint=args.checkpoint, proba=args.proba)
+                             checkpoint=args.checkpoint, proba=args.proba, force=args.force)
     print(f"wrote {rows} rows to {path}")
     submission = db.submission_for_path(str(path.resolve()))
     print(f"recorded as submission {submission.id}; add its leaderboard score with: leuktui submissions score {submission.id} SCORE")
@@ -87,8 +90,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from engine.scoring import score_submission
-    from leuktui.cli.report import record_key_score
+    from leuktui.cli.report import record_key_score, refuse_submission_as_key
 
+    refuse_submission_as_key(getattr(args, "home", None), args.key)
     metrics = score_submission(args.file, args.key)
     if args.json:
         print_json(metrics)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
+from db.errors import UserError
 from db.models import Submission
 from db.workspace import DB_FILE
 from leuktui.cli.common import (
@@ -149,13 +150,34 @@ def cmd_submissions(args: argparse.Namespace) -> int:
     return 0
 
 
-def record_key_score(home: str | None, submission_file: str, metrics: dict[str, Any]) -> int | None:
-    """Attach the answer key's score to the recorded submission written to ``submission_file``
-    (the newest one there); returns its id. A workspace that does not exist is not created."""
+def recorded_database(home: str | None) -> Database | None:
+    """The workspace's database if there is one; a workspace that does not exist is not created."""
     workspace = Workspace.resolve(home)
     if not os.environ.get("LEUKTUI_DB") and not (workspace.home / DB_FILE).is_file():
         return None
-    db = Database(workspace.db_url)
+    return Database(workspace.db_url)
+
+
+def refuse_submission_as_key(home: str | None, key: str) -> None:
+    """A recorded submission is not an answer key: scoring against one would record a score it
+    never earned."""
+    db = recorded_database(home)
+    if db is None:
+        return
+    try:
+        submission = db.submission_for_path(str(Path(key).expanduser().resolve()))
+    finally:
+        db.close()
+    if submission is not None:
+        raise UserError(f"{key}: is recorded submission {submission.id}, not an answer key")
+
+
+def record_key_score(home: str | None, submission_file: str, metrics: dict[str, Any]) -> int | None:
+    """Attach the answer key's score to the recorded submission written to ``submission_file``
+    (the newest one there); returns its id. A workspace that does not exist is not created."""
+    db = recorded_database(home)
+    if db is None:
+        return None
     try:
         submission = db.submission_for_path(str(Path(submission_file).expanduser().resolve()))
         if submission is None or metrics.get(SCORE_METRIC) is None:

@@ -91,4 +91,7 @@ class ExportScreen(JobDialog):
 
     def finished(self, result: tuple[Path, int]) -> tuple[str, str]:
         path, rows = result
+        output = self.query_one("#export-output", Input)
+        if output.value == str(path):  # the next export gets a name of its own, not this file's
+            output.value = str(self.default_output(str(self.query_one("#export-tta", Select).value)))
         return f"wrote {rows} rows", f"to {path}"
