@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, case, delete, func, insert, select, update
@@ -83,6 +84,24 @@ class NotFound(UserError, LookupError):
     """No run (or other record) with that id; the message names it."""
 
 
+def refuse_empty_file(path: Path | None) -> None:
+    """A database file of 0 bytes is not a new workspace's: something emptied it (a failed copy,
+    a full disk, ``> leuktui.db``). Taking it for a new database would start the ids again at 1
+    beside the old runs' folders, so it is refused. A process creating the database leaves the
+    file empty for a moment only (its first connection writes the header): look twice."""
+    if path is None:
+        return
+    for attempt in range(2):
+        try:
+            if path.stat().st_size or path.with_name(path.name + "-wal").exists():
+                return
+        except FileNotFoundError:
+            return
+        if attempt == 0:
+            time.sleep(0.25)
+    raise DatabaseError(f"{path}: an empty file (0 bytes), not a leuktui database; restore it, or move it away to start anew")
+
+
 class Database:
     """One database connection pool and the queries on it."""
 
@@ -92,6 +111,7 @@ class Database:
         its heartbeat file)."""
         self.url = url
         self.write_wait = write_wait
+        refuse_empty_file(sqlite_path(url))
         self.engine: Engine = create_db_engine(url)
         if migrate:
             ensure_schema(self.engine, url)

@@ -84,6 +84,12 @@ class Run(Base):
     backend: Mapped[str | None] = mapped_column(String(16))
     job_id: Mapped[str | None] = mapped_column(String(64))
 
+    @property
+    def owner(self) -> str:
+        """Who this record is, for its folder's ``owner`` file: another record with the same id
+        (a database replaced or emptied) is never created at the same instant."""
+        return f"run {self.id} created {self.created_at!r}"
+
 
 class Epoch(EpochMetricColumns, Base):
     __tablename__ = "epoch"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from db.errors import UserError
 
 DEFAULT_HOME = "leuktui-home"
 DB_FILE = "leuktui.db"
+RUN_OWNER_FILE = "owner"  # in runs/<id>/: which run record the folder belongs to
 
 
 class WorkspaceError(UserError, OSError):
@@ -84,6 +86,31 @@ class Workspace:
 
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)
+
+    def claim_run_dir(self, run_id: int, owner: str, *, fresh: bool) -> Path | None:
+        """Make ``runs/<id>`` the folder of the run record ``owner`` names (``Run.owner``).
+
+        A folder left by another record with the same id (the database was replaced or emptied)
+        is moved aside to ``runs/<id>.orphan-<time>``, never trained on or resumed from; returns
+        where it went. A folder without an owner is adopted, unless the run is ``fresh`` (no
+        epochs yet) and the folder holds checkpoints: those are another run's."""
+        folder = self.run_dir(run_id)
+        mark = folder / RUN_OWNER_FILE
+        try:
+            current = mark.read_text().strip()
+        except FileNotFoundError:
+            current = None
+        except NotADirectoryError:
+            current = ""
+        if current == owner:
+            return None
+        aside = None
+        if folder.exists() and (current is not None or (fresh and (folder / "checkpoints").exists())):
+            aside = folder.with_name(f"{run_id}.orphan-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            folder.rename(aside)
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text(owner + "\n")
+        return aside
 
     def checkpoint_path(self, run_id: int, which: str) -> Path:
         return self.run_dir(run_id) / "checkpoints" / f"{which}.pt"

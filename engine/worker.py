@@ -115,7 +115,10 @@ def execute(
         raise UserError(f"run {run_id} is {db.get_run(run_id).status}, not running; nothing to train")
     pulse = Pulse()
     done = threading.Event()
-    workspace.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+    record = db.get_run(run_id)
+    aside = workspace.claim_run_dir(run_id, record.owner, fresh=record.epochs_done == 0)
+    if aside is not None:
+        print(f"the folder of another run record with id {run_id} was moved to {aside}; this run starts its own", flush=True)
     threading.Thread(target=heartbeat, args=(db, run_id, pulse, done, stop), daemon=True, name="heartbeat").start()
     threading.Thread(target=touch_heartbeat, args=(workspace.heartbeat_path(run_id), pulse, done), daemon=True,
                      name="heartbeat-file").start()

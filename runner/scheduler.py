@@ -253,6 +253,9 @@ class Scheduler:
                                phase="starting"):
                 continue  # cancelled or held between the read and now
             try:
+                aside = self.workspace.claim_run_dir(run.id, run.owner, fresh=run.epochs_done == 0)
+                if aside is not None:
+                    log.info("run %d: the folder of another run record with this id was moved to %s", run.id, aside)
                 handle = self.backend.start(run.id, device, self.worker_env(device) if self.backend.assigns_devices else {})
             except (OSError, UserError) as exc:
                 states.finish(self.db, run.id, FAILED, error=f"could not start the worker: {exc}")

@@ -105,3 +105,39 @@ async def test_the_app_shows_hostile_names_as_text(tmp_path):
         await pilot.press("escape")
         await pilot.pause()
         assert app.is_running, "nothing crashed the app"
+
+
+def test_a_new_run_never_trains_on_or_resumes_from_an_older_records_folder(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    home.mkdir()
+    for run_id, owner in ((1, "run 1 created 1700000000.0\n"), (2, None)):  # another record's, and one from before owners
+        old = home / "runs" / str(run_id) / "checkpoints"
+        old.mkdir(parents=True)
+        (old / "last.pt").write_bytes(b"another run's checkpoint")
+        if owner:
+            (old.parent / "owner").write_text(owner)
+    small = ["--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "16", "--epochs", "1", "--amp", "off"]
+    for run_id in (1, 2):
+        result = cli("run", *small, "--seed", str(run_id), home=home)
+        assert result.stdout.strip().splitlines()[-1] == str(run_id)
+        shown = json.loads(cli("show", str(run_id), "--json", home=home).stdout)
+        assert shown["status"] == "completed" and [e["epoch"] for e in shown["epochs"]] == [1]
+        (aside,) = (home / "runs").glob(f"{run_id}.orphan-*")
+        assert (aside / "checkpoints" / "last.pt").read_bytes() == b"another run's checkpoint", "nothing lost"
+        owner = (home / "runs" / str(run_id) / "owner").read_text().strip()
+        assert owner == f"run {run_id} created {shown['created_at']!r}"
+    # Its own folder is its own: a resume keeps it.
+    cli("resume", "1", "--foreground", home=home, check=False)
+    assert len(list((home / "runs").glob("1.orphan-*"))) == 1
+
+
+def test_an_empty_database_file_is_refused_not_taken_for_a_new_one(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "leuktui.db").write_bytes(b"")
+    for args in (("ls",), ("queue", "ls")):
+        result = cli(*args, home=home, check=False)
+        assert result.returncode == 1, args
+        assert result.stderr.strip() == (f"leuktui: error: {home / 'leuktui.db'}: an empty file (0 bytes), not a leuktui "
+                                         "database; restore it, or move it away to start anew"), args
+    assert (home / "leuktui.db").stat().st_size == 0, "left as it was"
