@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,40 @@ def check_model_name(name: str) -> None:
     raise ConfigError(
         "model",
         f"{name!r} is not one of {', '.join(MODEL_NAMES)}, torchvision:resnetN or package.module:callable",
+    )
+
+
+MODELS_ENTRY_POINTS = "leuktui.models"
+MODELS_VARIABLE = "LEUKTUI_MODELS"
+
+
+def models_allow_file() -> Path:
+    """The user's own list of plug-in networks that may run: one ``module`` or ``module:callable`` a line."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "leuktui" / "models.txt"
+
+
+def check_model_allowed(name: str) -> None:
+    """A plug-in network (``package.module:callable``) imports and runs code, so it must come from
+    a source the user running it controls, never from a run config alone (a shared database's
+    row is anyone's in the lab): a ``leuktui.models`` entry point of an installed package, or a
+    line of ``$LEUKTUI_MODELS`` (comma-separated) or of ``~/.config/leuktui/models.txt``."""
+    if name in MODEL_NAMES or name.startswith("torchvision:"):
+        return
+    module = name.split(":", 1)[0]
+    allowed = {item.strip() for item in os.environ.get(MODELS_VARIABLE, "").split(",") if item.strip()}
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        allowed |= {line.split("#", 1)[0].strip() for line in models_allow_file().read_text().splitlines()} - {""}
+    if name in allowed or module in allowed:
+        return
+    from importlib.metadata import entry_points
+
+    if any(point.value.replace(" ", "") == name for point in entry_points(group=MODELS_ENTRY_POINTS)):
+        return
+    raise ConfigError(
+        "model",
+        f"{name!r} runs code from {module!r}, which you have not allowed: list {module!r} in ${MODELS_VARIABLE} "
+        f"or {models_allow_file()}, or install it as a {MODELS_ENTRY_POINTS} entry point",
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from engine.config import ConfigError, check_model_name
+from engine.config import ConfigError, check_model_allowed, check_model_name
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -153,6 +153,7 @@ def build_model(name: str, num_classes: int) -> nn.Module:
 
 
 def _build_user_model(name: str, num_classes: int) -> nn.Module:
+    check_model_allowed(name)  # here, in the process that would run it, whatever the config's source
     module_name, attr = name.split(":", 1)
     try:
         module = importlib.import_module(module_name)

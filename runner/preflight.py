@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.config import ConfigError, RunConfig
+from engine.config import ConfigError, RunConfig, check_model_allowed
 from engine.datasets import DatasetError, load_split, load_test
 
 
@@ -19,6 +19,7 @@ def check_config(config: RunConfig, *, gpus: list[int] | None = None) -> None:
     ``gpus`` are the GPUs that will run it (None: do not check the device, e.g. runs that go to a
     cluster's nodes).
     """
+    check_model_allowed(config.model)
     root = Path(config.data_dir)
     for name in ("train", "valid"):
         try:

@@ -81,7 +81,13 @@ def test_a_users_network_is_built_from_package_module_callable(tmp_path, monkeyp
             return "oops"
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("LEUKTUI_MODELS", raising=False)
     try:
+        with pytest.raises(ConfigError, match="which you have not allowed"):
+            build_model("student_nets:tiny", 2)  # a name in a run config alone runs nothing
+        assert "student_nets" not in sys.modules
+        monkeypatch.setenv("LEUKTUI_MODELS", "student_nets")
         model = build_model("student_nets:tiny", 2)
         assert model(torch.randn(1, 3, 8, 8)).shape == (1, 2)
         assert build_model("student_nets:no_args", 1) is not None
@@ -89,7 +95,14 @@ def test_a_users_network_is_built_from_package_module_callable(tmp_path, monkeyp
             build_model("student_nets:not_a_model", 1)
         with pytest.raises(ConfigError, match="has no callable"):
             build_model("student_nets:absent", 1)
+        monkeypatch.setenv("LEUKTUI_MODELS", "student_nets, no_such_package.nets")
         with pytest.raises(ConfigError, match="cannot import"):
             build_model("no_such_package.nets:model", 1)
+        monkeypatch.delenv("LEUKTUI_MODELS")
+        (tmp_path / "config" / "leuktui").mkdir(parents=True)
+        (tmp_path / "config" / "leuktui" / "models.txt").write_text("# mine\nstudent_nets:tiny\n")
+        assert build_model("student_nets:tiny", 2) is not None
+        with pytest.raises(ConfigError, match="which you have not allowed"):
+            build_model("student_nets:no_args", 1)
     finally:
         sys.modules.pop("student_nets", None)

@@ -141,3 +141,33 @@ def test_an_empty_database_file_is_refused_not_taken_for_a_new_one(tmp_path):
         assert result.stderr.strip() == (f"leuktui: error: {home / 'leuktui.db'}: an empty file (0 bytes), not a leuktui "
                                          "database; restore it, or move it away to start anew"), args
     assert (home / "leuktui.db").stat().st_size == 0, "left as it was"
+
+
+def test_a_run_config_from_the_database_never_makes_the_worker_import_code(tmp_path, tiny_data):
+    """A lab member edits a shared database's row: ``model = "tempfile:mkdtemp"``. The worker of
+    the user who runs it refuses; the function is never called."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import tiny_config
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    config = {**tiny_config(tiny_data, fast=True, epochs=1).to_dict(), "model": "tempfile:mkdtemp"}
+    run = db.create_run(config=config, config_hash="edited", model="tempfile:mkdtemp", name="planted")
+    assert states.move(db, run.id, "running")
+    trap = tmp_path / "tmp"
+    trap.mkdir()
+    env = {**os.environ, "TMPDIR": str(trap), "XDG_CONFIG_HOME": str(tmp_path / "config"), "PYTHONSAFEPATH": "1"}
+    env.pop("LEUKTUI_MODELS", None)
+    worker = subprocess.run([sys.executable, "-m", "engine.worker", str(run.id), "--home", str(workspace.home)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert worker.returncode == 1
+    assert "which you have not allowed" in db.get_run(run.id).error
+    assert db.get_run(run.id).status == "failed"
+    assert list(trap.iterdir()) == [], "mkdtemp never ran"
+    queued = cli("queue", "--data-dir", str(tiny_data), "--model", "tempfile:mkdtemp", "--no-start", home=workspace.home,
+                 check=False, env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert queued.returncode == 2 and "--model: 'tempfile:mkdtemp' runs code from 'tempfile'" in queued.stderr
+    db.close()
