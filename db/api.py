@@ -30,12 +30,13 @@ from db.models import (
     Sweep,
 )
 from db.session import DatabaseError, create_db_engine, ensure_schema, sqlite_path
+from db.settings import number_setting
 from db.vocabulary import METRICS, QUEUED, RUNNING
 from db.workspace import file_permissions
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 8
-WRITE_WAIT_SECONDS = float(os.environ.get("LEUKTUI_WRITE_WAIT_SECONDS") or 120.0)  # for the writer turn
+WRITE_WAIT_SECONDS = 120.0  # for the writer turn; $LEUKTUI_WRITE_WAIT_SECONDS changes it
 HEARTBEAT_WAIT_SECONDS = 5.0
 
 # Columns of an epoch row a worker supplies; the summary columns of the run follow from them.
@@ -110,7 +111,10 @@ class Database:
         long as it takes, which wakes fastest; a worker's data writes wait so, its liveness being
         its heartbeat file)."""
         self.url = url
+        if write_wait == WRITE_WAIT_SECONDS:
+            write_wait = number_setting("LEUKTUI_WRITE_WAIT_SECONDS", WRITE_WAIT_SECONDS)
         self.write_wait = write_wait
+        dialect.check_url(url)
         refuse_empty_file(sqlite_path(url))
         self.engine: Engine = create_db_engine(url)
         if migrate:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,24 @@ MIGRATION_LOCK_KEY = 0x6C65756B  # "leuk"
 
 # SQLSTATEs PostgreSQL answers with when retrying the transaction is the cure.
 _PG_RETRY_STATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+def check_url(url: str | URL) -> None:
+    """Refuse, in one line, a database URL leuktui cannot use (an unknown scheme, no URL at all)."""
+    from db.errors import UserError
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # sqlalchemy's ArgumentError, and whatever a malformed port raises
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))  # never the password
+        raise UserError(f"LEUKTUI_DB={shown!r}: not a database URL; use sqlite:///PATH or "
+                        "postgresql+psycopg://USER@HOST:PORT/DB") from None
+    if parsed.get_backend_name() not in SUPPORTED:
+        shown = parsed.render_as_string(hide_password=True)
+        raise UserError(f"{shown}: leuktui runs on {' or '.join(SUPPORTED)}, not {parsed.get_backend_name()!r}")
 
 
 def backend_name(url: str | URL) -> str:

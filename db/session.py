@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -12,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from db import dialect
 from db.dialect import sqlite_path
 from db.errors import UserError
+from db.settings import number_setting
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
 SCHEMA_REVISION = "0006"
@@ -31,7 +31,7 @@ def create_db_engine(url: str) -> Engine:
         except ModuleNotFoundError as exc:
             raise DatabaseError(dialect.missing_driver(url, exc)) from None
     sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-    busy_ms = int(os.environ.get("LEUKTUI_BUSY_TIMEOUT_MS") or BUSY_TIMEOUT_MS)
+    busy_ms = int(number_setting("LEUKTUI_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS, whole=True))
     engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")

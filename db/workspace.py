@@ -34,11 +34,20 @@ def apply_file_mode() -> str:
     return name
 
 
-def file_permissions() -> int:
-    """The mode a new file gets under this process's umask (0o600 private, 0o660 group)."""
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def file_permissions() -> int:
+    """The mode a new file gets under this process's umask (0o600 private, 0o660 group)."""
+    return 0o666 & ~_umask()
+
+
+def folder_permissions() -> int:
+    """The mode a new folder gets under this process's umask (0o700 private, 0o770 group)."""
+    return 0o777 & ~_umask()
 
 
 @dataclass(frozen=True)
@@ -127,9 +136,11 @@ class Workspace:
         """The ids marked in the app, or none when nothing is marked or the file is unreadable."""
         import json
 
+        from db.files import read_regular_text
+
         try:
-            ids = json.loads(self.marks_path.read_text())
-        except (OSError, ValueError):
+            ids = json.loads(read_regular_text(self.marks_path))
+        except (OSError, ValueError):  # missing, unreadable, a FIFO or a folder in its place, not JSON
             return []
         return [i for i in ids if isinstance(i, int)] if isinstance(ids, list) else []
 

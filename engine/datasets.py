@@ -14,13 +14,16 @@ Labels: 1 = ALL (leukemia), 0 = HEM (normal).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from db.files import NotAFile, open_regular, read_regular_text
 from engine.errors import UserError
 
 TRAIN_CSV = "train.csv"
@@ -91,7 +94,9 @@ def resolve_image(root: Path, path_text: str) -> Path:
 
 def _read_csv(csv_path: Path) -> tuple[list[str], list[list[str]]]:
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        text = read_regular_text(csv_path, encoding="utf-8-sig")
+    except NotAFile as exc:
+        raise DatasetError(str(exc)) from None
     except FileNotFoundError:
         raise DatasetError(f"{csv_path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -219,11 +224,35 @@ def _inspect_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     if not path.exists():
         return None, "missing"
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.load()
             return image.size, None
+    except NotAFile as exc:
+        return None, str(exc).removeprefix(f"{path}: ")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, f"more than {Image.MAX_IMAGE_PIXELS} pixels, refused (a decompression bomb?)"
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         return None, f"unreadable ({exc.__class__.__name__})"
+
+
+@contextlib.contextmanager
+def open_image(path: Path):
+    """A PIL image of a regular file (a FIFO or a folder is refused, not waited on), with PIL's
+    decompression-bomb warning raised as its error: an image far larger than any cell's is refused."""
+    from PIL import Image
+
+    with open_regular(path, "rb") as handle, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(handle) as image:
+            yield image
+
+
+def class_problem(split: Split) -> str | None:
+    """Why a labelled split cannot train or validate a classifier: one class only. The one check
+    of ``data check`` and of ``queue``'s preflight."""
+    if split.samples and len(set(split.labels)) < 2:
+        return f"{split.source}: only one class present; training needs ALL and HEM"
+    return None
 
 
 def check_dataset(root: Path | str, *, workers: int = 4, max_listed: int = 20) -> CheckReport:
@@ -269,8 +298,9 @@ def check_dataset(root: Path | str, *, workers: int = 4, max_listed: int = 20) -
             stats["all"] = counts.get(1, 0)
             stats["hem"] = counts.get(0, 0)
             stats["hem_fraction"] = round(counts.get(0, 0) / len(split), 4)
-            if len(counts) < 2:
-                report.errors.append(f"{split.source}: only one class present; training needs ALL and HEM")
+            problem = class_problem(split)
+            if problem:
+                report.errors.append(problem)
             for sample in split.samples:
                 other = seen_images.get(sample.path)
                 if other and other != split.name:

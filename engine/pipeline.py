@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from db.files import NotAFile
 from engine.config import RunConfig, center_crop_size
-from engine.datasets import DatasetError, Sample
+from engine.datasets import DatasetError, Sample, open_image
 from engine.files import atomic_write
 from engine.preprocess import Preprocess, crop_to_cell, equalize_gray  # noqa: F401  (the pipeline's steps, re-exported)
 
@@ -31,10 +32,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 def read_image(path: Path, preprocess: Preprocess) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return preprocess(image)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing") from None
+    except NotAFile as exc:
+        raise DatasetError(f"{exc} (an image was expected)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DatasetError(f"{path}: more than {Image.MAX_IMAGE_PIXELS} pixels, refused (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"{path}: image cannot be read ({exc.__class__.__name__})") from None
 
@@ -74,8 +79,11 @@ def decode_images(
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{_cache_key(paths, preprocess)}.npy"
         if cache_file.exists():
-            cached = np.load(cache_file, mmap_mode="r")
-            if cached.shape == (len(paths), side, side, 3):
+            try:
+                cached = np.load(cache_file, mmap_mode="r")
+            except (ValueError, OSError, EOFError):
+                cached = None  # truncated or damaged: decoded again below, and the file replaced
+            if cached is not None and cached.shape == (len(paths), side, side, 3):
                 return cached
     images = np.empty((len(paths), side, side, 3), dtype=np.uint8)
 

@@ -18,6 +18,21 @@ CELL_THRESHOLD = 12      # a pixel brighter than this in any channel belongs to 
 CELL_MARGIN = 0.04       # crop-to-cell keeps this much black around the cell's box
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. A 16- or 32-bit gray image is scaled down by its own bit depth (PIL's convert
+    would clip every value above 255 to white), a float one by its range."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if image.mode == "I" and low >= 0 and high <= 65535:
+            low, high = 0.0, 65535.0 if high > 255 else 255.0
+        scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255.0
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """The deterministic per-image steps, in the order they run."""
@@ -36,7 +51,7 @@ class Preprocess:
         return center_crop_size(self.size) if self.center_crop else self.size
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.crop_to_cell:
             image = crop_to_cell(image)
         if self.hist_eq:

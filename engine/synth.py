@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from engine.datasets import TEST_CSVS
+from engine.errors import UserError
 
 HEM_FRACTION = 0.32          # share of normal cells, as in the lab's data
 LOOKALIKE_FRACTION = 0.05    # cells drawn with the other class's features
@@ -168,10 +169,15 @@ def make_dataset(
             raise ValueError(f"{name}: {value} is too small (at least 2)")
     if not 16 <= size <= 1024:
         raise ValueError(f"--size: {size} is outside [16, 1024]")
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: is a file, not a folder for the dataset")
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: folder exists and is not empty")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    except OSError as exc:
+        raise UserError(f"{root}: the dataset cannot be written there ({exc.strerror})") from None
     try:
         _generate(staging, n_train, n_valid, n_test, size, seed, workers)
         if root.exists():

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
+from db.settings import number_setting
 from db.vocabulary import CANCELLED, COMPLETED, RUNNING
 from db.workspace import apply_file_mode
 from engine.errors import UserError
@@ -39,14 +40,14 @@ class Pulse:
     def __init__(self, phase: str = "starting"):
         self.phase = phase
         self.moved_at = time.monotonic()
+        self.stall_limit = number_setting("LEUKTUI_STALL_SECONDS", STALL_SECONDS)
 
     def set(self, phase: str) -> None:
         self.phase = phase
         self.moved_at = time.monotonic()
 
     def moving(self) -> bool:
-        limit = float(os.environ.get("LEUKTUI_STALL_SECONDS") or STALL_SECONDS)
-        return time.monotonic() - self.moved_at < limit
+        return time.monotonic() - self.moved_at < self.stall_limit
 
 
 def heartbeat(db: Database, run_id: int, pulse: Pulse, done: threading.Event, stop: threading.Event) -> None:
@@ -128,9 +129,9 @@ def execute(
 
         from engine.train import Trainer
 
-        threads = os.environ.get("LEUKTUI_THREADS")
+        threads = int(number_setting("LEUKTUI_THREADS", 0, whole=True))
         if threads:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         record = db.get_run(run_id)
         device = device_for_worker(str(record.config.get("device", "auto")))
         if resume is None:

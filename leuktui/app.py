@@ -76,11 +76,13 @@ class LeuktuiApp(App):
     def _load_keymap(self) -> None:
         """``keymap.json`` in the workspace maps binding ids to keys, e.g. {"new-run": "N"}; what
         the action registry refuses is named in a warning, and the rest applies."""
+        from db.files import read_regular_text
+
         path = self.workspace.home / "keymap.json"
-        if not path.is_file():
+        if not path.exists():
             return
         try:
-            requested = json.loads(path.read_text(encoding="utf-8"))
+            requested = json.loads(read_regular_text(path, encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             self.notify(f"{path}: not a keymap ({exc}); default keys in use", severity="warning", timeout=10)
             return

@@ -13,6 +13,7 @@ from typing import Any
 
 from db import Workspace
 from db.errors import UserError
+from db.files import NotAFile, read_regular_text
 from engine.files import atomic_write
 
 OPTIONS_FILE = "scheduler.json"
@@ -79,11 +80,11 @@ class Options:
         """The workspace's saved options (defaults where there are none)."""
         path: Path = workspace.home / OPTIONS_FILE
         try:
-            text = path.read_text()
+            text = read_regular_text(path)
         except FileNotFoundError:
             return cls()
-        except IsADirectoryError:
-            raise UserError(f"{path}: is a folder, not the scheduler's options file") from None
+        except NotAFile as exc:
+            raise UserError(f"{exc}; it should hold the scheduler's options") from None
         except UnicodeDecodeError:
             raise UserError(f"{path}: not text; remove it to use the default options") from None
         try:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from engine.config import ConfigError, RunConfig, check_model_allowed
-from engine.datasets import DatasetError, load_split, load_test
+from engine.datasets import DatasetError, class_problem, load_split, load_test
 
 
 def check_config(config: RunConfig, *, gpus: list[int] | None = None) -> None:
@@ -28,6 +28,9 @@ def check_config(config: RunConfig, *, gpus: list[int] | None = None) -> None:
             raise ConfigError("data_dir", str(exc)) from None
         if not split.samples:
             raise ConfigError("data_dir", f"{split.source}: the {name} split is empty")
+        problem = class_problem(split)
+        if problem:
+            raise ConfigError("data_dir", problem)
         first = split.samples[0].path
         if not first.is_file():
             raise ConfigError("data_dir", f"{first}: image file is missing (first row of {split.source.name})")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from db.errors import UserError
 from leuktui.cli.common import (
     GLOBAL,
     Parser,
@@ -66,7 +67,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
     try:
         root = make_dataset(args.dir, n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test, size=args.size, seed=args.seed)
-    except (FileExistsError, ValueError) as exc:
+    except UserError:
+        raise
+    except (FileExistsError, ValueError) as exc:  # the folder given, or a number out of range: the command line's
         raise UsageError(str(exc)) from None
     print(f"wrote {args.n_train} train, {args.n_valid} valid, {args.n_test} test images ({args.size}px) to {root}")
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 
 from db import Database, Workspace
 from db.models import Run
+from db.workspace import folder_permissions
 from leuktui.report.data import ReportData, ReportError, RunRecord, collect
 
 EXAMPLE_IMAGES = 4      # training images in the preprocessing figure, half of each class
@@ -323,7 +324,8 @@ def build_report(
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-        os.chmod(staging, 0o755)  # mkdtemp's 0o700 would hide the report from the rest of the lab
+        # The workspace's mode, as for every folder leuktui makes: 0o700 private, 0o770 with LEUKTUI_SHARE=group.
+        os.chmod(staging, folder_permissions())
     except OSError as exc:
         raise ReportError(f"{folder.parent}: cannot write the report there ({exc.strerror or exc})") from None
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import string
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from textual.widgets import DataTable
@@ -171,3 +173,140 @@ def test_a_run_config_from_the_database_never_makes_the_worker_import_code(tmp_p
                  check=False, env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
     assert queued.returncode == 2 and "--model: 'tempfile:mkdtemp' runs code from 'tempfile'" in queued.stderr
     db.close()
+
+
+def test_a_fifo_a_folder_or_a_device_where_a_file_belongs_is_one_line(tmp_path, tiny_data):
+    import os
+    import shutil
+
+    from db.files import NotAFile, open_regular
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    image = next((data / "new_dataset" / "valid").glob("*.bmp"))
+    image.unlink()
+    os.mkfifo(image)  # a FIFO opened for reading would wait for a writer forever
+    checked = cli("data", "check", str(data), check=False)
+    assert checked.returncode == 1 and f"{image}: is a FIFO, not a file" in checked.stdout
+    (data / "valid.csv").unlink()
+    os.mkfifo(data / "valid.csv")
+    assert f"{data / 'valid.csv'}: is a FIFO, not a file" in cli("data", "check", str(data), check=False).stdout
+    queued = cli("queue", "--data-dir", str(data), "--no-start", home=tmp_path / "h", check=False)
+    assert queued.returncode == 2 and f"{data / 'valid.csv'}: is a FIFO, not a file" in queued.stderr
+
+    home = tmp_path / "home"
+    home.mkdir()
+    os.mkfifo(home / "scheduler.json")
+    status = cli("scheduler", "status", home=home, check=False)
+    assert status.returncode == 1 and status.stderr.strip() == \
+        f"leuktui: error: {home / 'scheduler.json'}: is a FIFO, not a file; it should hold the scheduler's options"
+    os.mkfifo(home / "marked.json")
+    assert Workspace(home).marked_runs() == []
+    for path, kind in ((Path("/dev/null"), "a device"), (tmp_path, "a folder")):
+        with pytest.raises(NotAFile, match=f"is {kind}, not a file"):
+            open_regular(path)
+
+
+def test_an_image_too_large_to_be_a_cell_is_refused_naming_it(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from engine.datasets import DatasetError
+    from engine.pipeline import read_image
+    from engine.preprocess import Preprocess
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as if each were a bomb of 90 megapixels
+    for side in (40, 100):  # over the warning limit, and over twice it (PIL's own error)
+        path = tmp_path / f"bomb-{side}.png"
+        Image.new("RGB", (side, side)).save(path)
+        with pytest.raises(DatasetError, match=f"{path}: more than 1000 pixels, refused"):
+            read_image(path, Preprocess(16))
+
+
+def test_a_16_bit_image_is_scaled_not_clipped_to_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from engine.pipeline import read_image
+    from engine.preprocess import Preprocess
+
+    ramp = np.tile(np.linspace(0, 65535, 32, dtype=np.uint16), (32, 1))
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    pixels = read_image(path, Preprocess(32))
+    assert pixels[:, 0].max() == 0 and pixels[:, -1].min() == 255
+    assert 100 < pixels.mean() < 155, "a ramp, not a white square"
+
+
+def test_a_truncated_cache_file_is_decoded_again(tmp_path, tiny_data):
+    from engine.datasets import load_split
+    from engine.pipeline import decode_images
+    from engine.preprocess import Preprocess
+
+    samples = load_split(tiny_data, "valid").samples
+    first = decode_images(samples, Preprocess(16), cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("*.npy")
+    cache.write_bytes(cache.read_bytes()[:200])
+    again = decode_images(samples, Preprocess(16), cache_dir=tmp_path)
+    assert (again == first).all()
+    assert cache.stat().st_size > 200, "the damaged file was replaced"
+
+
+def test_settings_and_database_urls_of_the_wrong_kind_are_one_line(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    cases = [
+        ({"LEUKTUI_BUSY_TIMEOUT_MS": "soon"}, "LEUKTUI_BUSY_TIMEOUT_MS='soon': expected a whole number"),
+        ({"LEUKTUI_WRITE_WAIT_SECONDS": "nan"}, "LEUKTUI_WRITE_WAIT_SECONDS='nan': expected a number"),
+        ({"LEUKTUI_DB": "mysql://lab@db/x"}, "leuktui runs on sqlite or postgresql, not 'mysql'"),
+        ({"LEUKTUI_DB": "postgresql://lab:s3cret@db:port/x"}, "not a database URL"),
+    ]
+    for env, message in cases:
+        result = cli("ls", home=home, check=False, env=env)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and message in lines[0], (env, result.stderr)
+        assert "s3cret" not in result.stderr
+
+
+def test_a_one_class_training_set_is_refused_at_queue_time_as_by_data_check(tmp_path, tiny_data):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    rows = (data / "train.csv").read_text().splitlines()
+    (data / "train.csv").write_text("\n".join([rows[0], *(r.rsplit(",", 1)[0] + ",1" for r in rows[1:])]) + "\n")
+    message = f"{data / 'train.csv'}: only one class present; training needs ALL and HEM"
+    assert message in cli("data", "check", str(data), check=False).stdout
+    queued = cli("queue", "--data-dir", str(data), "--no-start", home=tmp_path / "home", check=False)
+    assert queued.returncode == 2 and queued.stderr.strip() == f"leuktui: error: --data-dir: {message}"
+
+
+def test_data_synth_onto_a_file_or_where_nothing_can_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    onto = cli("data", "synth", str(blocker), check=False)
+    assert onto.returncode == 2 and onto.stderr.strip() == f"leuktui: error: {blocker}: is a file, not a folder for the dataset"
+    into = cli("data", "synth", "/proc/leuktui-synth", check=False)
+    assert into.returncode == 1 and "/proc/leuktui-synth: the dataset cannot be written there" in into.stderr
+
+
+def test_the_report_folder_follows_the_workspaces_mode(tmp_path):
+    import os
+    import stat
+
+    from tui.seed import seed_workspace
+
+    from leuktui.report.build import build_report
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = seed_workspace(workspace)
+    saved = os.umask(0o077)
+    try:
+        result = build_report(db, workspace, [db.get_run(1)], tmp_path / "private")
+        assert stat.S_IMODE(result.folder.stat().st_mode) == 0o700
+        os.umask(0o007)
+        result = build_report(db, workspace, [db.get_run(1)], tmp_path / "group")
+        assert stat.S_IMODE(result.folder.stat().st_mode) == 0o770
+    finally:
+        os.umask(saved)
+        db.close()
