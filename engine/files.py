@@ -30,6 +30,11 @@ def atomic_write(path: Path | str, mode: str = "wb", *, durable: bool = False, *
             if durable:
                 os.fsync(out.fileno())
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a write's error names no file: name ours
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

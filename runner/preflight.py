@@ -28,12 +28,12 @@ def check_config(config: RunConfig, *, gpus: list[int] | None = None) -> None:
             raise ConfigError("data_dir", str(exc)) from None
         if not split.samples:
             raise ConfigError("data_dir", f"{split.source}: the {name} split is empty")
-        problem = class_problem(split)
-        if problem:
-            raise ConfigError("data_dir", problem)
         first = split.samples[0].path
         if not first.is_file():
             raise ConfigError("data_dir", f"{first}: image file is missing (first row of {split.source.name})")
+        problem = class_problem(split)
+        if problem:
+            raise ConfigError("data_dir", problem)
     if config.test_csv:
         try:
             load_test(root, config.test_csv)

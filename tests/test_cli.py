@@ -183,7 +183,7 @@ def test_a_submission_is_never_scored_against_itself_or_a_non_file(trained, tiny
     cli("export", str(run_id), "-o", str(tmp_path / "plain.csv"), home=home)
     fifo = tmp_path / "key.fifo"
     os.mkfifo(fifo)
-    for key, message in ((out, "is recorded submission 1"), (tmp_path / "plain.csv", "is recorded submission"),
+    for key, message in ((out, "is recorded submission "), (tmp_path / "plain.csv", "is recorded submission"),
                          (fifo, "not a regular file"), (tmp_path, "is a folder")):
         result = cli("score", str(out), "--key", str(key), home=home, check=False)
         assert result.returncode == 1 and message in result.stderr, (key, result.stderr)
@@ -303,11 +303,13 @@ def test_data_commands(tmp_path):
 def test_commands_that_do_not_train_never_import_torch(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     key = str(tiny_data / "test_answer_key.csv")
+    answers = tmp_path / "answers.csv"  # a submission that answers every row right
+    answers.write_text((tiny_data / "test_answer_key.csv").read_text().replace("Path,", "ID,", 1))
     probe = (
         "import sys\n"
         "from leuktui.cli import main\n"
         f"for argv in ({['--home', str(home), 'ls']!r}, {['--home', str(home), 'show', str(run_id)]!r},"
-        f" {['score', key, '--key', key]!r}, {['data', 'check', str(tiny_data)]!r}):\n"
+        f" {['score', str(answers), '--key', key]!r}, {['data', 'check', str(tiny_data)]!r}):\n"
         "    assert main(argv) == 0, argv\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'textual') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"

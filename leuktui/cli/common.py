@@ -20,6 +20,7 @@ from db.vocabulary import METRICS
 from engine.config import ConfigError, RunConfig
 
 PROG = "leuktui"
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 32 bits on PostgreSQL
 
 
 class UsageError(UserError):
@@ -31,7 +32,7 @@ class Parser(argparse.ArgumentParser):
     name the flag as the config's errors do (``--tta: 'seven' is not one of ...``)."""
 
     def error(self, message: str):
-        raise UsageError(re.sub(r"^argument (-[^/:\s]+)(/[^:]+)?: ", r"\1: ", message))
+        raise UsageError(re.sub(r"^argument ([^/:\s]+)(/[^:]+)?: ", r"\1: ", message))
 
 
 def global_options() -> argparse.ArgumentParser:
@@ -66,8 +67,16 @@ def run_id_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a run id (a number)") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a run id (a positive number)")
-    if value > 2**63 - 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (too large)")
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (ids are below {MAX_ID + 1})")
+    return value
+
+
+def record_id(text: str) -> int:
+    """A sweep's or a submission's id: a positive number the database's integer column can hold."""
+    value = positive_int(text)
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (ids are below {MAX_ID + 1})")
     return value
 
 

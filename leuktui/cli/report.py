@@ -23,8 +23,8 @@ from leuktui.cli.common import (
     add_json,
     console,
     open_workspace,
-    positive_int,
     print_json,
+    record_id,
     run_id_arg,
     text,
 )
@@ -36,7 +36,7 @@ def add_commands(commands: Any) -> None:
     report = add_command(commands, "report", help="write the lab report: tables, figures, submissions (Markdown + HTML)")
     report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the runs marked in the app, else the best run per model)")
     report.add_argument("--tag", help="the runs with this tag")
-    report.add_argument("--sweep", type=positive_int, metavar="S", help="the runs of this sweep")
+    report.add_argument("--sweep", type=record_id, metavar="S", help="the runs of this sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
     report.add_argument("--evaluate", action="store_true",
                         help="first evaluate the best checkpoint on the validation set where no predictions are recorded (ROC curves)")
@@ -47,7 +47,7 @@ def add_commands(commands: Any) -> None:
     add_json(submissions)
     actions = submissions.add_subparsers(dest="submissions_command", parser_class=Parser, metavar="COMMAND")
     score = actions.add_parser("score", parents=[GLOBAL], help="record a submission's leaderboard score")
-    score.add_argument("submission", type=positive_int, metavar="ID")
+    score.add_argument("submission", type=record_id, metavar="ID")
     score.add_argument("value", type=score_value, metavar="VALUE", help="the score, between 0 and 1 (e.g. 0.96907)")
     submissions.set_defaults(handler=cmd_submissions)
 

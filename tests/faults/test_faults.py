@@ -188,7 +188,8 @@ def test_an_export_to_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, full_
         out.write(b"\0" * (1 << 20))
     result = run_cli("export", "1", "-o", str(full_disk / "submission.csv"), home=home, check=False)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and "No space left on device" in lines[0], result.stderr
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0] == f"leuktui: error: {full_disk / 'submission.csv'}: No space left on device", "the line names the file"
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
     shutil.rmtree(home, ignore_errors=True)
 

@@ -107,6 +107,44 @@ def test_flag_values(flag, value):
         config.validate()
 
 
+NUMERIC = [f.name for f in __import__("dataclasses").fields(RunConfig) if str(f.type).startswith(("int", "float"))]
+NUMBERS = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**70), 2**70) | \
+    st.sampled_from(["nan", "inf", "-inf", "NaN", "1e999", "-0", "1e-320"])
+
+
+@FUZZ
+@given(field=st.sampled_from(NUMERIC), value=NUMBERS)
+def test_numeric_fields_take_only_finite_numbers_in_range(field, value):
+    """Every numeric field of the config, from a flag, a form or a stored row: a finite number in
+    its range, or one line naming the field; never a non-finite value in a config."""
+    import math
+
+    from engine.config import ConfigError
+
+    try:
+        config = RunConfig.from_dict({field: value})
+    except ConfigError as exc:
+        assert exc.field == field and one_line(exc)
+    else:
+        assert math.isfinite(getattr(config, field))
+
+
+@FUZZ
+@given(key=st.sampled_from(["max_parallel", "per_gpu", "idle_timeout", "partition", "sbatch_args", "backend", "other"]),
+       value=NUMBERS | st.text(max_size=10) | st.none() | st.booleans() | st.lists(st.text(max_size=5), max_size=3))
+def test_scheduler_options_are_checked_as_read(key, value):
+    import math
+
+    from runner.options import Options
+
+    try:
+        options = Options.from_dict({key: value})
+    except UserError as exc:
+        assert one_line(exc) and repr(key) in str(exc)
+    else:
+        assert options.max_parallel >= 1 and options.per_gpu >= 1 and math.isfinite(options.idle_timeout)
+
+
 @FUZZ
 @given(text=st.text(alphabet=string.ascii_letters + string.digits + "=<>!.%_- :,", max_size=40))
 def test_filter_expressions(text):
