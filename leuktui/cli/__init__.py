@@ -38,7 +38,7 @@ def version() -> str:
         return "0+unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Experiment manager for leukemia cell classification (C-NMC 2019).")
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     parser.add_argument("--home", help="workspace folder (default: $LEUKTUI_HOME or ./leuktui-home)")
@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print JSON for scripts (the commands that can; also after the command)")
     parser.add_argument("--no-scheduler", action="store_true", help="open the app without starting the scheduler")
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
-    for group in (runs, queue, scheduler, evaluation, data, report):
+    for group in (runs, queue, evaluation, data, report):
         group.add_commands(commands)
+    words = sys.argv[1:] if argv is None else argv
+    scheduler.add_commands(commands, backends="scheduler" in words)
     return parser
 
 
@@ -70,7 +72,7 @@ def fail(message: str, status: int) -> int:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.global_json:
         if not hasattr(args, "json"):
             command = " ".join(filter(None, (PROG, args.command)))

@@ -17,16 +17,19 @@ from leuktui.cli.common import (
 )
 
 
-def add_commands(commands: Any) -> None:
-    from runner.backends import all_options, available
+def add_commands(commands: Any, *, backends: bool = True) -> None:
+    """``backends``: look up the installed backends for ``--backend`` and their flags (an entry
+    point scan, 15 ms): done only when the command line is the scheduler's."""
+    from runner.backends import BUILT_IN, all_options, available
 
     scheduler = add_command(commands, "scheduler", help="the background process that works the queue")
     scheduler.add_argument("action", choices=["start", "stop", "status"])
     scheduler.add_argument("--max-parallel", type=positive_int, help="concurrent runs without GPUs (default 1)")
     scheduler.add_argument("--per-gpu", type=positive_int, help="concurrent runs per GPU (default 1)")
     scheduler.add_argument("--idle-timeout", type=positive_int, metavar="SECONDS", help="exit after this long idle (default 300)")
-    scheduler.add_argument("--backend", choices=available(), help=f"where runs go: {', '.join(available())} (default local)")
-    for option in all_options().values():
+    names = available() if backends else list(BUILT_IN)
+    scheduler.add_argument("--backend", choices=names, help=f"where runs go: {', '.join(names)} (default local)")
+    for option in all_options().values() if backends else ():
         kind = {"integer": int, "number": float}.get(option.kind)
         scheduler.add_argument(option.flag_name, dest=f"backend_{option.key}", metavar=option.metavar, help=option.help,
                                action="append" if option.kind == "texts" else "store", **({"type": kind} if kind else {}))
