@@ -1,4 +1,6 @@
-"""Everything that touches torch: models, data pipeline, training, evaluation and prediction.
+"""What runs in the worker's process: models, the dataset and its pipeline, training, evaluation,
+prediction and the worker itself; each module uses torch or serves one that does (the run config,
+the dataset's CSVs and images, the metrics). Queueing and scheduling are ``runner``'s.
 
 Importing the package itself is light; torch loads with the modules that need it.
 """
