@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import stat
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,11 @@ def check_writable(output: Path, *, force: bool = False, protected: Sequence[Pat
         raise PredictError(f"{folder}: output folder does not exist")
     if not os.access(folder, os.W_OK):
         raise PredictError(f"{folder}: output folder is not writable")
+    try:  # the file is written beside its name, then renamed: a folder that takes no new file (/proc) is refused now
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PredictError(f"{output}: no file can be written in {folder} ({exc.strerror})") from None
 
 
 def write_submission_file(db: Database, output: Path, header: list[str], rows: list[list[Any]]) -> str:

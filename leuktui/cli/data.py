@@ -19,6 +19,7 @@ from leuktui.cli.common import (
     text,
 )
 from leuktui.formatting import percent as percent_text
+from leuktui.formatting import visible
 
 
 def add_commands(commands: Any) -> None:
@@ -48,15 +49,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
         return 0 if report.ok else 1
     out = console()
-    out.print(Text.assemble((str(report.root), "bold"), f" ({report.layout} layout)"))
+    out.print(Text.assemble((visible(report.root), "bold"), f" ({report.layout} layout)"))
     for name, stats in report.splits.items():
         balance = f"  ALL {stats['all']}  HEM {stats['hem']} ({percent_text(stats['hem_fraction'])} HEM)" if "all" in stats else ""
         sizes = ", ".join(f"{size} ({n})" for size, n in stats.get("image_sizes", {}).items())
         out.print(text(f"  {name:<20} {stats['rows']:>6} rows{balance}  sizes: {sizes or '-'}"))
     for warning in report.warnings:
-        out.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
+        out.print(Text.assemble(("warning:", "yellow"), f" {visible(warning)}"))
     for error in report.errors:
-        out.print(Text.assemble(("error:", "red"), f" {error}"))
+        out.print(Text.assemble(("error:", "red"), f" {visible(error)}"))
     out.print(Text.assemble(("ok", "green"), ": ready to train") if report.ok
               else Text.assemble((f"{len(report.errors)} problem(s)", "red"), " would break training"))
     return 0 if report.ok else 1

@@ -12,6 +12,7 @@ import string
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -205,3 +206,69 @@ def test_a_filter_value_of_the_wrong_type_is_refused_when_typed_not_when_matched
             raise AssertionError(f"{text!r} parsed")
     assert query.matcher("acc>85% mcc>0.5 image_size>=128")(_a_run())
     assert not query.matcher("acc>95%")(_a_run())
+
+
+READERS = ("train.csv", "valid.csv", "image", "score key", "score submission", "scheduler.json", "marked.json", "keymap.json",
+           "export output")
+KINDS = ("fifo", "folder", "device")
+
+
+@settings(max_examples=27, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reader=st.sampled_from(READERS), kind=st.sampled_from(KINDS))
+def test_every_reader_refuses_what_is_not_a_file_in_one_line(tmp_path_factory, tiny_data, reader, kind):
+    """A FIFO (which would hang a read), a folder or a device where a reader expects a file: one
+    line naming it, or (for the app's optional files) the default, never a hang or a traceback."""
+    import os
+    import shutil
+
+    from conftest import cli
+
+    root = tmp_path_factory.mktemp("kinds")
+    data = root / "data"
+    shutil.copytree(tiny_data, data)
+    home = root / "home"
+    home.mkdir()
+    key = data / "test_answer_key.csv"
+    submission = root / "submission.csv"
+    submission.write_text(key.read_text().replace("Path,", "ID,", 1))
+    targets = {
+        "train.csv": data / "train.csv", "valid.csv": data / "valid.csv",
+        "image": next((data / "new_dataset" / "valid").glob("*.bmp")), "score key": key, "score submission": submission,
+        "scheduler.json": home / "scheduler.json", "marked.json": home / "marked.json", "keymap.json": home / "keymap.json",
+        "export output": root / "out.csv",
+    }
+    target = targets[reader]
+    if target.exists():
+        target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    else:
+        target.symlink_to("/dev/zero")  # endless: a read of it never ends
+
+    if reader in ("train.csv", "valid.csv", "image"):
+        result = cli("data", "check", str(data), check=False)
+        assert result.returncode == 1 and "error:" in result.stdout
+        if reader != "train.csv":  # a train.csv that is not a file means no dataset here at all
+            assert str(target) in result.stdout
+    elif reader.startswith("score"):
+        result = cli("score", str(submission), "--key", str(key), check=False)
+        assert result.returncode == 1 and str(target) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    elif reader == "scheduler.json":
+        result = cli("scheduler", "status", home=home, check=False)
+        assert result.returncode == 1 and str(target) in result.stderr
+    elif reader == "marked.json":
+        from db import Workspace
+
+        assert Workspace(home).marked_runs() == []
+    elif reader == "keymap.json":
+        from db.files import NotAFile, read_regular_text
+
+        with pytest.raises(NotAFile, match=str(target)):
+            read_regular_text(target)  # the app's keymap loader: a warning naming it, then the default keys
+    else:
+        from engine.predict import PredictError, check_writable
+
+        with pytest.raises(PredictError, match="is a folder|not a regular file"):
+            check_writable(target, force=True)
