@@ -318,3 +318,16 @@ def test_commands_that_do_not_train_never_import_torch(trained, tiny_data, tmp_p
 
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in result.stdout
+
+
+def test_resume_says_whether_a_run_continues_or_starts_over(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home)
+    cli("cancel", "1", home=home)
+    fresh = cli("resume", "1", "--no-start", home=home).stdout
+    assert fresh.strip() == "run 1 queued; it stopped before its first checkpoint, so it starts from epoch 1"
+    cli("cancel", "1", home=home)
+    last = home / "runs" / "1" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert cli("resume", "1", "--no-start", home=home).stdout.strip() == "run 1 queued to resume from its last checkpoint"

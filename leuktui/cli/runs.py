@@ -90,7 +90,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     if not args.foreground:
         control.resume(db, args.run)
-        print(f"run {args.run} queued to resume from its last checkpoint")
+        if workspace.checkpoint_path(args.run, "last").is_file():
+            print(f"run {args.run} queued to resume from its last checkpoint")
+        else:
+            print(f"run {args.run} queued; it stopped before its first checkpoint, so it starts from epoch 1")
         ensure_scheduler(workspace, args.no_start)
         return 0
     run = db.get_run(args.run)
