@@ -79,11 +79,13 @@ def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
         connection.commit()
         try:
             with connection.begin():
+                before = len(connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall())
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise RuntimeError(f"the migration left rows whose parent is gone: {broken[:5]}")
+                after = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if len(after) > before:  # rolled back: the database stays as it was
+                    raise DatabaseError(f"{url}: upgrading the schema would leave {len(after) - before} rows whose run "
+                                        f"is gone (e.g. {after[0]}); nothing was changed")
         finally:
             connection.exec_driver_sql("PRAGMA foreign_keys = ON")
             connection.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -96,30 +97,51 @@ class Workspace:
     def run_dir(self, run_id: int) -> Path:
         return self.runs_dir / str(run_id)
 
+    def run_dir_owner(self, run_id: int) -> str | None:
+        """What ``runs/<id>/owner`` says (None: no owner file), read as a regular file only."""
+        from db.files import read_regular_text
+
+        try:
+            return read_regular_text(self.run_dir(run_id) / RUN_OWNER_FILE).strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):  # a FIFO, a folder, a link to a device, not text: not an owner
+            return ""
+
     def claim_run_dir(self, run_id: int, owner: str, *, fresh: bool) -> Path | None:
         """Make ``runs/<id>`` the folder of the run record ``owner`` names (``Run.owner``).
 
-        A folder left by another record with the same id (the database was replaced or emptied)
-        is moved aside to ``runs/<id>.orphan-<time>``, never trained on or resumed from; returns
-        where it went. A folder without an owner is adopted, unless the run is ``fresh`` (no
-        epochs yet) and the folder holds checkpoints: those are another run's."""
+        A folder left by another record with the same id (the database was replaced or emptied),
+        or any folder already there for a ``fresh`` run (no epochs yet, no owner of its own), is
+        moved aside to ``runs/<id>.orphan-<time>``, never trained on, resumed from or written
+        into; returns where it went. A run with epochs adopts a folder without an owner file
+        (one made before owners were recorded)."""
         folder = self.run_dir(run_id)
-        mark = folder / RUN_OWNER_FILE
-        try:
-            current = mark.read_text().strip()
-        except FileNotFoundError:
-            current = None
-        except NotADirectoryError:
-            current = ""
+        current = self.run_dir_owner(run_id) if folder.is_dir() and not folder.is_symlink() else ""
         if current == owner:
             return None
         aside = None
-        if folder.exists() and (current is not None or (fresh and (folder / "checkpoints").exists())):
-            aside = folder.with_name(f"{run_id}.orphan-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-            folder.rename(aside)
+        if folder.exists() or folder.is_symlink():
+            if current is None and not fresh:
+                current = owner  # a folder from before owners were recorded, of this run
+            else:
+                aside = folder.with_name(f"{run_id}.orphan-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                folder.rename(aside)
         folder.mkdir(parents=True, exist_ok=True)
-        mark.write_text(owner + "\n")
+        # O_NOFOLLOW and O_EXCL: nothing planted in the folder's place is written through.
+        mark = folder / RUN_OWNER_FILE
+        if current != owner or not mark.exists():
+            with contextlib.suppress(FileNotFoundError):
+                mark.unlink()
+            descriptor = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_permissions())
+            with os.fdopen(descriptor, "w") as out:
+                out.write(owner + "\n")
         return aside
+
+    def owns_run_dir(self, run_id: int, owner: str) -> bool:
+        """Whether ``runs/<id>`` is this record's to delete: its owner file names it, or it has
+        none (a folder from before owners were recorded)."""
+        return self.run_dir_owner(run_id) in (owner, None)
 
     def checkpoint_path(self, run_id: int, which: str) -> Path:
         return self.run_dir(run_id) / "checkpoints" / f"{which}.pt"

@@ -237,14 +237,16 @@ def _inspect_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
 
 @contextlib.contextmanager
 def open_image(path: Path):
-    """A PIL image of a regular file (a FIFO or a folder is refused, not waited on), with PIL's
-    decompression-bomb warning raised as its error: an image far larger than any cell's is refused."""
+    """A PIL image of a regular file (a FIFO or a folder is refused, not waited on). An image far
+    larger than any cell's is refused: PIL's decompression-bomb warning is made its error for the
+    process (``warnings.catch_warnings`` per call is not safe in the decoding threads)."""
     from PIL import Image
 
-    with open_regular(path, "rb") as handle, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(handle) as image:
-            yield image
+    if not any(action == "error" and category is Image.DecompressionBombWarning
+               for action, _message, category, _module, _line in warnings.filters):
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    with open_regular(path, "rb") as handle, Image.open(handle) as image:
+        yield image
 
 
 def class_problem(split: Split) -> str | None:

@@ -110,7 +110,7 @@ def export_ensemble(
             output_path=written,
         )
     db.add_submission(list(run_ids), checkpoint=checkpoint, tta=mode, test_csv=str(csv_paths[first]), path=written, rows=len(rows))
-    return output, len(rows)
+    return Path(written), len(rows)
 
 
 def export_runs(db: Database, workspace: Workspace, run_ids: Sequence[int], output: Path | str, **options: Any) -> tuple[Path, int]:

@@ -146,7 +146,7 @@ def check_writable(output: Path, *, force: bool = False, protected: Sequence[Pat
 def write_submission_file(db: Database, output: Path, header: list[str], rows: list[list[Any]]) -> str:
     """Write the submission; a recorded submission's file it replaces (``--force``) is first moved
     aside and its record follows it, so no two records ever name one file. Returns the path."""
-    written = str(output.resolve())
+    written = str(output.parent.resolve() / output.name)  # the name written, a link's own included
     earlier = db.submission_for_path(written)
     if earlier is not None and output.exists():
         aside = output.with_name(f"{output.stem}.submission-{earlier.id}{output.suffix}")
@@ -210,4 +210,4 @@ def export_submission(
         output_path=written,
     )
     db.add_submission([run_id], checkpoint=checkpoint, tta=mode, test_csv=str(data.source.resolve()), path=written, rows=len(rows))
-    return output, len(rows)
+    return Path(written), len(rows)

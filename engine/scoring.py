@@ -4,36 +4,33 @@ from __future__ import annotations
 
 import csv
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from db.files import NotAFile, open_regular
 from engine.datasets import DatasetError
 from engine.metrics import classification_metrics
 
 
 def regular_file(path: Path) -> None:
-    """Refuse what is not a regular file (a folder, a FIFO, a device) before it is opened: a FIFO
-    would hang the read, a device never end."""
+    """Refuse what is not a regular file (a folder, a FIFO, a device) before it is read."""
     try:
-        mode = path.stat().st_mode
+        open_regular(path, "rb").close()
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
+    except NotAFile as exc:
+        raise DatasetError(str(exc)) from None
     except OSError as exc:
         raise DatasetError(f"{path}: cannot be read ({exc.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise DatasetError(f"{path}: is a folder, expected a CSV file")
-    if not stat.S_ISREG(mode):
-        raise DatasetError(f"{path}: not a regular file (a FIFO, a device or a socket), expected a CSV file")
 
 
 def read_labelled_csv(path: Path, id_columns: tuple[str, ...] = ("ID", "Path")) -> dict[str, int | float]:
     """``ID -> label`` from a submission or an answer key (header ID,label or Path,label)."""
     regular_file(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with open_regular(path, "r", newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -74,9 +71,9 @@ def score_submission(submission: Path | str, key: Path | str) -> dict[str, Any]:
     regular_file(key)
     if os.path.samefile(submission, key):
         raise DatasetError(f"{key}: the answer key is the submission itself; score against the key of the test set")
+    truth = read_labelled_csv(key)
     if _probabilities(key):
         raise DatasetError(f"{key}: has a prob_all column, so it is a submission, not an answer key")
-    truth = read_labelled_csv(key)
     answers = read_labelled_csv(submission)
     for ident, label in truth.items():
         if label not in (0.0, 1.0):
@@ -102,7 +99,7 @@ def score_submission(submission: Path | str, key: Path | str) -> dict[str, Any]:
 
 
 def _probabilities(path: Path) -> dict[str, float]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with open_regular(path, "r", newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "prob_all" not in reader.fieldnames:
             return {}

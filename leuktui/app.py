@@ -156,10 +156,10 @@ class LeuktuiApp(App):
         import leuktui.screens.run_detail  # noqa: F401
 
     def notify(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None,
-               markup: bool = False) -> None:
-        """Notifications are plain text unless a caller says otherwise: they quote names, paths
-        and errors, which are never markup."""
-        super().notify(visible(message, newlines=True), title=visible(title), severity=severity, timeout=timeout, markup=markup)
+               markup: bool = True) -> None:
+        """Notifications are plain text, whoever asks (a screen's ``notify`` always says
+        ``markup=True``): they quote names, paths and errors, which are never markup."""
+        super().notify(visible(message, newlines=True), title=visible(title), severity=severity, timeout=timeout, markup=False)
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.notify(f"database: {message.error}", severity="error", timeout=4)

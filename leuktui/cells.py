@@ -32,9 +32,10 @@ def status_cell(run: Run) -> Text:
     return plain(status_text(run), style=STATUS_STYLES.get(run.status, ""))
 
 
-def plain(value: object, style: str = "") -> Text:
-    """A user's string for a table cell or a Static: text, never markup; control characters visible."""
-    return Text(visible(value), style=style)
+def plain(value: object, style: str = "", *, newlines: bool = False) -> Text:
+    """A user's string for a table cell or a Static: text, never markup; control characters
+    visible (and newlines too, unless ``newlines`` keeps the lines of a text we made)."""
+    return Text(visible(value, newlines=newlines), style=style)
 
 
 def cell_width(cell: str | Text) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db import Database
+from db.files import open_regular
 from leuktui.messages import DetailData
 
 LOG_TAIL_BYTES = 32_768
@@ -62,7 +63,7 @@ class DetailFeed:
                 self.log_offset = max(0, size - LOG_TAIL_BYTES)
             if size <= self.log_offset:
                 return []
-            with self.log_path.open("rb") as handle:
+            with open_regular(self.log_path, "rb") as handle:
                 handle.seek(self.log_offset)
                 chunk = handle.read(size - self.log_offset)
         except OSError:

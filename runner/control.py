@@ -51,11 +51,13 @@ def target_gpus(workspace: Workspace) -> list[int] | None:
     return detect_gpus() if backend_class(Options.load(workspace).backend).assigns_devices else None
 
 
-def preflight(config: RunConfig, workspace: Workspace) -> None:
-    """Refuse a config that cannot run here (``runner.preflight.check_config``)."""
+def preflight(config: RunConfig, workspace: Workspace, *, here: bool = False) -> None:
+    """Refuse a config that cannot run where it will (``runner.preflight.check_config``): here
+    (``here``, a foreground run), else where the scheduler's backend sends it."""
+    from runner.gpus import detect_gpus
     from runner.preflight import check_config
 
-    check_config(config, gpus=target_gpus(workspace))
+    check_config(config, gpus=detect_gpus() if here else target_gpus(workspace))
 
 
 def create_run(
@@ -213,11 +215,14 @@ def retry(db: Database, run_id: int) -> Run:
 
 
 def delete(db: Database, workspace: Workspace, run_id: int) -> None:
-    """Delete a run's records, then its folder (checkpoints, log); refused while it runs."""
+    """Delete a run's records, then its folder (checkpoints, log) if the folder is this record's;
+    refused while it runs. Another record's folder with the same id is left where it is."""
     import shutil
 
+    owner = db.get_run(run_id).owner
     db.delete_run(run_id)
-    shutil.rmtree(workspace.run_dir(run_id), ignore_errors=True)
+    if workspace.owns_run_dir(run_id, owner):
+        shutil.rmtree(workspace.run_dir(run_id), ignore_errors=True)
 
 
 def resume(db: Database, run_id: int) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from db import Database, Workspace
 from db.dialect import sqlite_path
 from db.errors import UserError
+from db.files import read_regular_text
 from db.workspace import apply_file_mode, file_permissions
 from engine.files import atomic_write
 from runner.options import Options
@@ -54,8 +55,8 @@ def running_pid(workspace: Workspace) -> int | None:
         probe.acquire(timeout=0)
     except Timeout:
         try:
-            text = pid_path(workspace).read_text().strip()
-        except OSError:
+            text = read_regular_text(pid_path(workspace)).strip()
+        except (OSError, UnicodeDecodeError):  # not written yet, or not a pid file at all
             return -1
         return int(text) if text.isdigit() else -1
     probe.release()

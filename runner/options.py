@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,4 +92,12 @@ class Options:
             values = json.loads(text)
         except ValueError as exc:
             raise UserError(f"{path}: not valid JSON ({exc}); remove it to use the default options") from None
-        return cls.from_dict(values, str(path))
+        options = cls.from_dict(values, str(path))
+        owner = path.stat().st_uid
+        if options.settings and owner != os.getuid():
+            # A group-shared workspace: anyone in the group may write this file, and a backend's
+            # settings become arguments of the batch system (sbatch --export=... runs code).
+            raise UserError(f"{path}: written by another user (uid {owner}); its backend settings "
+                            f"({', '.join(options.settings)}) are taken only from a file of yours: "
+                            f"`leuktui scheduler start --backend {options.backend} ...` writes one")
+        return options

@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import Database, DatabaseError, Workspace, states
 from db.errors import UserError
+from db.files import open_regular
 from db.models import Run
 from db.vocabulary import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from runner.backends import Backend, Handle, make_backend
@@ -58,7 +59,7 @@ def file_time(path: Path) -> float:
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        with path.open("rb") as handle:
+        with open_regular(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 16384))
             text = handle.read().decode("utf-8", "replace")
@@ -143,19 +144,23 @@ class Scheduler:
                 log.info("run %d was running without a worker: interrupted", run.id)
 
     def adopt_job(self, run: Run) -> None:
-        """Supervise a batch job again if this host's scheduler submitted it; a forgotten job's run
-        is interrupted."""
+        """Supervise a batch job again if this host's scheduler submitted it; a job its backend
+        says is gone has its run interrupted. A backend that cannot be asked now (not installed
+        here, its commands slow or missing) leaves the run as it is: its heartbeat decides."""
         try:
             supervisor = self.backend_named(run.backend).supervisor(run.job_id)
-        except UserError as exc:  # its backend is no longer installed, or cannot be asked
-            states.finish(self.db, run.id, INTERRUPTED, error=f"{exc}; resume to continue")
-            log.info("run %d: %s: interrupted", run.id, exc)
+        except UserError as exc:
+            log.warning("run %d: %s job %s not checked (%s); left as it is", run.id, run.backend, run.job_id, exc)
             return
         if supervisor is None:
+            if run.host not in (None, self.host):
+                return  # another host's job: its own scheduler, or expire(), decides
             states.finish(self.db, run.id, INTERRUPTED,
                           error=f"{run.backend} job {run.job_id} was gone when the scheduler started; resume to continue")
             log.info("run %d: %s job %s gone: interrupted", run.id, run.backend, run.job_id)
-        elif supervisor.split(".")[0] == self.host.split(".")[0]:
+            return
+        submitter = supervisor or run.host or ""  # "": the backend does not know; the run's host does
+        if submitter.split(".")[0] == self.host.split(".")[0]:
             self.handles[run.id] = Handle(run.id, 0, run.device or run.backend, time.time(), job_id=run.job_id, backend=run.backend)
             log.info("adopted run %d (%s job %s)", run.id, run.backend, run.job_id)
 
@@ -267,7 +272,8 @@ class Scheduler:
             if handle.pid:
                 recorded.update(pid=handle.pid, pid_started_at=handle.pid_started_at)
             self.db.update_run(run.id, **recorded)
-            free[handle.device if handle.device in free else device] -= 1
+            if self.backend.assigns_devices:
+                free[handle.device if handle.device in free else device] -= 1
             log.info("run %d started on %s (%s)", run.id, handle.device,
                      f"{handle.backend} job {handle.job_id}" if handle.job_id else f"pid {handle.pid}")
 

@@ -67,7 +67,9 @@ def open_app(args: argparse.Namespace) -> int:
 
 
 def fail(message: str, status: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    from leuktui.formatting import visible
+
+    print(f"{PROG}: error: {visible(message)}", file=sys.stderr)  # errors quote names and paths: as text
     return status
 
 
@@ -108,6 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return fail(str(database_error(Workspace.resolve(getattr(args, "home", None)).db_url, exc)), 1)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

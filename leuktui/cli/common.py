@@ -166,9 +166,10 @@ def console():
     is wrapped or cut (a terminal keeps its own width)."""
     from rich.console import Console
 
+    # No markup anywhere: every string printed may quote a user's (a name, a path, an error).
     if sys.stdout.isatty():
-        return Console()
-    return Console(width=100_000, no_color=True, highlight=False)
+        return Console(markup=False)
+    return Console(width=100_000, no_color=True, highlight=False, markup=False)
 
 
 def text(value: Any, *, newlines: bool = False) -> Any:
@@ -197,9 +198,11 @@ def ensure_scheduler(workspace: Workspace, no_start: bool) -> None:
 
 def ask(question: str) -> bool:
     """A yes/no question on the terminal; without one, no."""
+    from leuktui.formatting import visible
+
     if not sys.stdin.isatty():
         return False
     try:
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+        return input(f"{visible(question)} [y/N] ").strip().lower() in ("y", "yes")
     except EOFError:
         return False

@@ -83,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     path, rows = export_runs(db, workspace, run_ids, output, test_csv=args.test_csv, tta=args.tta,
                              checkpoint=args.checkpoint, proba=args.proba, force=args.force)
     print(f"wrote {rows} rows to {path}")
-    submission = db.submission_for_path(str(path.resolve()))
+    submission = db.submission_for_path(str(path))
     print(f"recorded as submission {submission.id}; add its leaderboard score with: leuktui submissions score {submission.id} SCORE")
     return 0
 

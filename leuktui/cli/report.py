@@ -28,6 +28,7 @@ from leuktui.cli.common import (
     run_id_arg,
     text,
 )
+from leuktui.formatting import visible
 
 SCORE_METRIC = "acc"  # the lab's leaderboard ranks submissions by test accuracy
 
@@ -79,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         from rich.progress import BarColumn, Progress, TextColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), console=console(), transient=True) as progress:
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), console=console(), transient=True) as progress:
             task = progress.add_task("report", total=None)
             result = build_report(db, workspace, runs, folder,
                                   progress=lambda done, total, what: progress.update(task, description=what, completed=done, total=total))
@@ -105,7 +106,7 @@ def evaluate_for_roc(db: Database, workspace: Workspace, runs, *, quiet: bool) -
 
     for run in missing:
         if not quiet:
-            print(f"evaluating run {run.id} ({run.name}) on the validation set for its ROC curve…")
+            print(f"evaluating run {run.id} ({visible(run.name)}) on the validation set for its ROC curve…")
         evaluate_run(db, workspace, run.id, tta="single", checkpoint="best", split="valid")
 
 
@@ -151,8 +152,11 @@ def cmd_submissions(args: argparse.Namespace) -> int:
 
 
 def recorded_database(home: str | None) -> Database | None:
-    """The workspace's database if there is one; a workspace that does not exist is not created."""
+    """The workspace's database if there is one; a workspace that does not exist is not created
+    (and one named by ``--home`` that does not exist is refused, as by every command)."""
     workspace = Workspace.resolve(home)
+    if home and not workspace.home.exists():
+        raise UserError(f"{workspace.home}: no such workspace (--home {home}); `leuktui queue` or `leuktui run` makes one")
     if not os.environ.get("LEUKTUI_DB") and not (workspace.home / DB_FILE).is_file():
         return None
     return Database(workspace.db_url)
@@ -165,7 +169,8 @@ def refuse_submission_as_key(home: str | None, key: str) -> None:
     if db is None:
         return
     try:
-        submission = db.submission_for_path(str(Path(key).expanduser().resolve()))
+        path = Path(key).expanduser()
+        submission = db.submission_for_path(str(path.parent.resolve() / path.name)) or db.submission_for_path(str(path.resolve()))
     finally:
         db.close()
     if submission is not None:
@@ -179,7 +184,8 @@ def record_key_score(home: str | None, submission_file: str, metrics: dict[str, 
     if db is None:
         return None
     try:
-        submission = db.submission_for_path(str(Path(submission_file).expanduser().resolve()))
+        path = Path(submission_file).expanduser()
+        submission = db.submission_for_path(str(path.parent.resolve() / path.name))
         if submission is None or metrics.get(SCORE_METRIC) is None:
             return None
         db.score_submission(submission.id, float(metrics[SCORE_METRIC]), "key")

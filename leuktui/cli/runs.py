@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args, create=True)
     from runner.control import create_run, preflight
 
-    preflight(config.with_absolute_paths(), workspace)
+    preflight(config.with_absolute_paths(), workspace, here=True)
     run = create_run(db, config, name=args.name, tags=args.tag, notes=args.notes, status=RUNNING)
     return train_foreground(workspace, db, run.id, resume=False)
 
@@ -109,7 +109,7 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
     run = db.get_run(run_id)
     out.print("run ", str(run_id), " ", text(run.name), f"  (log: {workspace.log_path(run_id)})", sep="", markup=False)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=True
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out, transient=True
     ) as progress:
         task = progress.add_task("loading data", total=None)
 

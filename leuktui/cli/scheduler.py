@@ -52,7 +52,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         pid = daemon.running_pid(workspace)
         options = Options.load(workspace)
         if args.json:
-            print_json({"running": bool(pid), "pid": pid, "options": options.to_dict(), "gpus": detect_gpus()})
+            every_key = {option.key: None for option in backend_class(options.backend).options}
+            print_json({"running": bool(pid), "pid": pid, "options": {**every_key, **options.to_dict()}, "gpus": detect_gpus()})
         else:
             state = f"running, pid {pid}" if pid else "not running"
             settings = backend_class(options.backend).describe_settings(options.settings)

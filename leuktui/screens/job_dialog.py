@@ -78,7 +78,7 @@ class JobDialog(ModalScreen):
         self.query_one(f"#{self.prefix}-progress").display = False
         title = self.prefix
         if message.error:
-            result.update(plain(message.error, style="red"))
+            result.update(plain(message.error, style="red", newlines=True))
             self.notify(message.error, title=title, severity="error")
             return
         done, where = self.finished(message.result)

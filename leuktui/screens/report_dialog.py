@@ -14,7 +14,7 @@ from textual.widgets import Input, Label, Static
 
 from leuktui.actions import bindings
 from leuktui.cells import plain
-from leuktui.formatting import percent
+from leuktui.formatting import percent, visible
 from leuktui.screens.job_dialog import JobDialog
 
 LISTED = 6  # runs named one per line; the rest are counted
@@ -35,7 +35,8 @@ class ReportScreen(JobDialog):
 
     def compose(self) -> ComposeResult:
         runs = [self.app.runs[i] for i in self.run_ids if i in self.app.runs]
-        lines = [f"{run.id:>4}  {run.name}  {run.model.split(':')[-1]}  {percent(run.best_val_acc)}" for run in runs[:LISTED]]
+        lines = [f"{run.id:>4}  {visible(run.name)}  {visible(run.model.split(':')[-1])}  {percent(run.best_val_acc)}"
+                 for run in runs[:LISTED]]
         if len(runs) > LISTED:
             lines.append(f"      … and {len(runs) - LISTED} more")
         folder = self.app.workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
@@ -44,7 +45,7 @@ class ReportScreen(JobDialog):
             if not self.named and any(run.best_epoch is None for run in runs):
                 title += " (those with epochs)"
             yield Static(title, classes="dialog-title")
-            yield Static(plain("\n".join(lines) or "no runs"), id="report-runs")
+            yield Static(plain("\n".join(lines) or "no runs", newlines=True), id="report-runs")
             with Horizontal(classes="form-row"):
                 yield Label("output folder", classes="form-label")
                 yield Input(value=str(folder), id="report-output", compact=True)

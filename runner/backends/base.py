@@ -10,6 +10,7 @@ It is registered under the entry-point group ``leuktui.backends``; ours are too.
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class BackendOption:
     kind: str = "text"      # text, texts (a repeatable flag of strings), integer, number
     metavar: str = "VALUE"
     flag: str = ""          # default: --KEY with dashes
+    pattern: str = ""       # a regular expression each text value must match whole
 
     @property
     def flag_name(self) -> str:
@@ -64,7 +66,11 @@ class BackendOption:
         if wanted is list:
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
                 raise UserError(f"{where}: {self.key!r} must be a list of strings, not {value!r}")
+            for item in value:
+                self._check_text(item, where)
             return list(value)
+        if wanted is str and isinstance(value, str):
+            self._check_text(value, where)
         if wanted is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, wanted) or isinstance(value, bool):
@@ -72,6 +78,14 @@ class BackendOption:
         if wanted is float and not math.isfinite(value):
             raise UserError(f"{where}: {self.key!r} must be a finite number, not {value!r}")
         return value
+
+
+    def _check_text(self, value: str, where: str) -> None:
+        # A value ends up in a batch script or a command line: no newline may add a line to it.
+        if not value.isprintable():
+            raise UserError(f"{where}: {self.key!r} holds a control character or a newline: {value!r}")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise UserError(f"{where}: {self.key!r} is not of the form {self.pattern}: {value!r}")
 
 
 class Backend:
@@ -125,9 +139,10 @@ class Backend:
         """Wait briefly for a killed worker to be gone, so no zombie is left behind."""
 
     def supervisor(self, job_id: str) -> str | None:
-        """For a batch job: the host whose scheduler submitted it; None if the job is gone (its run
-        is then interrupted when a scheduler starts)."""
-        return None
+        """For a batch job: the host whose scheduler submitted it, "" if the backend cannot tell
+        (the run's recorded host is taken), or None if the job is gone for certain (its run is
+        then interrupted when a scheduler starts)."""
+        return ""
 
     def describe(self, runs: Iterable[Any]) -> dict[int, str]:
         """A few words per run of this backend for the job cell of ``queue ls`` and the Queue screen."""

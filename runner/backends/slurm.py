@@ -254,9 +254,10 @@ class SlurmBackend(Backend):
     summary = "one Slurm batch job per run (sbatch), on the nodes Slurm picks"
     assigns_devices = False  # Slurm queues the jobs and places them
     options = (
-        BackendOption("partition", "Slurm partition for the jobs (default: the cluster's default)", metavar="P"),
+        BackendOption("partition", "Slurm partition for the jobs (default: the cluster's default)", metavar="P",
+                      pattern=r"[\w.,-]+"),
         BackendOption("sbatch_args", "an extra sbatch option, e.g. --sbatch-arg=--time=4:00:00 (repeatable; replaces the saved ones)",
-                      kind="texts", metavar="ARG", flag="--sbatch-arg"),
+                      kind="texts", metavar="ARG", flag="--sbatch-arg", pattern=r"-.*"),
     )
 
     def __init__(self, workspace: Workspace, settings: Mapping[str, Any] | None = None, host: str | None = None):
@@ -295,7 +296,7 @@ class SlurmBackend(Backend):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "job.sh"
         # It names the database, password included: readable by its owner only.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(script)
         output = run_slurm(["sbatch", "--parsable", *self.sbatch_args, str(path)], what=f"submit run {run_id}")

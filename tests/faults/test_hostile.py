@@ -99,6 +99,10 @@ async def test_the_app_shows_hostile_names_as_text(tmp_path):
             await pilot.pause()
             await pilot.press("escape")
             await wait_until(pilot, lambda: app.screen.query("#runs"), message="back on the runs")
+        await pilot.press("slash")  # a filter that quotes markup back in its error notification
+        await pilot.press(*"x=[/]", "enter")
+        await pilot.pause(0.2)
+        await pilot.press("escape")
         await pilot.press("t")  # the tags dialog quotes the name
         await pilot.pause()
         await pilot.press("escape")
@@ -310,3 +314,67 @@ def test_the_report_folder_follows_the_workspaces_mode(tmp_path):
     finally:
         os.umask(saved)
         db.close()
+
+
+def test_a_planted_run_folder_is_moved_aside_not_written_through(tmp_path):
+    import os
+
+    from runner import control
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    run = db.create_run(config={"epochs": 1}, config_hash="h", model="resnet18", name="r")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    planted = workspace.run_dir(run.id)
+    planted.mkdir(parents=True)
+    os.mkfifo(planted / "owner")  # a read of it would hang the scheduler
+    (planted / "train.log").symlink_to(victim)  # an append through it would write the victim
+    aside = workspace.claim_run_dir(run.id, run.owner, fresh=True)
+    assert aside is not None and (aside / "train.log").is_symlink()
+    assert (planted / "owner").read_text().strip() == run.owner and not (planted / "train.log").exists()
+    assert victim.read_text() == "keep me"
+
+    # delete removes its own folder, never another record's.
+    other = db.create_run(config={"epochs": 1}, config_hash="h", model="resnet18", name="other")
+    theirs = workspace.run_dir(other.id)
+    theirs.mkdir(parents=True)
+    (theirs / "owner").write_text("run 99 created 1.0\n")
+    control.delete(db, workspace, other.id)
+    assert theirs.is_dir(), "another record's folder stays"
+    control.delete(db, workspace, run.id)
+    assert not planted.exists()
+    db.close()
+
+
+def test_a_scheduler_json_of_another_user_gives_no_backend_settings(tmp_path):
+    import os
+
+    if os.getuid() != 0:
+        pytest.skip("a file of another user is made with chown, which needs root")
+    home = tmp_path / "home"
+    home.mkdir()
+    options = home / "scheduler.json"
+    options.write_text(json.dumps({"backend": "slurm", "partition": "gpu", "sbatch_args": ["--export=ALL,BASH_ENV=/tmp/x"]}))
+    os.chown(options, 4321, 4321)
+    result = cli("scheduler", "status", home=home, check=False)
+    assert result.returncode == 1 and "written by another user (uid 4321)" in result.stderr
+    options.write_text(json.dumps({"max_parallel": 2}))  # ours again? no: still uid 4321, but no settings
+    assert "max_parallel 2" in cli("scheduler", "status", home=home).stdout
+    os.chown(options, 0, 0)
+    for planted in ({"backend": "slurm", "partition": "gpu\n#SBATCH --wrap=evil"}, {"backend": "slurm", "sbatch_args": ["x"]}):
+        options.write_text(json.dumps(planted))
+        refused = cli("scheduler", "status", home=home, check=False)
+        assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_an_export_through_a_link_is_recorded_under_the_links_name(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    cli("run", "--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "16", "--epochs", "1", "--amp", "off", home=home)
+    target = tmp_path / "target.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    result = cli("export", "1", "-o", str(link), "--force", home=home)
+    assert f"wrote 16 rows to {link}" in result.stdout and "recorded as submission 1" in result.stdout
+    assert json.loads(cli("submissions", "--json", home=home).stdout)[0]["path"] == str(link)

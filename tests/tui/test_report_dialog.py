@@ -29,7 +29,9 @@ async def test_r_builds_a_report_on_the_marked_runs_and_names_the_folder(seeded,
         await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
         dialog = app.screen
         assert dialog.run_ids == [1, 3] and dialog.named
-        assert "resnet50" in str(dialog.query_one("#report-runs", Static).render())
+        listed = str(dialog.query_one("#report-runs", Static).render()).splitlines()
+        assert len(listed) == 2 and listed[0].split()[0] == "1" and listed[1].split()[0] == "3", listed  # a run a line
+        assert "resnet50" in " ".join(listed)
         dialog.query_one("#report-output", Input).value = str(folder)
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: any(str(folder) in n.message for n in app._notifications), timeout=60, message="the notification")
