@@ -378,3 +378,34 @@ def test_an_export_through_a_link_is_recorded_under_the_links_name(tmp_path, tin
     result = cli("export", "1", "-o", str(link), "--force", home=home)
     assert f"wrote 16 rows to {link}" in result.stdout and "recorded as submission 1" in result.stdout
     assert json.loads(cli("submissions", "--json", home=home).stdout)[0]["path"] == str(link)
+
+
+@settings(max_examples=80, deadline=None)
+@given(name=st.text(max_size=40))
+def test_any_string_in_an_app_cell_renders_as_itself(name):
+    """What every table, dialog and notification of the app shows a user's string through
+    (``cells.plain``, and ``refill`` for table cells): rendered as written, markup or not."""
+    import io
+
+    from rich.console import Console
+    from textual.widgets._data_table import default_cell_formatter
+
+    from leuktui.cells import plain
+
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    console.print(default_cell_formatter(plain(name)))
+    console.print(plain(f"run 1 ({name})"))
+    rendered = out.getvalue()
+    assert_clean(rendered)
+    assert visible(name).strip() in rendered.replace("\n", "") or not visible(name).strip()
+
+
+def test_delete_then_queue_never_reuses_an_id_on_postgresql(tmp_path, tiny_data, pg_url):
+    home = tmp_path / "home"
+    env = {"LEUKTUI_DB": pg_url}
+    for _ in range(2):
+        cli("queue", "--data-dir", str(tiny_data), "--no-start", "--force", home=home, env=env)
+    cli("delete", "2", "--yes", home=home, env=env)
+    queued = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--force", "--json", home=home, env=env).stdout)
+    assert queued["run_ids"] == [3]
