@@ -184,7 +184,7 @@ def test_a_submission_is_never_scored_against_itself_or_a_non_file(trained, tiny
     fifo = tmp_path / "key.fifo"
     os.mkfifo(fifo)
     for key, message in ((out, "is recorded submission "), (tmp_path / "plain.csv", "is recorded submission"),
-                         (fifo, "not a regular file"), (tmp_path, "is a folder")):
+                         (fifo, "is a FIFO, not a file"), (tmp_path, "is a folder")):
         result = cli("score", str(out), "--key", str(key), home=home, check=False)
         assert result.returncode == 1 and message in result.stderr, (key, result.stderr)
     outside = cli("score", str(copy), "--key", str(copy), check=False)  # no workspace to know it by: the same file
