@@ -64,32 +64,31 @@ def running_pid(workspace: Workspace) -> int | None:
 
 
 def start_detached(workspace: Workspace, options: Options | None = None, *, wait: float = 10.0) -> int:
-    """Start the scheduler in its own session unless one is running; return its pid."""
-    pid = running_pid(workspace)
-    if pid:
-        return pid
-    workspace.ensure()
-    if options is not None:
-        options.save(workspace)
-    else:
-        Options.load(workspace)  # a damaged scheduler.json is refused here, in one line, not in the daemon's log
-    argv = [sys.executable, "-m", MODULE, "--home", str(workspace.home)]
-    with (workspace.home / LOG_FILE).open("ab") as output:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                   env=clean_env(), cwd=workspace.home,
-                                   start_new_session=True, close_fds=True)
+    """Start the scheduler in its own session unless one is running; return its pid (once it has
+    written it: a scheduler that holds the lock but has not written its pid yet is waited for)."""
+    process = None
+    if running_pid(workspace) is None:
+        workspace.ensure()
+        if options is not None:
+            options.save(workspace)
+        else:
+            Options.load(workspace)  # a damaged scheduler.json is refused here, in one line, not in the daemon's log
+        argv = [sys.executable, "-m", MODULE, "--home", str(workspace.home)]
+        with (workspace.home / LOG_FILE).open("ab") as output:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                       env=clean_env(), cwd=workspace.home,
+                                       start_new_session=True, close_fds=True)
     deadline = time.time() + wait
     while time.time() < deadline:
         pid = running_pid(workspace)
-        if pid:
+        if pid and pid > 0:
             return pid
-        if process.poll() is not None:  # lost a race with another starter, or failed
+        if pid is None and process is not None and process.poll() is not None:  # it failed, or lost a race
             pid = running_pid(workspace)
-            if pid:
-                return pid
-            raise RuntimeError(f"the scheduler exited at once; see {workspace.home / LOG_FILE}")
+            if pid is None:
+                raise UserError(f"the scheduler exited at once; see {workspace.home / LOG_FILE}")
         time.sleep(0.05)
-    raise RuntimeError(f"the scheduler did not start within {wait:.0f} s; see {workspace.home / LOG_FILE}")
+    raise UserError(f"the scheduler did not start within {wait:.0f} s; see {workspace.home / LOG_FILE}")
 
 
 def stop(workspace: Workspace, *, wait: float = 10.0) -> int | None:

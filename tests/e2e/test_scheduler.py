@@ -272,3 +272,20 @@ def test_a_damaged_scheduler_json_is_one_line_naming_the_key(home, small_data):
     (home.home / "scheduler.json").write_text('{"backend": "kubernetes"}')
     result = cli("scheduler", "status", home=home.home, check=False)
     assert result.returncode == 1 and "'backend': no backend named 'kubernetes' (installed: local, slurm" in result.stderr
+
+
+def test_a_start_while_another_scheduler_starts_waits_for_its_pid(home):
+    """The lock is held but the pid not written yet (a scheduler starting): the caller gets the
+    pid once it is there, never a placeholder."""
+    from filelock import FileLock
+
+    starting = FileLock(daemon.lock_path(home))
+    starting.acquire()
+    try:
+        writer = threading.Timer(0.5, lambda: daemon.pid_path(home).write_text(str(os.getpid())))
+        writer.start()
+        assert daemon.start_detached(home, wait=5) == os.getpid()
+        writer.join()
+    finally:
+        starting.release()
+        daemon.pid_path(home).unlink(missing_ok=True)
