@@ -67,7 +67,7 @@ class Run(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     # Where it ran: host, device name, torch/CUDA versions, the project's version.
-    environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     # Summary columns, kept current as epochs arrive, so listing never scans the epoch table.
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     best_epoch: Mapped[int | None] = mapped_column(Integer)

@@ -91,13 +91,35 @@ def upgrade(engine: Engine, url: str, revision: str = "head") -> None:
             connection.commit()
 
 
+def create_schema(engine: Engine) -> None:
+    """A new, empty database gets the newest schema at once, from the models, stamped with the
+    newest revision: what the migrations build step by step (``tests/test_db.py`` holds the two
+    equal), without importing alembic or rebuilding tables a new database does not have."""
+    from db.models import Base
+
+    with engine.begin() as connection:
+        Base.metadata.create_all(connection)
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+        connection.execute(text("INSERT INTO alembic_version (version_num) VALUES (:revision)"), {"revision": SCHEMA_REVISION})
+
+
+def is_empty(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return not inspect(connection).get_table_names()
+
+
 def ensure_schema(engine: Engine, url: str) -> None:
     """Bring the schema to the newest revision; cheap when it already is (no alembic import)."""
     try:
         if current_revision(engine) == SCHEMA_REVISION:
             return
         with dialect.migration_lock(engine, url):
-            if current_revision(engine) != SCHEMA_REVISION:
+            if current_revision(engine) == SCHEMA_REVISION:
+                return
+            if is_empty(engine):
+                create_schema(engine)
+            else:
                 upgrade(engine, url)
     except DBAPIError as exc:
         if not is_unusable_database(exc):

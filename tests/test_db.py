@@ -25,10 +25,38 @@ def test_schema_revision_is_the_newest_migration():
     assert scripts.get_current_head() == SCHEMA_REVISION
 
 
-def test_migrations_build_exactly_the_models(db):
-    with db.engine.connect() as connection:
+def schema_of(engine) -> dict:
+    """Each table's columns (type, nullability, server default), indexes and foreign keys."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    return {
+        table: (
+            sorted((c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in inspector.get_columns(table)),
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+            sorted((tuple(f["constrained_columns"]), f["referred_table"], str(f.get("options"))) for f in inspector.get_foreign_keys(table)),
+        )
+        for table in sorted(inspector.get_table_names())
+    }
+
+
+def test_migrations_build_exactly_the_models(db_url, tmp_path):
+    """A new database gets the models' schema at once (``create_schema``); one made by an older
+    version is brought there by the migrations. The two are the same schema."""
+    migrated = create_engine(db_url)
+    upgrade(migrated, db_url, "head")
+    with migrated.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}" if db_url.startswith("sqlite") else None
+    if fresh_url:
+        fresh = Database(fresh_url)  # empty: built from the models and stamped
+        assert schema_of(fresh.engine) == schema_of(migrated)
+        with fresh.engine.connect() as connection:
+            autoincrement = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'run'").scalar()
+        assert "AUTOINCREMENT" in autoincrement
+        fresh.close()
+    migrated.dispose()
 
 
 def test_a_database_made_by_the_first_migration_opens_in_this_version(db_url):
