@@ -31,7 +31,7 @@ from db.models import (
 )
 from db.session import DatabaseError, create_db_engine, ensure_schema, sqlite_path
 from db.settings import number_setting
-from db.vocabulary import METRICS, QUEUED, RUNNING
+from db.vocabulary import COMPLETED, HELD, METRICS, QUEUED, RUNNING
 from db.workspace import file_permissions
 
 T = TypeVar("T")
@@ -248,6 +248,42 @@ class Database:
         with self.session() as session:
             return list(session.scalars(query))
 
+    def final_fits(self, run_id: int) -> list[Run]:
+        """The final fits made from run ``run_id`` (trained on train + valid), and their retries,
+        oldest first."""
+        query = select(Run).where(Run.parent_id.is_not(None)).order_by(Run.id)
+        with self.session() as session:
+            children: dict[int, list[Run]] = {}
+            for run in session.scalars(query):
+                children.setdefault(run.parent_id, []).append(run)
+        found, frontier = [], [run_id]
+        while frontier:
+            parent = frontier.pop()
+            for run in children.get(parent, []):
+                if (run.config or {}).get("fit_on") == "train+valid":
+                    found.append(run)
+                    frontier.append(run.id)
+        return sorted(found, key=lambda run: run.id)
+
+    def final_fit_plan(self, run_id: int) -> tuple[list[Run], list[Run], list[Run]]:
+        """What a final-fit export of run ``run_id`` takes: the newest ``finalize``'s fits (those
+        that agree on everything but the seed), as ``(completed, waiting or running, left out)``;
+        a failed or cancelled fit that a retry replaced is neither, one without is left out."""
+        fits = self.final_fits(run_id)
+        if not fits:
+            return [], [], []
+
+        def without_seed(run: Run) -> str:
+            return repr(sorted((k, repr(v)) for k, v in run.config.items() if k != "seed"))
+
+        newest = without_seed(fits[-1])
+        group = [run for run in fits if without_seed(run) == newest]
+        retried = {run.parent_id for run in group}
+        completed = [run for run in group if run.status == COMPLETED]
+        waiting = [run for run in group if run.status in (QUEUED, HELD, RUNNING)]
+        left_out = [run for run in group if run not in completed and run not in waiting and run.id not in retried]
+        return completed, waiting, left_out
+
     def update_run(self, run_id: int, *, when_status: Sequence[str] | None = None, wait: float | None = None, **values: Any) -> bool:
         """Change columns of a run other than its status (``db.states`` owns that one).
 
@@ -318,6 +354,21 @@ class Database:
             for epoch in session.scalars(query):
                 out[epoch.run_id].append(epoch)
         return out
+
+    def last_k_means(self, k: int, run_ids: Sequence[int] | None = None) -> dict[int, dict[str, float | None]]:
+        """``{run id: {metric key: mean over the run's last k epochs}}`` in one query (every run's
+        when ``run_ids`` is None): what ``ls`` prints beside the best epoch."""
+        query = (
+            select(Epoch.run_id, *(func.avg(getattr(Epoch, m.epoch_column)) for m in METRICS))
+            .join(Run, Run.id == Epoch.run_id)
+            .where(Epoch.epoch > Run.epochs_done - k)
+            .group_by(Epoch.run_id)
+        )
+        if run_ids is not None:
+            query = query.where(Epoch.run_id.in_(list(run_ids)))
+        with self.session() as session:
+            return {row[0]: {m.key: (float(v) if v is not None else None) for m, v in zip(METRICS, row[1:], strict=True)}
+                    for row in session.execute(query)}
 
     def evaluations_of(self, run_ids: Sequence[int]) -> list[Evaluation]:
         query = select(Evaluation).where(Evaluation.run_id.in_(list(run_ids))).order_by(Evaluation.id)
@@ -439,8 +490,14 @@ class Database:
         n: int,
         predictions: Sequence[tuple[str, float, int, int | None]] = (),
         output_path: str | None = None,
+        intervals: dict[str, Any] | None = None,
+        origin: str = "evaluate",
+        replaces: bool = False,
     ) -> Evaluation:
-        """Record an evaluation and its per-image predictions (path, probability, predicted, label)."""
+        """Record an evaluation and its per-image predictions (path, probability, predicted, label).
+
+        ``replaces``: the run's earlier evaluations of the same origin, checkpoint, split and views
+        go, in the same transaction (the worker keeps one record of its best epoch)."""
         metrics = metrics or {}
         evaluation = Evaluation(
             run_id=run_id,
@@ -453,8 +510,15 @@ class Database:
             confusion=metrics.get("confusion"),
             output_path=output_path,
             created_at=time.time(),
+            intervals=intervals,
+            origin=origin,
         )
         def work(session: Session) -> None:
+            if replaces:
+                session.execute(delete(Evaluation).where(
+                    Evaluation.run_id == run_id, Evaluation.origin == origin, Evaluation.checkpoint == checkpoint,
+                    Evaluation.split == split, Evaluation.tta == tta,
+                ))
             session.add(evaluation)
             session.flush()
             if predictions:
@@ -552,6 +616,10 @@ class Database:
         with self.session() as session:
             return session.scalars(query).first()
 
+    def set_submission_notes(self, submission_id: int, notes: str) -> None:
+        """What a submission is (a final fit's lineage, say), shown beside it."""
+        self.write(lambda session: session.execute(update(Submission).where(Submission.id == submission_id).values(notes=notes)))
+
     def move_submission(self, submission_id: int, path: str) -> None:
         """A submission's file was moved (kept aside when another export replaced it)."""
         self.write(lambda session: session.execute(update(Submission).where(Submission.id == submission_id).values(path=path)))
@@ -563,6 +631,19 @@ class Database:
         if self.write(lambda session: session.execute(query)).rowcount == 0:
             raise NotFound(f"submission {submission_id}: no such submission")
         return self.get_submission(submission_id)
+
+    def predictions_of(self, evaluation_ids: Sequence[int]) -> dict[int, list[tuple[str, float, int, int | None]]]:
+        """``{evaluation id: [(path, probability, predicted, label), ...]}`` in row order."""
+        query = (
+            select(Prediction.evaluation_id, Prediction.path, Prediction.probability, Prediction.predicted, Prediction.label)
+            .where(Prediction.evaluation_id.in_(list(evaluation_ids)))
+            .order_by(Prediction.evaluation_id, Prediction.row)
+        )
+        out: dict[int, list[tuple[str, float, int, int | None]]] = {evaluation_id: [] for evaluation_id in evaluation_ids}
+        with self.session() as session:
+            for evaluation_id, path, probability, predicted, label in session.execute(query):
+                out[evaluation_id].append((path, probability, predicted, label))
+        return out
 
     def labelled_predictions(self, evaluation_ids: Sequence[int]) -> dict[int, list[tuple[float, int]]]:
         """``{evaluation id: [(probability, label), ...]}`` of the predictions that have a label."""

@@ -135,6 +135,14 @@ class Evaluation(EvaluationMetricColumns, Base):
     confusion: Mapped[list[Any] | None] = mapped_column(JSON)
     output_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
+    # {"method", "level", "resamples", "seed", "n", "metrics": {key: [low, high] | None}}
+    intervals: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # training: recorded by the worker at the best epoch; evaluate: a re-evaluation or a prediction
+    origin: Mapped[str] = mapped_column(String(16), default="evaluate", server_default="evaluate")
+
+    def interval(self, key: str) -> list[float] | None:
+        """The bootstrap interval of metric ``key``, if one was recorded."""
+        return ((self.intervals or {}).get("metrics") or {}).get(key)
 
 
 class Prediction(Base):

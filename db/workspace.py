@@ -82,11 +82,12 @@ class Workspace:
     def exports_dir(self) -> Path:
         return self.home / "exports"
 
-    def export_path(self, run_ids: list[int], tta: str) -> Path:
+    def export_path(self, run_ids: list[int], tta: str, *, name: str | None = None) -> Path:
         """Where a submission is written without ``-o``: ``run-3-single.csv``, ``ensemble-3-7-five.csv``
-        (``tta`` is the eval mode's key), numbered ``-2``, ``-3`` ... past the files already there,
-        so an export never replaces an earlier one; the CLI and the app's dialog name it alike."""
-        name = f"run-{run_ids[0]}" if len(run_ids) == 1 else "ensemble-" + "-".join(map(str, run_ids))
+        (``tta`` is the eval mode's key), or ``name-five.csv`` (``final-3``: run 3's final fit),
+        numbered ``-2``, ``-3`` ... past the files already there, so an export never replaces an
+        earlier one; the CLI and the app's dialog name it alike."""
+        name = name or (f"run-{run_ids[0]}" if len(run_ids) == 1 else "ensemble-" + "-".join(map(str, run_ids)))
         path = self.exports_dir / f"{name}-{tta}.csv"
         number = 2
         while path.exists():

@@ -76,6 +76,10 @@ class RunConfig:
     balance: bool = field(default=False, metadata={"help": "class-balanced sampling"})
     early_stop: int = field(default=0, metadata={"help": "stop after N epochs without improvement (0 = off)", "min": 0, "max": 10000})
     best_metric: str = field(default="val_acc", metadata={"help": "metric that picks the best checkpoint", **_choice(*BEST_METRICS)})
+    fit_on: str = field(default="train", metadata={"help": "train: validate every epoch on valid.csv; train+valid: the final fit, "
+                                                           "trained on both with no validation score", **_choice("train", "train+valid")})
+    ema: float = field(default=0.0, metadata={"help": "decay of an exponential moving average of the weights (e.g. 0.999; 0 = off): "
+                                                      "validation, checkpoints and predictions use the averaged model", "min": 0.0, "max": 0.99999})
     seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": 2**31 - 1})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     amp: str = field(default="auto", metadata={"help": "mixed precision (auto: bf16 on GPUs and CPUs that support it, else fp16 on GPUs, fp32 on CPUs)", **_choice(*AMP_MODES)})
@@ -124,6 +128,10 @@ class RunConfig:
                 if too_low or value > high:
                     bracket = "(" if meta.get("exclusive_min") else "["
                     raise ConfigError(f.name, f"{value!r} is outside {bracket}{low}, {high}]")
+        if self.final_fit and self.early_stop:
+            raise ConfigError("early_stop", "a final fit (fit_on=train+valid) has no validation to stop on; use 0")
+        if self.final_fit and self.best_metric != "val_acc":
+            raise ConfigError("best_metric", "a final fit (fit_on=train+valid) has no validation to pick a best epoch by")
         check_model_name(self.model)
         if not _DEVICE.match(self.device):
             raise ConfigError("device", f"{self.device!r} is not one of auto, cpu, cuda, cuda:N")
@@ -131,6 +139,11 @@ class RunConfig:
             raise ConfigError("data_dir", "must name a dataset folder")
 
     # -- derived values -------------------------------------------------------------------
+
+    @property
+    def final_fit(self) -> bool:
+        """Trained on train + valid: no validation, so no best epoch and no validation score."""
+        return self.fit_on == "train+valid"
 
     @property
     def num_outputs(self) -> int:
@@ -154,8 +167,10 @@ class RunConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def config_hash(self) -> str:
-        """Stable hash of what the run computes; the same config always hashes the same."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """Stable hash of what the run computes; the same config always hashes the same. A field
+        added after runs were recorded is left out at its default, so their hashes still match."""
+        values = {k: v for k, v in self.to_dict().items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_absolute_paths(self, cwd: Path | None = None) -> RunConfig:
         """Resolve relative file paths so a worker started elsewhere finds the same files."""
@@ -169,6 +184,9 @@ class RunConfig:
                 changes["test_csv"] = str(candidate.resolve())
         return self.replace(**changes)
 
+
+# Fields added after runs were recorded, with the default that means "as before".
+LATER_FIELDS: dict[str, Any] = {"ema": 0.0, "fit_on": "train"}
 
 CENTER_CROP_FRACTION = 384 / 450
 

@@ -120,3 +120,31 @@ def export_runs(db: Database, workspace: Workspace, run_ids: Sequence[int], outp
 
         return export_submission(db, workspace, run_ids[0], output, **options)
     return export_ensemble(db, workspace, list(run_ids), output, **options)
+
+
+def export_final(db: Database, workspace: Workspace, run_id: int, output: Path | str | None = None, *, tta: str | None = None,
+                 force: bool = False) -> tuple[Path, int, Any, str]:
+    """The submission of run ``run_id``'s finished final fits: their ensemble (or the one fit),
+    from their ``last`` checkpoints, recorded with its lineage. Returns the path, the rows, the
+    submission and the lineage line."""
+    source = db.get_run(run_id)
+    done, waiting, left_out = db.final_fit_plan(run_id)
+    if waiting:
+        raise EnsembleError(f"run {run_id}: its final fits are not all finished: "
+                            + ", ".join(f"{run.id} ({run.status})" for run in waiting))
+    if not done:
+        stopped = ", ".join(f"{run.id} ({run.status})" for run in left_out)
+        raise EnsembleError(f"run {run_id}: no finished final fit yet" + (f" ({stopped}; `leuktui retry` trains one again)" if stopped
+                                                                           else f"; queue one with `leuktui finalize {run_id}`"))
+    views = tta or source.config.get("eval_mode", "single")
+    ids = [run.id for run in done]
+    if output is None:
+        output = workspace.export_path(ids, views, name=f"final-{run_id}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+    path, rows = export_runs(db, workspace, ids, output, tta=views, checkpoint="last", force=force)
+    submission = db.submission_for_path(str(path))
+    lineage = (f"final fit of run {run_id}: run{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))} trained on train + valid "
+               f"for {done[0].config['epochs']} epochs (seed{'s' if len(ids) > 1 else ''} {', '.join(str(r.config['seed']) for r in done)}); "
+               "no validation score" + (f"; left out: {', '.join(f'run {r.id} ({r.status})' for r in left_out)}" if left_out else ""))
+    db.set_submission_notes(submission.id, lineage)
+    return Path(path), rows, db.get_submission(submission.id), lineage

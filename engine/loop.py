@@ -77,6 +77,14 @@ def probability_of_all(logits: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 
+def weight_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics (torch's
+    ``AveragedModel`` with ``get_ema_multi_avg_fn``); its ``module`` is the averaged network."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -98,8 +106,10 @@ def train_one_epoch(
     log_steps: Callable[[list[tuple[int, str, float]]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Train over ``batches``; return mean loss, accuracy, images and seconds.
+    """Train over ``batches``; return mean loss, accuracy, images and seconds. ``after_step``
+    runs after each optimizer step (the weight average's update).
 
     Per-step losses stay on the device and are read back once per ``STEP_FLUSH_EVERY`` steps.
     """
@@ -140,6 +150,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step()
         state.step += 1
         detached = loss.detach()
         pending.append((state.step, detached))

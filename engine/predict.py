@@ -104,8 +104,11 @@ def evaluate_run(
     predictions = [
         (s.ident, float(p), int(p >= 0.5), s.label) for s, p in zip(data.samples, probabilities, strict=True)
     ]
+    from engine.stats import metric_intervals
+
     evaluation = db.add_evaluation(
-        run_id, checkpoint=checkpoint, epoch=loaded.epoch, split=split, tta=mode, metrics=metrics, n=len(data), predictions=predictions
+        run_id, checkpoint=checkpoint, epoch=loaded.epoch, split=split, tta=mode, metrics=metrics, n=len(data), predictions=predictions,
+        intervals=metric_intervals(labels, probabilities),
     )
     return evaluation, metrics
 

@@ -32,10 +32,12 @@ from engine.loop import (
     evaluate,
     loss_function,
     train_one_epoch,
+    weight_average,
 )
 from engine.metrics import clean_float
 from engine.models import build_model, load_pretrained, strip_compile_prefix
 from engine.pipeline import BatchTransform, Preprocess, batch_indices, decode_images
+from engine.stats import metric_intervals
 
 Event = dict[str, Any]
 
@@ -153,11 +155,47 @@ class Trainer:
         )
         return split, images, np.asarray(split.labels, dtype=np.int64)
 
-    def _restore(self, model, optimizer, scheduler, precision, generator, state: TrainState) -> int:
+    def _record_validation(self, epoch: int, split: Split, probabilities: np.ndarray, metrics: dict[str, Any]) -> None:
+        """The best epoch's validation predictions and their bootstrap intervals, recorded as the
+        run's ``training`` evaluation of its best checkpoint (replacing the previous best's), so
+        every number at the best epoch has its interval and paired tests have their images."""
+        labels = np.asarray(split.labels, dtype=np.int64)
+        predicted = (probabilities >= 0.5).astype(np.int64)
+        predictions = [(s.ident, float(p), int(c), int(y)) for s, p, c, y in zip(split.samples, probabilities, predicted, labels, strict=True)]
+        self.db.add_evaluation(
+            self.run_id, checkpoint="best", epoch=epoch, split="valid", tta=self.config.eval_mode, metrics=metrics,
+            n=len(labels), predictions=predictions, intervals=metric_intervals(labels, probabilities, predicted),
+            origin="training", replaces=True,
+        )
+
+    def _recover_validation(self, split: Split) -> None:
+        """A kill after the best checkpoint was saved but before its predictions were recorded
+        leaves the best epoch without them: record them from the checkpoint, which carries them."""
+        best = self.saver.best
+        if best is None or not self.saver.exists("best"):
+            return
+        recorded = [e for e in self.db.evaluations(self.run_id) if e.origin == "training" and e.epoch == best["epoch"]]
+        if recorded:
+            return
+        checkpoint = self.saver.load("best")
+        probabilities = checkpoint.get("valid_probabilities")
+        if probabilities is None or int(checkpoint["epoch"]) != best["epoch"] or len(probabilities) != len(split):
+            return
+        probabilities = probabilities.numpy()
+        from engine.metrics import classification_metrics
+
+        labels = np.asarray(split.labels, dtype=np.int64)
+        self._record_validation(best["epoch"], split, probabilities, classification_metrics(labels, probabilities))
+        self.log.info("recorded the validation predictions of best epoch %d from its checkpoint", best["epoch"])
+
+    def _restore(self, model, optimizer, scheduler, precision, generator, state: TrainState, average=None) -> int:
         """Continue from ``last``: load it, and write its epoch's row if a kill lost it. Returns
         the first epoch still to train."""
         checkpoint = self.saver.load("last")
-        model.load_state_dict(strip_compile_prefix(checkpoint["model"]))
+        model.load_state_dict(strip_compile_prefix(checkpoint.get("trained_model", checkpoint["model"])))
+        if average is not None:
+            average.module.load_state_dict(checkpoint["model"])
+            average.n_averaged.fill_(int(checkpoint.get("ema_updates", 1)))
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scheduler is not None and checkpoint.get("scheduler"):
             scheduler.load_state_dict(checkpoint["scheduler"])
@@ -205,13 +243,19 @@ class Trainer:
         loss_fn = loss_function(config)
 
         state = TrainState()
-        start_epoch = self._restore(model, optimizer, scheduler, precision, generator, state) if resume else 1
+        average = weight_average(model, config.ema) if config.ema else None
+        start_epoch = self._restore(model, optimizer, scheduler, precision, generator, state, average) if resume else 1
         self.db.truncate_after(self.run_id, epoch=start_epoch - 1, step=state.step)
 
         net = torch.compile(model) if config.compile else model
         preprocess = Preprocess.from_config(config)
         _, train_images, train_labels = self._load_split("train", preprocess)
-        _, valid_images, valid_labels = self._load_split("valid", preprocess)
+        valid_split, valid_images, valid_labels = self._load_split("valid", preprocess)
+        if resume and not config.final_fit:
+            self._recover_validation(valid_split)
+        if config.final_fit:  # the final fit learns from both splits and validates on none
+            train_images = np.concatenate([train_images, valid_images])
+            train_labels = np.concatenate([train_labels, valid_labels])
         transform = BatchTransform.for_training(config)
 
         if self.stop.is_set():
@@ -248,22 +292,32 @@ class Trainer:
             train = train_one_epoch(
                 net, optimizer, loss_fn, train_images, train_labels, batches, transform, generator, device, precision, state,
                 log_steps=partial(self._log_steps, epoch_ends_at=state.step + in_epoch), on_step=on_step, stop=self.stop,
+                after_step=(lambda: average.update_parameters(model)) if average is not None else None,
             )
-            self.on_phase(f"epoch {epoch}/{config.epochs} validating")
             eval_started = time.perf_counter()
-            metrics, _ = evaluate(
-                net, valid_images, valid_labels, config, device, precision,
-                on_batch=lambda done, total, epoch=epoch: self.on_phase(f"epoch {epoch}/{config.epochs} validating {done}/{total}"),
-            )
+            if config.final_fit:
+                metrics, probabilities = {"confusion": None}, None
+            else:
+                self.on_phase(f"epoch {epoch}/{config.epochs} validating")
+                metrics, probabilities = evaluate(
+                    average.module if average is not None else net, valid_images, valid_labels, config, device, precision,
+                    on_batch=lambda done, total, epoch=epoch: self.on_phase(f"epoch {epoch}/{config.epochs} validating {done}/{total}"),
+                )
             row = epoch_row(epoch, train, metrics, lr, train["seconds"] + (time.perf_counter() - eval_started))
             if scheduler is not None:
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(metrics["loss"])
+                    scheduler.step(metrics.get("loss", train["train_loss"]))
                 else:
                     scheduler.step()
 
+            weights = {"model": strip_compile_prefix(model.state_dict())}
+            if average is not None:  # what validation scored is what predictions load; training resumes from its own
+                weights = {"model": average.module.state_dict(), "trained_model": weights["model"],
+                           "ema_updates": int(average.n_averaged.item())}
+            if probabilities is not None:  # the epoch's validation predictions travel with its checkpoint (see _recover_validation)
+                weights["valid_probabilities"] = torch.from_numpy(np.asarray(probabilities, dtype=np.float64))
             improved = self.saver.save({
-                "model": strip_compile_prefix(model.state_dict()),
+                **weights,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
@@ -272,6 +326,8 @@ class Trainer:
                 "step": state.step,
                 "config": config.to_dict(),
             }, row)
+            if improved and probabilities is not None:
+                self._record_validation(epoch, valid_split, probabilities, metrics)
             self.db.add_epoch(self.run_id, epoch, state.step, row, best=self.saver.best if improved else None)
             self.log.info(
                 "epoch %d/%d loss %.4f acc %.4f | val %s | %.1f img/s", epoch, config.epochs, row["train_loss"] or float("nan"),

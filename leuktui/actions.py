@@ -36,9 +36,12 @@ NOTES = {
     "form": "Tab between fields; errors show under the field. A sweep takes factors "
             "`model=resnet18,resnet50; hist_eq=false,true` and shows how many runs it queues.",
     "ablation": "Rows one factor, columns another or the eval mode (single / 5-crop / 10-crop, from evaluations of "
-                "existing checkpoints), the best of each row highlighted; pick rows and columns at the top.",
-    "compare": "Validation accuracy and loss overlaid, every metric at each run's best epoch, and only the config "
-               "fields that differ.",
+                "existing checkpoints); pick rows and columns at the top. A table holds only runs that agree on every "
+                "other field (runs that differ elsewhere get their own table); a cell is mean ± std (n) of its seed "
+                "replicates with a 95% interval; a row's best is highlighted only where it is significantly better.",
+    "compare": "Validation accuracy and loss overlaid, every metric at each run's best epoch with its 95% interval, "
+               "the last-5 mean, only the config fields that differ, and McNemar's test with the accuracy difference "
+               "for each pair.",
     "queue": "Running and waiting work in order, with devices and GPU utilisation/memory (NVML) or CPU/RAM; "
              "`enter` opens the run.",
     "export": "Checkpoint, test-time views, test CSV (defaults to the model's) and output path; several marked "
@@ -84,6 +87,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("resume-retry", "R", "resume_or_retry", "Resume/retry", "runs",
            "resume an interrupted/cancelled/failed run, retry a finished one"),
     Action("tags", "t", "tags", "Tags/notes", "runs", "tags and notes"),
+    Action("finalize", "F", "finalize", "Final fit", "runs",
+           "final fit: retrain the run's config on train + valid for its best epoch count with 3 seeds (asks first); "
+           "once they finish, F again exports their ensemble as the submission"),
     Action("delete", "d", "delete", "Delete", "runs", "delete runs and their files (asks first)"),
     # Run detail
     Action("back", "escape", "app.pop_screen", "Back", "detail", "back to the runs"),
@@ -106,6 +112,9 @@ ACTIONS: tuple[Action, ...] = (
     # Ablation
     Action("ablation-back", "escape", "app.pop_screen", "Back", "ablation", "back"),
     Action("metric", "m", "cycle_metric", "Metric", "ablation", "next metric (every metric of the registry)"),
+    Action("next-table", "t", "next_table", "Next table", "ablation", "the next table (runs that differ in other fields)"),
+    Action("selection", "l", "toggle_selection", "Best/last-5", "ablation",
+           "the value at the best epoch, or the mean of the last 5 epochs"),
     Action("save-markdown", "y", "save_markdown", "Copy/save Markdown", "ablation", "copy the table as Markdown and save it to `exports/`"),
     Action("evaluate-missing", "v", "evaluate_missing", "Eval 5/10-crop", "ablation", "evaluate missing five-/ten-crop checkpoints"),
     Action("ablation-report", "r", "report", "Report", "ablation", "the lab report of these runs"),

@@ -12,7 +12,8 @@ EPOCH_COLUMNS = (
     "epoch", "step", "train_loss", "train_acc", *(m.epoch_column for m in METRICS), "confusion", "lr", "seconds", "images_per_s",
 )
 EVALUATION_COLUMNS = (
-    "id", "checkpoint", "epoch", "split", "tta", "n", *(m.key for m in METRICS), "confusion", "output_path", "created_at",
+    "id", "origin", "checkpoint", "epoch", "split", "tta", "n", *(m.key for m in METRICS), "confusion", "intervals", "output_path",
+    "created_at",
 )
 
 
@@ -52,6 +53,18 @@ def number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+FINAL_FIT_TEXT = "final fit"  # trained on train + valid: no validation score to show
+
+
+def is_final_fit(run: Run) -> bool:
+    return (run.config or {}).get("fit_on") == "train+valid"
+
+
+def best_accuracy_text(run: Run) -> str:
+    """The best validation accuracy as ``ls`` and the app show it; a final fit has none."""
+    return FINAL_FIT_TEXT if is_final_fit(run) else percent(run.best_val_acc)
+
+
 def run_to_dict(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
@@ -67,6 +80,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "notes": run.notes,
         "sweep_id": run.sweep_id,
         "parent_id": run.parent_id,
+        "final_fit": is_final_fit(run),
         "config_hash": run.config_hash,
         "device": run.device,
         "host": run.host,

@@ -107,6 +107,21 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
     return grid
 
 
+MAX_SEEDS = 100
+
+
+def with_seeds(grid: dict[str, list[str]], base: RunConfig, seeds: int) -> dict[str, list[str]]:
+    """The grid with ``seed`` as one more factor: ``seeds`` replicates from the base config's seed
+    up (``--seeds 3`` with seed 0: seeds 0, 1, 2), N per cell of the grid. One seed leaves it be."""
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError("seeds", f"{seeds!r} is outside [1, {MAX_SEEDS}]")
+    if seeds == 1:
+        return grid
+    if "seed" in grid:
+        raise ConfigError("seeds", "--seeds and a seed=... factor both set the seed; give one of them")
+    return {**grid, "seed": [str(base.seed + i) for i in range(seeds)]}
+
+
 @dataclass
 class Plan:
     """What a queue request will create: configs (with the factor values of each) and a sweep."""
@@ -143,13 +158,17 @@ def queue_runs(
     notes: str = "",
     force: bool = False,
     workspace: Workspace | None = None,
+    seeds: int = 1,
+    parent_id: int | None = None,
 ) -> tuple[list[Run], Sweep | None]:
     """Queue one run, or a sweep of runs; refuse exact repeats of completed runs unless ``force``.
+    ``seeds`` > 1 makes the seed one more factor of the sweep (replicates that differ only in it).
 
     With ``workspace``, every config is first checked against this machine (``preflight``):
     a sweep with one bad value records nothing.
     """
-    plan = expand(base, grid or {})
+    grid = with_seeds(grid or {}, base, seeds)
+    plan = expand(base, grid)
     if workspace is not None:
         for config in dict.fromkeys(config.with_absolute_paths() for config, _ in plan.configs):
             preflight(config, workspace)
@@ -165,7 +184,8 @@ def queue_runs(
         sweep_name = name or "sweep " + " x ".join(f"{k}" for k in plan.factors)
         sweep = db.create_sweep(sweep_name, base.with_absolute_paths().to_dict(), plan.factors)
     runs = [
-        create_run(db, config, name=None if sweep else name, tags=tags, notes=notes, sweep_id=sweep.id if sweep else None, factors=factors)
+        create_run(db, config, name=None if sweep else name, tags=tags, notes=notes, sweep_id=sweep.id if sweep else None, factors=factors,
+                   parent_id=parent_id)
         for config, factors in plan.configs
     ]
     return runs, sweep
@@ -231,3 +251,30 @@ def resume(db: Database, run_id: int) -> None:
     if not states.move(db, run_id, QUEUED, only_from=RESUMABLE_STATUSES, error=None, finished_at=None,
                        cancel_requested_at=None, pid=None):
         raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")
+
+
+# -- the final fit -------------------------------------------------------------------------------------
+
+FINAL_TAG = "final"
+
+
+def final_fit_config(run: Run, epochs: int | None = None) -> RunConfig:
+    """``run``'s config trained on train + valid for its chosen number of epochs (its best epoch,
+    unless ``epochs``), with nothing that needs a validation set."""
+    config = RunConfig.from_dict(run.config)
+    if config.final_fit:
+        raise QueueError(f"run {run.id} is itself a final fit; finalize the run it was made from ({run.parent_id})")
+    if epochs is None and (run.status != COMPLETED or run.best_epoch is None):
+        raise QueueError(f"run {run.id} is {run.status}: a final fit takes the best epoch of a completed run as its epoch count; "
+                         "pass --epochs to choose one")
+    return config.replace(fit_on="train+valid", epochs=epochs or run.best_epoch, early_stop=0, best_metric="val_acc")
+
+
+def finalize(db: Database, run_id: int, *, seeds: int = 1, epochs: int | None = None,
+             workspace: Workspace | None = None) -> tuple[list[Run], Sweep | None]:
+    """Queue the final fit of a run: its config on train + valid, ``seeds`` seeds from its own
+    up, each linked to the run (``parent_id``) and tagged ``final``."""
+    run = db.get_run(run_id)
+    config = final_fit_config(run, epochs)
+    return queue_runs(db, config, name=f"final fit of run {run_id}", tags=[FINAL_TAG], force=True, workspace=workspace,
+                      seeds=seeds, parent_id=run_id)

@@ -96,6 +96,13 @@ def test_export_and_score_from_the_command_line(two_runs, tiny_data):
 
 def test_report_evaluate_records_the_predictions_its_roc_curves_need(two_runs, tmp_path):
     workspace, db, (a, b) = two_runs
+    from sqlalchemy import delete
+
+    from db.models import Evaluation
+
+    # Runs recorded before training kept its best epoch's predictions: the report evaluates them.
+    assert {e.origin for run in (a, b) for e in db.evaluations(run)} >= {"training"}
+    db.write(lambda session: session.execute(delete(Evaluation).where(Evaluation.origin == "training")))
     before = len(db.evaluations(b))
     result = cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
     assert f"evaluating run {a}" in result.stdout and f"evaluating run {b}" in result.stdout

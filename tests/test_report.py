@@ -156,16 +156,27 @@ def test_results_table_numbers_are_those_show_prints(seeded):
 def test_ablation_tables_are_the_ablation_screens_pivots(seeded):
     _, db = seeded
     data = collect(db, select_runs(db, sweep=SWEEP))
-    made = {table.name: table for table in tables.ablation_tables(data)}
+    made = {table.name: table for table in tables.ablation_tables(data, db.predictions_of)}
     assert list(made) == ["ablation-tta", "ablation-hist_eq"]
+    epochs = db.epochs_of([r.id for r in data.runs])
     for factor in ("tta", "hist_eq"):
-        pivot = ablation.build(data.runs, db.evaluations_of([r.id for r in data.runs]), "model", factor, "acc")
-        assert made[f"ablation-{factor}"].markdown == pivot.to_markdown()
-        frame = made[f"ablation-{factor}"].frame
+        pivots = ablation.build(data.runs, db.evaluations_of([r.id for r in data.runs]), "model", factor, "acc", epochs=epochs,
+                                load_predictions=db.predictions_of)
+        pivot = pivots[0]
+        table = made[f"ablation-{factor}"]
+        assert table.markdown.startswith(pivot.to_markdown())
+        frame = table.frame
         assert list(frame["model"]) == pivot.rows
         for position, row in enumerate(pivot.rows):
             for column in pivot.columns:
                 assert frame.iloc[position][pivot.column_label(column)] == pivot.value(row, column)
+                assert table.text.iloc[position][pivot.column_label(column)] == pivot.cell_text(row, column)
+            assert frame.iloc[position]["verdict"] == pivot.verdict_text(row)
+    # The views of the runs without hist-eq; the hist-eq runs have a single view only, so their
+    # table compares nothing and is named instead, with what sets them apart.
+    tta = made["ablation-tta"]
+    assert "(hist_eq=False)" in tta.title and "hist_eq=True" in tta.caption and "runs 2, 4, 6" in tta.caption
+    assert list(tta.frame.columns) == ["model", "single view", "5-crop", "10-crop", "verdict"]
 
 
 def test_reproduce_command_parses_back_to_the_same_config(seeded):

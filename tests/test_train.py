@@ -44,6 +44,16 @@ def test_a_run_is_recorded_as_it_trains(db, workspace, tiny_data):
     assert load_checkpoint(workspace.checkpoint_path(run.id, "best"))["epoch"] == run.best_epoch
     assert "epoch 2/2" in workspace.log_path(run.id).read_text()
     assert [e["type"] for e in events if e["type"] != "step"] == ["start", "epoch", "epoch", "end"]
+    # The best epoch's validation predictions, one record however often the best moved, with the
+    # same numbers as the epoch row and a bootstrap interval around each.
+    (record,) = [e for e in db.evaluations(run.id) if e.origin == "training"]
+    assert (record.checkpoint, record.split, record.tta, record.epoch, record.n) == ("best", "valid", "single", run.best_epoch, 24)
+    assert record.acc == best.val_acc and record.auc == best.auc and record.confusion == best.confusion
+    predictions = db.predictions_of([record.id])[record.id]
+    assert len(predictions) == 24 and sum(p == y for _, _, p, y in predictions) / 24 == pytest.approx(best.val_acc)
+    assert record.intervals["seed"] == 2019 and record.intervals["resamples"] == 1000 and record.intervals["n"] == 24
+    low, high = record.interval("acc")
+    assert low <= record.acc <= high
 
 
 def test_same_seed_same_result_on_cpu(db, workspace, tiny_data):
@@ -177,3 +187,98 @@ def test_only_an_epochs_last_batch_of_steps_waits_for_the_disk(db, workspace, ti
     assert status == "completed"
     assert batches == [([1, 2], False), ([3, 4], False), ([5, 6], True), ([7, 8], False), ([9, 10], False), ([11, 12], True)]
     assert [s for s, _ in db.steps(run.id)] == list(range(1, 13))
+
+
+def test_a_weight_average_is_what_validation_scores_checkpoints_hold_and_a_resume_continues(db, workspace, tiny_data):
+    from engine.predict import evaluate_run
+
+    stop = threading.Event()
+
+    def stop_after_first_epoch(event):
+        if event["type"] == "epoch" and event["epoch"] == 1:
+            stop.set()
+
+    config = tiny_config(tiny_data, fast=True, epochs=2, ema=0.9)
+    whole, _ = _train(db, workspace, config)
+    last = load_checkpoint(workspace.checkpoint_path(whole.id, "last"))
+    assert last["ema_updates"] == 2 * 6 and set(last["model"]) == set(last["trained_model"])
+    assert any(not torch.equal(last["model"][k], last["trained_model"][k]) for k in last["model"] if last["model"][k].is_floating_point())
+    # The best checkpoint's averaged weights score what training recorded for that epoch.
+    evaluation, _ = evaluate_run(db, workspace, whole.id)
+    assert evaluation.acc == pytest.approx(whole.best_val_acc) and evaluation.loss == pytest.approx(whole.summary["val_loss"], abs=1e-5)
+
+    run, status = _train(db, workspace, config, on_event=stop_after_first_epoch, stop=stop)
+    assert status == "cancelled"
+    assert states.move(db, run.id, "running")
+    assert Trainer(db, workspace, run.id).run(resume=True) == "completed"
+    resumed = load_checkpoint(workspace.checkpoint_path(run.id, "last"))
+    assert resumed["ema_updates"] == last["ema_updates"]
+    for key, value in last["model"].items():
+        assert torch.allclose(resumed["model"][key].float(), value.float(), atol=1e-5), key
+
+
+def test_the_final_fit_trains_on_train_and_valid_and_exports_its_ensemble(tmp_path, tiny_data):
+    import json
+
+    from conftest import cli
+    from db import Database, Workspace
+
+    home = tmp_path / "home"
+    flags = ("--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "8", "--rotation", "0", "--amp", "off",
+             "--epochs", "3", "--workers", "1")
+    source = int(cli("run", *flags, home=home).stdout.strip().splitlines()[-1])
+    workspace = Workspace(home)
+    db = Database(workspace.db_url)
+    best_epoch = db.get_run(source).best_epoch
+    refused = cli("finalize", str(source), "--export", home=home, check=False)
+    assert refused.returncode == 1 and "no finished final fit yet" in refused.stderr
+
+    queued = json.loads(cli("finalize", str(source), "--seeds", "2", "--no-start", "--json", home=home).stdout)
+    assert queued["epochs"] == best_epoch and queued["seeds"] == [0, 1]
+    for run_id in queued["run_ids"]:
+        assert Trainer(db, workspace, run_id).run() == "completed"
+        run = db.get_run(run_id)
+        assert run.parent_id == source and "final" in run.tags and run.config["fit_on"] == "train+valid"
+        assert run.best_epoch is None and run.best_val_acc is None  # no validation score, and none pretended
+        epochs = db.epochs(run_id)
+        assert len(epochs) == best_epoch and all(e.val_acc is None for e in epochs)
+        assert db.steps(run_id)[-1][0] == best_epoch * (48 + 24) // 8  # every step saw train and valid images
+        assert not [e for e in db.evaluations(run_id) if e.split == "valid"]
+
+    exported = json.loads(cli("finalize", str(source), "--export", "--json", home=home).stdout)
+    assert exported["run_ids"] == queued["run_ids"] and exported["rows"] == 16
+    assert exported["path"].endswith(f"exports/final-{source}-single.csv")
+    submission = db.get_submission(exported["submission_id"])
+    assert submission.run_ids == queued["run_ids"] and submission.checkpoint == "last"
+    assert "no validation score" in submission.notes and f"final fit of run {source}" in submission.notes
+    listed = {r["id"]: r for r in json.loads(cli("ls", "--json", home=home).stdout)}
+    assert listed[queued["run_ids"][0]]["final_fit"] and not listed[source]["final_fit"]
+    assert "final fit" in cli("ls", home=home).stdout
+    assert "no validation score" in cli("show", str(queued["run_ids"][0]), home=home).stdout
+    again = cli("finalize", str(queued["run_ids"][0]), home=home, check=False)
+    assert again.returncode == 1 and "is itself a final fit" in again.stderr
+    db.close()
+
+
+def test_a_kill_between_the_best_checkpoint_and_its_predictions_loses_neither(db, workspace, tiny_data, monkeypatch):
+    """The best checkpoint is saved, then its validation predictions recorded: a kill between the
+    two is made good by the resume, from the predictions the checkpoint carries."""
+    run = create_run(db, tiny_config(tiny_data, fast=True, epochs=1), status="queued")  # nothing left to train: only the repair records
+    record = Trainer._record_validation
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_record_validation", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(db, workspace, run.id).run()
+    monkeypatch.setattr(Trainer, "_record_validation", record)
+    assert not [e for e in db.evaluations(run.id) if e.origin == "training"]
+    assert load_checkpoint(workspace.checkpoint_path(run.id, "best"))["valid_probabilities"].shape == (24,)
+    for status in ("interrupted", "running"):
+        states.move(db, run.id, status)
+    assert Trainer(db, workspace, run.id).run(resume=True) == "completed"
+    done = db.get_run(run.id)
+    (recorded,) = [e for e in db.evaluations(run.id) if e.origin == "training"]
+    assert recorded.epoch == done.best_epoch and recorded.acc == done.best_val_acc and recorded.interval("acc") is not None
+    assert len(db.predictions_of([recorded.id])[recorded.id]) == 24

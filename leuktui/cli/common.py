@@ -52,6 +52,14 @@ def add_command(commands: Any, name: str, **kwargs: Any) -> argparse.ArgumentPar
     return commands.add_parser(name, parents=[GLOBAL], **kwargs)
 
 
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """``--select best|last`` and ``--last-k K``: which number of each run a table uses."""
+    from leuktui.results import LAST_K, SELECTION_HELP, SELECTIONS
+
+    parser.add_argument("--select", default="best", choices=SELECTIONS, help=SELECTION_HELP)
+    parser.add_argument("--last-k", type=positive_int, default=LAST_K, metavar="K", help=f"epochs the last-k mean takes (default {LAST_K})")
+
+
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", default=False, help="print JSON for scripts")
 

@@ -17,10 +17,12 @@ from leuktui.cli.common import (
     console,
     ensure_scheduler,
     open_workspace,
+    positive_int,
     print_json,
     run_id_arg,
     text,
 )
+from leuktui.cli.evaluation import views_arg
 from leuktui.formatting import age, run_to_dict, status_text
 
 
@@ -30,13 +32,30 @@ def add_commands(commands: Any) -> None:
     add_config_flags(queue)
     queue.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
                        help="a sweep factor; repeat for the cartesian product (any config field)")
-    queue.add_argument("--name", help="run name, or the sweep's name with --grid")
+    queue.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                       help="N replicates that differ only in seed (from --seed up), N per cell of a --grid")
+    queue.add_argument("--name", help="run name, or the sweep's name with --grid or --seeds")
     queue.add_argument("--tag", action="append", default=[], help="tag the run(s) (repeatable)")
     queue.add_argument("--notes", default="", help="free-text notes")
     queue.add_argument("--force", action="store_true", help="queue even if a completed run has this exact config")
     queue.add_argument("--no-start", action="store_true", help="do not start the scheduler")
     add_json(queue)
     queue.set_defaults(handler=cmd_queue)
+
+    finalize = add_command(commands, "finalize", help="the final fit: retrain a run's config on train + valid for its best "
+                                                      "epoch count (N seeds), then --export their ensemble as the submission")
+    finalize.add_argument("run", type=run_id_arg, metavar="RUN")
+    finalize.add_argument("--seeds", type=positive_int, default=1, metavar="N", help="seeds to fit (from the run's own up; default 1)")
+    finalize.add_argument("--epochs", type=positive_int, help="epochs to train (default: the run's best epoch)")
+    finalize.add_argument("--export", action="store_true",
+                          help="write the submission from the run's finished final fits (their ensemble) instead of queueing")
+    finalize.add_argument("-o", "--output", help="with --export: output CSV (default: WORKSPACE/exports/final-RUN-VIEWS.csv)")
+    finalize.add_argument("--tta", "--eval-mode", dest="tta", type=views_arg, default=None, metavar="VIEWS",
+                          help="with --export: test-time views (default: the run's own)")
+    finalize.add_argument("--force", action="store_true", help="with --export: replace an existing -o file")
+    finalize.add_argument("--no-start", action="store_true", help="do not start the scheduler")
+    add_json(finalize)
+    finalize.set_defaults(handler=cmd_finalize)
 
     for name, help_text in (
         ("cancel", "cancel a queued run, or stop a running one (it checkpoints first)"),
@@ -62,9 +81,15 @@ def cmd_queue(args: argparse.Namespace) -> int:
         grid = parse_grid(args.grid)
     except ConfigError as exc:
         raise UsageError(f"--grid: {exc.message}") from None
+    from runner.control import with_seeds
+
+    try:
+        with_seeds(grid, config, args.seeds)
+    except ConfigError as exc:
+        raise UsageError(f"--seeds: {exc.message}") from None
     workspace, db = open_workspace(args, create=True)
     runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=args.tag, notes=args.notes, force=args.force,
-                             workspace=workspace)
+                             workspace=workspace, seeds=args.seeds)
     if args.json:
         print_json({"sweep_id": sweep.id if sweep else None, "run_ids": [r.id for r in runs]})
     else:
@@ -75,6 +100,40 @@ def cmd_queue(args: argparse.Namespace) -> int:
         for run in runs:
             out.print(text(f"queued run {run.id} {run.name}"))
     ensure_scheduler(workspace, args.no_start)
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from runner import control
+
+    workspace, db = open_workspace(args)
+    if args.export:
+        return export_final(args, workspace, db)
+    runs, _ = control.finalize(db, args.run, seeds=args.seeds, epochs=args.epochs, workspace=workspace)
+    if args.json:
+        print_json({"run_ids": [r.id for r in runs], "epochs": runs[0].config["epochs"], "seeds": [r.config["seed"] for r in runs]})
+    else:
+        out = console()
+        for run in runs:
+            out.print(text(f"queued run {run.id} {run.name}: train + valid, {run.config['epochs']} epochs, seed {run.config['seed']}"))
+        out.print(text(f"when they finish: leuktui finalize {args.run} --export (they have no validation score)"))
+    ensure_scheduler(workspace, args.no_start)
+    return 0
+
+
+def export_final(args: argparse.Namespace, workspace, db) -> int:
+    """The submission of a run's finished final fits: their ensemble (or the one), from ``last``."""
+    from pathlib import Path
+
+    from engine.ensemble import export_final as write
+
+    path, rows, submission, lineage = write(db, workspace, args.run, Path(args.output) if args.output else None, tta=args.tta,
+                                            force=args.force)
+    if args.json:
+        print_json({"path": str(path), "rows": rows, "submission_id": submission.id, "run_ids": submission.run_ids, "notes": lineage})
+    else:
+        print(f"wrote {rows} rows to {path}")
+        console().print(text(f"recorded as submission {submission.id}: {lineage}"))
     return 0
 
 

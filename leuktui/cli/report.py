@@ -21,6 +21,7 @@ from leuktui.cli.common import (
     Parser,
     add_command,
     add_json,
+    add_selection,
     console,
     open_workspace,
     print_json,
@@ -35,12 +36,13 @@ SCORE_METRIC = "acc"  # the lab's leaderboard ranks submissions by test accuracy
 
 def add_commands(commands: Any) -> None:
     report = add_command(commands, "report", help="write the lab report: tables, figures, submissions (Markdown + HTML)")
-    report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the runs marked in the app, else the best run per model)")
+    report.add_argument("runs", nargs="*", type=run_id_arg, metavar="RUN", help="runs to report on (default: the runs marked in the app, else the best config per model, all its seeds)")
     report.add_argument("--tag", help="the runs with this tag")
     report.add_argument("--sweep", type=record_id, metavar="S", help="the runs of this sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
     report.add_argument("--evaluate", action="store_true",
                         help="first evaluate the best checkpoint on the validation set where no predictions are recorded (ROC curves)")
+    add_selection(report)
     add_json(report)
     report.set_defaults(handler=cmd_report)
 
@@ -76,13 +78,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         evaluate_for_roc(db, workspace, runs, quiet=args.json)
     folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
     if args.json:
-        result = build_report(db, workspace, runs, folder)
+        result = build_report(db, workspace, runs, folder, selection=args.select, last_k=args.last_k)
     else:
         from rich.progress import BarColumn, Progress, TextColumn
 
         with Progress(TextColumn("{task.description}", markup=False), BarColumn(), console=console(), transient=True) as progress:
             task = progress.add_task("report", total=None)
-            result = build_report(db, workspace, runs, folder,
+            result = build_report(db, workspace, runs, folder, selection=args.select, last_k=args.last_k,
                                   progress=lambda done, total, what: progress.update(task, description=what, completed=done, total=total))
     if args.json:
         print_json({"folder": str(result.folder), "runs": result.run_ids, "figures": result.figures, "tables": result.tables,

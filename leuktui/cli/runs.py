@@ -33,13 +33,16 @@ from leuktui.cli.common import (
 )
 from leuktui.formatting import (
     age,
+    best_accuracy_text,
     epoch_to_dict,
     evaluation_to_dict,
+    is_final_fit,
     number,
     percent,
     run_to_dict,
     status_text,
 )
+from leuktui.results import LAST_K, best_evaluation, interval_text, last_k_mean
 
 
 def add_commands(commands: Any) -> None:
@@ -60,11 +63,15 @@ def add_commands(commands: Any) -> None:
     ls.add_argument("--status", action="append", choices=RUN_STATUSES, metavar="STATUS",
                     help=f"only runs with this status (repeatable): {', '.join(RUN_STATUSES)}")
     ls.add_argument("--limit", type=positive_int, help="at most this many runs (newest first)")
+    ls.add_argument("--last-k", type=positive_int, default=LAST_K, metavar="K",
+                    help=f"epochs of the last-k mean shown beside the best epoch (default {LAST_K})")
     add_json(ls)
     ls.set_defaults(handler=cmd_ls)
 
     show = add_command(commands, "show", help="show one run: config, epochs, evaluations")
     show.add_argument("run", type=run_id_arg, metavar="RUN")
+    show.add_argument("--last-k", type=positive_int, default=LAST_K, metavar="K",
+                      help=f"epochs of the last-k mean shown beside the best epoch (default {LAST_K})")
     add_json(show)
     show.set_defaults(handler=cmd_show)
 
@@ -150,18 +157,21 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
 def cmd_ls(args: argparse.Namespace) -> int:
     _, db = open_workspace(args)
     runs = db.list_runs(statuses=args.status, limit=args.limit)
+    means = db.last_k_means(args.last_k, [r.id for r in runs] if len(runs) <= 500 else None) if runs else {}
+    last = {r.id: means.get(r.id, {m.key: None for m in METRICS}) for r in runs}
     if args.json:
-        print_json([run_to_dict(r) for r in runs])
+        print_json([{**run_to_dict(r), "last_k": {"k": args.last_k, **last[r.id]}} for r in runs])
         return 0
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "model", "status", "epoch", "best val acc", "val F1", "eval", "tags", "age"):
-        table.add_column(column, justify="right" if column in ("id", "epoch", "best val acc", "val F1") else "left")
+    last_column = f"last-{args.last_k} acc"
+    for column in ("id", "name", "model", "status", "epoch", "best val acc", last_column, "val F1", "eval", "tags", "age"):
+        table.add_column(column, justify="right" if column in ("id", "epoch", "best val acc", last_column, "val F1") else "left")
     for run in runs:
         table.add_row(
             str(run.id), text(run.name), text(run.model), text(status_text(run)), f"{run.epochs_done}/{run.config.get('epochs')}",
-            percent(run.best_val_acc), number(run.best_val_f1), text(run.config.get("eval_mode", "-")),
+            best_accuracy_text(run), percent(last[run.id]["acc"]), number(run.best_val_f1), text(run.config.get("eval_mode", "-")),
             text(",".join(run.tags)), age(run.created_at),
         )
     if runs:
@@ -178,9 +188,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     run = db.get_run(args.run)
     epochs = db.epochs(run.id)
     evaluations = db.evaluations(run.id)
+    source = best_evaluation(run, evaluations)
+    last = {m.key: last_k_mean(epochs, m.key, args.last_k) for m in METRICS}
     if args.json:
         print_json({
             **run_to_dict(run),
+            "best_intervals": source.intervals if source is not None else None,
+            "last_k": {"k": args.last_k, **last},
             "config": run.config,
             "environment": run.environment,
             "summary": run.summary,
@@ -200,12 +214,23 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.print(text(f"tags: {', '.join(run.tags)}"))
     if run.notes:
         out.print(text(f"notes: {run.notes}"))
+    if is_final_fit(run):
+        out.print(text(f"final fit{f' of run {run.parent_id}' if run.parent_id else ''}: trained on train + valid, so it has no "
+                       f"validation score; `leuktui finalize {run.parent_id or 'RUN'} --export` writes the submission"))
     if run.environment:
         env = run.environment
         out.print(text(f"ran on {env.get('host')} · {env.get('device_name')} ({env.get('device')}, {env.get('precision', '')}) · torch {env.get('torch')}"))
     out.print(text("config: " + "  ".join(f"{k}={v}" for k, v in sorted(run.config.items()))))
     if run.best_epoch is not None:
-        out.print(text(f"best epoch {run.best_epoch}: " + metrics_line(epoch_metrics(run.summary))))
+        at_best = epoch_metrics(run.summary)
+        out.print(text(f"best epoch {run.best_epoch}: " + "  ".join(
+            f"{m.label} {m.format(at_best.get(m.key))}" + (f" {interval_text(m.key, source.interval(m.key))}" if source else "")
+            for m in METRICS if m.key in at_best)))
+        if source is not None and source.intervals:
+            out.print(text(f"  [95% bootstrap intervals over the {source.n} validation images, {source.intervals.get('resamples')} "
+                           f"resamples, seed {source.intervals.get('seed')}]"))
+        out.print(text(f"mean of the last {min(args.last_k, len(epochs))} epochs: " + metrics_line(last)
+                       + "  (the best epoch was picked on the same validation set; this mean is not)"))
     if epochs:
         table = Table(title="epochs", box=None, header_style="bold")
         for column in ("epoch", "train loss", "train acc", *(f"val {m.title}" for m in METRICS), "lr", "img/s"):
@@ -217,11 +242,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.print(table)
     if evaluations:
         table = Table(title="evaluations", box=None, header_style="bold")
-        for column in ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file"):
+        for column in ("id", "origin", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "acc 95% CI", "file"):
             table.add_column(column)
         for e in evaluations:
-            table.add_row(str(e.id), e.checkpoint, str(e.epoch), text(e.split), e.tta, str(e.n),
-                          *(m.format(getattr(e, m.key)) for m in METRICS), text(e.output_path or ""))
+            table.add_row(str(e.id), e.origin, e.checkpoint, str(e.epoch), text(e.split), e.tta, str(e.n),
+                          *(m.format(getattr(e, m.key)) for m in METRICS), interval_text("acc", e.interval("acc")) or "-",
+                          text(e.output_path or ""))
         out.print(table)
     return 0
 

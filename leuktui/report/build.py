@@ -291,8 +291,11 @@ def build_report(
     *,
     progress: Progress | None = None,
     title: str = "Lab 3 — Leukemia classification: results",
+    selection: str = "best",
+    last_k: int = 5,
 ) -> ReportResult:
-    """Write the report on ``runs`` to ``folder``; see the module's docstring."""
+    """Write the report on ``runs`` to ``folder``; see the module's docstring. ``selection``:
+    the ablation tables' number per run, at the best epoch or the mean of the last ``last_k``."""
     started = time.perf_counter()
     folder = Path(folder).expanduser().absolute()
     if not runs:
@@ -329,7 +332,7 @@ def build_report(
     except OSError as exc:
         raise ReportError(f"{folder.parent}: cannot write the report there ({exc.strerror or exc})") from None
     try:
-        result = _write(db, workspace, data, staging, figures_module, tables_module, timed, tell, title)
+        result = _write(db, workspace, data, staging, figures_module, tables_module, timed, tell, title, (selection, last_k))
         timed("write", lambda: _publish(staging, folder))
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -343,7 +346,8 @@ def build_report(
     return result
 
 
-def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, tell, title: str) -> ReportResult:
+def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, tell, title: str,
+           selection: tuple[str, int] = ("best", 5)) -> ReportResult:
     figures_folder, tables_folder = out / "figures", out / "tables"
     figures_folder.mkdir()
     tables_folder.mkdir()
@@ -419,7 +423,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     # Ablation tables.
     advance("ablation tables")
     doc.heading("Ablation tables")
-    ablations = timed("draw", lambda: tables.ablation_tables(data))
+    ablations = timed("draw", lambda: tables.ablation_tables(data, db.predictions_of, selection=selection[0], k=selection[1]))
     for table in ablations:
         save_table(table)
         doc.table(table)

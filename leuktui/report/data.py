@@ -72,8 +72,8 @@ def select_runs(
     marked: Sequence[int] = (),
 ) -> list[Run]:
     """The runs a report is about: those named, tagged or in the sweep; by default the runs
-    ``marked`` in the app (those that still exist and have epochs), else the best run (validation
-    accuracy) of each model. Named runs must exist and have epochs; runs found by tag or sweep
+    ``marked`` in the app (those that still exist and have epochs), else each model's best config
+    by mean validation accuracy, with all its seed replicates. Named runs must exist and have epochs; runs found by tag or sweep
     without epochs yet are left out."""
     chosen: dict[int, Run] = {}
     if run_ids:
@@ -103,21 +103,47 @@ def select_runs(
     if not run_ids and tag is None and sweep is None and marked:
         chosen = {run.id: run for run in db.runs_by_id(list(marked)) if run.best_epoch is not None}
     if not run_ids and tag is None and sweep is None and not chosen:
-        best: dict[str, Run] = {}
-        for run in db.list_runs():
-            if run.best_epoch is None or run.best_val_acc is None:
-                continue
-            if run.model not in best or run.best_val_acc > best[run.model].best_val_acc:
-                best[run.model] = run
-        if not best:
+        chosen = {run.id: run for run in best_config_per_model(db.list_runs())}
+        if not chosen:
             raise ReportError("no run has recorded epochs yet; train one first (leuktui run)")
-        chosen = {run.id: run for run in best.values()}
     return sorted(chosen.values(), key=lambda run: run.id)
 
 
-def newest_labelled_evaluation(evaluations: Sequence[Evaluation]) -> Evaluation | None:
-    """The evaluation whose predictions draw a run's ROC curve: the newest on the validation set
-    of the best checkpoint, preferring the single view (what training measured)."""
+def best_config_per_model(runs: Sequence[Run]) -> list[Run]:
+    """Each model's best config by the mean validation accuracy of its seed replicates, with every
+    one of those replicates (never the luckiest seed alone)."""
+    from engine.config import RunConfig
+    from leuktui.results import NOT_COMPARED, REPLICATE_FIELD
+
+    defaults = RunConfig().to_dict()
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        if run.best_epoch is None or run.best_val_acc is None:
+            continue
+        values = {**defaults, **run.config}
+        key = repr(sorted((k, repr(v)) for k, v in values.items() if k not in (REPLICATE_FIELD, *NOT_COMPARED)))
+        groups.setdefault((run.model, key), []).append(run)
+    def standing(members: list[Run]) -> tuple[float, int]:  # a tie goes to the config with more seeds
+        return round(sum(run.best_val_acc for run in members) / len(members), 12), len(members)
+
+    best: dict[str, list[Run]] = {}
+    for (model, _), members in groups.items():
+        if model not in best or standing(members) > standing(best[model]):
+            best[model] = members
+    return [run for members in best.values() for run in members]
+
+
+def newest_labelled_evaluation(evaluations: Sequence[Evaluation], run: Run | None = None) -> Evaluation | None:
+    """The evaluation whose predictions draw a run's ROC curve: the one that holds the numbers of
+    the results table (the best epoch, in the views the run validated with), so the legend's AUC
+    is the table's; for a run recorded before training kept its predictions, the newest on the
+    validation set of the best checkpoint, preferring the single view."""
+    if run is not None:
+        from leuktui.results import best_evaluation
+
+        own = best_evaluation(run, evaluations)
+        if own is not None:
+            return own
     valid = [e for e in evaluations if e.split == "valid" and e.checkpoint == "best"]
     single = [e for e in valid if e.tta == SINGLE_VIEW]
     pool = single or valid
@@ -133,7 +159,7 @@ def collect(db: Database, runs: Sequence[Run]) -> ReportData:
     for evaluation in evaluations:
         by_run[evaluation.run_id].append(evaluation)
     records = [RunRecord(run, epochs[run.id], by_run[run.id]) for run in runs]
-    roc_sources = {record.id: newest_labelled_evaluation(record.evaluations) for record in records}
+    roc_sources = {record.id: newest_labelled_evaluation(record.evaluations, record.run) for record in records}
     points = db.labelled_predictions([e.id for e in roc_sources.values() if e is not None])
     for record in records:
         source = roc_sources[record.id]

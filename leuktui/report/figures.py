@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from leuktui.report.data import RunRecord
+from leuktui.results import view_label
 
 # Okabe and Ito's colour-blind-safe palette (black last: it prints like the axes).
 COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -187,7 +188,8 @@ def roc_data(records: Sequence[RunRecord]) -> dict[int, dict[str, Any]]:
             continue
         fpr, tpr, auc = roc_points(scores, labels)
         evaluation = record.roc_evaluation
-        out[record.id] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": auc, "evaluation": evaluation.id, "tta": evaluation.tta, "n": len(labels)}
+        out[record.id] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": auc, "evaluation": evaluation.id, "tta": evaluation.tta,
+                          "epoch": evaluation.epoch, "n": len(labels)}
     return out
 
 
@@ -215,7 +217,11 @@ def roc_plot(records: Sequence[RunRecord]) -> Plot | None:
         axis.set_title("ROC curves on the validation set")
         axis.legend(loc="lower right")
     missing = [record.label for record in records if record.id not in data]
-    caption = "ROC curves from the recorded validation predictions of each run's best checkpoint (ALL is the positive class)."
+    sources = "; ".join(
+        f"{record.label}: {view_label(data[record.id]['tta'])} of epoch {data[record.id]['epoch']}" for record in records if record.id in data
+    )
+    caption = ("ROC curves from the recorded validation predictions of each run's best checkpoint (ALL is the positive class); "
+               f"the evaluations behind them: {sources}.")
     if missing:
         caption += f" No predictions recorded for {', '.join(missing)}: `leuktui eval RUN` or `leuktui report --evaluate` records them."
     return Plot("roc", caption, figure, data)

@@ -16,8 +16,10 @@ from db.vocabulary import EVAL_MODE_BY_KEY, METRICS
 from engine.config import RunConfig
 from leuktui import ablation
 from leuktui.report.data import ReportData, RunRecord
+from leuktui.results import LAST_K, best_evaluation, interval_text, last_k_mean
 
 ABLATION_METRIC = "acc"  # the lab report's ablation tables compare validation accuracy
+ACC = next(m for m in METRICS if m.key == ABLATION_METRIC)
 # Config fields that say where or how fast a run ran, not what it computed.
 NOT_FACTORS = ("data_dir", "test_csv", "workers", "device", "seed", "pretrained", "channels_last", "compile", "amp")
 
@@ -74,11 +76,16 @@ def results_table(data: ReportData) -> Table:
     metrics = shown_metrics(data.records)
     scores = best_scores(data.submissions)
     rows = []
+    intervals: list[str] = []
     for record in data.records:
         config, values = record.config, record.best_metrics()
+        source = best_evaluation(record.run, record.evaluations)
+        intervals.append(interval_text("acc", source.interval("acc")) if source is not None else "")
         rows.append({
             "run": record.label, "model": record.run.model, "best epoch": record.run.best_epoch,
             **{f"val {m.title}": values.get(m.key) for m in metrics},
+            "acc 95% CI": intervals[-1] or None,
+            f"last-{LAST_K} acc": last_k_mean(record.epochs, "acc", LAST_K),
             "optimizer": config.get("optimizer"), "learning rate": config.get("lr"), "loss": config.get("loss"),
             "batch size": config.get("batch_size"), "epochs": f"{record.run.epochs_done}/{config.get('epochs')}",
             "score": scores.get(record.id),
@@ -89,6 +96,7 @@ def results_table(data: ReportData) -> Table:
     formats["optimizer"] = lambda v: str(v).capitalize() if v == "adam" else ("AdamW" if v == "adamw" else str(v).upper())
     formats["loss"] = lambda v: str(v).upper()
     formats["score"] = _score
+    formats[f"last-{LAST_K} acc"] = ACC.format
     text = _formatted(frame, formats)
     bold = set()
     for m in metrics:
@@ -97,8 +105,10 @@ def results_table(data: ReportData) -> Table:
         if len(values) > 1:
             best = (max if m.higher_is_better else min)(values, key=lambda item: item[1])[1]
             bold |= {(i, column) for i, v in values if v == best}
-    caption = ("Validation metrics at each run's best epoch (the checkpoint `best`); score: the best recorded "
-               "test score of the run's own submissions. Best value of each column in bold.")
+    caption = ("Validation metrics at each run's best epoch (the checkpoint `best`, in the views the run validated with), "
+               "with the 95% bootstrap interval of the accuracy over the validation images; the best epoch is picked on "
+               f"that same set, so the last-{LAST_K} acc (the mean of the last {LAST_K} epochs) is the less optimistic "
+               "figure. Score: the best recorded test score of the run's own submissions. Best value of each column in bold.")
     return Table("results", "Results per run", frame, text, caption, bold)
 
 
@@ -147,28 +157,51 @@ def ablation_factors(data: ReportData) -> list[str]:
     return factors
 
 
-def ablation_tables(data: ReportData) -> list[Table]:
-    """One pivot per factor, rows the model, built by the app's own ``leuktui.ablation.build``."""
-    tables = []
+def ablation_tables(data: ReportData, load_predictions: ablation.Loader | None = None, *, selection: str = "best",
+                    k: int = LAST_K) -> list[Table]:
+    """The fair pivots of each factor, rows the model, built by the app's own
+    ``leuktui.ablation.build``: one table per group of runs that agree on every other field;
+    a group with a single column compares nothing and is named in the next table's caption."""
+    out = []
+    epochs = {record.id: record.epochs for record in data.records}
     for factor in ablation_factors(data):
-        pivot = ablation.build(data.runs, data.evaluations, "model", factor, ABLATION_METRIC)
-        if not pivot.rows or len(pivot.columns) < 2:
-            continue
-        labels = [pivot.column_label(column) for column in pivot.columns]
-        frame = pd.DataFrame(
-            [[row, *(pivot.value(row, column) for column in pivot.columns)] for row in pivot.rows], columns=["model", *labels]
+        pivots = ablation.build(data.runs, data.evaluations, "model", factor, ABLATION_METRIC, epochs=epochs,
+                                load_predictions=load_predictions, selection=selection, k=k)
+        shown = [pivot for pivot in pivots if pivot.rows and len(pivot.columns) >= 2]
+        apart = [pivot for pivot in pivots if pivot not in shown]
+        left_out = "; ".join(
+            f"runs {', '.join(map(str, p.run_ids))} ({', '.join(f'{k}={v}' for k, v in p.context.items()) or 'one column'})"
+            for p in apart
         )
-        metric = next(m for m in METRICS if m.key == ABLATION_METRIC)
-        text = _formatted(frame, {label: metric.format for label in labels})
-        bold = {
-            (position, pivot.column_label(pivot.best_column(row)))
-            for position, row in enumerate(pivot.rows) if pivot.best_column(row) is not None
-        }
-        title = "Eval mode: single view vs five- and ten-crop" if factor == "tta" else f"Ablation: {factor}"
-        sources = ", ".join(f"{pivot.column_label(c)} of {r}: run {run_id}" for (r, c), run_id in sorted(pivot.sources.items(), key=str))
-        caption = f"{metric.label} on the validation set, best in each row in bold (runs behind the cells: {sources})."
-        tables.append(Table(f"ablation-{factor}", title, frame, text, caption, bold, markdown=pivot.to_markdown()))
-    return tables
+        for number, pivot in enumerate(shown, start=1):
+            labels = [pivot.column_label(column) for column in pivot.columns]
+            frame = pd.DataFrame(
+                [[row, *(pivot.value(row, column) for column in pivot.columns), pivot.verdict_text(row)] for row in pivot.rows],
+                columns=["model", *labels, "verdict"],
+            )
+            text = frame.astype(object).copy()
+            for position, row in enumerate(pivot.rows):
+                for column, label in zip(pivot.columns, labels, strict=True):
+                    text.at[position, label] = pivot.cell_text(row, column)
+            bold = {
+                (position, pivot.column_label(pivot.best_column(row)))
+                for position, row in enumerate(pivot.rows) if pivot.best_column(row) is not None
+            }
+            title = "Eval mode: single view vs five- and ten-crop" if factor == "tta" else f"Ablation: {factor}"
+            if pivot.context:
+                title += " (" + ", ".join(f"{k}={v}" for k, v in pivot.context.items()) + ")"
+            sources = ", ".join(
+                f"{pivot.column_label(c)} of {r}: run{'s' if len(cell.runs) > 1 else ''} {', '.join(map(str, cell.runs))}"
+                for (r, c), cell in pivot.cells.items()
+            )
+            extra = f"Runs behind the cells: {sources}."
+            if left_out and number == len(shown):
+                extra += f" Not compared here, because they differ in other fields: {left_out}."
+            caption = f"{pivot.legend} {extra}" + "".join(f" Warning: {w}." for w in (*pivot.warnings, *pivot.row_warnings.values()))
+            caption += "".join(f" Note: {n}." for n in dict.fromkeys(pivot.notes))
+            name = f"ablation-{factor}" + (f"-{number}" if number > 1 else "")
+            out.append(Table(name, title, frame, text, caption, bold, markdown=f"{pivot.to_markdown()}\n{extra}\n"))
+    return out
 
 
 # -- the appendix -----------------------------------------------------------------------------------

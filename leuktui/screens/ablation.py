@@ -1,4 +1,5 @@
-"""Ablation tables: a pivot of runs by two factors, the best of each row highlighted."""
+"""Ablation tables: fair pivots of runs by two factors, seed replicates summarised, a row's best
+highlighted only where it is significantly better (``leuktui.ablation`` says how)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from textual.widgets import DataTable, Header, Label, Select, Static
 from db.vocabulary import METRICS, MULTI_VIEW_MODES, metric
 from leuktui.ablation import Pivot, build, suggest_factors
 from leuktui.actions import bindings
-from leuktui.cells import refill
+from leuktui.cells import plain, refill
 from leuktui.widgets.keybar import KeyBar
 
 METRIC_ORDER = [m.key for m in METRICS]
@@ -27,9 +28,14 @@ class AblationScreen(Screen):
         super().__init__()
         self.run_ids = run_ids
         self.metric = "acc"
+        self.selection = "best"
+        self.table_index = 0
         self.runs = []
         self.evaluations = []
+        self.epochs: dict[int, list] = {}
+        self.tables: list[Pivot] = []
         self.pivot: Pivot | None = None
+        self._building = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -40,6 +46,7 @@ class AblationScreen(Screen):
             yield Select([("eval mode (tta)", "tta")], value="tta", allow_blank=False, id="ablation-columns")
         yield Static("", id="ablation-title")
         yield DataTable(id="ablation-table", cursor_type="cell")
+        yield Static("", id="ablation-legend")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -52,10 +59,13 @@ class AblationScreen(Screen):
 
     def load(self) -> None:
         db = self.app.db
-        self.app.run_task("ablation", lambda: (db.runs_by_id(self.run_ids), db.evaluations_of(self.run_ids)), done=self._loaded)
+        self.app.run_task(
+            "ablation", lambda: (db.runs_by_id(self.run_ids), db.evaluations_of(self.run_ids), db.epochs_of(self.run_ids)),
+            done=self._loaded,
+        )
 
     def _loaded(self, loaded) -> None:
-        self.runs, self.evaluations = runs, evaluations = loaded
+        self.runs, self.evaluations, self.epochs = runs, _, _ = loaded
         varying = suggest_factors(runs)
         options = sorted(set(varying) | {"model"})
         rows = self.query_one("#ablation-rows", Select)
@@ -70,27 +80,69 @@ class AblationScreen(Screen):
     @on(Select.Changed)
     def _factor_changed(self) -> None:
         if self.runs:
+            self.table_index = 0
             self.render_pivot()
 
     def render_pivot(self) -> None:
+        """Build the tables off the event loop (a verdict may read predictions), then show one."""
         rows = str(self.query_one("#ablation-rows", Select).value)
         columns = str(self.query_one("#ablation-columns", Select).value)
-        self.pivot = build(self.runs, self.evaluations, rows, columns, self.metric)
-        fmt = self.pivot.format
-        lines = []
-        for row in self.pivot.rows:
-            best = self.pivot.best_column(row)
-            cells = []
-            for column in self.pivot.columns:
-                value = self.pivot.value(row, column)
-                cells.append(Text(fmt(value), style="bold black on green" if column == best and value is not None else ""))
-            lines.append([Text(str(row)), *cells])
-        refill(self.query_one("#ablation-table", DataTable), [rows, *map(self.pivot.column_label, self.pivot.columns)], lines)
+        if rows == columns:
+            self.query_one("#ablation-title", Static).update("rows and columns are the same field: pick another")
+            return
+        runs, evaluations, epochs, chosen, selection = self.runs, self.evaluations, self.epochs, self.metric, self.selection
+        db = self.app.db
+        self._building += 1
+        ticket = self._building
+
+        def work() -> list[Pivot]:
+            return build(runs, evaluations, rows, columns, chosen, selection=selection, epochs=epochs, load_predictions=db.predictions_of)
+
+        self.app.run_task("ablation table", work, done=lambda tables: self._built(ticket, tables))
+
+    def _built(self, ticket: int, tables: list[Pivot]) -> None:
+        if ticket != self._building:
+            return  # a newer choice is being built
+        self.tables = tables
+        self.table_index = min(self.table_index, max(0, len(tables) - 1))
+        self.show_table()
+
+    def show_table(self) -> None:
+        rows = str(self.query_one("#ablation-rows", Select).value)
+        pivot = self.pivot = self.tables[self.table_index] if self.tables else None
         finished = sum(1 for run in self.runs if run.best_epoch is not None)
-        note = "" if self.pivot.rows else "  — no finished runs here yet"
-        self.query_one("#ablation-title", Static).update(
-            f"{metric(self.metric).label} on the validation set · {finished} of {len(self.runs)} runs with results · m: metric · y: Markdown · v: evaluate 5/10-crop{note}"
-        )
+        legend = self.query_one("#ablation-legend", Static)
+        if pivot is None:
+            refill(self.query_one("#ablation-table", DataTable), [rows], [])
+            self.query_one("#ablation-title", Static).update(
+                f"{metric(self.metric).label} · {finished} of {len(self.runs)} runs with results — no finished runs here yet")
+            legend.update("")
+            return
+        lines = []
+        for row in pivot.rows:
+            best = pivot.best_column(row)
+            cells = [Text(pivot.cell_text(row, c), style="bold black on green" if c == best else "") for c in pivot.columns]
+            lines.append([Text(str(row)), *cells, Text(pivot.verdict_text(row))])
+        refill(self.query_one("#ablation-table", DataTable), [rows, *map(pivot.column_label, pivot.columns), "verdict"], lines)
+        which = f"table {self.table_index + 1} of {len(self.tables)}: " if len(self.tables) > 1 else ""
+        apart = ", ".join(f"{k}={v}" for k, v in pivot.context.items())
+        self.query_one("#ablation-title", Static).update(plain(
+            f"{which}{pivot.source_text}" + (f" · runs with {apart}" if apart else "")
+            + f" · {finished} of {len(self.runs)} runs with results"
+            + (" · t: next table" if len(self.tables) > 1 else "") + " · m: metric · l: best/last-5 · y: Markdown · v: evaluate 5/10-crop"
+        ))
+        warnings = "".join(f"\n⚠ {w}" for w in (*pivot.warnings, *pivot.row_warnings.values()))
+        warnings += "".join(f"\nnote: {n}" for n in dict.fromkeys(pivot.notes))
+        legend.update(plain(pivot.legend + warnings, newlines=True))
+
+    def action_next_table(self) -> None:
+        if len(self.tables) > 1:
+            self.table_index = (self.table_index + 1) % len(self.tables)
+            self.show_table()
+
+    def action_toggle_selection(self) -> None:
+        self.selection = "last" if self.selection == "best" else "best"
+        self.render_pivot()
 
     def action_cycle_metric(self) -> None:
         self.metric = METRIC_ORDER[(METRIC_ORDER.index(self.metric) + 1) % len(METRIC_ORDER)]
@@ -100,7 +152,7 @@ class AblationScreen(Screen):
         if self.pivot is None or not self.pivot.rows:
             self.notify("nothing to save yet", severity="warning")
             return
-        markdown = self.pivot.to_markdown()
+        markdown = "\n".join(f"### {table.title}\n\n{table.to_markdown()}" for table in self.tables)
         path = self.app.workspace.exports_dir / f"ablation-{time.strftime('%Y%m%d-%H%M%S')}.md"
 
         def save() -> str:

@@ -1,4 +1,5 @@
-"""Compare marked runs: validation curves overlaid, best/final metrics, and the config diff."""
+"""Compare marked runs: validation curves overlaid, best metrics with their 95% intervals and the
+last-5 mean, the config diff, and each pair's paired test on the same validation images."""
 
 from __future__ import annotations
 
@@ -10,21 +11,11 @@ from textual.widgets import DataTable, Header, Static
 
 from db.vocabulary import METRICS, epoch_metrics
 from leuktui.actions import bindings
-from leuktui.cells import refill, status_cell
+from leuktui.cells import plain, refill, status_cell
 from leuktui.formatting import number, percent
+from leuktui.results import LAST_K, best_evaluation, config_diff, interval_text, last_k_mean
 from leuktui.widgets.charts import MetricChart
 from leuktui.widgets.keybar import KeyBar
-
-
-def config_diff(configs: dict[int, dict]) -> list[tuple[str, list]]:
-    """Fields whose values differ between the runs, each with the values in run order."""
-    keys = sorted({key for config in configs.values() for key in config})
-    rows = []
-    for key in keys:
-        values = [config.get(key) for config in configs.values()]
-        if len({repr(v) for v in values}) > 1:
-            rows.append((key, values))
-    return rows
 
 
 class CompareScreen(Screen):
@@ -33,6 +24,7 @@ class CompareScreen(Screen):
     def __init__(self, run_ids: list[int]) -> None:
         super().__init__()
         self.run_ids = run_ids
+        self.pairs: list[str] | None = None  # the paired tests' lines, once computed
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -44,6 +36,7 @@ class CompareScreen(Screen):
             with Horizontal(id="compare-tables"):
                 yield DataTable(id="compare-metrics", cursor_type="row")
                 yield DataTable(id="compare-diff", cursor_type="row")
+            yield Static("", id="compare-pairs")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -56,10 +49,37 @@ class CompareScreen(Screen):
 
     def load(self) -> None:
         db = self.app.db
-        self.app.run_task("compare", lambda: (db.runs_by_id(self.run_ids), db.epochs_of(self.run_ids)), done=self.show)
+        self.app.run_task(
+            "compare", lambda: (db.runs_by_id(self.run_ids), db.epochs_of(self.run_ids), db.evaluations_of(self.run_ids)), done=self.show
+        )
+        self.app.run_task("paired tests", self._pairs, done=self.show_pairs)
+
+    def _pairs(self) -> list[str]:
+        """One line per pair of runs: the paired test on their validation images, or why not."""
+        from leuktui.results import ComparisonError, compare_pairs
+
+        try:
+            pairs = compare_pairs(self.app.db, [[run_id] for run_id in self.run_ids])
+        except ComparisonError as exc:
+            return [f"paired tests: {exc}"]
+        lines = []
+        for pair in pairs:
+            (_, only_a), (only_b, _) = pair["table"]
+            low, high = pair["diff_ci"]
+            verdict = "significant" if pair["significant"] else "no significant difference"
+            lines.append(
+                f"run {pair['a']} vs {pair['b']} on {pair['n']} images: only {pair['a']} right {only_a}, only {pair['b']} right "
+                f"{only_b} · acc difference {100 * pair['diff']:+.2f} points [{100 * low:+.2f}, {100 * high:+.2f}] · "
+                f"McNemar p = {pair['mcnemar_p']:.3g}: {verdict}"
+            )
+        return lines
+
+    def show_pairs(self, lines: list[str]) -> None:
+        self.query_one("#compare-pairs", Static).update(plain("\n".join(lines), newlines=True))
+        self.pairs = lines
 
     def show(self, loaded) -> None:
-        runs, epochs = loaded
+        runs, epochs, evaluations = loaded
         label = {run.id: f"{run.id} {run.model.split(':')[-1]}" for run in runs}
         self.query_one("#compare-acc", MetricChart).replot(
             [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_acc or 0 for e in epochs[r.id]]) for r in runs]
@@ -72,10 +92,14 @@ class CompareScreen(Screen):
         for run in runs:
             last = epochs[run.id][-1] if epochs[run.id] else None
             at_best = epoch_metrics(run.summary or {})
+            source = best_evaluation(run, evaluations)
+            interval = interval_text("acc", source.interval("acc")) if source is not None else ""
             lines.append([Text(label[run.id]), status_cell(run), str(run.best_epoch or "-"), *(m.format(at_best.get(m.key)) for m in shown),
+                          interval or "-", percent(last_k_mean(epochs[run.id], "acc", LAST_K)),
                           percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1)])
         refill(self.query_one("#compare-metrics", DataTable),
-               ["run", "status", "best ep", *(f"best {m.title}" for m in shown), "final acc", "img/s"], lines)
+               ["run", "status", "best ep", *(f"best {m.title}" for m in shown), "acc 95% CI", f"last-{LAST_K} acc", "final acc", "img/s"],
+               lines)
         differing = config_diff({run.id: run.config for run in runs})
         refill(self.query_one("#compare-diff", DataTable), ["config", *(label[r.id] for r in runs)],
                [[Text(key), *(Text(str(v)) for v in values)] for key, values in differing]

@@ -17,7 +17,7 @@ from engine.config import ConfigError, RunConfig
 from leuktui.actions import bindings
 from leuktui.cells import plain
 from leuktui.widgets.keybar import KeyBar
-from runner.control import expand, parse_grid, queue_runs
+from runner.control import expand, parse_grid, queue_runs, with_seeds
 
 DEMO_DATA = Path("data/demo")
 # On a machine without GPUs the form starts from a run that trains in about a minute.
@@ -76,6 +76,11 @@ class NewRunScreen(Screen):
                     else:
                         yield Input(value="" if value is None else str(value), id=f"field-{f.name}", tooltip=f.metadata.get("help"), compact=True)
                 yield Static("", id=f"error-{f.name}", classes="form-error")
+                if f.name == "seed":  # the replicates, beside the seed they count up from
+                    with Horizontal(classes="form-row"):
+                        yield Label("seeds", classes="form-label")
+                        yield Input(value="1", id="meta-seeds", type="integer", compact=True,
+                                    tooltip="replicates that differ only in seed (from the seed field up), N per cell of a sweep")
         with Horizontal(id="form-buttons"):
             yield Static("", id="form-summary")
             yield Button("Queue (ctrl+s)", variant="primary", id="submit", compact=True)
@@ -103,21 +108,37 @@ class NewRunScreen(Screen):
             summary.update("fix the field marked in red")
             self.valid = None
             return None
-        count = 1
-        if self.sweep:
-            try:
-                grid = parse_grid([part for part in self.query_one("#meta-factors", Input).value.split(";") if part.strip()])
-                count = len(expand(config, grid).configs)
-            except ConfigError as exc:
-                self._show_error(exc.field, exc.message)
-                summary.update("fix the factors")
-                self.valid = None
-                return None
+        try:
+            grid = self.grid()
+        except ConfigError as exc:
+            self._show_error(exc.field, exc.message)
+            summary.update("fix the factors")
+            self.valid = None
+            return None
+        try:
+            count = len(expand(config, with_seeds(grid, config, self.seeds())).configs)
+        except ConfigError as exc:
+            self._show_error(exc.field, exc.message)
+            summary.update("fix the seeds" if exc.field == "seeds" else "fix the factors")
+            self.valid = None
+            return None
         data = Path(config.data_dir)
         warning = "" if (data / "train.csv").is_file() or (data / "fold_0").is_dir() else f"  (no dataset at {data} yet)"
         summary.update(plain(f"will queue {count} run{'s' if count != 1 else ''}{warning}"))
         self.valid = config
         return config
+
+    def grid(self) -> dict[str, list[str]]:
+        if not self.sweep:
+            return {}
+        return parse_grid([part for part in self.query_one("#meta-factors", Input).value.split(";") if part.strip()])
+
+    def seeds(self) -> int:
+        text = self.query_one("#meta-seeds", Input).value.strip() or "1"
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError("seeds", f"{text!r} is not a whole number") from None
 
     def _show_error(self, field_name: str, message: str) -> None:
         target = field_name if field_name in RunConfig.field_names() else None
@@ -145,12 +166,10 @@ class NewRunScreen(Screen):
             return
         name = self.query_one("#meta-name", Input).value.strip() or None
         tags = [t.strip() for t in self.query_one("#meta-tags", Input).value.split(",") if t.strip()]
-        grid = None
-        if self.sweep:
-            grid = parse_grid([part for part in self.query_one("#meta-factors", Input).value.split(";") if part.strip()])
+        grid, seeds = self.grid(), self.seeds()
 
         def submit():
-            return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags, workspace=self.app.workspace)
+            return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags, workspace=self.app.workspace, seeds=seeds)
 
         self.app.run_task("queue", submit, done=self._queued)
 

@@ -22,13 +22,14 @@ from leuktui.cells import plain, refill, status_cell
 from leuktui.feed import DetailFeed
 from leuktui.formatting import percent, visible
 from leuktui.messages import DetailData, RunGone
+from leuktui.results import interval_text
 from leuktui.widgets.charts import MetricChart, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
 from leuktui.widgets.keybar import KeyBar
 
 REDRAW_SECONDS = 0.3
 MAX_STEPS_KEPT = 8_000  # step points held for the chart; more are folded into bucket means
-EVALUATION_COLUMNS = ("id", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "file")
+EVALUATION_COLUMNS = ("id", "origin", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "acc 95% CI", "file")
 
 
 def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
@@ -214,7 +215,8 @@ class RunDetailScreen(Screen):
 
     def _fill_evaluations(self) -> None:
         refill(self.query_one("#evaluations", DataTable), EVALUATION_COLUMNS,
-               [(str(e.id), e.checkpoint, str(e.epoch), e.split, e.tta, str(e.n), *(m.format(getattr(e, m.key)) for m in METRICS),
+               [(str(e.id), e.origin, e.checkpoint, str(e.epoch), plain(e.split), e.tta, str(e.n),
+                 *(m.format(getattr(e, m.key)) for m in METRICS), interval_text("acc", e.interval("acc")) or "-",
                  plain(e.output_path or "")) for e in self.evaluations])
 
     # -- the confusion matrix's source --------------------------------------------------------

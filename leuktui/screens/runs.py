@@ -10,10 +10,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
 from db.models import Run
-from db.vocabulary import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING
+from db.vocabulary import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from leuktui.actions import bindings
 from leuktui.cells import cell_width, plain, progress_cell, status_cell
-from leuktui.formatting import age, number, percent
+from leuktui.formatting import age, best_accuracy_text, number
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
 
@@ -94,7 +94,7 @@ class RunsScreen(Screen):
         return [
             Text("●", style="bold yellow") if run.id in self.marked else Text(" "),
             str(run.id), plain(run.name), plain(run.model.split(":")[-1]), status_cell(run), progress_cell(run),
-            percent(run.best_val_acc), number(run.best_val_f1), plain(run.config.get("eval_mode", "-")),
+            best_accuracy_text(run), number(run.best_val_f1), plain(run.config.get("eval_mode", "-")),
             plain(",".join(run.tags)), age(run.created_at, clock),
         ]
 
@@ -293,6 +293,53 @@ class RunsScreen(Screen):
         self.notify(f"run {run_id} {verb}")
         if self.app.start_scheduler:
             self.app.ensure_scheduler()
+
+    def action_finalize(self) -> None:
+        """Queue the run's final fit (3 seeds on train + valid), or, once its fits have finished,
+        export their ensemble: the same as ``leuktui finalize RUN`` and ``--export``."""
+        run = self.current_run()
+        if run is None:
+            return
+        if run.config.get("fit_on") == "train+valid":
+            self.notify(f"run {run.id} is itself a final fit; finalize run {run.parent_id}", title="final fit", severity="error")
+            return
+        db = self.app.db
+        self.app.run_task("final fit", lambda: db.final_fit_plan(run.id), done=lambda plan: self._finalize(run, *plan))
+
+    def _finalize(self, run: Run, done: list[Run], waiting: list[Run], left_out: list[Run]) -> None:
+        from leuktui.screens.dialogs import ConfirmScreen
+
+        db, workspace = self.app.db, self.app.workspace
+        finished = [fit.id for fit in done]
+        if finished and not waiting:
+            def export() -> str:
+                from engine.ensemble import export_final
+
+                path, rows, submission, _ = export_final(db, workspace, run.id)
+                return f"submission {submission.id}: {rows} rows in {path}"
+
+            question = f"Export the ensemble of run {run.id}'s final fits ({', '.join(map(str, finished))}) as the submission?"
+            self.app.push_screen(ConfirmScreen(question), lambda yes: yes and self.app.run_task(
+                "final fit", export, done=lambda what: self.notify(what, title="final fit exported")))
+            return
+        if waiting:
+            self.notify(f"run {run.id}'s final fits are not all finished: {', '.join(f'{fit.id} ({fit.status})' for fit in waiting)}",
+                        title="final fit")
+            return
+        if run.status != COMPLETED or run.best_epoch is None:
+            self.notify(f"run {run.id} is {run.status}: a final fit takes the epoch count of a completed run", title="final fit",
+                        severity="error")
+            return
+
+        def queue() -> list[int]:
+            from runner.control import finalize
+
+            return [fit.id for fit in finalize(db, run.id, seeds=3, workspace=workspace)[0]]
+
+        question = (f"Final fit of run {run.id}: retrain its config on train + valid for {run.best_epoch} epochs, "
+                    "with 3 seeds? (Final fits have no validation score.)")
+        self.app.push_screen(ConfirmScreen(question), lambda yes: yes and self.app.run_task(
+            "final fit", queue, done=lambda ids: self._after_queue(run.id, f"final fit queued: runs {', '.join(map(str, ids))}")))
 
     def action_tags(self) -> None:
         from leuktui.screens.dialogs import TagsScreen

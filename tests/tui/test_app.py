@@ -156,6 +156,14 @@ async def test_new_sweep_counts_the_runs_it_will_queue(seeded):
         form.query_one("#meta-factors", Input).value = "model=resnet18,resnet50; eval_mode=single,five,ten"
         await pilot.pause(0.1)
         assert "will queue 6 runs" in str(form.query_one("#form-summary", Static).render())
+        form.query_one("#meta-factors", Input).value = "hist_eq=false,true"
+        form.query_one("#meta-seeds", Input).value = "3"  # replicates: three seeds a cell
+        await pilot.pause(0.1)
+        assert "will queue 6 runs" in str(form.query_one("#form-summary", Static).render())
+        form.query_one("#meta-seeds", Input).value = "0"
+        await pilot.pause(0.1)
+        assert "fix the seeds" in str(form.query_one("#form-summary", Static).render())
+        form.query_one("#meta-seeds", Input).value = "1"
         form.query_one("#meta-factors", Input).value = "optimizer=adam,rmsprop"
         await pilot.pause(0.1)
         assert "fix the factors" in str(form.query_one("#form-summary", Static).render())
@@ -195,24 +203,43 @@ async def test_ablation_table_from_a_sweep(seeded):
         await wait_until(pilot, lambda: pivot_table.row_count == 3, message="three model rows")
         pivot = app.screen.pivot
         assert pivot.rows == ["resnet18", "resnet50", "resnet152"] and pivot.columns == ["single", "five", "ten"]
+        assert pivot.context == {"hist_eq": False} and len(app.screen.tables) == 2  # the hist-eq runs: a table of their own
         for row in pivot.rows:
-            assert pivot.value(row, pivot.best_column(row)) == max(pivot.value(row, c) for c in pivot.columns if pivot.value(row, c) is not None)
+            assert pivot.value(row, pivot.leading_column(row)) == max(pivot.value(row, c) for c in pivot.columns if pivot.value(row, c) is not None)
+            # The seeded views have no per-image predictions: nothing is tested, so nothing is marked best.
+            assert pivot.best_column(row) is None and pivot.verdict_text(row).startswith("not tested")
+        shown = pivot_table.get_row_at(0)
+        assert str(shown[1]).endswith("(n=1)") and str(shown[-1]).startswith("not tested")
+        await pilot.press("t")
+        assert app.screen.pivot.context == {"hist_eq": True} and app.screen.pivot.columns == ["single"]
+        await pilot.press("t")
+        assert app.screen.pivot.context == {"hist_eq": False}
+        async def metric_is(key: str) -> None:
+            await wait_until(pilot, lambda: app.screen.pivot.metric == key, message=f"the {key} table")
+
         await pilot.press("m")
-        assert app.screen.pivot.metric == "f1"
-        while app.screen.pivot.metric != "mcc":  # m cycles through every metric of the registry
+        await metric_is("f1")
+        for key in ("auc", "sensitivity", "specificity", "mcc"):  # m cycles through every metric of the registry
             await pilot.press("m")
+            await metric_is(key)
         assert all(app.screen.pivot.value(row, "single") is not None for row in app.screen.pivot.rows)
         assert "Matthews correlation" in str(app.screen.query_one("#ablation-title", Static).render())
-        await pilot.press("m", "m")
-        assert app.screen.pivot.metric == "loss"
-        for row in app.screen.pivot.rows:  # lower is better: the best cell is the smallest
-            values = [app.screen.pivot.value(row, c) for c in app.screen.pivot.columns if app.screen.pivot.value(row, c) is not None]
-            assert app.screen.pivot.value(row, app.screen.pivot.best_column(row)) == min(values)
         await pilot.press("m")
+        await metric_is("balanced_acc")
+        await pilot.press("m")
+        await metric_is("loss")
+        for row in app.screen.pivot.rows:  # lower is better: the leading cell is the smallest
+            values = [app.screen.pivot.value(row, c) for c in app.screen.pivot.columns if app.screen.pivot.value(row, c) is not None]
+            assert app.screen.pivot.value(row, app.screen.pivot.leading_column(row)) == min(values)
+        await pilot.press("m")
+        await metric_is("acc")
+        await pilot.press("l")  # the mean of the last five epochs: the views exist for the best checkpoint only
+        await wait_until(pilot, lambda: app.screen.selection == "last")
+        assert "best checkpoint" in str(app.screen.query_one("#ablation-title", Static).render())
         await pilot.press("y")
         await wait_until(pilot, lambda: list((seeded.exports_dir).glob("ablation-*.md")), message="markdown saved")
         text = next(seeded.exports_dir.glob("ablation-*.md")).read_text()
-        assert text.startswith("| model | single view | 5-crop | 10-crop |") and "**" in text
+        assert "| model | single view | 5-crop | 10-crop | verdict |" in text and "hist_eq=True" in text
 
 
 async def test_cancel_a_queued_run_and_use_the_queue_screen(seeded):
@@ -262,6 +289,34 @@ async def test_delete_asks_first(seeded):
         assert 9 not in Database(seeded.db_url).run_ids() and not seeded.run_dir(9).exists()
 
 
+async def test_the_final_fit_key_queues_three_seeds_on_train_and_valid_then_waits_for_them(tmp_path):
+    from db import Workspace
+    from tui.seed import seed_workspace
+
+    data = make_dataset(tmp_path / "cells", n_train=8, n_valid=4, n_test=4, size=16)
+    workspace = Workspace(tmp_path / "home").ensure()
+    seed_workspace(workspace, data_dir=str(data)).close()
+    db = Database(workspace.db_url)
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("1"))
+        await pilot.press("F")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", message="asked first")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: len(db.final_fits(1)) == 3, message="three final fits")
+        fits = db.final_fits(1)
+        assert [fit.config["seed"] for fit in fits] == [0, 1, 2]
+        assert all(fit.config["fit_on"] == "train+valid" and fit.config["epochs"] == db.get_run(1).best_epoch for fit in fits)
+        await wait_until(pilot, lambda: runs_table(app).row_count == 12, message="listed")
+        assert str(runs_table(app).get_row(str(fits[0].id))[6]) == "final fit"
+        table.move_cursor(row=table.get_row_index("1"))
+        await pilot.press("F")
+        await wait_until(pilot, lambda: any("not all finished" in n.message for n in app._notifications), message="waits")
+    db.close()
+
+
 async def test_every_action_is_in_the_command_palette(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -273,7 +328,7 @@ async def test_every_action_is_in_the_command_palette(seeded):
         assert {"Queue", "Help"} <= titles
 
 
-def test_the_app_never_imports_torch_sklearn_matplotlib_or_pandas_at_start_up(seeded):
+def test_the_app_never_imports_torch_sklearn_matplotlib_pandas_or_scipy_at_start_up(seeded):
     """Nor when a run is opened, nor when the report dialog opens: only building a report or
     training loads them."""
     probe = (
@@ -290,7 +345,7 @@ def test_the_app_never_imports_torch_sklearn_matplotlib_or_pandas_at_start_up(se
         "        await pilot.press('escape', 'r')\n"
         "        await pilot.pause(0.5)\n"
         "asyncio.run(main())\n"
-        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib', 'pandas') if m in sys.modules)))\n"
+        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib', 'pandas', 'scipy', 'statsmodels') if m in sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert "HEAVY=\n" in result.stdout
@@ -421,3 +476,36 @@ async def test_a_long_watch_keeps_the_step_points_bounded(seeded):
         steps = app.screen.steps
         assert len(steps) <= MAX_STEPS_KEPT // 4 + 1, "folded into bucket means"
         assert [s for s, _ in steps] == sorted(s for s, _ in steps) and steps[0][1] == 1.0 and steps[-1][1] == 0.5
+
+
+async def test_the_ablation_screen_shows_the_clis_replicate_cells_and_verdict(tmp_path):
+    import json
+
+    import numpy as np
+    from test_results import N, record_run, right_on
+
+    from conftest import cli
+    from db import Workspace
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    ids = [record_run(db, curve=[0.6, count / N], right=right_on(count, seed), hist_eq=hist_eq, seed=seed)
+           for hist_eq, counts in ((False, (90, 92, 91)), (True, (80, 78, 81))) for seed, count in enumerate(counts)]
+    expected = json.loads(cli("ablation", "--cols", "hist_eq", "--json", home=workspace.home).stdout)["tables"][0]
+    app = make_app(workspace)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 6)
+        app.push_screen(AblationScreen(ids))
+        await wait_until(pilot, lambda: app.screen.pivot is not None, message="the first table")
+        from textual.widgets import Select
+
+        app.screen.query_one("#ablation-columns", Select).value = "hist_eq"
+        await wait_until(pilot, lambda: app.screen.pivot.column_factor == "hist_eq", message="the hist_eq table")
+        pivot = app.screen.pivot
+        assert pivot.to_dict()["cells"] == expected["cells"] and pivot.to_dict()["verdicts"] == expected["verdicts"]
+        shown = app.screen.query_one("#ablation-table", DataTable).get_row_at(0)
+        assert [str(cell) for cell in shown[1:]] == [pivot.cell_text("resnet18", False), pivot.cell_text("resnet18", True),
+                                                     pivot.verdict_text("resnet18")]
+        assert str(shown[1]).startswith("91.00% ± 1.00 (n=3)") and "best (p = " in str(shown[-1])
+        assert np.isclose(pivot.value("resnet18", True), np.mean([0.80, 0.78, 0.81]))
+    db.close()

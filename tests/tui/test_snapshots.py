@@ -79,7 +79,8 @@ def test_new_run_form(snap_compare, snapshot_app, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_compare(snap_compare, snapshot_app, size):
     assert snap_compare(snapshot_app, terminal_size=size, run_before=then(snapshot_app, "space", "space", "c", cursor_run=2,
-                                                                                   until=lambda app: app.screen.query_one("#compare-metrics").row_count == 2))
+                                                                                   until=lambda app: app.screen.query_one("#compare-metrics").row_count == 2
+                                                                                   and app.screen.pairs is not None))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
