@@ -11,10 +11,13 @@ DEMO := data/demo
 .PHONY: run test lint bench demo clean services report-example ablation-example
 
 $(STAMP): pyproject.toml
+	@echo "leuktui: setting up $(VENV), once: pip installs torch, textual and the rest (about 6 GB; 2 to 3 minutes"
+	@echo "         from a local package index, longer over the network). pip's progress follows."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
+	@echo "leuktui: $(VENV) is ready"
 
 $(DEMO)/train.csv: | $(STAMP)
 	$(VENV)/bin/leuktui data synth $(DEMO) --n-train 600 --n-valid 200 --n-test 200 --size 96

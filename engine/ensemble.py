@@ -18,6 +18,7 @@ from engine.config import RunConfig
 from engine.datasets import DatasetError, default_test_csv, load_test
 from engine.errors import UserError
 from engine.predict import (
+    Phase,
     check_writable,
     load_run_model,
     predict_split,
@@ -54,6 +55,7 @@ def export_ensemble(
     proba: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
     force: bool = False,
+    on_phase: Phase | None = None,
 ) -> tuple[Path, int]:
     """Write ``ID,label`` (plus ``prob_all``) from the mean ALL probability of ``run_ids``."""
     if len(run_ids) < 2:
@@ -78,6 +80,8 @@ def export_ensemble(
     samples = None
     epochs: dict[int, int] = {}
     for index, run_id in enumerate(run_ids):
+        if on_phase is not None:
+            on_phase(f"loading run {run_id}'s {checkpoint} checkpoint ({index + 1} of {len(run_ids)})", 0, 1)
         loaded = load_run_model(db, workspace, run_id, checkpoint)
         data = load_test(Path(loaded.config.data_dir), csv_paths[run_id])
         if not data.samples:
@@ -90,7 +94,8 @@ def export_ensemble(
             if on_batch is not None:
                 on_batch(index * total + done, total * len(run_ids))
 
-        probabilities.append(predict_split(loaded, workspace, data, mode, report))
+        phase = (lambda what, done, total, run_id=run_id: on_phase(f"run {run_id}: {what}", done, total)) if on_phase else None
+        probabilities.append(predict_split(loaded, workspace, data, mode, report, phase))
         epochs[run_id] = loaded.epoch
         del loaded
 

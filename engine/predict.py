@@ -69,17 +69,37 @@ def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: 
     return LoadedRun(config, model, torch_device, int(state["epoch"]))
 
 
-def _images(loaded: LoadedRun, workspace: Workspace, split: Split) -> np.ndarray:
+Phase = Callable[[str, int, int], None]
+"""``on_phase(what, done, total)``: what a long evaluation or export is doing ("decoding images",
+"predicting"), and how far it is, for a progress display."""
+
+
+def _batches(on_batch: Callable[[int, int], None] | None, on_phase: Phase | None, what: str = "predicting"):
+    if on_phase is None:
+        return on_batch
+
+    def report(done: int, total: int) -> None:
+        on_phase(what, done, total)
+        if on_batch is not None:
+            on_batch(done, total)
+
+    return report
+
+
+def _images(loaded: LoadedRun, workspace: Workspace, split: Split, on_phase: Phase | None = None) -> np.ndarray:
     return decode_images(
-        split.samples, Preprocess.from_config(loaded.config), cache_dir=workspace.cache_dir, workers=loaded.config.workers
+        split.samples, Preprocess.from_config(loaded.config), cache_dir=workspace.cache_dir, workers=loaded.config.workers,
+        on_progress=(lambda done, total: on_phase("decoding images", done, total)) if on_phase is not None else None,
     )
 
 
-def predict_split(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None) -> np.ndarray:
+def predict_split(loaded: LoadedRun, workspace: Workspace, split: Split, mode: str, on_batch: Callable[[int, int], None] | None,
+                  on_phase: Phase | None = None) -> np.ndarray:
     """P(ALL) per image of ``split`` under the test-time views of ``mode``."""
     precision = make_precision(loaded.device, loaded.config.amp)
-    images = _images(loaded, workspace, split)
-    return predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode, on_batch=on_batch)
+    images = _images(loaded, workspace, split, on_phase)
+    return predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode,
+                                 on_batch=_batches(on_batch, on_phase))
 
 
 def evaluate_run(
@@ -91,15 +111,19 @@ def evaluate_run(
     checkpoint: str = "best",
     split: str = "valid",
     on_batch: Callable[[int, int], None] | None = None,
+    on_phase: Phase | None = None,
 ) -> tuple[Evaluation, dict[str, Any]]:
     """Score a checkpoint on a labelled split without retraining; record it and its predictions."""
     mode = tta_mode(tta)
+    if on_phase is not None:
+        on_phase(f"loading run {run_id}'s {checkpoint} checkpoint", 0, 1)
     loaded = load_run_model(db, workspace, run_id, checkpoint)
     data = load_split(loaded.config.data_dir, split)
     labels = np.asarray(data.labels, dtype=np.int64)
     precision = make_precision(loaded.device, loaded.config.amp)
+    images = _images(loaded, workspace, data, on_phase)
     metrics, probabilities = evaluate(
-        loaded.model, _images(loaded, workspace, data), labels, loaded.config, loaded.device, precision, mode=mode, on_batch=on_batch
+        loaded.model, images, labels, loaded.config, loaded.device, precision, mode=mode, on_batch=_batches(on_batch, on_phase)
     )
     predictions = [
         (s.ident, float(p), int(p >= 0.5), s.label) for s, p in zip(data.samples, probabilities, strict=True)
@@ -178,6 +202,7 @@ def export_submission(
     proba: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
     force: bool = False,
+    on_phase: Phase | None = None,
 ) -> tuple[Path, int]:
     """Write ``ID,label`` (plus ``prob_all`` with ``proba``) in the test CSV's row order.
 
@@ -187,13 +212,15 @@ def export_submission(
     output = Path(output).expanduser()
     check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "")])
     mode = tta_mode(tta)
+    if on_phase is not None:
+        on_phase(f"loading run {run_id}'s {checkpoint} checkpoint", 0, 1)
     loaded = load_run_model(db, workspace, run_id, checkpoint)
     root = Path(loaded.config.data_dir)
     csv_path = Path(test_csv) if test_csv else Path(loaded.config.test_csv) if loaded.config.test_csv else default_test_csv(root, loaded.config.model_depth)
     data = load_test(root, csv_path)
     if not data.samples:
         raise DatasetError(f"{data.source}: no rows to predict")
-    probabilities = predict_split(loaded, workspace, data, mode, on_batch)
+    probabilities = predict_split(loaded, workspace, data, mode, on_batch, on_phase)
     predicted = (probabilities >= 0.5).astype(int)
     header = ["ID", "label", "prob_all"] if proba else ["ID", "label"]
     rows = [

@@ -55,7 +55,10 @@ def test_ls_and_show_json(trained):
 
 def test_eval_records_test_time_augmentation(trained):
     home, run_id, _ = trained
-    result = json.loads(cli("eval", str(run_id), "--tta", "five", "--json", home=home).stdout)
+    done = cli("eval", str(run_id), "--tta", "five", "--json", home=home)
+    # Never silent while it works: each phase on stderr, the JSON alone on stdout.
+    assert f"loading run {run_id}'s best checkpoint" in done.stderr and "predicting" in done.stderr
+    result = json.loads(done.stdout)
     assert result["tta"] == "five" and result["split"] == "valid" and result["n"] == 24
     assert sum(map(sum, result["confusion"])) == 24
     detail = json.loads(cli("show", str(run_id), "--json", home=home).stdout)

@@ -184,6 +184,20 @@ def metrics_line(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{m.label} {m.format(metrics.get(m.key))}" for m in METRICS if m.key in metrics)
 
 
+def phase_printer():
+    """``on_phase(what, done, total)`` for a long evaluation or export: each new phase as a line on
+    stderr ("decoding images 0/600 …"), so a command that takes half a minute is never silent;
+    stdout keeps only the result (and stays JSON under ``--json``)."""
+    said: set[str] = set()
+
+    def on_phase(what: str, done: int, total: int) -> None:
+        if what not in said:
+            said.add(what)
+            print(f"{what}{f' ({total})' if total > 1 else ''}…", file=sys.stderr, flush=True)
+
+    return on_phase
+
+
 def ensure_scheduler(workspace: Workspace, no_start: bool) -> None:
     if no_start:
         return

@@ -12,6 +12,7 @@ from leuktui.cli.common import (
     add_json,
     metrics_line,
     open_workspace,
+    phase_printer,
     print_json,
     run_id_arg,
 )
@@ -64,7 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args)
     from engine.predict import evaluate_run
 
-    evaluation, metrics = evaluate_run(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, split=args.split)
+    evaluation, metrics = evaluate_run(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, split=args.split,
+                                       on_phase=phase_printer())
     if args.json:
         print_json(evaluation_to_dict(evaluation))
     else:
@@ -81,7 +83,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.output:
         output.parent.mkdir(parents=True, exist_ok=True)
     path, rows = export_runs(db, workspace, run_ids, output, test_csv=args.test_csv, tta=args.tta,
-                             checkpoint=args.checkpoint, proba=args.proba, force=args.force)
+                             checkpoint=args.checkpoint, proba=args.proba, force=args.force, on_phase=phase_printer())
     print(f"wrote {rows} rows to {path}")
     submission = db.submission_for_path(str(path))
     print(f"recorded as submission {submission.id}; add its leaderboard score with: leuktui submissions score {submission.id} SCORE")

@@ -36,6 +36,7 @@ class AblationScreen(Screen):
         self.tables: list[Pivot] = []
         self.pivot: Pivot | None = None
         self._building = 0
+        self._opened = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -71,6 +72,10 @@ class AblationScreen(Screen):
         rows = self.query_one("#ablation-rows", Select)
         columns = self.query_one("#ablation-columns", Select)
         current_rows, current_columns = rows.value, columns.value
+        if not self._opened:  # first open: the runs' own factors (a sweep's), the views only when nothing else varies
+            self._opened = True
+            current_rows = "model" if "model" in varying or len(varying) < 2 else varying[0]
+            current_columns = next((f for f in varying if f != current_rows), "tta")
         rows.set_options([(name, name) for name in options])
         columns.set_options([("eval mode (tta)", "tta")] + [(name, name) for name in options])
         rows.value = current_rows if current_rows in options else "model"

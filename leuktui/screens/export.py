@@ -87,7 +87,8 @@ class ExportScreen(JobDialog):
         if output == self.app.workspace.exports_dir / output.name:
             output.parent.mkdir(parents=True, exist_ok=True)
         return export_runs(self.app.db, self.app.workspace, [r.id for r in self.runs], output,
-                           on_batch=lambda done, total: report(done, total), **parameters)
+                           on_phase=lambda what, done, total: report(done, total, f"{what} {done}/{total}" if total > 1 else what),
+                           **parameters)
 
     def finished(self, result: tuple[Path, int]) -> tuple[str, str]:
         path, rows = result

@@ -49,6 +49,7 @@ class NewRunScreen(Screen):
             has_gpu = bool(detect_gpus())
         self.defaults = form_defaults(base, has_gpu)
         self.valid: RunConfig | None = self.defaults
+        self.problem = ""  # what the form's summary says is wrong
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -101,25 +102,44 @@ class NewRunScreen(Screen):
             error.update("")
             error.display = False
         summary = self.query_one("#form-summary", Static)
+        values = self.values()
+        wrong = []  # every field's own mistake at once, not one after the other
+        for name, value in values.items():
+            try:
+                RunConfig.from_dict({name: value})
+            except ConfigError as exc:
+                if exc.field == name:
+                    wrong.append(exc)
+        if wrong:
+            for exc in wrong:
+                self._show_error(exc.field, exc.message)
+            self.problem = f"fix the {len(wrong)} field{'s' if len(wrong) > 1 else ''} marked in red: {', '.join(e.field for e in wrong)}"
+            summary.update(plain(self.problem))
+            self.valid = None
+            return None
         try:
-            config = RunConfig.from_dict(self.values())
+            config = RunConfig.from_dict(values)
         except ConfigError as exc:
             self._show_error(exc.field, exc.message)
-            summary.update("fix the field marked in red")
+            self.problem = f"fix {exc.field}: {exc.message}"
+            summary.update(plain(self.problem))
             self.valid = None
             return None
         try:
             grid = self.grid()
         except ConfigError as exc:
             self._show_error(exc.field, exc.message)
-            summary.update("fix the factors")
+            self.problem = f"fix the factors: {exc.message}"
+            summary.update(plain(self.problem))
             self.valid = None
             return None
         try:
             count = len(expand(config, with_seeds(grid, config, self.seeds())).configs)
         except ConfigError as exc:
             self._show_error(exc.field, exc.message)
-            summary.update("fix the seeds" if exc.field == "seeds" else "fix the factors")
+            what = "the seeds" if exc.field == "seeds" else "the factors"
+            self.problem = f"fix {what}: {exc.field}: {exc.message}" if exc.field != "seeds" else f"fix the seeds: {exc.message}"
+            summary.update(plain(self.problem))
             self.valid = None
             return None
         data = Path(config.data_dir)
@@ -143,8 +163,7 @@ class NewRunScreen(Screen):
     def _show_error(self, field_name: str, message: str) -> None:
         target = field_name if field_name in RunConfig.field_names() else None
         if target is None:
-            self.notify(message, title=field_name, severity="error")
-            return
+            return  # the factors' or the seeds' mistake: the summary line says it
         error = self.query_one(f"#error-{target}", Static)
         error.update(plain(f"↑ {message}"))
         error.display = True
@@ -162,7 +181,7 @@ class NewRunScreen(Screen):
     def action_submit(self) -> None:
         config = self.validate_form()
         if config is None:
-            self.notify("the form has an error", severity="error")
+            self.notify(self.problem, title="not queued", severity="error")
             return
         name = self.query_one("#meta-name", Input).value.strip() or None
         tags = [t.strip() for t in self.query_one("#meta-tags", Input).value.split(",") if t.strip()]

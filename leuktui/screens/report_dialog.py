@@ -34,16 +34,21 @@ class ReportScreen(JobDialog):
         self.named = named
 
     def compose(self) -> ComposeResult:
-        runs = [self.app.runs[i] for i in self.run_ids if i in self.app.runs]
+        known = [self.app.runs[i] for i in self.run_ids if i in self.app.runs]
+        # The header, the list and the report name the same runs: without epochs a run has
+        # nothing to report, so (unless the user named it, which is an error) it is left out here.
+        runs = known if self.named else [run for run in known if run.best_epoch is not None]
+        left_out = [run.id for run in known if run not in runs]
         lines = [f"{run.id:>4}  {visible(run.name)}  {visible(run.model.split(':')[-1])}  {percent(run.best_val_acc)}"
                  for run in runs[:LISTED]]
         if len(runs) > LISTED:
             lines.append(f"      … and {len(runs) - LISTED} more")
         folder = self.app.workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
         with Vertical(id="report-dialog", classes="dialog"):
-            title = f"Report on {len(self.run_ids)} run{'s' if len(self.run_ids) != 1 else ''}"
-            if not self.named and any(run.best_epoch is None for run in runs):
-                title += " (those with epochs)"
+            title = f"Report on {len(runs)} run{'s' if len(runs) != 1 else ''}"
+            if left_out:
+                shown = ", ".join(map(str, left_out[:LISTED])) + (" …" if len(left_out) > LISTED else "")
+                title += f" ({len(left_out)} without epochs left out: {shown})"
             yield Static(title, classes="dialog-title")
             yield Static(plain("\n".join(lines) or "no runs", newlines=True), id="report-runs")
             with Horizontal(classes="form-row"):

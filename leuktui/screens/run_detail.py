@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Header, Log, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, RichLog, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from db import NotFound
@@ -32,14 +33,39 @@ MAX_STEPS_KEPT = 8_000  # step points held for the chart; more are folded into b
 EVALUATION_COLUMNS = ("id", "origin", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "acc 95% CI", "file")
 
 
+STEP_PHASE = re.compile(r"epoch (\d+)/\d+ step (\d+)/(\d+)")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def early_rate(run: Run, now: float) -> tuple[float, float] | None:
+    """Before the first epoch ends: (images/s, seconds left) from the steps done since training
+    started, read off the run's phase (``epoch 1/6 step 10/40``); None until a few steps are done."""
+    match = STEP_PHASE.search(run.phase or "")
+    if run.status != RUNNING or match is None or run.started_at is None:
+        return None
+    epoch, step, steps = (int(g) for g in match.groups())
+    done = (epoch - 1) * steps + step
+    elapsed = now - run.started_at
+    if step < 3 or elapsed <= 0:
+        return None
+    total = int(run.config.get("epochs") or 0) * steps
+    per_step = elapsed / done
+    return done * int(run.config.get("batch_size") or 0) / elapsed, max(0, total - done) * per_step
+
+
 def eta_text(run: Run, epochs: list[Epoch], now: float) -> str:
     total = int(run.config.get("epochs") or 0)
-    if run.status != RUNNING or not epochs:
+    if run.status != RUNNING:
         return "-"
+    if not epochs:
+        early = early_rate(run, now)
+        return _duration(early[1]) if early else "-"
     seconds = sum(e.seconds or 0 for e in epochs[-3:]) / len(epochs[-3:])
-    remaining = max(0, total - run.epochs_done) * seconds
-    minutes, secs = divmod(int(remaining), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    return _duration(max(0, total - run.epochs_done) * seconds)
 
 
 class RunDetailScreen(Screen):
@@ -81,11 +107,12 @@ class RunDetailScreen(Screen):
             with TabPane("Confusion", id="tab-confusion"):
                 yield ConfusionMatrix(id="confusion")
             with TabPane("Evaluations", id="tab-evaluations"):
+                yield Static("", id="evaluations-hint")
                 yield DataTable(id="evaluations", cursor_type="row")
             with TabPane("Config", id="tab-config"):
                 yield Static("", id="config")
             with TabPane("Log", id="tab-log"):
-                yield Log(id="log", max_lines=2000)
+                yield RichLog(id="log", max_lines=2000, wrap=True, markup=False, highlight=False)  # long lines wrap
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -147,7 +174,9 @@ class RunDetailScreen(Screen):
         if message.evaluations is not None:
             self._fill_evaluations()
         if message.log_lines:
-            self.query_one("#log", Log).write_lines(message.log_lines)
+            log = self.query_one("#log", RichLog)
+            for line in message.log_lines:
+                log.write(plain(line))
         self._fill_config()
         if message.epochs or message.evaluations is not None or message.reset:
             self._show_confusion()
@@ -175,10 +204,14 @@ class RunDetailScreen(Screen):
         if run is None:
             return
         last = self.epochs[-1] if self.epochs else None
-        speed = f"{last.images_per_s:.0f} img/s" if last and last.images_per_s else "- img/s"
+        now = self.app.clock()
+        early = early_rate(run, now) if last is None else None
+        speed = f"{last.images_per_s:.0f} img/s" if last and last.images_per_s else f"{early[0]:.0f} img/s" if early else "- img/s"
+        # A running run's phase already says its epoch ("epoch 2/6 step 2/19"): said once.
+        progress = "" if run.status == RUNNING and STEP_PHASE.search(run.phase or "") else f"  epoch {run.epochs_done}/{run.config.get('epochs')}"
         text = Text.assemble(
             (f"run {run.id} ", "bold"), f"{visible(run.name)}  ", status_cell(run),
-            f"  epoch {run.epochs_done}/{run.config.get('epochs')}  {speed}  ETA {eta_text(run, self.epochs, self.app.clock())}",
+            f"{progress}  {speed}  ETA {eta_text(run, self.epochs, now)}",
             f"  best {percent(run.best_val_acc)} (epoch {run.best_epoch or '-'})  device {run.device or '-'}",
         )
         if run.error:
@@ -214,6 +247,11 @@ class RunDetailScreen(Screen):
         self.query_one("#config", Static).update(table)
 
     def _fill_evaluations(self) -> None:
+        hint = self.query_one("#evaluations-hint", Static)
+        hint.display = not self.evaluations
+        if not self.evaluations:
+            hint.update("No evaluations yet: the worker records the best epoch's validation predictions as it trains; "
+                        "press v to evaluate the best checkpoint with five- and ten-crop too.")
         refill(self.query_one("#evaluations", DataTable), EVALUATION_COLUMNS,
                [(str(e.id), e.origin, e.checkpoint, str(e.epoch), plain(e.split), e.tta, str(e.n),
                  *(m.format(getattr(e, m.key)) for m in METRICS), interval_text("acc", e.interval("acc")) or "-",
@@ -284,6 +322,17 @@ class RunDetailScreen(Screen):
             self.app.push_screen(ExportScreen(self.run))
 
     def action_cancel_run(self) -> None:
+        """Cancel the run; a running one is asked about first (it checkpoints, then stops)."""
         from runner import control
 
-        self.app.run_task("cancel", lambda: control.cancel(self.app.db, self.run_id), done=lambda outcome: self.notify(f"run {self.run_id} {outcome}"))
+        def cancel() -> None:
+            self.app.run_task("cancel", lambda: control.cancel(self.app.db, self.run_id),
+                              done=lambda outcome: self.notify(f"run {self.run_id} {outcome}"))
+
+        if self.run is not None and self.run.status == RUNNING:
+            from leuktui.screens.dialogs import ConfirmScreen
+
+            self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id}? It checkpoints, then stops; `R` resumes it."),
+                                 lambda yes: yes and cancel())
+        else:
+            cancel()

@@ -17,8 +17,10 @@ from leuktui.formatting import age, best_accuracy_text, number
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
 
-COLUMNS = (("mark", " "), ("id", "id"), ("name", "name"), ("model", "model"), ("status", "status"), ("progress", "epoch"),
-           ("acc", "best acc"), ("f1", "val F1"), ("eval", "eval"), ("tags", "tags"), ("age", "age"))
+# What matters first, so that at 80 columns the name, the status and the best metric are on screen.
+COLUMNS = (("mark", " "), ("id", "id"), ("name", "name"), ("status", "status"), ("acc", "best acc"), ("progress", "epoch"),
+           ("model", "model"), ("f1", "val F1"), ("eval", "eval"), ("tags", "tags"), ("age", "age"))
+NAME_WIDTH = 28  # longer names end in "…" here (the run screen shows them whole)
 SORTS = (
     ("newest", lambda run: -run.id),
     ("best acc", lambda run: -(run.best_val_acc or -1)),
@@ -29,7 +31,25 @@ SORTS = (
 # The table holds the first rows of the sorted, filtered runs; filter or sort to reach the rest.
 # (A DataTable row costs about a millisecond to add; ten thousand would take seconds.)
 TABLE_LIMIT = 250
+def short_name(name: str) -> str:
+    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+
+
+class RunsTable(DataTable):
+    """The runs, where ``Home`` and ``End`` go to the first and the last run (a table's default
+    scrolls sideways, which moved the cursor nowhere a user could see)."""
+
+    def action_scroll_home(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0)
+
+    def action_scroll_end(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1)
+
+
 class RunsScreen(Screen):
+    AGE_TICK_SECONDS = 15.0
     BINDINGS = bindings("runs")
 
     def __init__(self) -> None:
@@ -44,7 +64,7 @@ class RunsScreen(Screen):
         yield Header()
         with Horizontal(id="filter-bar"):
             yield Input(placeholder="filter: text, model=resnet50 status=completed acc>0.95 … (enter to apply, esc to clear)", id="filter")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-status")
         yield KeyBar()
 
@@ -56,6 +76,16 @@ class RunsScreen(Screen):
         self.query_one("#filter-bar").display = False
         self.refresh_table()
         table.focus()
+        self.set_interval(self.AGE_TICK_SECONDS, self.tick_ages)
+
+    def tick_ages(self) -> None:
+        """Ages go on: a row that has not changed still gets older."""
+        table = self.query_one("#runs", DataTable)
+        clock = self.app.clock()
+        for key in list(table.rows):
+            run = self.app.runs.get(int(key.value))
+            if run is not None:
+                table.update_cell(key, "age", age(run.created_at, clock))
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -93,8 +123,8 @@ class RunsScreen(Screen):
         clock = self.app.clock()
         return [
             Text("●", style="bold yellow") if run.id in self.marked else Text(" "),
-            str(run.id), plain(run.name), plain(run.model.split(":")[-1]), status_cell(run), progress_cell(run),
-            best_accuracy_text(run), number(run.best_val_f1), plain(run.config.get("eval_mode", "-")),
+            str(run.id), plain(short_name(run.name)), status_cell(run), best_accuracy_text(run), progress_cell(run),
+            plain(run.model.split(":")[-1]), number(run.best_val_f1), plain(run.config.get("eval_mode", "-")),
             plain(",".join(run.tags)), age(run.created_at, clock),
         ]
 
@@ -273,21 +303,45 @@ class RunsScreen(Screen):
         self.app.push_screen(ReportScreen([run.id for run in runs], named=bool(self.marked)))
 
     def action_cancel_run(self) -> None:
+        """Cancel the selected runs: waiting ones at once, running ones after a yes (they
+        checkpoint, then stop)."""
+        from leuktui.screens.dialogs import ConfirmScreen
         from runner import control
 
-        for run in self.selected_runs():
-            self.app.run_task("cancel", lambda run_id=run.id: (run_id, control.cancel(self.app.db, run_id)),
-                              done=lambda result: self.notify(f"run {result[0]} {result[1]}"))
+        runs = self.selected_runs()
+
+        def cancel() -> None:
+            for run in runs:
+                self.app.run_task("cancel", lambda run_id=run.id: (run_id, control.cancel(self.app.db, run_id)),
+                                  done=lambda result: self.notify(f"run {result[0]} {result[1]}"))
+
+        running = [run.id for run in runs if run.status == RUNNING]
+        if running:
+            self.app.push_screen(ConfirmScreen(f"Stop running run(s) {', '.join(map(str, running))}? They checkpoint, then stop."),
+                                 lambda yes: yes and cancel())
+        else:
+            cancel()
 
     def action_resume_or_retry(self) -> None:
+        """Resume what stopped at once; a retry (a new run of a finished one) is asked about first."""
+        from leuktui.screens.dialogs import ConfirmScreen
         from runner import control
 
-        for run in self.selected_runs():
-            if run.status in (INTERRUPTED, CANCELLED, FAILED):
-                task, verb = (lambda run_id=run.id: control.resume(self.app.db, run_id)), "queued to resume"
-            else:
-                task, verb = (lambda run_id=run.id: control.retry(self.app.db, run_id).id), "retried"
-            self.app.run_task("resume/retry", task, done=lambda _result, run_id=run.id, verb=verb: self._after_queue(run_id, verb))
+        runs = self.selected_runs()
+        resumable = [run for run in runs if run.status in (INTERRUPTED, CANCELLED, FAILED)]
+        retries = [run for run in runs if run not in resumable]
+        for run in resumable:
+            self.app.run_task("resume", lambda run_id=run.id: control.resume(self.app.db, run_id),
+                              done=lambda _result, run_id=run.id: self._after_queue(run_id, "queued to resume"))
+
+        def retry() -> None:
+            for run in retries:
+                self.app.run_task("retry", lambda run_id=run.id: control.retry(self.app.db, run_id).id,
+                                  done=lambda new_id, run_id=run.id: self._after_queue(run_id, f"retried as run {new_id}"))
+
+        if retries:
+            names = ", ".join(f"{run.id} ({run.status})" for run in retries)
+            self.app.push_screen(ConfirmScreen(f"Retry run(s) {names}: queue a new run with the same config?"), lambda yes: yes and retry())
 
     def _after_queue(self, run_id: int, verb: str) -> None:
         self.notify(f"run {run_id} {verb}")

@@ -52,6 +52,8 @@ class MetricChart(PlotextPlot):
     def render(self) -> RenderResult:
         if self._series is None:
             return Text(f"{self.title}: reading…", style="dim")  # no plot until there is data to plot
+        if not any(xs for _, xs, _ in self._series):  # an empty frame says nothing: say why it is empty
+            return Text(f"{self.title}: no {self.x_label}s recorded yet; the chart starts with the first one", style="dim")
         width = max(10, self.size.width - 10)  # the plot area, less the y axis' labels
         if width != self._plotted_width:
             self._draw_series(width)

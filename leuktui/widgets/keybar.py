@@ -15,6 +15,8 @@ from textual.app import RenderResult
 from textual.screen import Screen
 from textual.widget import Widget
 
+ALWAYS_SHOWN = ("help", "quit")  # actions the key bar never drops for want of room
+
 
 class KeyBar(Widget, can_focus=False):
     ALLOW_SELECT = False
@@ -86,9 +88,17 @@ class KeyBar(Widget, can_focus=False):
         hover_style = self.get_component_rich_style("keybar--hover", partial=True)
         width = self.size.width
         keys, palette = self.shown()
-        right = Text()
+        # Help and quit are always on the line, at the right with the palette: at 80 columns a
+        # screen's own keys fill it, and a newcomer must still see how to get help and out.
+        kept = [entry for entry in keys if self._action_of(entry[0]) in ALWAYS_SHOWN]
+        keys = [entry for entry in keys if entry not in kept]
+        right_parts: list[tuple[Text, str]] = []
+        for key, display, description, enabled in kept:
+            extra = Style(dim=not enabled) + (hover_style if key == self.hovered else Style())
+            right_parts.append((Text.assemble((f" {display} ", key_style + extra), (f"{description} ", description_style + extra)), key))
         if palette:
-            right = Text.assemble(("▏", separator_style), (f"{palette[1]} ", key_style), (f"{palette[2]} ", description_style))
+            right_parts.append((Text.assemble((f" {palette[1]} ", key_style), (f"{palette[2]} ", description_style)), palette[0]))
+        right = Text.assemble(("▏", separator_style), *(part for part, _ in right_parts)) if right_parts else Text()
         room = width - right.cell_len
         text = Text(no_wrap=True, overflow="crop", end="")
         self._keys = []
@@ -99,11 +109,18 @@ class KeyBar(Widget, can_focus=False):
                 break  # whole keys only; the help screen and the palette list them all
             self._keys.append((text.cell_len, text.cell_len + part.cell_len, key))
             text.append_text(part)
-        if palette:
+        if right_parts:
             text.append(" " * max(0, room - text.cell_len))
-            self._keys.append((text.cell_len, width, palette[0]))
+            start = text.cell_len + 1  # after the separator
+            for part, key in right_parts:
+                self._keys.append((start, start + part.cell_len, key))
+                start += part.cell_len
             text.append_text(right)
         return text
+
+    def _action_of(self, key: str) -> str | None:
+        active = self.screen.active_bindings.get(key)
+        return active.binding.action if active is not None else None
 
     def _key_at(self, x: int) -> str | None:
         return next((key for start, end, key in self._keys if start <= x < end), None)

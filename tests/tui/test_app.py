@@ -200,6 +200,14 @@ async def test_ablation_table_from_a_sweep(seeded):
         await pilot.press("a")
         assert isinstance(app.screen, AblationScreen)
         pivot_table = app.screen.query_one("#ablation-table", DataTable)
+        # Opened on a sweep: its own factors, model x hist_eq, one table, every run in it.
+        await wait_until(pilot, lambda: app.screen.pivot is not None and app.screen.pivot.column_factor == "hist_eq", message="hist_eq")
+        assert app.screen.pivot.rows == ["resnet18", "resnet50", "resnet152"] and app.screen.pivot.columns == [False, True]
+        assert len(app.screen.tables) == 1 and app.screen.pivot.run_ids == [1, 2, 3, 4, 5, 6]
+        from textual.widgets import Select
+
+        app.screen.query_one("#ablation-columns", Select).value = "tta"
+        await wait_until(pilot, lambda: app.screen.pivot.column_factor == "tta", message="the views")
         await wait_until(pilot, lambda: pivot_table.row_count == 3, message="three model rows")
         pivot = app.screen.pivot
         assert pivot.rows == ["resnet18", "resnet50", "resnet152"] and pivot.columns == ["single", "five", "ten"]
@@ -310,7 +318,7 @@ async def test_the_final_fit_key_queues_three_seeds_on_train_and_valid_then_wait
         assert [fit.config["seed"] for fit in fits] == [0, 1, 2]
         assert all(fit.config["fit_on"] == "train+valid" and fit.config["epochs"] == db.get_run(1).best_epoch for fit in fits)
         await wait_until(pilot, lambda: runs_table(app).row_count == 12, message="listed")
-        assert str(runs_table(app).get_row(str(fits[0].id))[6]) == "final fit"
+        assert str(runs_table(app).get_cell(str(fits[0].id), "acc")) == "final fit"
         table.move_cursor(row=table.get_row_index("1"))
         await pilot.press("F")
         await wait_until(pilot, lambda: any("not all finished" in n.message for n in app._notifications), message="waits")
@@ -509,3 +517,114 @@ async def test_the_ablation_screen_shows_the_clis_replicate_cells_and_verdict(tm
         assert str(shown[1]).startswith("91.00% ± 1.00 (n=3)") and "best (p = " in str(shown[-1])
         assert np.isclose(pivot.value("resnet18", True), np.mean([0.80, 0.78, 0.81]))
     db.close()
+
+
+async def test_a_retry_and_stopping_a_running_run_ask_first(seeded):
+    from leuktui.screens.dialogs import ConfirmScreen
+
+    app = make_app(seeded)
+    db = Database(seeded.db_url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("1"))  # completed: R is a retry
+        await pilot.press("R")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert len(db.run_ids()) == 9, "nothing queued without a yes"
+        await pilot.press("R", "y")
+        await wait_until(pilot, lambda: len(db.run_ids()) == 10, message="retried")
+        table.move_cursor(row=table.get_row_index("7"))  # running: x asks, in the run screen too
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.run is not None, message="run 7")
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert db.get_run(7).cancel_requested_at is None and db.get_run(7).status == "running"
+        await pilot.press("x", "y")
+        await wait_until(pilot, lambda: db.get_run(7).cancel_requested_at is not None, message="cancel asked for")
+    db.close()
+
+
+async def test_home_and_end_go_to_the_first_and_last_run(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=4)
+        await pilot.press("end")
+        assert table.cursor_row == 8
+        await pilot.press("home")
+        assert table.cursor_row == 0
+
+
+async def test_ages_go_on_while_nothing_changes(seeded, monkeypatch):
+    from leuktui.app import LeuktuiApp
+    from tui.conftest import fixed_devices
+    from tui.seed import NOW
+
+    monkeypatch.setattr(RunsScreen, "AGE_TICK_SECONDS", 0.2)
+    now = [NOW]
+    app = LeuktuiApp(seeded, start_scheduler=False, clock=lambda: now[0], poll_seconds=0.1, device_reader=fixed_devices)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        before = str(runs_table(app).get_cell("9", "age"))
+        now[0] += 3 * 3600
+        await wait_until(pilot, lambda: str(runs_table(app).get_cell("9", "age")) != before, message="the age moved on")
+        assert str(runs_table(app).get_cell("9", "age")).endswith("h")
+
+
+async def test_the_form_names_every_wrong_field_and_a_bad_factor_value(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        await pilot.press("g")
+        form = app.screen
+        await pilot.pause(0.1)
+        form.query_one("#field-image_size", Input).value = "abc"
+        form.query_one("#field-epochs", Input).value = "-2"
+        await pilot.pause(0.1)
+        assert form.query_one("#error-image_size", Static).display and form.query_one("#error-epochs", Static).display
+        summary = str(form.query_one("#form-summary", Static).render())
+        assert "2 fields" in summary and "image_size" in summary and "epochs" in summary
+        form.query_one("#field-image_size", Input).value = "64"
+        form.query_one("#field-epochs", Input).value = "3"
+        form.query_one("#meta-factors", Input).value = "lr=1e-3,bogus"
+        await pilot.pause(0.1)
+        summary = str(form.query_one("#form-summary", Static).render())
+        assert "fix the factors" in summary and "lr" in summary and "bogus" in summary
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any("bogus" in n.message for n in app._notifications), message="named on submit")
+
+
+def test_a_rate_and_an_eta_show_before_the_first_epoch_ends(seeded):
+    from leuktui.screens.run_detail import early_rate, eta_text
+
+    db = Database(seeded.db_url)
+    run = db.get_run(7)  # running, 10 epochs, batch 32
+    db.update_run(7, phase="epoch 1/10 step 10/40", started_at=1000.0)
+    run = db.get_run(7)
+    images_per_s, left = early_rate(run, now=1020.0)
+    assert images_per_s == 10 * 32 / 20 and left == (400 - 10) * 2.0
+    assert eta_text(run, [], now=1020.0) == "13m00s"
+    db.update_run(7, phase="epoch 1/10 step 2/40")
+    assert early_rate(db.get_run(7), now=1020.0) is None and eta_text(db.get_run(7), [], now=1020.0) == "-"  # too few steps yet
+    db.close()
+
+
+async def test_at_80_columns_the_best_metric_and_help_are_on_screen(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        await pilot.pause(0.2)
+        table = runs_table(app)
+        keys = [column.key.value for column in table.ordered_columns]
+        left = sum(column.get_render_width(table) for column in table.ordered_columns[: keys.index("acc") + 1])
+        assert left <= 80, f"the best acc column ends at column {left}"
+        bar = str(app.screen.query_one(KeyBar).render())
+        assert "? Help" in bar and "q Quit" in bar and bar.index("? Help") > bar.index("New run")

@@ -114,3 +114,19 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
     seeded.marks_path.write_text("[]")
     out = json.loads(cli("report", "-o", str(tmp_path / "r2"), "--json", home=seeded.home).stdout)
     assert out["runs"] == [1, 4, 5], "nothing marked: the best run of each model"
+
+
+async def test_the_report_dialog_names_the_runs_the_report_will_have(seeded, tmp_path):
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9, message="nine runs")
+        await pilot.press("r")  # nothing marked: the runs shown, and run 8 (queued) has no epochs
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        title = str(app.screen.query_one(".dialog-title", Static).render())
+        listed = str(app.screen.query_one("#report-runs", Static).render())
+        assert title == "Report on 8 runs (1 without epochs left out: 8)"
+        assert "   8  resnet50-centercrop" not in listed and "   9  resnet152-big" in listed
+        app.screen.query_one("#report-output", Input).value = str(tmp_path / "r")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any("report on 8 runs written" in n.message for n in app._notifications), message="built",
+                         timeout=60)
