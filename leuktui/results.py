@@ -94,14 +94,21 @@ class Side:
 
     runs: list[int]
     evaluations: list[Evaluation]
+    replicates: bool = False  # seed replicates (RUN,RUN,...): their accuracies, not their mean prediction
 
     @property
     def label(self) -> str:
-        return "+".join(map(str, self.runs))
+        return ("," if self.replicates else "+").join(map(str, self.runs))
 
     def describe(self) -> str:
         views = ", ".join(dict.fromkeys(f"{view_label(e.tta)} of epoch {e.epoch}" for e in self.evaluations))
+        if self.replicates:
+            return f"replicates {self.label} ({views})"
         return f"{'ensemble ' if len(self.runs) > 1 else ''}run {self.label} ({views})"
+
+    @property
+    def key(self) -> int | list[int]:
+        return self.runs[0] if len(self.runs) == 1 else self.runs
 
 
 def _labels(side: Side, loaded: dict[int, list[tuple[str, float, int, int | None]]]) -> dict[str, int]:
@@ -121,6 +128,10 @@ def _side_predictions(side: Side, loaded: dict[int, list[tuple[str, float, int, 
             labels[path] = label
     count = len(side.evaluations)
     return {path: int(sum(ps) / count >= 0.5) == labels[path] for path, ps in probabilities.items() if len(ps) == count}
+
+
+class Replicates(list):
+    """A compare spec of seed replicates (``3,4,5``), as opposed to an ensemble (``3+4+5``)."""
 
 
 def sides_of(db: Any, specs: Sequence[Sequence[int]], mode: str | None = None) -> list[Side]:
@@ -149,7 +160,7 @@ def sides_of(db: Any, specs: Sequence[Sequence[int]], mode: str | None = None) -
                     f"{view_label(views)}; record them with `leuktui eval {run_id} --tta {views}`"
                 )
             chosen.append(evaluation)
-        sides.append(Side(list(spec), chosen))
+        sides.append(Side(list(spec), chosen, replicates=isinstance(spec, Replicates)))
     datasets = {runs[run_id].config.get("data_dir") for run_id in run_ids}
     if len(datasets) > 1:
         raise ComparisonError(f"runs {', '.join(map(str, run_ids))} validate on different datasets ({', '.join(sorted(map(str, datasets)))}): "
@@ -157,9 +168,38 @@ def sides_of(db: Any, specs: Sequence[Sequence[int]], mode: str | None = None) -
     return sides
 
 
+def _replicate_pair(a: Side, b: Side, loaded) -> dict[str, Any]:
+    """Two groups of seed replicates: their accuracies' means, Welch's test and its interval of the
+    difference of the means."""
+    from engine.stats import LEVEL, replicates, welch_p
+
+    def accuracies(side: Side) -> list[float]:
+        return [sum(correct_by_image(loaded[e.id]).values()) / max(1, len(correct_by_image(loaded[e.id]))) for e in side.evaluations]
+
+    acc_a, acc_b = accuracies(a), accuracies(b)
+    if min(len(acc_a), len(acc_b)) < 2:
+        raise ComparisonError(f"{a.describe()} and {b.describe()}: replicates need two runs or more on each side (RUN,RUN,...)")
+    p = welch_p(acc_a, acc_b)
+    interval = None
+    if p is not None:
+        from scipy.stats import ttest_ind
+
+        bounds = ttest_ind(acc_a, acc_b, equal_var=False).confidence_interval(LEVEL)
+        interval = [float(bounds.low), float(bounds.high)]
+    ra, rb = replicates(acc_a), replicates(acc_b)
+    return {
+        "a": a.key, "b": b.key, "a_source": a.describe(), "b_source": b.describe(), "test": "welch",
+        "n": [len(acc_a), len(acc_b)], "left_out": 0, "table": None, "mcnemar_p": None, "p": p,
+        "acc_a": ra.mean, "acc_b": rb.mean, "std_a": ra.std, "std_b": rb.std, "values_a": acc_a, "values_b": acc_b,
+        "diff": ra.mean - rb.mean, "diff_ci": interval, "level": LEVEL,
+    }
+
+
 def compare_pairs(db: Any, specs: Sequence[Sequence[int]], mode: str | None = None) -> list[dict[str, Any]]:
-    """Every pair of ``specs`` on the images both sides predicted: the right/wrong table, the exact
-    McNemar p-value, and the paired-bootstrap interval of the accuracy difference (a - b)."""
+    """Every pair of ``specs``. Runs and ensembles on the images both sides predicted: the right/
+    wrong table, the exact McNemar p-value, and the paired-bootstrap interval of the accuracy
+    difference (a - b). Seed replicates (``Replicates`` specs) against each other: Welch's test on
+    their accuracies and its interval of the difference of the means."""
     from engine.stats import ALPHA, holm, paired_comparison
 
     sides = sides_of(db, specs, mode)
@@ -168,6 +208,11 @@ def compare_pairs(db: Any, specs: Sequence[Sequence[int]], mode: str | None = No
     labels = [_labels(side, loaded) for side in sides]
     pairs = []
     for (i, a), (j, b) in itertools.combinations(enumerate(sides), 2):
+        if a.replicates or b.replicates:
+            if not (a.replicates and b.replicates):
+                raise ComparisonError(f"{a.describe()} against {b.describe()}: compare replicates with replicates (RUN,RUN,... on both sides)")
+            pairs.append(_replicate_pair(a, b, loaded))
+            continue
         shared = sorted(set(correct[i]) & set(correct[j]))
         if not shared:
             raise ComparisonError(f"{a.describe()} and {b.describe()} share no validation images")
@@ -176,19 +221,21 @@ def compare_pairs(db: Any, specs: Sequence[Sequence[int]], mode: str | None = No
         extra = len(set(correct[i]) ^ set(correct[j]))
         result = paired_comparison([correct[i][p] for p in shared], [correct[j][p] for p in shared])
         pairs.append({
-            "a": a.runs[0] if len(a.runs) == 1 else a.runs,
-            "b": b.runs[0] if len(b.runs) == 1 else b.runs,
-            "a_source": a.describe(), "b_source": b.describe(),
+            "a": a.key, "b": b.key,
+            "a_source": a.describe(), "b_source": b.describe(), "test": "mcnemar",
             "n": result.n, "left_out": extra,
             "table": result.table,
             "acc_a": result.acc_a, "acc_b": result.acc_b,
-            "mcnemar_p": result.mcnemar_p,
+            "mcnemar_p": result.mcnemar_p, "p": result.mcnemar_p,
             "diff": result.diff, "diff_ci": result.diff_ci,
             "significant": result.significant,
             "level": result.level, "resamples": result.resamples, "seed": result.seed,
         })
     # Several pairs are several tests: a pair is called significant only under Holm's adjustment.
-    for pair, rejected in zip(pairs, holm([pair["mcnemar_p"] for pair in pairs], ALPHA), strict=True):
+    testable = [pair for pair in pairs if pair["p"] is not None]
+    for pair in pairs:
+        pair["significant"] = False
+    for pair, rejected in zip(testable, holm([pair["p"] for pair in testable], ALPHA), strict=True):
         pair["significant"] = rejected
         pair["adjustment"] = f"holm over {len(pairs)} pairs" if len(pairs) > 1 else None
     return pairs

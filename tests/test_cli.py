@@ -55,9 +55,23 @@ def test_ls_and_show_json(trained):
 
 def test_eval_records_test_time_augmentation(trained):
     home, run_id, _ = trained
+    import contextlib
+    import io
+
+    from leuktui.cli import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # On a terminal it is never silent while it works: each phase on stderr, the JSON alone on stdout.
+    said, out = Terminal(), io.StringIO()
+    with contextlib.redirect_stderr(said), contextlib.redirect_stdout(out):
+        assert main(["--home", str(home), "eval", str(run_id), "--json"]) == 0
+    assert f"loading run {run_id}'s best checkpoint" in said.getvalue() and "predicting" in said.getvalue()
+    assert json.loads(out.getvalue())["tta"] == "single"
     done = cli("eval", str(run_id), "--tta", "five", "--json", home=home)
-    # Never silent while it works: each phase on stderr, the JSON alone on stdout.
-    assert f"loading run {run_id}'s best checkpoint" in done.stderr and "predicting" in done.stderr
+    assert done.stderr == ""  # to a pipe: nothing but the result (an error would be its one line)
     result = json.loads(done.stdout)
     assert result["tta"] == "five" and result["split"] == "valid" and result["n"] == 24
     assert sum(map(sum, result["confusion"])) == 24

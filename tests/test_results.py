@@ -352,3 +352,24 @@ def test_the_report_can_use_the_last_k_mean(lab, tmp_path):
     result = cli("report", *runs, "--select", "last", "--last-k", "3", "-o", str(tmp_path / "report"), home=workspace.home)
     text = (tmp_path / "report" / "report.md").read_text()
     assert "mean of each run's last 3 epochs" in text and "(n=3)" in text, result.stdout
+
+
+def test_compare_weighs_seed_replicates_against_each_other(lab):
+    from scipy.stats import ttest_ind
+
+    workspace, db, ids = lab
+    plain_runs = ",".join(str(ids[(False, s)]) for s in range(3))
+    equalized = ",".join(str(ids[(True, s)]) for s in range(3))
+    out = json.loads(cli("compare", plain_runs, equalized, "--json", home=workspace.home).stdout)
+    (pair,) = out["pairs"]
+    a = [db.get_run(ids[(False, s)]).best_val_acc for s in range(3)]
+    b = [db.get_run(ids[(True, s)]).best_val_acc for s in range(3)]
+    assert pair["test"] == "welch" and pair["values_a"] == pytest.approx(a) and pair["values_b"] == pytest.approx(b)
+    assert pair["p"] == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue) and pair["significant"]
+    assert pair["diff"] == pytest.approx(np.mean(a) - np.mean(b)) and pair["diff_ci"][0] < pair["diff"] < pair["diff_ci"][1]
+    text = cli("compare", plain_runs, equalized, home=workspace.home).stdout
+    assert "replicates" in text and "Welch's t-test p = " in text and ": significant at 0.05" in text
+    mixed = cli("compare", plain_runs, str(ids["short"]), home=workspace.home, check=False)
+    assert mixed.returncode != 0 and "compare replicates with replicates" in mixed.stderr
+    both = cli("compare", "1,2+3", "4", home=workspace.home, check=False)
+    assert both.returncode == 2 and "not both" in both.stderr

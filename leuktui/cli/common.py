@@ -185,9 +185,12 @@ def metrics_line(metrics: dict[str, Any]) -> str:
 
 
 def phase_printer():
-    """``on_phase(what, done, total)`` for a long evaluation or export: each new phase as a line on
-    stderr ("decoding images 0/600 …"), so a command that takes half a minute is never silent;
-    stdout keeps only the result (and stays JSON under ``--json``)."""
+    """``on_phase(what, done, total)`` for a long evaluation or export on a terminal: each new phase
+    as a line on stderr ("decoding images (600)…"), so a command that takes half a minute is never
+    silent; stdout keeps only the result (JSON under ``--json``). To a pipe or a file it says
+    nothing (None), so a script's stderr holds only an error's one line."""
+    if not sys.stderr.isatty():
+        return None
     said: set[str] = set()
 
     def on_phase(what: str, done: int, total: int) -> None:

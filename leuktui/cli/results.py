@@ -27,18 +27,24 @@ METRIC_KEYS = [m.key for m in METRICS]
 
 
 def run_spec(value: str) -> list[int]:
-    """``3`` (a run) or ``3+4+5`` (the ensemble of those runs: their mean P(ALL))."""
-    parts = value.split("+")
-    ids = [run_id_arg(part.strip()) for part in parts]
+    """``3`` (a run), ``3+4+5`` (the ensemble of those runs: their mean P(ALL)) or ``3,4,5``
+    (seed replicates: their accuracies, compared by Welch's test)."""
+    from leuktui.results import Replicates
+
+    if "," in value and "+" in value:
+        raise argparse.ArgumentTypeError(f"{value!r}: RUN+RUN is an ensemble, RUN,RUN replicates; not both")
+    replicate = "," in value
+    ids = [run_id_arg(part.strip()) for part in value.split("," if replicate else "+")]
     if len(set(ids)) != len(ids):
         raise argparse.ArgumentTypeError(f"{value!r} names a run twice")
-    return ids
+    return Replicates(ids) if replicate else ids
 
 
 def add_commands(commands: Any) -> None:
     compare = add_command(commands, "compare", help="compare runs on the same validation images: metrics with their 95%% "
                                                     "intervals, the config diff, McNemar's test and the accuracy difference")
-    compare.add_argument("runs", type=run_spec, nargs="+", metavar="RUN", help="a run id, or RUN+RUN+... for an ensemble")
+    compare.add_argument("runs", type=run_spec, nargs="+", metavar="RUN",
+                         help="a run id, RUN+RUN+... for an ensemble, or RUN,RUN,... for seed replicates")
     compare.add_argument("--tta", "--eval-mode", dest="tta", type=views_arg, default=None, metavar="VIEWS",
                          help="compare these views of the best checkpoints (default: each run's own; others need `leuktui eval`)")
     compare.add_argument("--last-k", type=positive_int, default=LAST_K, metavar="K",
@@ -123,17 +129,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         out.print("identical configs")
     for pair in pairs:
-        (both, only_a), (only_b, neither) = pair["table"]
         verdict = "significant" if pair["significant"] else "no significant difference"
-        left_out = f" ({pair['left_out']} images only one side predicted left out)" if pair["left_out"] else ""
+        adjusted = f" ({pair['adjustment'].replace('holm', 'Holm-adjusted')})" if pair["adjustment"] else ""
         out.print()
+        if pair["test"] == "welch":
+            low, high = pair["diff_ci"] or (None, None)
+            interval = f"95% CI [{_points(low)}, {_points(high)}]" if low is not None else "no interval (no spread)"
+            out.print(text(f"{pair['a_source']} vs {pair['b_source']}: {pair['n'][0]} and {pair['n'][1]} seeds"))
+            out.print(text(f"  mean accuracy {metric('acc').format(pair['acc_a'])} ± {100 * pair['std_a']:.2f} vs "
+                           f"{metric('acc').format(pair['acc_b'])} ± {100 * pair['std_b']:.2f}: difference {_points(pair['diff'])} "
+                           f"points, {interval}"))
+            p = "-" if pair["p"] is None else f"{pair['p']:.4g}"
+            out.print(text(f"  Welch's t-test p = {p}: {verdict} at 0.05{adjusted}"))
+            continue
+        (both, only_a), (only_b, neither) = pair["table"]
+        left_out = f" ({pair['left_out']} images only one side predicted left out)" if pair["left_out"] else ""
         out.print(text(f"{pair['a_source']} vs {pair['b_source']}: {pair['n']} validation images{left_out}"))
         out.print(text(f"  both right {both}, only {_name(pair['a'])} right {only_a}, only {_name(pair['b'])} right {only_b}, "
                        f"both wrong {neither}"))
         out.print(text(f"  accuracy {metric('acc').format(pair['acc_a'])} vs {metric('acc').format(pair['acc_b'])}: difference "
                        f"{_points(pair['diff'])} points, 95% CI [{_points(pair['diff_ci'][0])}, {_points(pair['diff_ci'][1])}] "
                        "(paired bootstrap)"))
-        adjusted = f" ({pair['adjustment'].replace('holm', 'Holm-adjusted')})" if pair["adjustment"] else ""
         out.print(text(f"  exact McNemar p = {pair['mcnemar_p']:.4g}: {verdict} at 0.05{adjusted}"))
     return 0
 

@@ -628,3 +628,20 @@ async def test_at_80_columns_the_best_metric_and_help_are_on_screen(seeded):
         assert left <= 80, f"the best acc column ends at column {left}"
         bar = str(app.screen.query_one(KeyBar).render())
         assert "? Help" in bar and "q Quit" in bar and bar.index("? Help") > bar.index("New run")
+
+
+async def test_an_unticked_box_is_empty_and_a_ticked_one_shows_its_x(seeded):
+    from textual.widgets import Checkbox
+
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        off = app.screen.query_one("#field-hist_eq", Checkbox)
+        on = app.screen.query_one("#field-hflip", Checkbox)
+        assert not off.value and on.value
+        off_style = off.get_component_rich_style("toggle--button")
+        on_style = on.get_component_rich_style("toggle--button")
+        assert off_style.color == off_style.bgcolor, "the X of an unticked box is not drawn"
+        assert on_style.color != on_style.bgcolor and on_style.bold
