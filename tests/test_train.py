@@ -1,6 +1,7 @@
 """Real training on tiny synthetic data, recorded in a real SQLite workspace."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,54 @@ def test_a_kill_between_the_best_checkpoint_and_its_predictions_loses_neither(db
     (recorded,) = [e for e in db.evaluations(run.id) if e.origin == "training"]
     assert recorded.epoch == done.best_epoch and recorded.acc == done.best_val_acc and recorded.interval("acc") is not None
     assert len(db.predictions_of([recorded.id])[recorded.id]) == 24
+
+
+def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_follow_the_checkpoint(tmp_path, tiny_data):
+    import json
+
+    from PIL import Image
+
+    from conftest import cli
+
+    home = tmp_path / "home"
+    # 64 px: the last block's map is 2x2 (at 16 px it is one cell, and every map the same).
+    cli("run", "--data-dir", str(tiny_data), "--image-size", "64", "--batch-size", "8", "--rotation", "0", "--amp", "off",
+        "--epochs", "1", "--workers", "1", home=home)
+    found = json.loads(cli("mistakes", "1", "--json", home=home).stdout)
+    (tn, fp), (fn, tp) = found["confusion"]
+    assert len(found["false_negatives"]) == fn and len(found["false_positives"]) == fp and fn + fp > 0
+    assert all(item["label"] == 1 and item["probability"] < 0.5 for item in found["false_negatives"])
+    assert all(item["label"] == 0 and item["probability"] >= 0.5 for item in found["false_positives"])
+    assert [i["probability"] for i in found["false_positives"]] == sorted((i["probability"] for i in found["false_positives"]), reverse=True)
+    assert [i["probability"] for i in found["false_negatives"]] == sorted(i["probability"] for i in found["false_negatives"])
+    assert all(Path(item["image"]).is_file() for item in found["false_negatives"] + found["false_positives"])
+
+    drawn = json.loads(cli("mistakes", "1", "--cam", "--json", home=home).stdout)
+    maps = [Path(item["cam"]) for item in drawn["false_negatives"] + drawn["false_positives"]]
+    assert all(path.is_file() and Image.open(path).size == (64, 64) for path in maps)
+    stamps = [path.stat().st_mtime_ns for path in maps]
+    again = json.loads(cli("mistakes", "1", "--cam", "--json", home=home).stdout)
+    assert [Path(i["cam"]).stat().st_mtime_ns for i in again["false_negatives"] + again["false_positives"]] == stamps  # cached
+    import csv
+
+    cli("mistakes", "1", "--cam", "-o", str(tmp_path / "wrong"), home=home)
+    with (tmp_path / "wrong" / "mistakes.csv").open() as handle:
+        listed = list(csv.DictReader(handle))
+    assert len(listed) == fn + fp and all((tmp_path / "wrong" / row["image"]).is_file() and (tmp_path / "wrong" / row["cam"]).is_file()
+                                         for row in listed)
+    refused = cli("mistakes", "1", "-o", str(tmp_path / "wrong"), home=home, check=False)
+    assert refused.returncode == 2 and "not an empty folder" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+    # Another checkpoint (its last block's weights changed): new maps, and they differ.
+    best = home / "runs" / "1" / "checkpoints" / "best.pt"
+    state = load_checkpoint(best)
+    for key, value in state["model"].items():
+        if key.startswith("layer4") and value.is_floating_point():
+            state["model"][key] = value + torch.randn_like(value)
+    best.unlink()  # best.pt is a hard link to last.pt: a file of its own now
+    torch.save(state, best)
+    moved = json.loads(cli("mistakes", "1", "--cam", "--json", home=home).stdout)
+    first = {i["id"]: i["cam"] for i in drawn["false_negatives"] + drawn["false_positives"]}
+    changed = [(first[i["id"]], i["cam"]) for i in moved["false_negatives"] + moved["false_positives"] if i["id"] in first]
+    assert changed and all(old != new for old, new in changed)
+    assert any(not np.array_equal(np.asarray(Image.open(old)), np.asarray(Image.open(new))) for old, new in changed)

@@ -8,6 +8,7 @@ from typing import Any
 
 from db.vocabulary import CHECKPOINTS, eval_mode
 from leuktui.cli.common import (
+    UsageError,
     add_command,
     add_json,
     metrics_line,
@@ -54,6 +55,17 @@ def add_commands(commands: Any) -> None:
                         help="replace an existing -o file (a recorded submission there is kept aside, renamed)")
     export.set_defaults(handler=cmd_export)
 
+    mistakes = add_command(commands, "mistakes", help="the validation images a checkpoint gets wrong: false negatives and "
+                                                      "false positives, most confident first, with Grad-CAM maps on --cam")
+    mistakes.add_argument("run", type=run_id_arg, metavar="RUN")
+    mistakes.add_argument("--tta", "--eval-mode", dest="tta", type=views_arg, default=None, metavar="VIEWS",
+                          help=f"{VIEWS_HELP} (default: the run's own)")
+    mistakes.add_argument("--checkpoint", default="best", choices=CHECKPOINTS, help="best|last (default: best)")
+    mistakes.add_argument("--cam", action="store_true", help="draw the Grad-CAM of the predicted class over each image (cached PNGs)")
+    mistakes.add_argument("-o", "--output", metavar="DIR", help="also copy the images (and maps) there, with mistakes.csv")
+    add_json(mistakes)
+    mistakes.set_defaults(handler=cmd_mistakes)
+
     score = add_command(commands, "score", help="score a submission against an answer key")
     score.add_argument("file", metavar="FILE", help="submission CSV (ID,label)")
     score.add_argument("--key", required=True, help="answer key CSV (ID,label or Path,label)")
@@ -88,6 +100,115 @@ def cmd_export(args: argparse.Namespace) -> int:
     submission = db.submission_for_path(str(path))
     print(f"recorded as submission {submission.id}; add its leaderboard score with: leuktui submissions score {submission.id} SCORE")
     return 0
+
+
+def mistake_list(db, workspace, run_id: int, *, tta: str | None, checkpoint: str, on_phase=None) -> dict:
+    """The evaluation of ``run_id``'s checkpoint in views ``tta`` (recorded if it is not yet) and
+    its wrong answers: false negatives (ALL called HEM) by rising P(ALL), false positives (HEM
+    called ALL) by falling P(ALL), the most confident mistakes first."""
+    from engine.datasets import load_split
+    from leuktui.results import best_evaluation, view_of
+
+    run = db.get_run(run_id)
+    mode = tta or view_of(run)
+    evaluations = db.evaluations(run_id)
+    evaluation = best_evaluation(run, evaluations, mode) if checkpoint == "best" else None
+    if evaluation is None:
+        from engine.predict import evaluate_run
+
+        evaluation, _ = evaluate_run(db, workspace, run_id, tta=mode, checkpoint=checkpoint, on_phase=on_phase)
+    rows = db.predictions_of([evaluation.id])[evaluation.id]
+    files = {sample.ident: sample for sample in load_split(run.config["data_dir"], "valid").samples}
+    wrong = [(path, probability, predicted, label) for path, probability, predicted, label in rows if label is not None and predicted != label]
+    false_negatives = sorted((w for w in wrong if w[3] == 1), key=lambda w: w[1])
+    false_positives = sorted((w for w in wrong if w[3] == 0), key=lambda w: -w[1])
+
+    def entry(row) -> dict:
+        path, probability, predicted, label = row
+        sample = files.get(path)
+        return {"id": path, "image": str(sample.path) if sample else None, "label": label, "predicted": predicted,
+                "probability": probability}
+
+    return {
+        "run": run_id, "evaluation": evaluation.id, "checkpoint": evaluation.checkpoint, "epoch": evaluation.epoch,
+        "views": evaluation.tta, "n": evaluation.n, "confusion": evaluation.confusion,
+        "false_negatives": [entry(r) for r in false_negatives], "false_positives": [entry(r) for r in false_positives],
+        "_samples": files,
+    }
+
+
+def cmd_mistakes(args: argparse.Namespace) -> int:
+    workspace, db = open_workspace(args)
+    found = mistake_list(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, on_phase=phase_printer())
+    files = found.pop("_samples")
+    entries = found["false_negatives"] + found["false_positives"]
+    for item in entries:
+        item["cam"] = None
+    if args.cam and entries:
+        from engine.cam import grad_cams
+
+        missing = [item["id"] for item in entries if item["id"] not in files]
+        if missing:
+            raise UsageError(f"{missing[0]}: not in the run's valid split any more; nothing to draw")
+        maps = grad_cams(db, workspace, args.run, [files[item["id"]] for item in entries], [item["predicted"] for item in entries],
+                         checkpoint=found["checkpoint"])
+        for item, path in zip(entries, maps, strict=True):
+            item["cam"] = str(path)
+    if args.output:
+        write_mistakes(Path(args.output), found)
+    if args.json:
+        print_json(found)
+        return 0
+    from leuktui.cli.common import console, text
+    from leuktui.results import view_label
+
+    out = console()
+    (tn, fp), (fn, tp) = found["confusion"] or [[0, 0], [0, 0]]
+    out.print(text(f"run {args.run}, {found['checkpoint']} checkpoint (epoch {found['epoch']}), {view_label(found['views'])}, "
+                   f"{found['n']} validation images: {fn} false negatives (ALL called HEM), {fp} false positives (HEM called ALL)"))
+    for title, items in (("false negatives, most confident first", found["false_negatives"]),
+                         ("false positives, most confident first", found["false_positives"])):
+        if items:
+            out.print()
+            out.print(text(f"{title}:"))
+        for item in items:
+            out.print(text(f"  P(ALL) {item['probability']:.3f}  {item['id']}" + (f"  cam: {item['cam']}" if item["cam"] else "")))
+    return 0
+
+
+def write_mistakes(folder: Path, found: dict) -> None:
+    """``mistakes.csv`` and a copy of each image (and its map) in ``folder``, written whole or
+    not at all."""
+    import csv
+    import shutil
+    import tempfile
+
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{folder}: exists and is not an empty folder; nothing written")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: no such folder to write {folder.name} in")
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        with (staging / "mistakes.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["kind", "rank", "id", "label", "probability", "image", "cam"])
+            for kind, items in (("false_negative", found["false_negatives"]), ("false_positive", found["false_positives"])):
+                for rank, item in enumerate(items, start=1):
+                    image = cam = ""
+                    if item["image"]:
+                        image = f"{kind}-{rank:03d}{Path(item['image']).suffix}"
+                        shutil.copyfile(item["image"], staging / image)
+                    if item.get("cam"):
+                        cam = f"{kind}-{rank:03d}-cam.png"
+                        shutil.copyfile(item["cam"], staging / cam)
+                    writer.writerow([kind, rank, item["id"], item["label"], f"{item['probability']:.6f}", image, cam])
+        if folder.exists():
+            folder.rmdir()
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def cmd_score(args: argparse.Namespace) -> int:
