@@ -98,6 +98,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("next-matrix", "right_square_bracket", "next_source", "Next matrix", "detail",
            "the next epoch or evaluation in the confusion matrix", key_display="]"),
     Action("evaluate", "v", "evaluate", "Eval 5/10-crop", "detail", "evaluate the best checkpoint with five- and ten-crop"),
+    Action("detail-chart", "m", "cycle_chart", "Chart", "detail",
+           "chart another metric per epoch (F1, AUC, sensitivity, specificity, MCC, balanced accuracy, the learning rate)"),
     Action("detail-export", "e", "export", "Export", "detail", "export the Kaggle submission"),
     Action("detail-cancel", "x", "cancel_run", "Cancel", "detail", "cancel the run"),
     *(Action(f"detail-{tab}", str(number), f"show_tab('{tab}')", f"{tab.removeprefix('tab-').title()} tab", "detail",
@@ -109,6 +111,7 @@ ACTIONS: tuple[Action, ...] = (
     # Compare
     Action("compare-back", "escape", "app.pop_screen", "Back", "compare", "back"),
     Action("compare-report", "r", "report", "Report", "compare", "the lab report of these runs"),
+    Action("compare-chart", "m", "cycle_chart", "Chart", "compare", "overlay another validation metric (every metric of the registry, the learning rate)"),
     # Ablation
     Action("ablation-back", "escape", "app.pop_screen", "Back", "ablation", "back"),
     Action("metric", "m", "cycle_metric", "Metric", "ablation", "next metric (every metric of the registry)"),

@@ -53,6 +53,13 @@ def number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+NAME_WIDTH = 28  # a run's name in a table or a legend; longer ones end in "…" (the run screen shows them whole)
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 FINAL_FIT_TEXT = "final fit"  # trained on train + valid: no validation score to show
 
 

@@ -12,9 +12,9 @@ from textual.widgets import DataTable, Header, Static
 from db.vocabulary import METRICS, epoch_metrics
 from leuktui.actions import bindings
 from leuktui.cells import plain, refill, status_cell
-from leuktui.formatting import number, percent
+from leuktui.formatting import number, percent, short_name
 from leuktui.results import LAST_K, best_evaluation, config_diff, interval_text, last_k_mean
-from leuktui.widgets.charts import MetricChart
+from leuktui.widgets.charts import MetricChart, charted
 from leuktui.widgets.keybar import KeyBar
 
 
@@ -25,14 +25,16 @@ class CompareScreen(Screen):
         super().__init__()
         self.run_ids = run_ids
         self.pairs: list[str] | None = None  # the paired tests' lines, once computed
+        self.chart_index = 0  # which of charted() the left chart overlays (m cycles)
+        self.loaded = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(f"Comparing runs {', '.join(map(str, self.run_ids))}", id="compare-title")
         with Vertical():
             with Horizontal(classes="chart-row"):
-                yield MetricChart("validation accuracy", id="compare-acc")
-                yield MetricChart("validation loss", id="compare-loss")
+                yield MetricChart("validation accuracy", id="compare-acc", markers=True)
+                yield MetricChart("validation loss", id="compare-loss", markers=True)
             with Horizontal(id="compare-tables"):
                 yield DataTable(id="compare-metrics", cursor_type="row")
                 yield DataTable(id="compare-diff", cursor_type="row")
@@ -78,12 +80,24 @@ class CompareScreen(Screen):
         self.query_one("#compare-pairs", Static).update(plain("\n".join(lines), newlines=True))
         self.pairs = lines
 
+    def action_cycle_chart(self) -> None:
+        self.chart_index = (self.chart_index + 1) % len(charted())
+        if self.loaded is not None:
+            self._chart(*self.loaded[:2])
+
+    def _chart(self, runs, epochs) -> None:
+        key, title, column = charted()[self.chart_index]
+        label = {run.id: f"{run.id} {short_name(run.name)}" for run in runs}  # the legend names the runs
+        self.query_one("#compare-acc", MetricChart).replot(
+            [(label[r.id], [e.epoch for e in epochs[r.id]], [getattr(e, column) or 0 for e in epochs[r.id]]) for r in runs],
+            title=title if key == "lr" else f"validation {title}",
+        )
+
     def show(self, loaded) -> None:
         runs, epochs, evaluations = loaded
-        label = {run.id: f"{run.id} {run.model.split(':')[-1]}" for run in runs}
-        self.query_one("#compare-acc", MetricChart).replot(
-            [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_acc or 0 for e in epochs[r.id]]) for r in runs]
-        )
+        self.loaded = loaded
+        label = {run.id: f"{run.id} {short_name(run.name)}" for run in runs}
+        self._chart(runs, epochs)
         self.query_one("#compare-loss", MetricChart).replot(
             [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_loss or 0 for e in epochs[r.id]]) for r in runs]
         )

@@ -24,7 +24,7 @@ from leuktui.feed import DetailFeed
 from leuktui.formatting import percent, visible
 from leuktui.messages import DetailData, RunGone
 from leuktui.results import interval_text
-from leuktui.widgets.charts import MetricChart, downsample
+from leuktui.widgets.charts import MetricChart, charted, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
 from leuktui.widgets.keybar import KeyBar
 
@@ -90,6 +90,7 @@ class RunDetailScreen(Screen):
         self.steps: list[tuple[int, float]] = []
         self.evaluations: list[Evaluation] = []
         self.source_index = -1  # -1: follow the newest epoch
+        self.chart_index = 0  # which of charted() the second chart shows (m cycles)
         self._dirty = False
         self._redrawn_at = 0.0
         self._config_shown = False
@@ -181,6 +182,11 @@ class RunDetailScreen(Screen):
         if message.epochs or message.evaluations is not None or message.reset:
             self._show_confusion()
 
+    def action_cycle_chart(self) -> None:
+        self.chart_index = (self.chart_index + 1) % len(charted())
+        self._dirty = True
+        self._redraw_if_dirty()
+
     def _redraw_if_dirty(self) -> None:
         """Charts redraw at most a few times a second, however fast rows arrive."""
         if not self._dirty:
@@ -193,10 +199,11 @@ class RunDetailScreen(Screen):
                 ("train", xs, [e.train_loss or 0 for e in self.epochs]),
                 ("val", xs, [e.val_loss or 0 for e in self.epochs]),
             ])
-            self.query_one("#chart-acc", MetricChart).replot([
-                ("train", xs, [e.train_acc or 0 for e in self.epochs]),
-                ("val", xs, [e.val_acc or 0 for e in self.epochs]),
-            ])
+            key, label, column = charted()[self.chart_index]
+            series = [("val" if key != "lr" else "lr", xs, [getattr(e, column) or 0 for e in self.epochs])]
+            if key == "acc":
+                series.insert(0, ("train", xs, [e.train_acc or 0 for e in self.epochs]))
+            self.query_one("#chart-acc", MetricChart).replot(series, title=f"{label} per epoch")
             self.query_one("#chart-steps", MetricChart).replot([("loss", [s for s, _ in self.steps], [v for _, v in self.steps])])
 
     def _update_head(self) -> None:

@@ -13,14 +13,13 @@ from db.models import Run
 from db.vocabulary import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from leuktui.actions import bindings
 from leuktui.cells import cell_width, plain, progress_cell, status_cell
-from leuktui.formatting import age, best_accuracy_text, number
+from leuktui.formatting import age, best_accuracy_text, number, short_name
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
 
 # What matters first, so that at 80 columns the name, the status and the best metric are on screen.
 COLUMNS = (("mark", " "), ("id", "id"), ("name", "name"), ("status", "status"), ("acc", "best acc"), ("progress", "epoch"),
            ("model", "model"), ("f1", "val F1"), ("eval", "eval"), ("tags", "tags"), ("age", "age"))
-NAME_WIDTH = 28  # longer names end in "…" here (the run screen shows them whole)
 SORTS = (
     ("newest", lambda run: -run.id),
     ("best acc", lambda run: -(run.best_val_acc or -1)),
@@ -31,10 +30,6 @@ SORTS = (
 # The table holds the first rows of the sorted, filtered runs; filter or sort to reach the rest.
 # (A DataTable row costs about a millisecond to add; ten thousand would take seconds.)
 TABLE_LIMIT = 250
-def short_name(name: str) -> str:
-    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
-
-
 class RunsTable(DataTable):
     """The runs, where ``Home`` and ``End`` go to the first and the last run (a table's default
     scrolls sideways, which moved the cursor nowhere a user could see)."""

@@ -33,18 +33,46 @@ def downsample(xs: Sequence[float], ys: Sequence[float], width: int) -> tuple[li
     return out_x, out_y
 
 
+def charted() -> list[tuple[str, str, str]]:
+    """What a per-epoch chart can show, in order: (key, its title, the epoch column): every
+    registered metric but the loss (charted on its own) and the learning rate."""
+    from db.vocabulary import METRICS
+
+    return [(m.key, m.label, m.epoch_column) for m in METRICS if m.key != "loss"] + [("lr", "learning rate", "lr")]
+
+
+MARKERS = ("braille", "dot", "x", "+", "o", "*")  # one per series where runs are overlaid
+MAX_TICKS = 8
+
+
+def integer_ticks(xs: Sequence[float], most: int = MAX_TICKS) -> list[int]:
+    """Whole-number ticks spanning ``xs`` (epochs, steps), at most ``most`` of them."""
+    if not xs:
+        return []
+    low, high = int(min(xs)), int(max(xs))
+    if high <= low:
+        return [low]
+    step = max(1, -(-(high - low) // (most - 1)))
+    return list(range(low, high + 1, step))
+
+
 class MetricChart(PlotextPlot):
     """A titled line chart. ``replot`` takes whole series; the points are fitted to the width
     the chart has when it is drawn, so a chart filled before its first layout, or resized, is
     still one point per column."""
 
-    def __init__(self, title: str, *, y_label: str = "", x_label: str = "epoch", **kwargs):
+    def __init__(self, title: str, *, y_label: str = "", x_label: str = "epoch", markers: bool = False, **kwargs):
+        """``markers``: each series its own marker as well as its own colour (runs overlaid in
+        Compare stay apart in 256 colours and for colour-blind eyes)."""
         super().__init__(**kwargs)
         self.title, self.y_label, self.x_label = title, y_label, x_label
+        self.markers = markers
         self._series: list[Series] | None = None  # None: not read yet
         self._plotted_width: int | None = None
 
-    def replot(self, series: list[Series]) -> None:
+    def replot(self, series: list[Series], *, title: str | None = None) -> None:
+        if title is not None:
+            self.title = title
         self._series = series
         self._plotted_width = None
         self.refresh()
@@ -71,7 +99,11 @@ class MetricChart(PlotextPlot):
             if not xs:
                 continue
             x, y = downsample(xs, ys, width)
-            plt.plot(x, y, label=label, marker="braille", color=PALETTE[index % len(PALETTE)])
+            marker = MARKERS[index % len(MARKERS)] if self.markers else "braille"
+            plt.plot(x, y, label=label, marker=marker, color=PALETTE[index % len(PALETTE)])
             drawn = True
+        ticks = integer_ticks([x for _, xs, _ in self._series for x in xs])
+        if ticks:
+            plt.xticks(ticks, [str(t) for t in ticks])  # epochs and steps are whole numbers
         if not drawn:
             plt.title(f"{self.title} (no data yet)")

@@ -645,3 +645,34 @@ async def test_an_unticked_box_is_empty_and_a_ticked_one_shows_its_x(seeded):
         on_style = on.get_component_rich_style("toggle--button")
         assert off_style.color == off_style.bgcolor, "the X of an unticked box is not drawn"
         assert on_style.color != on_style.bgcolor and on_style.bold
+
+
+async def test_m_charts_another_metric_per_epoch_on_the_run_and_compare_screens(seeded):
+    from leuktui.widgets.charts import MetricChart, charted, integer_ticks
+
+    app = make_app(seeded)
+    db = Database(seeded.db_url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("1"))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 1")
+        chart = app.screen.query_one("#chart-acc", MetricChart)
+        assert chart.title == "accuracy per epoch"
+        await pilot.press("m")
+        await wait_until(pilot, lambda: chart.title == "weighted F1 per epoch", message="F1")
+        assert chart._series == [("val", [1, 2, 3, 4, 5], [e.f1 for e in db.epochs(1)])]
+        for _ in range(len(charted()) - 2):
+            await pilot.press("m")
+        await wait_until(pilot, lambda: chart.title == "learning rate per epoch", message="the learning rate")
+        await pilot.press("escape")
+        table.move_cursor(row=table.get_row_index("2"))
+        await pilot.press("space", "space", "c")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.loaded is not None, message="compare")
+        overlay = app.screen.query_one("#compare-acc", MetricChart)
+        await pilot.press("m", "m")
+        await wait_until(pilot, lambda: overlay.title == "validation ROC AUC", message="AUC overlaid")
+        assert [label for label, _, _ in overlay._series] == ["1 resnet18", "2 resnet18-histeq"] and overlay.markers
+    db.close()
+    assert integer_ticks([1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5] and integer_ticks(range(1, 51)) == [1, 8, 15, 22, 29, 36, 43, 50]
