@@ -94,7 +94,7 @@ def reference_throughput(paths, labels, args, device, workers) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def engine_throughput(samples, labels, args, device, amp: str = "auto") -> tuple[float, float, str]:
+def engine_throughput(samples, labels, args, device, amp: str = "auto", compiled: bool = False) -> tuple[float, float, str]:
     config = RunConfig.from_dict({"image_size": args.size, "batch_size": args.batch_size, "workers": os.cpu_count() or 1, "amp": amp})
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
@@ -102,8 +102,9 @@ def engine_throughput(samples, labels, args, device, amp: str = "auto") -> tuple
         images = np.asarray(images)
         decode_seconds = time.perf_counter() - started
     torch.manual_seed(0)
-    model = build_model("resnet18", 1).to(device).to(memory_format=torch.channels_last)
+    model = build_model(args.model, 1).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    net = torch.compile(model) if compiled else model
     precision = make_precision(device, amp)
     generator = torch.Generator().manual_seed(0)
     transform = BatchTransform.for_training(config)
@@ -115,7 +116,7 @@ def engine_throughput(samples, labels, args, device, amp: str = "auto") -> tuple
         while len(batches) < steps:
             batches += batch_indices(labels, args.batch_size, generator, shuffle=True)
         batches = [b for b in batches if len(b) == args.batch_size][:steps]
-        return train_one_epoch(model, optimizer, loss_fn, images, labels, batches, transform, generator, device, precision, state)
+        return train_one_epoch(net, optimizer, loss_fn, images, labels, batches, transform, generator, device, precision, state)
 
     epoch_of(args.warmup)
     timed = epoch_of(args.steps)
@@ -130,12 +131,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--ref-workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers for the reference")
+    parser.add_argument("--model", default="resnet18", help="resnet18|resnet50|resnet152 (the engine's; the reference is always ResNet18)")
+    parser.add_argument("--compile", action="store_true", help="also time the engine with torch.compile")
+    parser.add_argument("--engine-only", action="store_true", help="skip the reference loop (the GPU check times the engine alone)")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"ResNet18, {args.size} px, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"{args.model}, {args.size} px, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = make_dataset(Path(tmp) / "cells", n_train=args.images, n_valid=2, n_test=2, size=450, seed=0, workers=os.cpu_count() or 1)
@@ -144,16 +148,21 @@ def main() -> None:
         labels = np.asarray(split.labels, dtype=np.int64)
 
         reference = {}
-        for workers in sorted({0, args.ref_workers}):
-            reference[workers] = reference_throughput(paths, labels, args, device, workers)
-            print(f"reference (PIL + torchvision per item, {workers} workers): {reference[workers]:8.1f} img/s")
-        fp32, _, _ = engine_throughput(split.samples, labels, args, device, amp="off")
-        print(f"engine, fp32 (cache + batch augment, channels-last): {fp32:8.1f} img/s")
+        if not args.engine_only:
+            for workers in sorted({0, args.ref_workers}):
+                reference[workers] = reference_throughput(paths, labels, args, device, workers)
+                print(f"reference (PIL + torchvision per item, {workers} workers): {reference[workers]:8.1f} img/s")
+            fp32, _, _ = engine_throughput(split.samples, labels, args, device, amp="off")
+            print(f"engine, fp32 (cache + batch augment, channels-last): {fp32:8.1f} img/s")
         engine, decode_seconds, precision = engine_throughput(split.samples, labels, args, device)
         print(f"engine, {precision} autocast (the default):           {engine:8.1f} img/s  "
               f"(one-off decode of {len(paths)} images: {decode_seconds:.1f} s)")
-    best_reference = max(reference.values())
-    print(f"ratio engine / best reference: {engine / best_reference:.2f}x (fp32 engine: {fp32 / best_reference:.2f}x)")
+        if args.compile:
+            compiled, _, _ = engine_throughput(split.samples, labels, args, device, compiled=True)
+            print(f"engine, {precision} autocast, torch.compile:         {compiled:8.1f} img/s")
+    if reference:
+        best_reference = max(reference.values())
+        print(f"ratio engine / best reference: {engine / best_reference:.2f}x (fp32 engine: {fp32 / best_reference:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The prepared proof for a GPU machine: run it from the repository root as soon as a session is
+# lent one (the device tool's `run`), and record what it prints last in bench/README.md.
+#
+#   bash bench/gpu_check.sh                 # at most about 8 minutes; a table is printed last
+#
+# Such a machine has PyTorch and no package index. The project's other dependencies travel with
+# the repository as wheels: on a machine with the index, `bash bench/gpu_wheels.sh` writes them
+# to build/gpu-wheels (carry that folder along); this script installs from it what is missing.
+# The project itself is used from the source tree (PYTHONPATH), never installed there.
+#
+# On a machine without CUDA it runs too (the CUDA parts are reported as skipped): that is how it
+# is tried on the development machine. $GPU_CHECK_BUDGET (seconds, default 480) bounds the run:
+# a step that would start after it is reported as skipped for time.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+BUDGET=${GPU_CHECK_BUDGET:-480}
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+ROWS=()
+row() { ROWS+=("$(printf '%-34s %-8s %s' "$1" "$2" "$3")"); echo "== $1: $2 $3"; }
+left() { echo $((BUDGET - SECONDS)); }
+
+# -- 1. dependencies ----------------------------------------------------------------------------
+# module:package for what the check imports; only the missing ones are installed, so the
+# machine's own numpy (the one its torch was built with) stays.
+NEEDED="textual:textual textual_plotext:textual-plotext rich:rich sqlalchemy:sqlalchemy alembic:alembic PIL:pillow
+numpy:numpy sklearn:scikit-learn scipy:scipy psutil:psutil filelock:filelock pynvml:nvidia-ml-py pytest:pytest
+pytest_asyncio:pytest-asyncio"
+missing_packages() {
+    $PY -c 'import importlib.util, sys
+print(" ".join(p.split(":")[1] for p in sys.argv[1].split() if importlib.util.find_spec(p.split(":")[0]) is None))' "$NEEDED"
+}
+missing=$(missing_packages)
+if [ -n "$missing" ] && [ -d build/gpu-wheels ]; then
+    $PY -m pip install --quiet --no-index --find-links build/gpu-wheels $missing 2>&1 | tail -3
+    missing=$(missing_packages)
+fi
+if [ -n "$missing" ]; then row "dependencies" "MISSING" "$missing (bench/gpu_wheels.sh, where there is an index)"; else row "dependencies" "ok" ""; fi
+
+CUDA=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null || echo 0)
+DEVICE=$($PY -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu only')" 2>/dev/null)
+TORCH=$($PY -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda)" 2>/dev/null)
+row "machine" "$CUDA GPU" "$DEVICE; torch $TORCH; $(nproc) CPUs"
+
+# -- 2. the tests marked gpu --------------------------------------------------------------------
+out=$(timeout 180 $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs 2>&1)
+summary=$(echo "$out" | tail -1)
+if echo "$summary" | grep -q "failed\|error"; then row "tests marked gpu" "FAILED" "$summary"; echo "$out" | tail -30
+elif [ "$CUDA" = 0 ]; then row "tests marked gpu" "skipped" "$summary (no CUDA)"
+else row "tests marked gpu" "ok" "$summary"; fi
+
+# -- 3. one run on two processes (DDP) ----------------------------------------------------------
+row "DDP, 2 processes on one GPU" "skipped" "not built yet: leuktui has no --nproc (issue 17)"
+
+# -- 4. the scheduler, two runs at once ---------------------------------------------------------
+if [ "$(left)" -gt 60 ]; then
+    $PY -m leuktui data synth "$WORK/cells" --n-train 64 --n-valid 32 --n-test 8 --size 64 >/dev/null
+    for seed in 0 1; do
+        $PY -m leuktui --home "$WORK/home" queue --data-dir "$WORK/cells" --image-size 64 --epochs 2 --batch-size 16 \
+            --seed $seed --no-start --force >/dev/null
+    done
+    if [ "$CUDA" != 0 ]; then share="--per-gpu 2"; else share="--max-parallel 2"; fi
+    timeout 240 $PY -m leuktui --home "$WORK/home" scheduler start --foreground --idle-timeout 3 $share >"$WORK/scheduler.log" 2>&1
+    result=$($PY -m leuktui --home "$WORK/home" ls --json | $PY -c "
+import json, sys
+runs = json.load(sys.stdin)
+print(' '.join(f\"{r['id']}:{r['status']}@{r['device']}\" for r in runs))
+ok = all(r['status'] == 'completed' for r in runs) and len(runs) == 2
+sys.exit(0 if ok else 1)")
+    if [ $? = 0 ]; then row "scheduler, 2 runs ($share)" "ok" "$result"; else row "scheduler, 2 runs ($share)" "FAILED" "$result"; tail -20 "$WORK/scheduler.log"; fi
+else
+    row "scheduler, 2 runs" "skipped" "out of time"
+fi
+
+# -- 5. throughput ------------------------------------------------------------------------------
+throughput() {  # model size batch compile -> "eager / compiled img/s"
+    local line
+    line=$(timeout "$5" $PY bench/train_throughput.py --engine-only --model "$1" --size "$2" --batch-size "$3" \
+           --images "$6" --steps "$7" --warmup 3 $4 2>&1 | grep "img/s" | sed 's/.*: *\([0-9.]*\) img\/s.*/\1/' | paste -sd/ -)
+    echo "${line:-failed}"
+}
+if [ "$CUDA" != 0 ]; then
+    for spec in "resnet18 450 128" "resnet50 450 64" "resnet152 450 32" "resnet50 224 256"; do
+        set -- $spec
+        if [ "$(left)" -gt 90 ]; then
+            row "train img/s $1 $2 px (eager/compiled)" "ok" "$(throughput "$1" "$2" "$3" --compile 170 1024 30)"
+        else
+            row "train img/s $1 $2 px" "skipped" "out of time"
+        fi
+    done
+else
+    row "train img/s resnet18 64 px (CPU)" "ok" "$(throughput resnet18 64 16 "" 120 64 4) (a CPU figure, not the GPU's)"
+fi
+
+echo
+echo "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS}s of a ${BUDGET}s budget"
+printf '%s\n' "${ROWS[@]}"
