@@ -111,42 +111,34 @@ class NewRunScreen(Screen):
                 if exc.field == name:
                     wrong.append(exc)
         if wrong:
-            for exc in wrong:
-                self._show_error(exc.field, exc.message)
-            self.problem = f"fix the {len(wrong)} field{'s' if len(wrong) > 1 else ''} marked in red: {', '.join(e.field for e in wrong)}"
-            summary.update(plain(self.problem))
-            self.valid = None
-            return None
+            return self._refuse(wrong, f"fix the {len(wrong)} field{'s' if len(wrong) > 1 else ''} marked in red: "
+                                       + ", ".join(e.field for e in wrong))
         try:
             config = RunConfig.from_dict(values)
         except ConfigError as exc:
-            self._show_error(exc.field, exc.message)
-            self.problem = f"fix {exc.field}: {exc.message}"
-            summary.update(plain(self.problem))
-            self.valid = None
-            return None
+            return self._refuse([exc], f"fix {exc.field}: {exc.message}")
         try:
             grid = self.grid()
         except ConfigError as exc:
-            self._show_error(exc.field, exc.message)
-            self.problem = f"fix the factors: {exc.message}"
-            summary.update(plain(self.problem))
-            self.valid = None
-            return None
+            return self._refuse([exc], f"fix the factors: {exc.message}")
         try:
             count = len(expand(config, with_seeds(grid, config, self.seeds())).configs)
         except ConfigError as exc:
-            self._show_error(exc.field, exc.message)
-            what = "the seeds" if exc.field == "seeds" else "the factors"
-            self.problem = f"fix {what}: {exc.field}: {exc.message}" if exc.field != "seeds" else f"fix the seeds: {exc.message}"
-            summary.update(plain(self.problem))
-            self.valid = None
-            return None
+            problem = f"fix the seeds: {exc.message}" if exc.field == "seeds" else f"fix the factors: {exc.field}: {exc.message}"
+            return self._refuse([exc], problem)
         data = Path(config.data_dir)
         warning = "" if (data / "train.csv").is_file() or (data / "fold_0").is_dir() else f"  (no dataset at {data} yet)"
         summary.update(plain(f"will queue {count} run{'s' if count != 1 else ''}{warning}"))
         self.valid = config
         return config
+
+    def _refuse(self, errors: list[ConfigError], problem: str) -> None:
+        """Mark each error under its field, say ``problem`` in the summary; nothing can be queued."""
+        for exc in errors:
+            self._show_error(exc.field, exc.message)
+        self.problem = problem
+        self.query_one("#form-summary", Static).update(plain(problem))
+        self.valid = None
 
     def grid(self) -> dict[str, list[str]]:
         if not self.sweep:
