@@ -19,10 +19,20 @@ BUDGET=${GPU_CHECK_BUDGET:-480}
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
 ROWS=()
-row() { ROWS+=("$(printf '%-34s %-8s %s' "$1" "$2" "$3")"); echo "== $1: $2 $3"; }
+row() { ROWS+=("$(printf '%-40s %-9s %s' "$1" "$2" "$3")"); echo "== $1: $2 $3"; }
 left() { echo $((BUDGET - SECONDS)); }
+limit() { local most=$1 room=$(( BUDGET - SECONDS - 10 )); echo $(( room < most ? (room > 1 ? room : 1) : most )); }
+finish() {  # the table, last, however the script ends (a step's failure, a kill from outside)
+    trap - EXIT TERM INT
+    if [ -d "$WORK/home" ]; then $PY -m leuktui --home "$WORK/home" scheduler stop >/dev/null 2>&1; fi
+    rm -rf "$WORK"
+    echo
+    echo "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS}s of a ${BUDGET}s budget"
+    printf '%s\n' "${ROWS[@]}"
+}
+trap finish EXIT
+trap 'row "interrupted" "-" "by a signal after ${SECONDS}s"; exit 1' TERM INT
 
 # -- 1. dependencies ----------------------------------------------------------------------------
 # module:package for what the check imports; only the missing ones are installed, so the
@@ -36,22 +46,26 @@ print(" ".join(p.split(":")[1] for p in sys.argv[1].split() if importlib.util.fi
 }
 missing=$(missing_packages)
 if [ -n "$missing" ] && [ -d build/gpu-wheels ]; then
-    $PY -m pip install --quiet --no-index --find-links build/gpu-wheels $missing 2>&1 | tail -3
+    for package in $missing; do  # one by one: a package that cannot go in leaves the others be
+        $PY -m pip install --quiet --no-index --find-links build/gpu-wheels "$package" 2>&1 | grep -v "^WARNING" | tail -2
+    done
     missing=$(missing_packages)
 fi
 if [ -n "$missing" ]; then row "dependencies" "MISSING" "$missing (bench/gpu_wheels.sh, where there is an index)"; else row "dependencies" "ok" ""; fi
 
 CUDA=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null || echo 0)
 DEVICE=$($PY -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu only')" 2>/dev/null)
-TORCH=$($PY -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda)" 2>/dev/null)
+TORCH=$($PY -c "import torch, platform; print(torch.__version__, 'CUDA', torch.version.cuda, '; Python', platform.python_version())" 2>/dev/null)
 row "machine" "$CUDA GPU" "$DEVICE; torch $TORCH; $(nproc) CPUs"
 
 # -- 2. the tests marked gpu --------------------------------------------------------------------
-out=$(timeout 180 $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs 2>&1)
+out=$(timeout "$(limit 180)" $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider -rs 2>&1)
+rc=$?
 summary=$(echo "$out" | tail -1)
-if echo "$summary" | grep -q "failed\|error"; then row "tests marked gpu" "FAILED" "$summary"; echo "$out" | tail -30
-elif [ "$CUDA" = 0 ]; then row "tests marked gpu" "skipped" "$summary (no CUDA)"
-else row "tests marked gpu" "ok" "$summary"; fi
+if [ $rc = 124 ]; then row "tests marked gpu" "TIMEOUT" "$summary"
+elif [ "$CUDA" = 0 ] && { [ $rc = 0 ] || [ $rc = 5 ]; }; then row "tests marked gpu" "skipped" "$summary (no CUDA)"
+elif [ $rc = 0 ] && echo "$summary" | grep -q "passed"; then row "tests marked gpu" "ok" "$summary"
+else row "tests marked gpu" "FAILED" "rc $rc: $summary"; echo "$out" | tail -30; fi
 
 # -- 3. one run on two processes (DDP) ----------------------------------------------------------
 row "DDP, 2 processes on one GPU" "skipped" "not built yet: leuktui has no --nproc (issue 17)"
@@ -63,25 +77,34 @@ if [ "$(left)" -gt 60 ]; then
         $PY -m leuktui --home "$WORK/home" queue --data-dir "$WORK/cells" --image-size 64 --epochs 2 --batch-size 16 \
             --seed $seed --no-start --force >/dev/null
     done
-    if [ "$CUDA" != 0 ]; then share="--per-gpu 2"; else share="--max-parallel 2"; fi
-    timeout 240 $PY -m leuktui --home "$WORK/home" scheduler start --foreground --idle-timeout 3 $share >"$WORK/scheduler.log" 2>&1
+    if [ "$CUDA" != 0 ]; then share="--per-gpu 2"; want=cuda; else share="--max-parallel 2"; want=cpu; fi
+    timeout "$(limit 240)" $PY -m leuktui --home "$WORK/home" scheduler start --foreground --idle-timeout 3 $share >"$WORK/scheduler.log" 2>&1
     result=$($PY -m leuktui --home "$WORK/home" ls --json | $PY -c "
 import json, sys
 runs = json.load(sys.stdin)
 print(' '.join(f\"{r['id']}:{r['status']}@{r['device']}\" for r in runs))
-ok = all(r['status'] == 'completed' for r in runs) and len(runs) == 2
-sys.exit(0 if ok else 1)")
-    if [ $? = 0 ]; then row "scheduler, 2 runs ($share)" "ok" "$result"; else row "scheduler, 2 runs ($share)" "FAILED" "$result"; tail -20 "$WORK/scheduler.log"; fi
+done = len(runs) == 2 and all(r['status'] == 'completed' for r in runs)
+together = done and max(r['started_at'] for r in runs) < min(r['finished_at'] for r in runs)  # at the same time
+where = done and all((r['device'] or '').startswith('$want') for r in runs)
+print('at once' if together else 'NOT at once', 'on $want' if where else 'NOT all on $want')
+sys.exit(0 if done and together and where else 1)")
+    if [ $? = 0 ]; then row "scheduler, 2 runs ($share)" "ok" "$(echo $result)"; else
+        row "scheduler, 2 runs ($share)" "FAILED" "$(echo $result)"; tail -20 "$WORK/scheduler.log"
+        for id in 1 2; do $PY -m leuktui --home "$WORK/home" cancel $id >/dev/null 2>&1; done
+    fi
 else
     row "scheduler, 2 runs" "skipped" "out of time"
 fi
 
 # -- 5. throughput ------------------------------------------------------------------------------
-throughput() {  # model size batch compile -> "eager / compiled img/s"
-    local line
-    line=$(timeout "$5" $PY bench/train_throughput.py --engine-only --model "$1" --size "$2" --batch-size "$3" \
+throughput() {  # model size batch compile seconds images steps -> "eager / compiled img/s"
+    local line count
+    line=$(timeout "$(limit "$5")" $PY bench/train_throughput.py --engine-only --model "$1" --size "$2" --batch-size "$3" \
            --images "$6" --steps "$7" --warmup 3 $4 2>&1 | grep "img/s" | sed 's/.*: *\([0-9.]*\) img\/s.*/\1/' | paste -sd/ -)
-    echo "${line:-failed}"
+    count=$(echo "$line" | tr '/' '\n' | grep -c .)
+    if [ -z "$line" ]; then echo "failed or timed out"
+    elif [ -n "$4" ] && [ "$count" -lt 2 ]; then echo "$line / compiled: timed out"
+    else echo "$line"; fi
 }
 if [ "$CUDA" != 0 ]; then
     for spec in "resnet18 450 128" "resnet50 450 64" "resnet152 450 32" "resnet50 224 256"; do
@@ -96,6 +119,4 @@ else
     row "train img/s resnet18 64 px (CPU)" "ok" "$(throughput resnet18 64 16 "" 120 64 4) (a CPU figure, not the GPU's)"
 fi
 
-echo
-echo "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS}s of a ${BUDGET}s budget"
-printf '%s\n' "${ROWS[@]}"
+# (the table: finish, on exit)

@@ -22,7 +22,7 @@ from db import Database, Workspace
 from engine.datasets import Sample
 from engine.files import atomic_write
 from engine.pipeline import BatchTransform, Preprocess, decode_images
-from engine.predict import load_run_model
+from engine.predict import PredictError, load_run_model
 
 CAM_FOLDER = "cam"
 
@@ -53,9 +53,10 @@ class ClassScore:
 
 
 def checkpoint_stamp(path: Path) -> str:
-    """The identity of a checkpoint file's contents as far as the cache cares: size and mtime."""
+    """The identity of a checkpoint file as far as the cache cares: its inode, size and mtime
+    (a new best checkpoint is a new file: ``os.replace`` of a temporary one)."""
     status = path.stat()
-    return hashlib.sha256(f"{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
 def cam_folder(workspace: Workspace, run_id: int, checkpoint: str) -> Path:
@@ -71,20 +72,29 @@ def grad_cams(
     labels: Sequence[int],
     *,
     checkpoint: str = "best",
+    epoch: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """A PNG per sample: the Grad-CAM of class ``labels[i]`` (the class the model predicted, for a
-    mistake) over the image, cached under the checkpoint's stamp."""
+    mistake) over the image, cached under the checkpoint's stamp. ``epoch``: the epoch the labels
+    were predicted at; a checkpoint of another epoch is refused (its maps would explain other
+    predictions)."""
     from PIL import Image
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    path = workspace.checkpoint_path(run_id, checkpoint)
+    if not path.is_file():
+        raise PredictError(f"run {run_id}: no {checkpoint} checkpoint at {path}, so no Grad-CAM maps")
     folder = cam_folder(workspace, run_id, checkpoint)
     paths = [folder / f"{hashlib.sha256(s.ident.encode()).hexdigest()[:16]}-{label}.png" for s, label in zip(samples, labels, strict=True)]
     todo = [i for i, path in enumerate(paths) if not path.is_file()]
     if not todo:
         return paths
     loaded = load_run_model(db, workspace, run_id, checkpoint)
+    if epoch is not None and loaded.epoch != epoch:
+        raise PredictError(f"run {run_id}: its {checkpoint} checkpoint is of epoch {loaded.epoch}, the predictions of epoch {epoch}; "
+                           f"`leuktui eval {run_id} --checkpoint {checkpoint}` records them again")
     images = decode_images([samples[i] for i in todo], Preprocess.from_config(loaded.config), cache_dir=None, workers=loaded.config.workers)
     transform = BatchTransform.for_eval(loaded.config)
     model = loaded.model.float()

@@ -31,7 +31,7 @@ SCREENS = {
 }
 # What a screen's keys do not say.
 NOTES = {
-    "detail": "The tabs: live loss/accuracy charts per epoch and loss per step, the confusion matrix, evaluations, "
+    "detail": "The tabs: live loss and (m) any metric or the learning rate per epoch, loss per step, the confusion matrix, evaluations, "
               "config, log; images/s and ETA in the head.",
     "form": "Tab between fields; errors show under the field. A sweep takes factors "
             "`model=resnet18,resnet50; hist_eq=false,true` and shows how many runs it queues.",
@@ -39,9 +39,9 @@ NOTES = {
                 "existing checkpoints); pick rows and columns at the top. A table holds only runs that agree on every "
                 "other field (runs that differ elsewhere get their own table); a cell is mean ± std (n) of its seed "
                 "replicates with a 95% interval; a row's best is highlighted only where it is significantly better.",
-    "compare": "Validation accuracy and loss overlaid, every metric at each run's best epoch with its 95% interval, "
-               "the last-5 mean, only the config fields that differ, and McNemar's test with the accuracy difference "
-               "for each pair.",
+    "compare": "A validation metric (m: any of the registry, or the learning rate) and the loss overlaid, every metric at "
+               "each run's best epoch with its 95% interval, the last-5 mean, only the config fields that differ, and for "
+               "each pair McNemar's test with the accuracy difference (Holm-adjusted over the pairs).",
     "queue": "Running and waiting work in order, with devices and GPU utilisation/memory (NVML) or CPU/RAM; "
              "`enter` opens the run.",
     "export": "Checkpoint, test-time views, test CSV (defaults to the model's) and output path; several marked "

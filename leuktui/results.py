@@ -161,6 +161,17 @@ def sides_of(db: Any, specs: Sequence[Sequence[int]], mode: str | None = None) -
                 )
             chosen.append(evaluation)
         sides.append(Side(list(spec), chosen, replicates=isinstance(spec, Replicates)))
+    for side in sides:
+        if side.replicates:
+            configs = {repr(sorted((k, repr(v)) for k, v in runs[r].config.items() if k != REPLICATE_FIELD)) for r in side.runs}
+            seeds = [runs[r].config.get(REPLICATE_FIELD) for r in side.runs]
+            if len(configs) > 1:
+                raise ComparisonError(f"replicates {side.label}: the runs differ in more than the seed; replicates share every other field")
+            if len(set(seeds)) != len(seeds):
+                raise ComparisonError(f"replicates {side.label}: two runs have the same seed; replicates differ in it")
+    grouped = [set(side.runs) for side in sides if side.replicates]
+    if any(a & b for i, a in enumerate(grouped) for b in grouped[i + 1:]):
+        raise ComparisonError("a run is in two groups of replicates; Welch's test compares independent groups")
     datasets = {runs[run_id].config.get("data_dir") for run_id in run_ids}
     if len(datasets) > 1:
         raise ComparisonError(f"runs {', '.join(map(str, run_ids))} validate on different datasets ({', '.join(sorted(map(str, datasets)))}): "
@@ -235,9 +246,10 @@ def compare_pairs(db: Any, specs: Sequence[Sequence[int]], mode: str | None = No
     testable = [pair for pair in pairs if pair["p"] is not None]
     for pair in pairs:
         pair["significant"] = False
+        pair["adjustment"] = None
     for pair, rejected in zip(testable, holm([pair["p"] for pair in testable], ALPHA), strict=True):
         pair["significant"] = rejected
-        pair["adjustment"] = f"holm over {len(pairs)} pairs" if len(pairs) > 1 else None
+        pair["adjustment"] = f"holm over {len(testable)} pairs" if len(testable) > 1 else None
     return pairs
 
 

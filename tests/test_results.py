@@ -373,3 +373,20 @@ def test_compare_weighs_seed_replicates_against_each_other(lab):
     assert mixed.returncode != 0 and "compare replicates with replicates" in mixed.stderr
     both = cli("compare", "1,2+3", "4", home=workspace.home, check=False)
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_replicates_without_spread_or_that_are_not_replicates(tmp_path):
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    same = [record_run(db, curve=[0.5, 0.9], right=right_on(90, seed), seed=seed) for seed in range(2)]
+    other = [record_run(db, curve=[0.5, 0.8], right=right_on(80, seed), seed=seed, hist_eq=True) for seed in range(2)]
+    out = json.loads(cli("compare", f"{same[0]},{same[1]}", f"{other[0]},{other[1]}", "--json", home=workspace.home).stdout)
+    (pair,) = out["pairs"]
+    assert pair["p"] is None and pair["diff_ci"] is None and not pair["significant"] and pair["adjustment"] is None
+    text = cli("compare", f"{same[0]},{same[1]}", f"{other[0]},{other[1]}", home=workspace.home).stdout
+    assert "no interval (no spread)" in text and "Welch's t-test p = -" in text
+    mixed = cli("compare", f"{same[0]},{other[0]}", f"{same[1]},{other[1]}", home=workspace.home, check=False)
+    assert mixed.returncode == 1 and "differ in more than the seed" in mixed.stderr
+    shared = cli("compare", f"{same[0]},{same[1]}", f"{same[1]},{same[0]}", home=workspace.home, check=False)
+    assert shared.returncode == 1 and "two groups" in shared.stderr
+    db.close()

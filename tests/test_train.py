@@ -318,8 +318,26 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
         listed = list(csv.DictReader(handle))
     assert len(listed) == fn + fp and all((tmp_path / "wrong" / row["image"]).is_file() and (tmp_path / "wrong" / row["cam"]).is_file()
                                          for row in listed)
-    refused = cli("mistakes", "1", "-o", str(tmp_path / "wrong"), home=home, check=False)
+    from db import Database, Workspace
+
+    database = Database(Workspace(home).db_url)
+    before = len(database.evaluations(1))
+    refused = cli("mistakes", "1", "--checkpoint", "last", "-o", str(tmp_path / "wrong"), home=home, check=False)
     assert refused.returncode == 2 and "not an empty folder" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert len(database.evaluations(1)) == before, "refused before any work: no evaluation recorded"
+    last = json.loads(cli("mistakes", "1", "--checkpoint", "last", "--json", home=home).stdout)
+    assert json.loads(cli("mistakes", "1", "--checkpoint", "last", "--json", home=home).stdout)["evaluation"] == last["evaluation"]
+    assert len(database.evaluations(1)) == before + 1, "the last checkpoint's evaluation is recorded once, then reused"
+    # Each map explains the class the model predicted: the other class's map is another picture.
+    from engine.cam import grad_cams
+    from engine.datasets import load_split
+
+    samples = {s.ident: s for s in load_split(tiny_data, "valid").samples}
+    items = drawn["false_negatives"] + drawn["false_positives"]
+    assert all(item["cam"].endswith(f"-{item['predicted']}.png") for item in items)
+    other = grad_cams(database, Workspace(home), 1, [samples[i["id"]] for i in items], [1 - i["predicted"] for i in items])
+    assert any(not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(i["cam"]))) for a, i in zip(other, items, strict=True))
+    database.close()
 
     # Another checkpoint (its last block's weights changed): new maps, and they differ.
     best = home / "runs" / "1" / "checkpoints" / "best.pt"

@@ -112,7 +112,11 @@ def mistake_list(db, workspace, run_id: int, *, tta: str | None, checkpoint: str
     run = db.get_run(run_id)
     mode = tta or view_of(run)
     evaluations = db.evaluations(run_id)
-    evaluation = best_evaluation(run, evaluations, mode) if checkpoint == "best" else None
+    if checkpoint == "best":
+        evaluation = best_evaluation(run, evaluations, mode)
+    else:  # `last` is the end of the newest epoch: its newest evaluation there, if any
+        pool = [e for e in evaluations if e.checkpoint == "last" and e.split == "valid" and e.tta == mode and e.epoch == run.epochs_done]
+        evaluation = max(pool, key=lambda e: e.id) if pool else None
     if evaluation is None:
         from engine.predict import evaluate_run
 
@@ -137,8 +141,19 @@ def mistake_list(db, workspace, run_id: int, *, tta: str | None, checkpoint: str
     }
 
 
+def check_output_folder(folder: Path) -> None:
+    """``-o DIR`` must be new or empty, in a folder that exists: refused before any work."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{folder}: exists and is not an empty folder; nothing written")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: no such folder to write {folder.name} in")
+
+
 def cmd_mistakes(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args)
+    if args.output:
+        check_output_folder(Path(args.output))
     found = mistake_list(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, on_phase=phase_printer())
     files = found.pop("_samples")
     entries = found["false_negatives"] + found["false_positives"]
@@ -150,8 +165,10 @@ def cmd_mistakes(args: argparse.Namespace) -> int:
         missing = [item["id"] for item in entries if item["id"] not in files]
         if missing:
             raise UsageError(f"{missing[0]}: not in the run's valid split any more; nothing to draw")
+        phase = phase_printer()
         maps = grad_cams(db, workspace, args.run, [files[item["id"]] for item in entries], [item["predicted"] for item in entries],
-                         checkpoint=found["checkpoint"])
+                         checkpoint=found["checkpoint"], epoch=found["epoch"],
+                         on_progress=(lambda done, total: phase("drawing Grad-CAM maps", done, total)) if phase else None)
         for item, path in zip(entries, maps, strict=True):
             item["cam"] = str(path)
     if args.output:
@@ -183,11 +200,8 @@ def write_mistakes(folder: Path, found: dict) -> None:
     import shutil
     import tempfile
 
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UsageError(f"{folder}: exists and is not an empty folder; nothing written")
+    check_output_folder(folder)
     parent = folder.parent if str(folder.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"{parent}: no such folder to write {folder.name} in")
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.tmp-"))
     try:
         with (staging / "mistakes.csv").open("w", newline="") as handle:

@@ -89,7 +89,8 @@ class CompareScreen(Screen):
         key, title, column = charted()[self.chart_index]
         label = {run.id: f"{run.id} {short_name(run.name)}" for run in runs}  # the legend names the runs
         self.query_one("#compare-acc", MetricChart).replot(
-            [(label[r.id], [e.epoch for e in epochs[r.id]], [getattr(e, column) or 0 for e in epochs[r.id]]) for r in runs],
+            [(label[r.id], [e.epoch for e in known], [getattr(e, column) for e in known])
+             for r in runs for known in [[e for e in epochs[r.id] if getattr(e, column) is not None]]],
             title=title if key == "lr" else f"validation {title}",
         )
 

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
+from db.vocabulary import RUNNING
 from leuktui.actions import bindings
 from leuktui.cells import progress_cell, refill, status_cell
 from leuktui.formatting import age
@@ -131,4 +132,13 @@ class QueueScreen(Screen):
         self._operate("prioritize")
 
     def action_cancel_run(self) -> None:
-        self._operate("cancel")
+        """A waiting run is cancelled at once; a running one after a yes (it checkpoints, then stops)."""
+        run_id = self.current()
+        run = self.app.runs.get(run_id) if run_id is not None else None
+        if run is not None and run.status == RUNNING:
+            from leuktui.screens.dialogs import ConfirmScreen
+
+            self.app.push_screen(ConfirmScreen(f"Stop run {run_id}? It checkpoints, then stops."),
+                                 lambda yes: yes and self._operate("cancel"))
+        else:
+            self._operate("cancel")

@@ -200,7 +200,8 @@ class RunDetailScreen(Screen):
                 ("val", xs, [e.val_loss or 0 for e in self.epochs]),
             ])
             key, label, column = charted()[self.chart_index]
-            series = [("val" if key != "lr" else "lr", xs, [getattr(e, column) or 0 for e in self.epochs])]
+            known = [(e.epoch, getattr(e, column)) for e in self.epochs if getattr(e, column) is not None]  # a missing value is no point
+            series = [("val" if key != "lr" else "lr", [x for x, _ in known], [y for _, y in known])]
             if key == "acc":
                 series.insert(0, ("train", xs, [e.train_acc or 0 for e in self.epochs]))
             self.query_one("#chart-acc", MetricChart).replot(series, title=f"{label} per epoch")
@@ -339,7 +340,7 @@ class RunDetailScreen(Screen):
         if self.run is not None and self.run.status == RUNNING:
             from leuktui.screens.dialogs import ConfirmScreen
 
-            self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id}? It checkpoints, then stops; `R` resumes it."),
+            self.app.push_screen(ConfirmScreen(f"Stop run {self.run_id}? It checkpoints, then stops; R on the Runs screen resumes it."),
                                  lambda yes: yes and cancel())
         else:
             cancel()
