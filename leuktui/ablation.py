@@ -245,6 +245,21 @@ def _preferred(a: Run, b: Run) -> bool:
     return (a.status == COMPLETED, a.id) > (b.status == COMPLETED, b.id)
 
 
+def metric_range(key: str) -> tuple[float | None, float | None]:
+    """The values a metric can take: a t-interval is cut to them (with two seeds it can reach past
+    100% otherwise)."""
+    if key == "mcc":
+        return -1.0, 1.0
+    if key == "loss":
+        return 0.0, None
+    return 0.0, 1.0
+
+
+def clip_interval(key: str, interval: list[float]) -> list[float]:
+    low, high = metric_range(key)
+    return [max(interval[0], low) if low is not None else interval[0], min(interval[1], high) if high is not None else interval[1]]
+
+
 def _summarise(pivot: Pivot) -> None:
     from engine.stats import replicates
 
@@ -252,7 +267,7 @@ def _summarise(pivot: Pivot) -> None:
         summary = replicates(cell.values)
         cell.mean, cell.std = summary.mean, summary.std
         if summary.ci is not None:
-            cell.ci, cell.ci_kind = summary.ci, "t"
+            cell.ci, cell.ci_kind = clip_interval(pivot.metric, summary.ci), "t"
         elif cell.evaluations and cell.evaluations[0] is not None and cell.evaluations[0].interval(pivot.metric):
             cell.ci, cell.ci_kind = cell.evaluations[0].interval(pivot.metric), "bootstrap"
 

@@ -196,7 +196,7 @@ def _replicate_pair(a: Side, b: Side, loaded) -> dict[str, Any]:
         from scipy.stats import ttest_ind
 
         bounds = ttest_ind(acc_a, acc_b, equal_var=False).confidence_interval(LEVEL)
-        interval = [float(bounds.low), float(bounds.high)]
+        interval = [max(-1.0, float(bounds.low)), min(1.0, float(bounds.high))]  # a difference of accuracies
     ra, rb = replicates(acc_a), replicates(acc_b)
     return {
         "a": a.key, "b": b.key, "a_source": a.describe(), "b_source": b.describe(), "test": "welch",

@@ -390,3 +390,18 @@ def test_replicates_without_spread_or_that_are_not_replicates(tmp_path):
     shared = cli("compare", f"{same[0]},{same[1]}", f"{same[1]},{same[0]}", home=workspace.home, check=False)
     assert shared.returncode == 1 and "two groups" in shared.stderr
     db.close()
+
+
+def test_an_interval_stays_inside_what_the_metric_can_be(tmp_path):
+    """Two seeds far apart: the t-interval of their mean would reach past 100%; it is cut there."""
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    for seed, count in ((0, 99), (1, 60)):
+        record_run(db, curve=[0.5, count / N], right=right_on(count, seed), seed=seed)
+    (table,) = json.loads(cli("ablation", "--cols", "hist_eq", "--json", home=workspace.home).stdout)["tables"]
+    (cell,) = table["cells"]
+    assert cell["n"] == 2 and cell["ci"][0] >= 0.0 and cell["ci"][1] == 1.0
+    missing = cli("compare", "1", "99", home=workspace.home, check=False)
+    shown = cli("show", "99", home=workspace.home, check=False)
+    assert missing.returncode == shown.returncode == 1, "a run that does not exist is the same error everywhere"
+    db.close()

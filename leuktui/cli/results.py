@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from db.errors import UserError
 from db.vocabulary import METRICS, metric
 from leuktui.cli.common import (
     UsageError,
@@ -97,7 +98,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = {run.id: run for run in db.runs_by_id(run_ids)}
     missing = [run_id for run_id in run_ids if run_id not in runs]
     if missing:
-        raise UsageError(f"run {missing[0]}: no such run")
+        raise UserError(f"run {missing[0]}: no such run")
     evaluations = db.evaluations_of(run_ids)
     epochs = db.epochs_of(run_ids)
     summaries = [_run_summary(runs[run_id], evaluations, epochs[run_id], args.last_k, args.tta) for run_id in run_ids]
@@ -173,7 +174,7 @@ def chosen_runs(db, args: argparse.Namespace) -> list:
         found = {run.id: run for run in db.runs_by_id(args.runs)}
         for run_id in args.runs:
             if run_id not in found:
-                raise UsageError(f"run {run_id}: no such run")
+                raise UserError(f"run {run_id}: no such run")
         runs = list(found.values())
     else:
         runs = db.list_runs()
@@ -181,7 +182,7 @@ def chosen_runs(db, args: argparse.Namespace) -> list:
         try:
             db.get_sweep(args.sweep)
         except NotFound as exc:
-            raise UsageError(str(exc)) from None
+            raise UserError(str(exc)) from None
         runs = [run for run in runs if run.sweep_id == args.sweep]
     if args.tag is not None:
         runs = [run for run in runs if args.tag in (run.tags or [])]
