@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db.models import Epoch, Evaluation, Run
-from db.vocabulary import COMPLETED, EVAL_MODE_BY_KEY, EVAL_MODE_KEYS, metric
+from db.vocabulary import COMPLETED, EVAL_MODE_KEYS, metric
 from leuktui.results import (
     LAST_K,
     NOT_COMPARED,
@@ -140,7 +140,7 @@ class Pivot:
 
     def column_label(self, column: Any) -> str:
         if self.column_factor == TTA:
-            return EVAL_MODE_BY_KEY[column].label if column in EVAL_MODE_BY_KEY else str(column)
+            return view_label(column)
         return f"{self.column_factor}={column}"
 
     @property

@@ -185,7 +185,8 @@ def _replicate_pair(a: Side, b: Side, loaded) -> dict[str, Any]:
     from engine.stats import LEVEL, replicates, welch_p
 
     def accuracies(side: Side) -> list[float]:
-        return [sum(correct_by_image(loaded[e.id]).values()) / max(1, len(correct_by_image(loaded[e.id]))) for e in side.evaluations]
+        rights = [correct_by_image(loaded[e.id]) for e in side.evaluations]
+        return [sum(right.values()) / max(1, len(right)) for right in rights]
 
     acc_a, acc_b = accuracies(a), accuracies(b)
     if min(len(acc_a), len(acc_b)) < 2:

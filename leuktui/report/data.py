@@ -112,17 +112,15 @@ def select_runs(
 def best_config_per_model(runs: Sequence[Run]) -> list[Run]:
     """Each model's best config by the mean validation accuracy of its seed replicates, with every
     one of those replicates (never the luckiest seed alone)."""
-    from engine.config import RunConfig
-    from leuktui.results import NOT_COMPARED, REPLICATE_FIELD
+    from leuktui.ablation import context_of
+    from leuktui.results import REPLICATE_FIELD
 
-    defaults = RunConfig().to_dict()
-    groups: dict[tuple[str, str], list[Run]] = {}
+    groups: dict[tuple[str, tuple], list[Run]] = {}
     for run in runs:
         if run.best_epoch is None or run.best_val_acc is None:
             continue
-        values = {**defaults, **run.config}
-        key = repr(sorted((k, repr(v)) for k, v in values.items() if k not in (REPLICATE_FIELD, *NOT_COMPARED)))
-        groups.setdefault((run.model, key), []).append(run)
+        # The ablation tables' own rule of what replicates share, with the model as the row.
+        groups.setdefault((run.model, context_of(run, "model", REPLICATE_FIELD)), []).append(run)
     def standing(members: list[Run]) -> tuple[float, int]:  # a tie goes to the config with more seeds
         return round(sum(run.best_val_acc for run in members) / len(members), 12), len(members)
 
