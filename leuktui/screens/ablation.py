@@ -127,7 +127,7 @@ class AblationScreen(Screen):
         for row in pivot.rows:
             best = pivot.best_column(row)
             cells = [Text(pivot.cell_text(row, c), style="bold black on green" if c == best else "") for c in pivot.columns]
-            lines.append([Text(str(row)), *cells, Text(pivot.verdict_text(row))])
+            lines.append([plain(row), *cells, plain(pivot.verdict_text(row))])  # a config value (a model path) as text
         refill(self.query_one("#ablation-table", DataTable), [rows, *map(pivot.column_label, pivot.columns), "verdict"], lines)
         which = f"table {self.table_index + 1} of {len(self.tables)}: " if len(self.tables) > 1 else ""
         apart = ", ".join(f"{k}={v}" for k, v in pivot.context.items())
