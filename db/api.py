@@ -206,7 +206,10 @@ class Database:
         notes: str = "",
         sweep_id: int | None = None,
         parent_id: int | None = None,
+        trial: int | None = None,
+        session: Session | None = None,
     ) -> Run:
+        """Record a new run; inside ``session`` (a write transaction of the caller's), as part of it."""
         assert status in RUN_STATUSES, status
         run = Run(
             name=name,
@@ -224,12 +227,17 @@ class Database:
             epochs_done=0,
             last_step=0,
             summary={},
+            trial=trial,
         )
         def work(session: Session) -> None:
             run.updated_at = time.time()  # under the writer turn, so change polls see it in order
             session.add(run)
 
-        self.write(work)
+        if session is not None:
+            work(session)
+            session.flush()
+        else:
+            self.write(work)
         return run
 
     def get_run(self, run_id: int) -> Run:
@@ -545,10 +553,41 @@ class Database:
 
     # -- sweeps --------------------------------------------------------------------------------
 
-    def create_sweep(self, name: str, base_config: dict[str, Any], factors: dict[str, list[Any]]) -> Sweep:
-        sweep = Sweep(name=name, base_config=base_config, factors=factors, created_at=time.time())
+    def create_sweep(self, name: str, base_config: dict[str, Any], factors: dict[str, list[Any]], *, kind: str = "grid",
+                     study: dict[str, Any] | None = None) -> Sweep:
+        sweep = Sweep(name=name, base_config=base_config, factors=factors, created_at=time.time(), kind=kind, study=study)
         self.write(lambda session: session.add(sweep))
         return sweep
+
+    def studies(self) -> list[Sweep]:
+        """Every study (a sweep of kind ``study``), oldest first."""
+        with self.session() as session:
+            return list(session.scalars(select(Sweep).where(Sweep.kind == "study").order_by(Sweep.id)))
+
+    def sweep_named(self, name: str, *, kind: str | None = None) -> Sweep | None:
+        """The newest sweep called ``name`` (of ``kind``), if any."""
+        query = select(Sweep).where(Sweep.name == name)
+        if kind is not None:
+            query = query.where(Sweep.kind == kind)
+        with self.session() as session:
+            return session.scalars(query.order_by(Sweep.id.desc()).limit(1)).first()
+
+    def set_study(self, sweep_id: int, study: dict[str, Any]) -> None:
+        """Replace a study's settings (its trial budget, when it was stopped)."""
+        self.write(lambda session: session.execute(update(Sweep).where(Sweep.id == sweep_id).values(study=study)))
+
+    def study_turn(self, sweep_id: int, work: Callable[[Session, Sweep], T]) -> T:
+        """Run ``work(session, sweep)`` in one write transaction that first writes the study's row:
+        on PostgreSQL that row lock, on SQLite the write lock, makes every other process wait
+        until this one commits, so two schedulers never give one trial twice or exceed a budget."""
+        def turn(session: Session) -> T:
+            session.execute(update(Sweep).where(Sweep.id == sweep_id).values(study_turn_at=time.time()))
+            sweep = session.get(Sweep, sweep_id, populate_existing=True)
+            if sweep is None:
+                raise NotFound(f"sweep {sweep_id}: no such sweep")
+            return work(session, sweep)
+
+        return self.write(turn)
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self.session() as session:

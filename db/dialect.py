@@ -168,3 +168,26 @@ def missing_driver(url: str | URL, exc: ModuleNotFoundError) -> str:
     shown = make_url(url).render_as_string(hide_password=True)
     hint = " (pip install 'leuktui[postgres]')" if backend_name(url) == "postgresql" else ""
     return f"{shown}: the database driver {exc.name!r} is not installed{hint}"
+
+
+# -- Optuna's storage beside ours ------------------------------------------------------------------
+
+# Optuna's RDB storage keeps its own tables and its own alembic_version: on PostgreSQL it gets a
+# schema of its own in our database, so neither's migrations ever see the other's.
+OPTUNA_SCHEMA = "optuna"
+
+
+def optuna_url(url: str | URL) -> str | None:
+    """The SQLAlchemy URL of Optuna's RDB storage for a server database (None for SQLite, where
+    Optuna recommends its journal file instead): the same server and database, schema ``optuna``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    options = " ".join(filter(None, [parsed.query.get("options", ""), f"-csearch_path={OPTUNA_SCHEMA}"]))
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def create_optuna_schema(engine: Engine) -> None:
+    """Make the schema Optuna's tables live in (PostgreSQL; a no-op if it is there)."""
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}"))

@@ -36,12 +36,28 @@ class Sweep(Base):
     base_config: Mapped[dict[str, Any]]
     factors: Mapped[dict[str, Any]]
     created_at: Mapped[float] = mapped_column(Float)
+    # grid: the cartesian product of ``factors``; study: an Optuna search over a space (``study``)
+    kind: Mapped[str] = mapped_column(String(16), default="grid", server_default="grid")
+    # A study's settings: its space, trials, parallel, sampler, pruner, metric, direction, and
+    # when it was stopped (runner.studies reads and writes it).
+    study: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Written first in the transaction that gives a study its next trial, so two schedulers take turns.
+    study_turn_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @property
+    def is_study(self) -> bool:
+        return self.kind == "study"
 
 
 class Run(Base):
     __tablename__ = "run"
     # AUTOINCREMENT on SQLite: a deleted run's id is never given to another run (PostgreSQL's sequence never goes back).
-    __table_args__ = (Index("ix_run_queue_order", "status", "priority", "id"), {"sqlite_autoincrement": True})
+    __table_args__ = (
+        Index("ix_run_queue_order", "status", "priority", "id"),
+        # One run per trial of a study (grid runs have no trial; NULLs never collide).
+        Index("uq_run_sweep_trial", "sweep_id", "trial", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -83,6 +99,8 @@ class Run(Base):
     # Where the worker runs: "local" (a subprocess of the scheduler) or "slurm" (a batch job).
     backend: Mapped[str | None] = mapped_column(String(16))
     job_id: Mapped[str | None] = mapped_column(String(64))
+    # A study's trial: the number of its Optuna trial (a resumed trial continues as a new one).
+    trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @property
     def owner(self) -> str:

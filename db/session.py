@@ -14,7 +14,7 @@ from db.errors import UserError
 from db.settings import number_setting
 
 # The newest migration in db/migrations/versions; a test keeps the two in step.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 BUSY_TIMEOUT_MS = 30_000  # $LEUKTUI_BUSY_TIMEOUT_MS overrides it
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

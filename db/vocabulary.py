@@ -136,26 +136,34 @@ run's ``--best-metric``."""
 
 # -- run states -------------------------------------------------------------------------------------
 
-QUEUED, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, INTERRUPTED = (
-    "queued", "held", "running", "completed", "failed", "cancelled", "interrupted",
+QUEUED, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, INTERRUPTED, PRUNED = (
+    "queued", "held", "running", "completed", "failed", "cancelled", "interrupted", "pruned",
 )
-RUN_STATUSES = (QUEUED, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, INTERRUPTED)
+# pruned: a study's trial its pruner stopped early (after that epoch's checkpoint); it is over.
+RUN_STATUSES = (QUEUED, HELD, RUNNING, COMPLETED, FAILED, CANCELLED, INTERRUPTED, PRUNED)
 # Shown, never stored: a running run whose cancel was asked for (it checkpoints, then stops).
 CANCELLING = "cancelling"
 WAITING_STATUSES = (QUEUED, HELD)
-FINISHED_STATUSES = (COMPLETED, FAILED, CANCELLED, INTERRUPTED)
+FINISHED_STATUSES = (COMPLETED, FAILED, CANCELLED, INTERRUPTED, PRUNED)
 RESUMABLE_STATUSES = (INTERRUPTED, CANCELLED, FAILED)
 
 # Which status may follow which; ``db.states`` refuses every other change.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     QUEUED: (HELD, RUNNING, CANCELLED),
     HELD: (QUEUED, CANCELLED),
-    RUNNING: (COMPLETED, FAILED, CANCELLED, INTERRUPTED),
+    RUNNING: (COMPLETED, FAILED, CANCELLED, INTERRUPTED, PRUNED),
     COMPLETED: (),
+    PRUNED: (),
     FAILED: (QUEUED, RUNNING),
     CANCELLED: (QUEUED, RUNNING),
     INTERRUPTED: (QUEUED, RUNNING),
 }
+
+
+# A study's states (runner.studies): giving trials, waiting for its last trials after a stop,
+# stopped with trials to spare, or done with every trial it was given.
+STUDY_SEARCHING, STUDY_STOPPING, STUDY_STOPPED, STUDY_FINISHED = "searching", "stopping", "stopped", "finished"
+STUDY_STATES = (STUDY_SEARCHING, STUDY_STOPPING, STUDY_STOPPED, STUDY_FINISHED)
 
 
 def sources_of(target: str) -> tuple[str, ...]:

@@ -18,7 +18,16 @@ import numpy as np
 import torch
 
 from db import Database, Workspace, states
-from db.vocabulary import CANCELLED, COMPLETED, FAILED, INTERRUPTED, METRICS, QUEUED, RUNNING
+from db.vocabulary import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    METRICS,
+    PRUNED,
+    QUEUED,
+    RUNNING,
+)
 from engine.checkpoint import CheckpointSaver
 from engine.config import RunConfig
 from engine.datasets import DatasetError, Split, load_split
@@ -97,6 +106,7 @@ class Trainer:
         self.config = RunConfig.from_dict(record.config)
         self.epochs_recorded = record.epochs_done
         self.assigned_device = record.device if device else None
+        self.trial_number = record.trial if record.sweep_id is not None else None
         self.saver = CheckpointSaver(workspace.checkpoint_path(run_id, "last").parent, self.config.best_metric)
         self.log = self._open_log()
 
@@ -214,6 +224,24 @@ class Trainer:
         self.log.info("resuming after epoch %d (step %d)", epoch, state.step)
         return epoch + 1
 
+    def _trial_reporter(self):
+        """The Optuna trial this run is, if it is a study's (None: not one, or its storage fails)."""
+        if self.trial_number is None:
+            return None
+        from engine.studies import TrialReporter
+
+        sweep = self.db.get_sweep(self.db.get_run(self.run_id).sweep_id)
+        try:
+            reporter = TrialReporter(self.workspace, sweep.study, self.trial_number, self.log)
+        except Exception as exc:  # the study's storage is Optuna's business; the run trains on
+            self.log.warning("study %s, trial %d: %s: %s (training goes on unpruned)", sweep.name, self.trial_number,
+                             type(exc).__name__, exc)
+            return None
+        reporter.catch_up((e.epoch, {m.epoch_column: getattr(e, m.epoch_column) for m in METRICS}) for e in self.db.epochs(self.run_id))
+        self.log.info("trial %d of study %s: each epoch's %s goes to its pruner (%s)", self.trial_number, sweep.name,
+                      sweep.study["metric"], sweep.study["pruner"])
+        return reporter
+
     def _log_steps(self, rows: list[tuple[int, str, float]], *, epoch_ends_at: int) -> None:
         """Steps inside an epoch need not wait for the disk; the epoch's last batch does, before
         the epoch's checkpoint is saved (see ``Database.add_steps``)."""
@@ -257,6 +285,7 @@ class Trainer:
             train_images = np.concatenate([train_images, valid_images])
             train_labels = np.concatenate([train_labels, valid_labels])
         transform = BatchTransform.for_training(config)
+        reporter = self._trial_reporter()
 
         if self.stop.is_set():
             raise StopTraining
@@ -335,6 +364,10 @@ class Trainer:
             )
             best_epoch = self.saver.best["epoch"] if self.saver.best else None
             self.on_event({"type": "epoch", **row, "epochs": config.epochs, "best_epoch": best_epoch})
+            if reporter is not None and reporter.report(epoch, row) and epoch < config.epochs:
+                self.log.info("pruned after epoch %d: the study's pruner stops this trial (its checkpoints are kept)", epoch)
+                states.finish(self.db, self.run_id, PRUNED)
+                return PRUNED
             if config.early_stop and self.saver.bad_epochs >= config.early_stop:
                 self.log.info("early stop: %d epochs without a better %s", self.saver.bad_epochs, config.best_metric)
                 break

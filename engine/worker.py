@@ -23,7 +23,7 @@ from typing import Any
 
 from db import Database, Workspace
 from db.settings import number_setting
-from db.vocabulary import CANCELLED, COMPLETED, RUNNING
+from db.vocabulary import CANCELLED, COMPLETED, PRUNED, RUNNING
 from db.workspace import apply_file_mode
 from engine.errors import UserError
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    return 0 if status in (COMPLETED, CANCELLED) else 1
+    return 0 if status in (COMPLETED, CANCELLED, PRUNED) else 1
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from db.models import Run
-from db.vocabulary import CANCELLED, COMPLETED, FAILED, HELD, INTERRUPTED, QUEUED, RUNNING
+from db.vocabulary import CANCELLED, COMPLETED, FAILED, HELD, INTERRUPTED, PRUNED, QUEUED, RUNNING
 from leuktui.formatting import status_text, visible
 
 STATUS_STYLES = {
     RUNNING: "bold cyan", QUEUED: "yellow", HELD: "magenta", COMPLETED: "green",
-    FAILED: "bold red", CANCELLED: "dim", INTERRUPTED: "dark_orange",
+    FAILED: "bold red", CANCELLED: "dim", INTERRUPTED: "dark_orange", PRUNED: "steel_blue",
 }
 
 

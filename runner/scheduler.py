@@ -37,6 +37,7 @@ from runner.backends import Backend, Handle, make_backend
 from runner.gpus import detect_gpus
 from runner.options import Options
 from runner.processes import is_alive, is_worker
+from runner.studies import StudyDriver
 
 POLL_SECONDS = 0.5
 HEARTBEAT_STALE_SECONDS = 12.0   # workers beat every 2 s; a killed worker is failed within 15 s
@@ -82,6 +83,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.backend = self.backend or make_backend(self.workspace, self.options.backend, self.options.settings, self.host)
         self.backends: dict[str, Backend] = {self.backend.name: self.backend}
+        self.studies = StudyDriver(self.db, self.workspace)
 
     def backend_named(self, name: str | None) -> Backend:
         """The backend that runs (or ran) a run; adopted batch jobs keep theirs even after a switch."""
@@ -281,10 +283,11 @@ class Scheduler:
         self.reap()
         self.enforce()
         if not self.stopping:
+            self.studies.tick()
             self.dispatch()
 
     def has_work(self) -> bool:
-        return bool(self.handles) or any(run.status == QUEUED for run in self.db.queue())
+        return bool(self.handles) or any(run.status == QUEUED for run in self.db.queue()) or self.studies.wants_trials()
 
     def serve(self) -> None:
         self.reconcile()

@@ -1,7 +1,7 @@
 """The ``leuktui`` command line; with no command it opens the terminal app.
 
-One module per group of commands (``runs``, ``queue``, ``scheduler``, ``evaluation``, ``data``,
-``report``), what they share in ``common``. Commands that neither train nor predict never import
+One module per group of commands (``runs``, ``queue``, ``studies``, ``scheduler``, ``evaluation``,
+``data``, ``report``), what they share in ``common``. Commands that neither train nor predict never import
 torch: the heavy modules are imported inside the commands that need them.
 """
 
@@ -19,7 +19,7 @@ from db.errors import UserError
 from db.session import database_error, is_unusable_database
 from db.workspace import apply_file_mode
 from engine.config import ConfigError
-from leuktui.cli import data, evaluation, queue, report, results, runs, scheduler
+from leuktui.cli import data, evaluation, queue, report, results, runs, scheduler, studies
 from leuktui.cli.common import PROG, Parser, UsageError, ask, flag_name, workspace_of
 
 # Errors of the machine a user can fix: a full disk or quota, a read-only file system.
@@ -46,7 +46,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         help="print JSON for scripts (the commands that can; also after the command)")
     parser.add_argument("--no-scheduler", action="store_true", help="open the app without starting the scheduler")
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
-    for group in (runs, queue, evaluation, results, data, report):
+    for group in (runs, queue, studies, evaluation, results, data, report):
         group.add_commands(commands)
     words = sys.argv[1:] if argv is None else argv
     scheduler.add_commands(commands, backends="scheduler" in words)

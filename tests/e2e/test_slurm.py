@@ -186,6 +186,32 @@ def test_leuktui_cancel_scancels_the_job_and_resume_submits_a_new_one(cluster):
     cluster.wait_status(run_id, ("cancelled",), timeout=90)
 
 
+def test_a_median_study_runs_its_trials_as_slurm_jobs_with_optunas_storage_on_the_same_postgresql(cluster):
+    import optuna
+
+    from db.dialect import optuna_url
+
+    created = cluster.cli("study", "create", "slurm-search", "--space", "lr=log:1e-5:1e-1; batch_size=8,16", "--trials", "8",
+                          "--parallel", "2", "--startup-trials", "2", "--data-dir", str(cluster.data), "--image-size", "16",
+                          "--epochs", "4", "--rotation", "0", "--amp", "off", "--workers", "0", "--seed", "3", "--json")
+    study_id = json.loads(created.stdout[: created.stdout.rindex("}") + 1])["study_id"]
+    shown = wait_for(lambda: (s := json.loads(cluster.cli("study", "show", "slurm-search", "--json").stdout))["state"] == "finished" and s,
+                     420, "the study to finish on Slurm")
+    runs = [run for run in cluster.db.sweep_runs(study_id) if run.trial is not None]
+    assert len(runs) == 8 and len({run.trial for run in runs}) == 8
+    assert all(run.backend == "slurm" and run.job_id for run in runs)
+    assert {run.status for run in runs} <= {"completed", "pruned"} and any(run.status == "pruned" for run in runs)
+    # Optuna's RDB storage lives in the same database (schema optuna), and a plain load_study reads it.
+    assert shown["storage"].endswith("options=-csearch_path%3Doptuna") and "***" in shown["storage"]
+    study = optuna.load_study(study_name="slurm-search", storage=optuna_url(cluster.env["LEUKTUI_DB"]))
+    by_number = {t.number: t for t in study.trials}
+    assert len(by_number) == 8
+    for run in runs:
+        assert by_number[run.trial].state.name == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.status]
+        assert by_number[run.trial].params["lr"] == pytest.approx(run.config["lr"])
+    assert shown["best"]["trial"] == study.best_trial.number
+
+
 def test_an_outside_scancel_ends_the_run_cancelled_with_slurms_reason(cluster):
     (run_id,) = cluster.queue("--name", "scancelled", epochs=500)
     cluster.cli("scheduler", "start")

@@ -1,0 +1,235 @@
+"""Studies without training: the space a user writes, what `study create` refuses, and the
+scheduler's side of a study (``StudyDriver``) on SQLite and on PostgreSQL with Optuna's real
+storage: trials given just in time, how each ended told to Optuna, a resumed trial continuing as a
+new Optuna trial, and two schedulers sharing one database never giving one trial twice."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, tiny_config
+from db import Database, Workspace, states
+from db.vocabulary import COMPLETED, FAILED, PRUNED, QUEUED, RUNNING
+from engine.config import ConfigError
+from engine.studies import TrialReporter, storage_of
+from runner import control
+from runner.space import grid_size, parse_space
+from runner.studies import StudyDriver, StudyRequest, create_study, find_study, overview, stop_study
+
+# -- the space ---------------------------------------------------------------------------------------
+
+
+def test_a_space_reads_like_the_grid_with_ranges():
+    params = parse_space("lr=log:1e-4:1e-1; batch_size=16,32,64; rotation=0:45; model=resnet18,resnet50; epochs=2:8:2; hist_eq=true,false")
+    by_name = {p.name: p for p in params}
+    assert by_name["lr"].kind == "float" and by_name["lr"].log and (by_name["lr"].low, by_name["lr"].high) == (1e-4, 1e-1)
+    assert by_name["batch_size"].choices == (16, 32, 64)  # coerced as the field takes them
+    assert by_name["rotation"].kind == "float" and not by_name["rotation"].log
+    assert by_name["epochs"].kind == "int" and by_name["epochs"].grid_values() == [2, 4, 6, 8]
+    assert by_name["hist_eq"].choices == (True, False)
+    assert grid_size(params) is None  # lr and rotation are continuous
+    assert grid_size(parse_space("batch_size=16,32; epochs=2:8:2")) == 8
+    assert parse_space(["lr=1e-3,1e-2", "seed=0:4"])[1].kind == "int"  # several --space flags add up
+
+
+@pytest.mark.parametrize("space, says", [
+    ("lr=0:1", "lr: 0.0 is outside (0.0, 10.0]"),
+    ("lr=log:0:1", "a log range starts above 0"),
+    ("learning_rate=1,2", "'learning_rate' is not a config field"),
+    ("lr=0.1", "one value is not a search"),
+    ("model=0:3", "a text field takes a list of values"),
+    ("batch_size=1:8", "batch_size: 1 is outside [2, 4096]"),
+    ("batch_size=2.5:8", "whole-number ends"),
+    ("data_dir=a,b", "'data_dir' cannot be searched"),
+    ("lr=1e-3,1e-2; lr=1,2", "'lr' is given twice"),
+    ("rotation=10:5", "the range '10:5' is empty"),
+    ("optimizer=adam,lion", "optimizer: 'lion' is not one of adam, adamw, sgd"),
+    ("", "empty"),
+])
+def test_a_space_that_cannot_be_searched_is_one_line_naming_the_factor(space, says):
+    with pytest.raises(ConfigError) as caught:
+        parse_space(space)
+    assert caught.value.field == "space" and says in caught.value.message
+
+
+def test_study_create_refuses_what_it_cannot_search(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    data = ["--data-dir", str(tiny_data), "--no-start"]
+    bad_space = cli("study", "create", "s", "--space", "lr=log:0:1", *data, home=home, check=False)
+    assert bad_space.returncode == 2 and "--space: lr: a log range starts above 0" in bad_space.stderr
+    grid_range = cli("study", "create", "s", "--space", "lr=log:1e-4:1e-1", "--sampler", "grid", *data, home=home, check=False)
+    assert grid_range.returncode == 2 and "--sampler: the grid sampler takes lists and stepped ranges" in grid_range.stderr
+    too_many = cli("study", "create", "s", "--space", "batch_size=8,16", "--sampler", "grid", "--trials", "3", *data, home=home, check=False)
+    assert too_many.returncode == 2 and "3 trials, but the grid has 2 combinations" in too_many.stderr
+    bad_metric = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", "--metric", "val_speed", *data, home=home, check=False)
+    assert bad_metric.returncode == 2 and "--metric: 'val_speed' is not a metric" in bad_metric.stderr
+    bad_name = cli("study", "create", "no spaces", "--space", "lr=1e-3,1e-2", *data, home=home, check=False)
+    assert bad_name.returncode == 2 and "NAME:" in bad_name.stderr
+    assert not (home / "optuna.journal").exists() or "no spaces" not in (home / "optuna.journal").read_text()
+    cli("study", "create", "s", "--space", "lr=1e-3,1e-2", *data, home=home)
+    again = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", *data, home=home, check=False)
+    assert again.returncode == 1 and "study 's' exists already" in again.stderr
+    missing = cli("study", "show", "nope", home=home, check=False)
+    assert missing.returncode == 1 and "study 'nope': no such study (studies: s)" in missing.stderr
+    assert json.loads(cli("study", "ls", "--json", home=home).stdout)[0]["trials_wanted"] == 20
+    cli("study", "more", "s", "5", "--no-start", home=home)
+    assert json.loads(cli("study", "ls", "--json", home=home).stdout)[0]["trials_wanted"] == 25
+
+
+# -- the scheduler's side, on both databases --------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def study_home(request, tmp_path, monkeypatch) -> Workspace:
+    """A workspace on SQLite (Optuna's journal file), or on PostgreSQL (Optuna's RDB storage)."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("LEUKTUI_DB", request.getfixturevalue("pg_url"))
+    return Workspace(tmp_path / "home").ensure()
+
+
+def make_study(workspace: Workspace, data: Path, **settings) -> tuple[Database, object]:
+    db = Database(workspace.db_url)
+    request = StudyRequest(**{"name": "search", "space": "lr=log:1e-4:1e-1; batch_size=8,16", "trials": 4, "parallel": 2,
+                              "startup_trials": 1, **settings})
+    return db, create_study(db, workspace, request, tiny_config(data, epochs=3), check_configs=False)
+
+
+def train_trial(db: Database, workspace: Workspace, run_id: int, values, *, end: str = COMPLETED) -> bool:
+    """What a worker does for a trial, without the training: claim the run, record each epoch,
+    report it to the trial through the worker's own reporter; True if it won the claim."""
+    if not states.move(db, run_id, RUNNING, only_from=(QUEUED,)):
+        return False
+    run = db.get_run(run_id)
+    reporter = TrialReporter(workspace, db.get_sweep(run.sweep_id).study, run.trial, logging.getLogger("test"))
+    best = None
+    for epoch, value in enumerate(values, start=len(db.epochs(run_id)) + 1):
+        row = {"train_loss": 0.5, "train_acc": 0.5, "val_acc": value, "val_loss": 1 - value, "confusion": [[1, 0], [0, 1]]}
+        improved = best is None or value > best["val_acc"]
+        if improved:
+            best = {"epoch": epoch, "val_acc": value}
+        db.add_epoch(run_id, epoch, epoch, row, best=best if improved else None)
+        reporter.report(epoch, row)
+    states.finish(db, run_id, end)
+    return True
+
+
+def optuna_trials(workspace: Workspace) -> dict[int, object]:
+    import optuna
+
+    from engine.studies import open_storage
+
+    study = optuna.load_study(study_name="search", storage=open_storage(storage_of(workspace)))
+    return {t.number: t for t in study.get_trials()}
+
+
+def test_trials_are_given_just_in_time_and_optuna_hears_how_each_ended(study_home, tiny_data):
+    db, sweep = make_study(study_home, tiny_data)
+    driver = StudyDriver(db, study_home)
+    driver.tick(force=True)
+    first = [r for r in db.sweep_runs(sweep.id)]
+    assert [r.trial for r in first] == [0, 1] and all(r.status == QUEUED for r in first)  # parallel 2
+    assert first[0].config["best_metric"] == "val_acc" and first[0].name == "search #0"
+    driver.tick(force=True)
+    assert len(db.sweep_runs(sweep.id)) == 2  # no room until one ends
+
+    assert train_trial(db, study_home, first[0].id, [0.6, 0.7, 0.65])
+    assert train_trial(db, study_home, first[1].id, [0.5], end=FAILED)
+    driver.tick(force=True)
+    told = optuna_trials(study_home)
+    assert told[0].state.name == "COMPLETE" and told[0].value == pytest.approx(0.7)  # the best epoch's, not the last
+    assert told[0].intermediate_values == {1: 0.6, 2: 0.7, 3: 0.65}
+    assert told[1].state.name == "FAIL" and told[1].user_attrs["leuktui_status"] == FAILED
+    runs = db.sweep_runs(sweep.id)
+    assert [r.trial for r in runs] == [0, 1, 2, 3]  # two more, up to the 4 trials
+    assert {k: v for k, v in told[2].params.items()} == {"lr": pytest.approx(runs[2].config["lr"]),
+                                                          "batch_size": runs[2].config["batch_size"]}
+
+    # The failed trial is resumed: it continues as a new Optuna trial, same parameters, its epochs so far.
+    control.resume(db, first[1].id)
+    driver.tick(force=True)
+    resumed = db.get_run(first[1].id)
+    assert resumed.trial == 4 and len(db.sweep_runs(sweep.id)) == 4
+    told = optuna_trials(study_home)
+    assert told[4].state.name == "RUNNING" and told[4].params == told[1].params and told[4].intermediate_values == {1: 0.5}
+    assert told[4].user_attrs["continues_trial"] == 1
+    assert train_trial(db, study_home, resumed.id, [0.8, 0.75])
+    for run in runs[2:]:
+        assert train_trial(db, study_home, run.id, [0.3, 0.2])
+    driver.tick(force=True)
+    driver.tick(force=True)
+    told = optuna_trials(study_home)
+    assert told[4].state.name == "COMPLETE" and told[4].value == pytest.approx(0.8)
+    assert told[4].intermediate_values == {1: 0.5, 2: 0.8, 3: 0.75}
+    summary = overview(db, find_study(db, "search"))
+    assert summary["state"] == "finished" and summary["best"]["run_id"] == first[1].id
+    assert not driver.wants_trials()
+    db.close()
+
+
+def test_a_pruned_trial_is_told_pruned_and_a_stopped_study_gives_no_more(study_home, tiny_data):
+    db, sweep = make_study(study_home, tiny_data, pruner="median", trials=6, parallel=1)
+    driver = StudyDriver(db, study_home)
+    driver.tick(force=True)
+    assert train_trial(db, study_home, db.sweep_runs(sweep.id)[0].id, [0.7, 0.8, 0.9])
+    driver.tick(force=True)
+    second = db.sweep_runs(sweep.id)[1]
+    states.move(db, second.id, RUNNING, only_from=(QUEUED,))
+    reporter = TrialReporter(study_home, sweep.study, second.trial, logging.getLogger("test"))
+    assert not reporter.report(1, {"val_acc": 0.1})  # the first epoch is its warm-up
+    assert reporter.report(2, {"val_acc": 0.1})      # below the median of the completed trial at epoch 2
+    states.finish(db, second.id, PRUNED)
+    driver.tick(force=True)
+    assert optuna_trials(study_home)[1].state.name == "PRUNED"
+    third = db.sweep_runs(sweep.id)[2]
+    cancelled, stopping = stop_study(db, find_study(db, "search"))
+    assert cancelled == [third.id] and stopping == []
+    driver.tick(force=True)
+    driver.tick(force=True)
+    assert len(db.sweep_runs(sweep.id)) == 3 and db.get_run(third.id).status == "cancelled"
+    assert optuna_trials(study_home)[2].state.name == "FAIL"
+    assert overview(db, find_study(db, "search"))["state"] == "stopped"
+    db.close()
+
+
+AGENT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from db import Database, Workspace
+from runner.studies import StudyDriver
+from test_studies import train_trial
+workspace = Workspace.resolve({home!r})
+db = Database(workspace.db_url)
+driver = StudyDriver(db, workspace)
+deadline = time.time() + 120
+trained = []
+while time.time() < deadline:
+    driver.tick(force=True)
+    for run in db.sweep_runs({sweep}):
+        if run.status == "queued" and train_trial(db, workspace, run.id, [0.5 + 0.01 * (run.trial or 0)]):
+            trained.append(run.trial)
+    if not driver.active():
+        break
+print(trained)
+"""
+
+
+def test_two_schedulers_sharing_the_database_never_give_one_trial_twice(study_home, tiny_data):
+    db, sweep = make_study(study_home, tiny_data, trials=12, parallel=3, pruner="none")
+    code = AGENT.format(tests=str(Path(__file__).parent), home=str(study_home.home), sweep=sweep.id)
+    agents = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [agent.communicate(timeout=180) for agent in agents]
+    assert all(agent.returncode == 0 for agent in agents), [err for _, err in outputs]
+    trained = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    runs = db.sweep_runs(sweep.id)
+    assert len(runs) == 12 and sorted(r.trial for r in runs) == list(range(12))
+    assert sorted(trained[0] + trained[1]) == list(range(12))  # each trial trained by one of them, once
+    told = optuna_trials(study_home)
+    assert len(told) == 12 and all(t.state.name == "COMPLETE" for t in told.values())
+    assert all(told[r.trial].value == pytest.approx(0.5 + 0.01 * r.trial) for r in runs)
+    db.close()
