@@ -22,6 +22,7 @@ SCREENS = {
     "compare": "Compare",
     "ablation": "Ablation",
     "queue": "Queue",
+    "studies": "Studies",
     "export": "Export (dialog)",
     "report": "Report (dialog)",
     "app": "Everywhere",
@@ -44,6 +45,9 @@ NOTES = {
                "each pair McNemar's test with the accuracy difference (Holm-adjusted over the pairs).",
     "queue": "Running and waiting work in order, with devices and GPU utilisation/memory (NVML) or CPU/RAM; "
              "`enter` opens the run.",
+    "studies": "An Optuna study's trials (state, parameters, value at the best epoch, epochs), the best so far, each "
+               "trial's value per epoch as curves, and the parameters' importances (fANOVA, after two completed trials); "
+               "`enter` opens a trial's run.",
     "export": "Checkpoint, test-time views, test CSV (defaults to the model's) and output path; several marked "
               "runs make an ensemble; runs in the background with progress.",
     "report": "The runs and the output folder; builds in the background with progress and names the folder when done.",
@@ -127,6 +131,12 @@ ACTIONS: tuple[Action, ...] = (
     Action("release", "u", "release", "Release", "queue", "release a held run"),
     Action("prioritize", "p", "prioritize", "To front", "queue", "move to the front of the queue"),
     Action("queue-cancel", "x", "cancel_run", "Cancel", "queue", "cancel"),
+    # Studies
+    Action("studies-back", "escape", "app.pop_screen", "Back", "studies", "back"),
+    Action("stop-study", "x", "stop_study", "Stop study", "studies", "stop the study: no new trials, waiting ones cancelled (asks first)"),
+    Action("more-trials", "plus", "more_trials", "5 more", "studies", "give the study five more trials", key_display="+"),
+    Action("previous-study", "left_square_bracket", "previous_study", "Prev study", "studies", "the previous study", key_display="["),
+    Action("next-study", "right_square_bracket", "next_study", "Next study", "studies", "the next study", key_display="]"),
     # Export
     Action("close-export", "escape", "dismiss", "Close", "export", "close"),
     Action("export-now", "ctrl+s", "export", "Export", "export", "write the submission"),
@@ -137,6 +147,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("quit", "q", "quit", "Quit", "app", "quit"),
     Action("help", "question_mark", "help", "Help", "app", "this help", key_display="?"),
     Action("queue", "w", "queue_screen", "Queue", "app", "the queue"),
+    Action("studies", "o", "studies_screen", "Studies", "app", "the Optuna studies"),
     # Help and the dialogs
     Action("help-back", "escape", "app.pop_screen", "Back", "help", "back"),
     Action("help-close", "question_mark", "app.pop_screen", "Back", "help", "back", show=False, key_display="?"),
@@ -147,7 +158,7 @@ ACTIONS: tuple[Action, ...] = (
 )
 ACTION_BY_ID = {action.id: action for action in ACTIONS}
 # Screens whose keys the app's own keys ("Everywhere") share the keyboard with.
-WITH_APP_KEYS = ("runs", "detail", "compare", "ablation", "queue")
+WITH_APP_KEYS = ("runs", "detail", "compare", "ablation", "queue", "studies")
 
 
 def bindings(screen: str) -> list[Binding]:

@@ -242,6 +242,12 @@ class LeuktuiApp(App):
         if not isinstance(self.screen, QueueScreen):
             self.push_screen(QueueScreen())
 
+    def action_studies_screen(self) -> None:
+        from leuktui.screens.studies import StudiesScreen
+
+        if not isinstance(self.screen, StudiesScreen):
+            self.push_screen(StudiesScreen())
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every key binding of the screen and the app is also in the command palette."""
         yield from super().get_system_commands(screen)

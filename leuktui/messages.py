@@ -42,6 +42,17 @@ class QueueState(Message):
 
 
 @dataclass
+class StudiesState(Message):
+    """Every study's overview (``runner.studies.overview``) and importances, as last read."""
+
+    summaries: list
+    importances: dict
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StudiesState)
+
+
+@dataclass
 class DetailData(Message):
     """What changed for the open run since the last poll."""
 

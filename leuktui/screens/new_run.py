@@ -8,7 +8,7 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Header, Input, Label, Select, Static
 
@@ -53,9 +53,15 @@ class NewRunScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        title = "New sweep: a base config and factors (FIELD=V1,V2; FIELD=…)" if self.sweep else "New run"
+        title = "New sweep: a grid of factors, or a search (an Optuna study)" if self.sweep else "New run"
         yield Static(title, id="form-title")
         with VerticalScroll(id="form"):
+            if self.sweep:
+                with Horizontal(classes="form-row"):
+                    yield Label("mode", classes="form-label")
+                    yield Select([("grid: every combination of the factors", "grid"),
+                                  ("search: an Optuna study over a space, bad trials pruned", "search")],
+                                 value="grid", allow_blank=False, id="meta-mode", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("name", classes="form-label")
                 yield Input(placeholder="made from the config if empty", id="meta-name", compact=True)
@@ -63,9 +69,10 @@ class NewRunScreen(Screen):
                 yield Label("tags", classes="form-label")
                 yield Input(placeholder="comma-separated", id="meta-tags", compact=True)
             if self.sweep:
-                with Horizontal(classes="form-row"):
+                with Horizontal(classes="form-row", id="row-factors"):
                     yield Label("factors", classes="form-label")
                     yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors", compact=True)
+                yield from self.search_rows()
             for f in dataclasses.fields(RunConfig):
                 value = getattr(self.defaults, f.name)
                 with Horizontal(classes="form-row"):
@@ -87,8 +94,62 @@ class NewRunScreen(Screen):
             yield Button("Queue (ctrl+s)", variant="primary", id="submit", compact=True)
         yield KeyBar()
 
+    def search_rows(self) -> ComposeResult:
+        """The study's own fields, shown in search mode."""
+        from engine.studies import PRUNERS, SAMPLERS
+
+        with Vertical(id="search-rows"):
+            for key, label, widget in (
+                ("space", "space", Input(value="lr=log:1e-4:1e-1; batch_size=16,32,64; rotation=0:45", id="meta-space", compact=True,
+                                         tooltip="FIELD=log:LOW:HIGH, FIELD=LOW:HIGH[:STEP] or FIELD=V1,V2, separated by ;")),
+                ("trials", "trials", Input(value="20", id="meta-trials", type="integer", compact=True)),
+                ("parallel", "at once", Input(placeholder="what the scheduler runs here at once", id="meta-parallel", type="integer",
+                                              compact=True)),
+                ("sampler", "sampler", Select([(f"{k}: {v}", k) for k, v in SAMPLERS.items()], value="tpe", allow_blank=False,
+                                              id="meta-sampler", compact=True)),
+                ("pruner", "pruner", Select([(f"{k}: {v}", k) for k, v in PRUNERS.items()], value="median", allow_blank=False,
+                                            id="meta-pruner", compact=True)),
+                ("metric", "metric", Input(value="val_acc", id="meta-metric", compact=True,
+                                           tooltip="what the study optimizes at each trial's best epoch (val_loss is minimized)")),
+            ):
+                with Horizontal(classes="form-row", id=f"row-{key}"):
+                    yield Label(label, classes="form-label")
+                    yield widget
+
+    @property
+    def searching(self) -> bool:
+        return self.sweep and self.query_one("#meta-mode", Select).value == "search"
+
+    def study_request(self):
+        from runner.studies import StudyRequest
+
+        def number(widget_id: str, name: str) -> int | None:
+            text = self.query_one(widget_id, Input).value.strip()
+            if not text:
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                raise ConfigError(name, f"{text!r} is not a whole number") from None
+
+        return StudyRequest(
+            name=self.query_one("#meta-name", Input).value.strip(), space=self.query_one("#meta-space", Input).value,
+            trials=number("#meta-trials", "trials") or 0, parallel=number("#meta-parallel", "parallel"),
+            sampler=str(self.query_one("#meta-sampler", Select).value), pruner=str(self.query_one("#meta-pruner", Select).value),
+            metric=self.query_one("#meta-metric", Input).value.strip(),
+            tags=[t.strip() for t in self.query_one("#meta-tags", Input).value.split(",") if t.strip()],
+        )
+
     def on_mount(self) -> None:
+        if self.sweep:
+            self._show_mode()
         self.validate_form()
+
+    def _show_mode(self) -> None:
+        searching = self.searching
+        self.query_one("#search-rows").display = searching
+        self.query_one("#row-factors").display = not searching
+        self.query_one("#meta-name", Input).placeholder = "the study's name (required)" if searching else "made from the config if empty"
 
     def values(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -117,6 +178,8 @@ class NewRunScreen(Screen):
             config = RunConfig.from_dict(values)
         except ConfigError as exc:
             return self._refuse([exc], f"fix {exc.field}: {exc.message}")
+        if self.searching:
+            return self._validate_search(config)
         try:
             grid = self.grid()
         except ConfigError as exc:
@@ -129,6 +192,21 @@ class NewRunScreen(Screen):
         data = Path(config.data_dir)
         warning = "" if (data / "train.csv").is_file() or (data / "fold_0").is_dir() else f"  (no dataset at {data} yet)"
         summary.update(plain(f"will queue {count} run{'s' if count != 1 else ''}{warning}"))
+        self.valid = config
+        return config
+
+    def _validate_search(self, config: RunConfig) -> RunConfig | None:
+        from runner.studies import check_request
+
+        try:
+            if self.seeds() != 1:
+                raise ConfigError("seeds", "a study's trials are one run each; seeds replicate a grid's cells")
+            request = self.study_request()
+            check_request(request, config)
+        except ConfigError as exc:
+            return self._refuse([exc], f"fix the {exc.field.replace('_', ' ')}: {exc.message}")
+        parallel = f"{request.parallel} at once" if request.parallel else "as many at once as the scheduler runs"
+        self.query_one("#form-summary", Static).update(plain(f"will search {request.trials} trials, {parallel}"))
         self.valid = config
         return config
 
@@ -163,7 +241,9 @@ class NewRunScreen(Screen):
     @on(Input.Changed)
     @on(Select.Changed)
     @on(Checkbox.Changed)
-    def _changed(self) -> None:
+    def _changed(self, event) -> None:
+        if isinstance(event, Select.Changed) and event.select.id == "meta-mode":
+            self._show_mode()
         self.validate_form()
 
     @on(Button.Pressed, "#submit")
@@ -175,6 +255,12 @@ class NewRunScreen(Screen):
         if config is None:
             self.notify(self.problem, title="not queued", severity="error")
             return
+        if self.searching:
+            from runner.studies import create_study
+
+            request = self.study_request()
+            self.app.run_task("study", lambda: create_study(self.app.db, self.app.workspace, request, config), done=self._study_made)
+            return
         name = self.query_one("#meta-name", Input).value.strip() or None
         tags = [t.strip() for t in self.query_one("#meta-tags", Input).value.split(",") if t.strip()]
         grid, seeds = self.grid(), self.seeds()
@@ -183,6 +269,14 @@ class NewRunScreen(Screen):
             return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags, workspace=self.app.workspace, seeds=seeds)
 
         self.app.run_task("queue", submit, done=self._queued)
+
+    def _study_made(self, sweep) -> None:
+        settings = sweep.study
+        self.notify(f"study {sweep.id} '{sweep.name}': {settings['trials']} trials, {settings['parallel']} at once; "
+                    "o shows it")
+        if self.app.start_scheduler:
+            self.app.ensure_scheduler()
+        self.app.pop_screen()
 
     def _queued(self, result) -> None:
         runs, sweep = result

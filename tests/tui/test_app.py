@@ -336,7 +336,7 @@ async def test_every_action_is_in_the_command_palette(seeded):
         assert {"Queue", "Help"} <= titles
 
 
-def test_the_app_never_imports_torch_sklearn_matplotlib_pandas_or_scipy_at_start_up(seeded):
+def test_the_app_never_imports_torch_sklearn_matplotlib_pandas_scipy_or_optuna_at_start_up(seeded):
     """Nor when a run is opened, nor when the report dialog opens: only building a report or
     training loads them."""
     probe = (
@@ -353,7 +353,7 @@ def test_the_app_never_imports_torch_sklearn_matplotlib_pandas_or_scipy_at_start
         "        await pilot.press('escape', 'r')\n"
         "        await pilot.pause(0.5)\n"
         "asyncio.run(main())\n"
-        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib', 'pandas', 'scipy', 'statsmodels') if m in sys.modules)))\n"
+        "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'matplotlib', 'pandas', 'scipy', 'statsmodels', 'optuna') if m in sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert "HEAVY=\n" in result.stdout
