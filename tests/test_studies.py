@@ -233,3 +233,30 @@ def test_two_schedulers_sharing_the_database_never_give_one_trial_twice(study_ho
     assert len(told) == 12 and all(t.state.name == "COMPLETE" for t in told.values())
     assert all(told[r.trial].value == pytest.approx(0.5 + 0.01 * r.trial) for r in runs)
     db.close()
+
+
+def test_the_report_of_a_studys_runs_has_its_trials_best_importances_and_history(tmp_path, tiny_data):
+    import csv
+
+    from leuktui.report.build import build_report
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data, trials=3, parallel=3)
+    driver = StudyDriver(db, workspace)
+    driver.tick(force=True)
+    first, second, third = db.sweep_runs(sweep.id)
+    train_trial(db, workspace, first.id, [0.6, 0.8, 0.7])
+    train_trial(db, workspace, second.id, [0.55, 0.6, 0.65])
+    train_trial(db, workspace, third.id, [0.4, 0.45], end=PRUNED)
+    driver.tick(force=True)
+    result = build_report(db, workspace, db.sweep_runs(sweep.id), tmp_path / "report")
+    markdown = (result.folder / "report.md").read_text()
+    assert "## Studies" in markdown
+    assert "Study 'search' (finished): 3 of 3 trials (2 completed, 1 pruned). Best: trial 0 (run 1), val_acc 80.00% at epoch 2" in markdown
+    assert "Parameter importance (Optuna's fANOVA over the completed trials): " in markdown
+    with open(result.folder / "tables" / f"study-{sweep.id}.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["trial"], r["status"]) for r in rows] == [("0", "completed"), ("1", "completed"), ("2", "pruned")]
+    assert float(rows[2]["val_acc"]) == pytest.approx(0.45)  # a pruned trial's value: its last epoch's
+    assert (result.folder / "figures" / f"study-{sweep.id}-history.png").is_file()
+    db.close()

@@ -22,8 +22,11 @@ from typing import Any
 
 from db import Database, Workspace
 from db.models import Run
+from db.vocabulary import metric
 from db.workspace import folder_permissions
 from leuktui.report.data import ReportData, ReportError, RunRecord, collect
+from runner.studies import importances as study_importances
+from runner.studies import overview as study_overview
 
 EXAMPLE_IMAGES = 4      # training images in the preprocessing figure, half of each class
 REPORT_FILES = ("report.md", "report.html")
@@ -283,6 +286,12 @@ class Document:
 # -- the whole report ---------------------------------------------------------------------------------
 
 
+def _studies_of(db, runs: Sequence[Run]) -> list:
+    """The studies some of ``runs`` are trials of."""
+    ids = sorted({run.sweep_id for run in runs if run.sweep_id is not None and run.trial is not None})
+    return [sweep for sweep in (db.get_sweep(i) for i in ids) if sweep.is_study]
+
+
 def build_report(
     db: Database,
     workspace: Workspace,
@@ -352,7 +361,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     figures_folder.mkdir()
     tables_folder.mkdir()
     records = data.records
-    steps = 4 + len(records) + 2
+    steps = 4 + len(records) + 2 + (1 if _studies_of(db, data.runs) else 0)
     step = 0
 
     def advance(what: str) -> None:
@@ -430,6 +439,34 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     if not ablations:
         doc.paragraph("These runs differ in no factor but the model (and have no five- or ten-crop evaluations); "
                       "the results table compares them. Report on a sweep (`--sweep S`) for ablation tables.", "note")
+
+    # Studies the runs are trials of.
+    studies = timed("query", lambda: _studies_of(db, data.runs))
+    if studies:
+        advance("studies")
+        doc.heading("Studies")
+        for sweep in studies:
+            summary = timed("query", lambda sweep=sweep: study_overview(db, sweep))
+            best = summary["best"]
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(summary["counts"].items()))
+            line = (f"Study '{summary['name']}' ({summary['state']}): {len(summary['trials'])} of {summary['trials_wanted']} trials "
+                    f"({counts}). ")
+            if best:
+                params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+                line += (f"Best: trial {best['trial']} (run {best['run_id']}), {summary['metric']} "
+                         f"{metric(summary['metric']).format(best['value'])} at epoch {best['best_epoch']}, with {params}.")
+            else:
+                line += "No trial has completed yet."
+            doc.paragraph(line)
+            ranked = timed("query", lambda sweep=sweep: study_importances(workspace, sweep))
+            if ranked:
+                doc.paragraph("Parameter importance (Optuna's fANOVA over the completed trials): "
+                              + ", ".join(f"{name} {value:.2f}" for name, value in ranked.items()) + ".")
+            table = timed("draw", lambda summary=summary: tables.study_table(summary))
+            save_table(table)
+            doc.table(table)
+            plot = timed("draw", lambda summary=summary: figures.study_history_plot(summary))
+            doc.figure(draw(plot), plot.caption, small=True)
 
     # Preprocessing examples.
     advance("preprocessing examples")

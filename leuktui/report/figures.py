@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from db.vocabulary import COMPLETED, PRUNED
 from leuktui.report.data import RunRecord
 from leuktui.results import view_label
 
@@ -251,3 +252,51 @@ def examples_plot(originals: Sequence[tuple[str, Any]], settings: Sequence[tuple
     data = {"images": [caption for caption, _ in originals], "columns": titles}
     caption = "Training images as stored, then as each preprocessing setting of the runs gives them to the network."
     return Plot("preprocessing", caption, figure, data)
+
+
+# -- studies ----------------------------------------------------------------------------------------
+
+
+def study_history_data(summary: dict[str, Any]) -> dict[str, list]:
+    """Each ended trial's value by trial number, and the best so far after each completed one."""
+    ended = sorted((t for t in summary["trials"] if t["value"] is not None and t["status"] in (COMPLETED, PRUNED)),
+                   key=lambda t: t["trial"])
+    maximize = summary["direction"] == "maximize"
+    best, best_so_far = None, []
+    for trial in ended:
+        if trial["status"] == COMPLETED and (best is None or (trial["value"] > best if maximize else trial["value"] < best)):
+            best = trial["value"]
+        best_so_far.append(best)
+    return {"trial": [t["trial"] for t in ended], "value": [t["value"] for t in ended],
+            "status": [t["status"] for t in ended], "best": best_so_far}
+
+
+def study_history_plot(summary: dict[str, Any]) -> Plot:
+    """Optuna's optimization history: every trial's value, and the best value so far."""
+    data = study_history_data(summary)
+    with matplotlib.rc_context(RC):
+        figure, axis = _new_figure(6.5, 3.4)
+        for status, marker, face in ((COMPLETED, "o", COLOURS[0]), (PRUNED, "x", COLOURS[1])):
+            points = [(x, y) for x, y, s in zip(data["trial"], data["value"], data["status"], strict=True) if s == status]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axis.scatter(xs, ys, marker=marker, color=face, label=f"{status} trial", zorder=3)
+        steps = [(x, y) for x, y in zip(data["trial"], data["best"], strict=True) if y is not None]
+        if steps:
+            xs, ys = zip(*steps, strict=True)
+            axis.step(xs, ys, where="post", color=COLOURS[2], linewidth=1.6, label="best so far")
+        axis.set_xlabel("trial")
+        axis.set_ylabel(summary["metric"])
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if summary["metric"] != "val_loss" and metric_kind(summary["metric"]) == "ratio":
+            axis.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+        axis.legend(frameon=False)
+    caption = (f"Study '{summary['name']}': each trial's {summary['metric']} (a pruned trial's at the epoch it stopped) "
+               "and the best completed so far.")
+    return Plot(f"study-{summary['id']}-history", caption, figure, data)
+
+
+def metric_kind(name: str) -> str:
+    from db.vocabulary import metric
+
+    return metric(name).kind

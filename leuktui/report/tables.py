@@ -250,3 +250,27 @@ def environment_line(record: RunRecord) -> str:
 def config_table(record: RunRecord) -> Table:
     frame = pd.DataFrame([{"field": key, "value": value} for key, value in sorted(record.config.items())])
     return Table(f"config-run-{record.id}", f"Run {record.label}", frame, _formatted(frame, {}))
+
+
+def study_table(summary: dict[str, Any]) -> Table:
+    """A study's trials: number, run, how it ended, its parameters, its value and epochs."""
+    from db.vocabulary import metric
+
+    chosen = metric(summary["metric"])
+    names = list(summary["trials"][0]["params"]) if summary["trials"] else []
+    rows = [{"trial": t["trial"], "run": t["run_id"], "status": t["status"], **{n: t["params"][n] for n in names},
+             summary["metric"]: t["value"], "epochs": f"{t['epochs_done']}/{t['epochs']}"} for t in summary["trials"]]
+    frame = pd.DataFrame(rows, columns=["trial", "run", "status", *names, summary["metric"], "epochs"])
+
+    def param(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    text = _formatted(frame, {**{n: param for n in names}, summary["metric"]: chosen.format})
+    best = summary["best"]
+    bold = set()
+    if best is not None:
+        position = next(i for i, t in enumerate(summary["trials"]) if t["trial"] == best["trial"])
+        bold = {(position, summary["metric"])}
+    caption = (f"{summary['sampler']} sampler, {summary['pruner']} pruner, {summary['direction']} {summary['metric']} at each "
+               f"trial's best epoch (a pruned trial: its last epoch's, as Optuna takes it); space `{summary['space']}`.")
+    return Table(f"study-{summary['id']}", f"Study '{summary['name']}': its trials", frame, text, caption, bold)
