@@ -86,6 +86,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "tags": run.tags,
         "notes": run.notes,
         "sweep_id": run.sweep_id,
+        "trial": run.trial,
         "parent_id": run.parent_id,
         "final_fit": is_final_fit(run),
         "config_hash": run.config_hash,

@@ -254,6 +254,13 @@ class Scheduler:
             device = self.place(run, free)
             if device is None:
                 continue
+            if run.trial is not None:
+                try:
+                    run = self.studies.prepare(run)  # a resumed trial continues as a new Optuna trial, which it must know
+                except (DatabaseError, DBAPIError):
+                    raise
+                except Exception:  # the study's storage: the run trains, unpruned, and the log says why
+                    log.exception("run %d: its study's Optuna trial could not be checked", run.id)
             now = time.time()
             if not states.move(self.db, run.id, RUNNING, only_from=(QUEUED,), device=device, host=self.host,
                                started_at=now, heartbeat_at=now, finished_at=None, error=None, cancel_requested_at=None,

@@ -291,8 +291,29 @@ class StudyDriver:
         return self._storage
 
     def active(self) -> list[Sweep]:
-        """Studies that are not over: trials to give, or trials whose end Optuna is yet to hear."""
-        return [s for s in self.db.studies() if s.study and s.study.get("finished_at") is None]
+        """Studies that are not over (trials to give, or trials whose end Optuna is yet to hear),
+        and finished ones with a trial waiting or training again (a resumed trial)."""
+        studies = self.db.studies()
+        if not studies:
+            return []
+        busy = {run.sweep_id for run in self.db.queue() if run.trial is not None}
+        return [s for s in studies if s.study and (s.study.get("finished_at") is None or s.id in busy)]
+
+    def prepare(self, run: Run) -> Run:
+        """Before a trial's worker starts: its Optuna trial must be open, so a resumed trial that
+        the last pass has not seen yet gets its new Optuna trial now. Returns the run as it is."""
+        if run.trial is None or run.sweep_id is None:
+            return run
+        sweep = self.db.get_sweep(run.sweep_id)
+        if not sweep.is_study:
+            return run
+        from optuna.trial import TrialState
+
+        study = load_study(self.storage, sweep.study)
+        trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, run.trial))
+        if trial.state != TrialState.RUNNING:
+            self.work(sweep)
+        return self.db.get_run(run.id)
 
     def wants_trials(self) -> bool:
         """A study that will give trials (the scheduler stays up for it)."""
@@ -382,6 +403,9 @@ class StudyDriver:
                 new_id = storage.create_new_trial(study._study_id, template_trial=template)
                 number = storage.get_trial_number_from_id(new_id)
                 session.execute(update(Run).where(Run.id == run.id).values(trial=number, updated_at=time.time()))
+                if settings.get("finished_at") is not None:  # over no longer: Optuna is to hear how this one ends
+                    settings = {**settings, "finished_at": None}
+                    session.execute(update(Sweep).where(Sweep.id == sweep.id).values(study=settings))
                 log.info("study %s: run %d (trial %d) resumed as trial %d", sweep.name, run.id, old.number, number)
         taken = {run.trial for run in runs}
         orphans = [t for t in trials.values() if t.state == TrialState.RUNNING and t.number not in taken]

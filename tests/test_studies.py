@@ -172,6 +172,29 @@ def test_trials_are_given_just_in_time_and_optuna_hears_how_each_ended(study_hom
     db.close()
 
 
+def test_a_resumed_trial_of_a_finished_study_gets_its_new_optuna_trial_before_its_worker_starts(study_home, tiny_data):
+    db, sweep = make_study(study_home, tiny_data, trials=1, parallel=1)
+    driver = StudyDriver(db, study_home)
+    driver.tick(force=True)
+    (run,) = db.sweep_runs(sweep.id)
+    assert train_trial(db, study_home, run.id, [0.5, 0.6], end=FAILED)
+    driver.tick(force=True)
+    driver.tick(force=True)
+    assert driver.active() == [] and overview(db, find_study(db, "search"))["state"] == "finished"
+    control.resume(db, run.id)
+    assert [s.id for s in driver.active()] == [sweep.id]  # busy again
+    prepared = driver.prepare(db.get_run(run.id))  # what the scheduler does before it starts the worker
+    assert prepared.trial == 1 and optuna_trials(study_home)[1].state.name == "RUNNING"
+    assert train_trial(db, study_home, run.id, [0.9])
+    driver.tick(force=True)
+    driver.tick(force=True)
+    told = optuna_trials(study_home)
+    assert told[0].state.name == "FAIL" and told[1].state.name == "COMPLETE" and told[1].value == pytest.approx(0.9)
+    assert told[1].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.9}
+    assert driver.active() == []
+    db.close()
+
+
 def test_a_pruned_trial_is_told_pruned_and_a_stopped_study_gives_no_more(study_home, tiny_data):
     db, sweep = make_study(study_home, tiny_data, pruner="median", trials=6, parallel=1)
     driver = StudyDriver(db, study_home)

@@ -10,6 +10,7 @@ from db import Database, Workspace, states
 from db.vocabulary import (
     COMPLETED,
     METRICS,
+    PRUNED,
     RESUMABLE_STATUSES,
     RUN_STATUSES,
     RUNNING,
@@ -214,6 +215,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.print(text(f"tags: {', '.join(run.tags)}"))
     if run.notes:
         out.print(text(f"notes: {run.notes}"))
+    if run.trial is not None and run.sweep_id is not None:
+        study = db.get_sweep(run.sweep_id)
+        ended = {PRUNED: f"; pruned after epoch {run.epochs_done}: the study's {study.study['pruner']} pruner stopped it"}
+        out.print(text(f"trial {run.trial} of study '{study.name}' (`leuktui study show {study.name}`){ended.get(run.status, '')}"))
     if is_final_fit(run):
         out.print(text(f"final fit{f' of run {run.parent_id}' if run.parent_id else ''}: trained on train + valid, so it has no "
                        f"validation score; `leuktui finalize {run.parent_id or 'RUN'} --export` writes the submission"))
