@@ -35,7 +35,7 @@ SAMPLERS = {
 PRUNERS = {
     "median": "stops a trial whose epoch is worse than the median of completed trials at that epoch",
     "hyperband": "runs brackets of successive halving with different budgets, keeping the best third at each rung",
-    "asha": "asynchronous successive halving: at epochs 1, 3, 9, ... keeps a trial only if it is in the best third so far",
+    "asha": "asynchronous successive halving: at epochs 2, 6, 18, ... keeps a trial only if it is in the best third so far",
     "none": "never stops a trial early",
 }
 
@@ -107,10 +107,10 @@ def pruner_for(settings: dict[str, Any]):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("startup_trials", 5)), n_warmup_steps=warmup + 1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), max_resource=int(settings["max_epochs"]),
+        return optuna.pruners.HyperbandPruner(min_resource=warmup + 1, max_resource=max(warmup + 1, int(settings["max_epochs"])),
                                               reduction_factor=3)
     if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup), reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup + 1, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise StudyError(f"pruner {name!r} is not one of {', '.join(PRUNERS)}")

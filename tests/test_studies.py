@@ -283,3 +283,22 @@ def test_the_report_of_a_studys_runs_has_its_trials_best_importances_and_history
     assert float(rows[2]["val_acc"]) == pytest.approx(0.45)  # a pruned trial's value: its last epoch's
     assert (result.folder / "figures" / f"study-{sweep.id}-history.png").is_file()
     db.close()
+
+
+@pytest.mark.parametrize("pruner", ["asha", "hyperband"])
+def test_successive_halving_pruners_cut_a_bad_trial_at_their_first_rung_and_never_in_the_warm_up(tmp_path, tiny_data, pruner):
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data, pruner=pruner, trials=4, parallel=4)
+    driver = StudyDriver(db, workspace)
+    driver.tick(force=True)
+    runs = db.sweep_runs(sweep.id)
+    for run, value in zip(runs[:3], (0.9, 0.8, 0.7), strict=True):
+        assert train_trial(db, workspace, run.id, [value, value, value])
+    driver.tick(force=True)
+    states.move(db, runs[3].id, RUNNING, only_from=(QUEUED,))
+    reporter = TrialReporter(workspace, sweep.study, runs[3].trial, logging.getLogger("test"))
+    assert not reporter.report(1, {"val_acc": 0.1})  # the warm-up epoch
+    pruned_at_rung = reporter.report(2, {"val_acc": 0.1})  # the first rung: epoch warm-up + 1
+    if pruner == "asha":
+        assert pruned_at_rung
+    db.close()
