@@ -572,10 +572,6 @@ class Database:
         with self.session() as session:
             return session.scalars(query.order_by(Sweep.id.desc()).limit(1)).first()
 
-    def set_study(self, sweep_id: int, study: dict[str, Any]) -> None:
-        """Replace a study's settings (its trial budget, when it was stopped)."""
-        self.write(lambda session: session.execute(update(Sweep).where(Sweep.id == sweep_id).values(study=study)))
-
     def study_turn(self, sweep_id: int, work: Callable[[Session, Sweep], T]) -> T:
         """Run ``work(session, sweep)`` in one write transaction that first writes the study's row:
         on PostgreSQL that row lock, on SQLite the write lock, makes every other process wait

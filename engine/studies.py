@@ -117,10 +117,15 @@ def pruner_for(settings: dict[str, Any]):
 
 
 def load_study(storage_object, settings: dict[str, Any], *, sampler=None):
+    """The Optuna study of a study's settings; StudyError if its storage no longer has it."""
     import optuna
 
-    return optuna.load_study(study_name=settings["name"], storage=storage_object, sampler=sampler,
-                             pruner=pruner_for(settings))
+    try:
+        return optuna.load_study(study_name=settings["name"], storage=storage_object, sampler=sampler,
+                                 pruner=pruner_for(settings))
+    except KeyError:
+        raise StudyError(f"study {settings['name']!r}: its Optuna storage has no such study (was it deleted, or "
+                         "its journal file moved?); leuktui's runs of it are kept") from None
 
 
 def trial_id(study, number: int) -> int:
@@ -155,7 +160,8 @@ class TrialReporter:
 
     def catch_up(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Report epochs trained before (a resumed trial continues as a new Optuna trial)."""
-        known = self.trial.study._storage.get_trial(self.trial._trial_id).intermediate_values
+        frozen = self._call(self.trial.study._storage.get_trial, self.trial._trial_id)
+        known = frozen.intermediate_values if frozen is not None else {}
         for epoch, row in rows:
             value = self.value_of(row)
             if value is not None and epoch not in known:

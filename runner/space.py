@@ -180,7 +180,10 @@ def _parse_one(name: str, spec: str, kind: str, base: RunConfig) -> Param:
         step = int(step) if step is not None else None
     _checked(name, low, base)
     _checked(name, high, base)
-    return Param(name, kind, low=low, high=high, log=log, step=step)
+    param = Param(name, kind, low=low, high=high, log=log, step=step)
+    if param.size is not None and param.size < 2:
+        raise ConfigError("space", f"{name}: the step {pieces[2]} leaves one value of {spec!r}; a search needs two or more")
+    return param
 
 
 def space_text(params: Sequence[Param]) -> str:

@@ -60,6 +60,9 @@ log = logging.getLogger("leuktui.scheduler")
 
 ACTIVE_STATUSES = (QUEUED, HELD, RUNNING)
 STUDY_PASS_SECONDS = 1.0
+RETRY_SECONDS = 30.0  # after a pass of a study failed (its storage unreadable, say)
+ASKS_PER_TURN = 8     # new trials one turn gives at most (it holds the database's write lock); the next pass gives more
+MAX_GRID = 100_000    # combinations a grid sampler may hold (Optuna builds the whole grid for every ask)
 MAX_TRIALS = 10_000
 _NAME = re.compile(r"^[\w][\w.+-]{0,99}$")
 
@@ -103,7 +106,7 @@ def default_parallel(workspace: Workspace) -> int:
 
 def check_request(request: StudyRequest, base: RunConfig) -> tuple[list[Param], dict[str, Any]]:
     """The space and settings a request makes; ConfigError naming the flag that is wrong."""
-    if not _NAME.match(request.name or ""):
+    if not _NAME.fullmatch(request.name or ""):
         raise ConfigError("name", f"{request.name!r}: a study's name is 1-100 letters, digits, and . _ + - (it names the Optuna study)")
     if request.sampler not in SAMPLERS:
         raise ConfigError("sampler", f"{request.sampler!r} is not one of {', '.join(SAMPLERS)}")
@@ -129,6 +132,9 @@ def check_request(request: StudyRequest, base: RunConfig) -> tuple[list[Param], 
         if size is None:
             ranges = ", ".join(p.text() for p in params if p.size is None)
             raise ConfigError("sampler", f"the grid sampler takes lists and stepped ranges (LOW:HIGH:STEP), not {ranges}")
+        if size > MAX_GRID:
+            raise ConfigError("sampler", f"the grid has {size:,} combinations; the grid sampler takes at most {MAX_GRID:,} "
+                                         "(tpe or random search a space of any size)")
         if request.trials > size:
             raise ConfigError("trials", f"{request.trials} trials, but the grid has {size} combinations; ask for at most {size}")
     epochs = [p for p in params if p.name == "epochs"]
@@ -188,9 +194,13 @@ def create_study(db: Database, workspace: Workspace, request: StudyRequest, base
     try:
         optuna.create_study(study_name=request.name, storage=storage_object, direction=settings["direction"])
     except optuna.exceptions.DuplicatedStudyError:
-        raise StudyError(f"an Optuna study named {request.name!r} exists already in {storage.shown} (not one of this "
-                         f"workspace's); pick another name, or remove it with `optuna delete-study --study-name "
-                         f"{request.name} --storage ...`") from None
+        existing = optuna.load_study(study_name=request.name, storage=storage_object)
+        if not existing.trials and existing.direction.name.lower() == settings["direction"]:
+            pass  # made by a `study create` that stopped before recording it: taken as it is, empty
+        else:
+            raise StudyError(f"an Optuna study named {request.name!r} exists already in {storage.shown} (not one of this "
+                             f"workspace's); pick another name, or remove it with `optuna delete-study --study-name "
+                             f"{request.name} --storage ...`") from None
     factors = {p.name: list(p.choices) if p.kind == "categorical" else [p.low, p.high] for p in params}
     return db.create_sweep(request.name, base.to_dict(), factors, kind="study", study=settings)
 
@@ -214,15 +224,26 @@ def trial_runs(db: Database, sweep_id: int) -> list[Run]:
     return [run for run in db.sweep_runs(sweep_id) if run.trial is not None]
 
 
+def update_study(db: Database, sweep_id: int, change) -> dict[str, Any]:
+    """Change a study's settings (``change(settings, trial_runs) -> settings``) on its row as it is
+    now, under its turn, so no scheduler's pass can write back settings it read before."""
+    from sqlalchemy import select, update
+
+    def work(session, sweep: Sweep) -> dict[str, Any]:
+        runs = list(session.scalars(select(Run).where(Run.sweep_id == sweep.id, Run.trial.isnot(None))))
+        settings = change(dict(sweep.study), runs)
+        session.execute(update(Sweep).where(Sweep.id == sweep.id).values(study=settings))
+        return settings
+
+    return db.study_turn(sweep_id, work)
+
+
 def stop_study(db: Database, sweep: Sweep, *, now: bool = False) -> tuple[list[int], list[int]]:
     """No new trials; waiting trials are cancelled, running ones finish (``now``: are stopped
     after their current step). Returns the ids cancelled and the ids asked to stop."""
     from runner import control
 
-    settings = dict(sweep.study)
-    if settings.get("stopped_at") is None:
-        settings["stopped_at"] = time.time()
-        db.set_study(sweep.id, settings)
+    update_study(db, sweep.id, lambda settings, runs: {**settings, "stopped_at": settings.get("stopped_at") or time.time()})
     cancelled, stopping = [], []
     for run in trial_runs(db, sweep.id):
         if run.status in (QUEUED, HELD) or (now and run.status == RUNNING):
@@ -235,19 +256,23 @@ def stop_study(db: Database, sweep: Sweep, *, now: bool = False) -> tuple[list[i
 
 
 def more_trials(db: Database, sweep: Sweep, count: int) -> dict[str, Any]:
-    """Give a study ``count`` more trials (a stopped or finished one starts again)."""
-    settings = dict(sweep.study)
-    total = settings["trials"] + count
-    if count < 1 or total > MAX_TRIALS:
-        raise ConfigError("trials", f"{count!r}: a study has at most {MAX_TRIALS} trials")
-    if settings["sampler"] == "grid":
-        size = grid_size(params_of(sweep))
+    """Give a study ``count`` more trials than it has (a stopped or finished one goes on): a
+    study that was stopped with trials to spare counts from the trials it gave, not its old budget."""
+    if count < 1:
+        raise ConfigError("trials", f"{count!r}: give at least one more trial")
+    size = grid_size(params_of(sweep)) if sweep.study["sampler"] == "grid" else None
+
+    def change(settings: dict[str, Any], runs: list[Run]) -> dict[str, Any]:
+        given = settings["trials"] if settings.get("stopped_at") is None else len(runs)
+        total = given + count
+        if total > MAX_TRIALS:
+            raise ConfigError("trials", f"{count!r}: a study has at most {MAX_TRIALS} trials")
         if size is not None and total > size:
-            raise ConfigError("trials", f"the grid has {size} combinations and the study has {settings['trials']} trials; "
-                                        f"at most {size - settings['trials']} more")
-    settings.update(trials=total, stopped_at=None, finished_at=None)
-    db.set_study(sweep.id, settings)
-    return settings
+            raise ConfigError("trials", f"the grid has {size} combinations and the study has {given} trials; "
+                                        f"at most {size - given} more")
+        return {**settings, "trials": total, "stopped_at": None, "finished_at": None}
+
+    return update_study(db, sweep.id, change)
 
 
 # -- the scheduler's side ------------------------------------------------------------------------------
@@ -266,7 +291,8 @@ def sampler_for(settings: dict[str, Any], params: Sequence[Param], trials_so_far
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid_values() for p in params}, seed=seed)
+        # One shuffle of the grid for the whole study: the grid ids its trials carry index the same order.
+        return optuna.samplers.GridSampler({p.name: p.grid_values() for p in params}, seed=int(settings.get("seed", 0)))
     raise StudyError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
 
 
@@ -283,6 +309,7 @@ class StudyDriver:
         self.db, self.workspace = db, workspace
         self._storage = None
         self._next_pass = 0.0
+        self._failing: dict[int, float] = {}  # study id -> when to try a study whose pass failed again
 
     @property
     def storage(self):
@@ -316,8 +343,9 @@ class StudyDriver:
         return self.db.get_run(run.id)
 
     def wants_trials(self) -> bool:
-        """A study that will give trials (the scheduler stays up for it)."""
-        return any(s.study.get("stopped_at") is None for s in self.active())
+        """A study that will give trials (the scheduler stays up for it); one whose passes fail
+        (its Optuna study gone) does not keep an idle scheduler up."""
+        return any(s.study.get("stopped_at") is None and s.id not in self._failing for s in self.active())
 
     def tick(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -325,12 +353,17 @@ class StudyDriver:
             return
         self._next_pass = now + STUDY_PASS_SECONDS
         for sweep in self.active():
+            if self._failing.get(sweep.id, 0.0) > now:
+                continue
             try:
                 self.work(sweep)
             except (DBAPIError, DatabaseError):
                 raise  # the scheduler's loop waits for the database
             except Exception:  # Optuna's storage, or a bug here: logged, and the scheduler goes on supervising runs
-                log.exception("study %s: its trials could not be updated this pass", sweep.name)
+                log.exception("study %s: its trials could not be updated; trying again in %.0f s", sweep.name, RETRY_SECONDS)
+                self._failing[sweep.id] = now + RETRY_SECONDS
+            else:
+                self._failing.pop(sweep.id, None)
 
     def work(self, sweep: Sweep) -> None:
         from optuna.trial import TrialState
@@ -351,11 +384,16 @@ class StudyDriver:
         if reopen or orphans or room > 0:
             self.db.study_turn(sweep.id, lambda session, row: self.turn(session, row, study))
         elif not active and (stopped or len(runs) >= settings["trials"]):
-            # Every trial ended and Optuna heard of each: the study is over.
+            # Every trial ended and Optuna heard of each: the study is over (if, under its turn, it still is).
             told = study.get_trials(deepcopy=False)
             if all(t.state != TrialState.RUNNING for t in told):
-                self.db.set_study(sweep.id, {**settings, "finished_at": time.time()})
-                log.info("study %s finished: %d trials", sweep.name, len(runs))
+                def finish(now: dict[str, Any], given: list[Run]) -> dict[str, Any]:
+                    over = not any(r.status in ACTIVE_STATUSES for r in given) and (
+                        now.get("stopped_at") is not None or len(given) >= now["trials"])
+                    return {**now, "finished_at": time.time()} if over else now
+
+                if update_study(self.db, sweep.id, finish).get("finished_at") is not None:
+                    log.info("study %s finished: %d trials", sweep.name, len(runs))
 
     def tell(self, study, run: Run, settings: dict[str, Any]) -> None:
         """Tell Optuna how the run of a trial ended (idempotent: a told trial is left as it is)."""
@@ -409,8 +447,13 @@ class StudyDriver:
                 log.info("study %s: run %d (trial %d) resumed as trial %d", sweep.name, run.id, old.number, number)
         taken = {run.trial for run in runs}
         orphans = [t for t in trials.values() if t.state == TrialState.RUNNING and t.number not in taken]
+        # An orphan with history is a resumed trial's new Optuna trial whose turn was rolled back: it
+        # belongs to no fresh run (its values would prune it); the resumed run gets another.
+        for frozen in [t for t in orphans if t.intermediate_values or "continues_trial" in t.user_attrs]:
+            study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            orphans.remove(frozen)
         stopped = settings.get("stopped_at") is not None
-        room = 0 if stopped else min(settings["parallel"] - len(active), settings["trials"] - len(runs))
+        room = 0 if stopped else min(settings["parallel"] - len(active), settings["trials"] - len(runs), ASKS_PER_TURN)
         base = RunConfig.from_dict(sweep.base_config)
         created: list[int] = []
         while room > 0:

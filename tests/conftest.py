@@ -197,3 +197,29 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'leuktui.db'}"
     return request.getfixturevalue("pg_url")
+
+
+def train_trial(db: Database, workspace: Workspace, run_id: int, values, *, end: str | None = None) -> bool:
+    """What a worker does for a trial, without the training: claim the run, record each epoch,
+    report it to the trial through the worker's own reporter; True if it won the claim."""
+    import logging
+
+    from db import states
+    from db.vocabulary import COMPLETED, QUEUED, RUNNING
+    from engine.studies import TrialReporter
+
+    end = end or COMPLETED
+    if not states.move(db, run_id, RUNNING, only_from=(QUEUED,)):
+        return False
+    run = db.get_run(run_id)
+    reporter = TrialReporter(workspace, db.get_sweep(run.sweep_id).study, run.trial, logging.getLogger("test"))
+    best = None
+    for epoch, value in enumerate(values, start=len(db.epochs(run_id)) + 1):
+        row = {"train_loss": 0.5, "train_acc": 0.5, "val_acc": value, "val_loss": 1 - value, "confusion": [[1, 0], [0, 1]]}
+        improved = best is None or value > best["val_acc"]
+        if improved:
+            best = {"epoch": epoch, "val_acc": value}
+        db.add_epoch(run_id, epoch, epoch, row, best=best if improved else None)
+        reporter.report(epoch, row)
+    states.finish(db, run_id, end)
+    return True

@@ -13,14 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, tiny_config
+from conftest import cli, tiny_config, train_trial
 from db import Database, Workspace, states
-from db.vocabulary import COMPLETED, FAILED, PRUNED, QUEUED, RUNNING
+from db.vocabulary import FAILED, PRUNED, QUEUED, RUNNING
 from engine.config import ConfigError
 from engine.studies import TrialReporter, storage_of
 from runner import control
 from runner.space import grid_size, parse_space
-from runner.studies import StudyDriver, StudyRequest, create_study, find_study, overview, stop_study
+from runner.studies import (
+    StudyDriver,
+    StudyRequest,
+    create_study,
+    find_study,
+    more_trials,
+    overview,
+    stop_study,
+)
 
 # -- the space ---------------------------------------------------------------------------------------
 
@@ -50,6 +58,7 @@ def test_a_space_reads_like_the_grid_with_ranges():
     ("lr=1e-3,1e-2; lr=1,2", "'lr' is given twice"),
     ("rotation=10:5", "the range '10:5' is empty"),
     ("optimizer=adam,lion", "optimizer: 'lion' is not one of adam, adamw, sgd"),
+    ("lr=0.001:0.002:5", "the step 5 leaves one value"),
     ("", "empty"),
 ])
 def test_a_space_that_cannot_be_searched_is_one_line_naming_the_factor(space, says):
@@ -69,8 +78,11 @@ def test_study_create_refuses_what_it_cannot_search(tmp_path, tiny_data):
     assert too_many.returncode == 2 and "3 trials, but the grid has 2 combinations" in too_many.stderr
     bad_metric = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", "--metric", "val_speed", *data, home=home, check=False)
     assert bad_metric.returncode == 2 and "--metric: 'val_speed' is not a metric" in bad_metric.stderr
-    bad_name = cli("study", "create", "no spaces", "--space", "lr=1e-3,1e-2", *data, home=home, check=False)
-    assert bad_name.returncode == 2 and "NAME:" in bad_name.stderr
+    for name in ("no spaces", "trailing\n", "x" * 101):
+        bad_name = cli("study", "create", name, "--space", "lr=1e-3,1e-2", *data, home=home, check=False)
+        assert bad_name.returncode == 2 and "NAME:" in bad_name.stderr
+    huge = cli("study", "create", "s", "--space", "batch_size=2:4096; epochs=1:10000", "--sampler", "grid", *data, home=home, check=False)
+    assert huge.returncode == 2 and "the grid sampler takes at most 100,000" in huge.stderr
     assert not (home / "optuna.journal").exists() or "no spaces" not in (home / "optuna.journal").read_text()
     cli("study", "create", "s", "--space", "lr=1e-3,1e-2", *data, home=home)
     again = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", *data, home=home, check=False)
@@ -98,25 +110,6 @@ def make_study(workspace: Workspace, data: Path, **settings) -> tuple[Database, 
     request = StudyRequest(**{"name": "search", "space": "lr=log:1e-4:1e-1; batch_size=8,16", "trials": 4, "parallel": 2,
                               "startup_trials": 1, **settings})
     return db, create_study(db, workspace, request, tiny_config(data, epochs=3), check_configs=False)
-
-
-def train_trial(db: Database, workspace: Workspace, run_id: int, values, *, end: str = COMPLETED) -> bool:
-    """What a worker does for a trial, without the training: claim the run, record each epoch,
-    report it to the trial through the worker's own reporter; True if it won the claim."""
-    if not states.move(db, run_id, RUNNING, only_from=(QUEUED,)):
-        return False
-    run = db.get_run(run_id)
-    reporter = TrialReporter(workspace, db.get_sweep(run.sweep_id).study, run.trial, logging.getLogger("test"))
-    best = None
-    for epoch, value in enumerate(values, start=len(db.epochs(run_id)) + 1):
-        row = {"train_loss": 0.5, "train_acc": 0.5, "val_acc": value, "val_loss": 1 - value, "confusion": [[1, 0], [0, 1]]}
-        improved = best is None or value > best["val_acc"]
-        if improved:
-            best = {"epoch": epoch, "val_acc": value}
-        db.add_epoch(run_id, epoch, epoch, row, best=best if improved else None)
-        reporter.report(epoch, row)
-    states.finish(db, run_id, end)
-    return True
 
 
 def optuna_trials(workspace: Workspace) -> dict[int, object]:
@@ -225,7 +218,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from db import Database, Workspace
 from runner.studies import StudyDriver
-from test_studies import train_trial
+from conftest import train_trial
 workspace = Workspace.resolve({home!r})
 db = Database(workspace.db_url)
 driver = StudyDriver(db, workspace)
@@ -301,4 +294,77 @@ def test_successive_halving_pruners_cut_a_bad_trial_at_their_first_rung_and_neve
     pruned_at_rung = reporter.report(2, {"val_acc": 0.1})  # the first rung: epoch warm-up + 1
     if pruner == "asha":
         assert pruned_at_rung
+    db.close()
+
+
+def test_the_grid_sampler_tries_every_combination_once(tmp_path, tiny_data):
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data, space="rotation=0:1:0.25; batch_size=8,16", sampler="grid", trials=10,
+                           parallel=3, pruner="none")
+    driver = StudyDriver(db, workspace)
+    for _ in range(6):
+        driver.tick(force=True)
+        for run in db.sweep_runs(sweep.id):
+            train_trial(db, workspace, run.id, [0.5])
+    tried = sorted((r.config["rotation"], r.config["batch_size"]) for r in db.sweep_runs(sweep.id))
+    assert tried == sorted((r, b) for r in (0.0, 0.25, 0.5, 0.75, 1.0) for b in (8, 16))
+    db.close()
+
+
+def test_more_trials_counts_from_what_a_stopped_study_gave_and_no_pass_writes_back_stale_settings(tmp_path, tiny_data):
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data, trials=20, parallel=2)
+    driver = StudyDriver(db, workspace)
+    driver.tick(force=True)
+    stop_study(db, find_study(db, "search"))
+    assert more_trials(db, find_study(db, "search"), 1)["trials"] == 3  # 2 given (then cancelled) + 1, not 21
+    stale = find_study(db, "search")
+    for run in db.sweep_runs(sweep.id):
+        train_trial(db, workspace, run.id, [0.5])
+    driver.tick(force=True)  # gives the third
+    (third,) = [r for r in db.sweep_runs(sweep.id) if r.status == QUEUED]
+    train_trial(db, workspace, third.id, [0.5])
+    more_trials(db, find_study(db, "search"), 2)  # after the pass read its settings, before it finishes the study
+    driver.work(stale)
+    assert find_study(db, "search").study["trials"] == 5 and find_study(db, "search").study["finished_at"] is None
+    driver.tick(force=True)
+    assert len(db.sweep_runs(sweep.id)) == 5
+    db.close()
+
+
+def test_an_orphan_trial_with_history_is_failed_never_given_to_a_fresh_run(tmp_path, tiny_data):
+    from optuna.trial import TrialState, create_trial
+
+    from engine.studies import load_study, open_storage
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data, trials=2, parallel=2)
+    study = load_study(open_storage(storage_of(workspace)), sweep.study)
+    from runner.studies import params_of
+
+    distributions = {p.name: p.distribution() for p in params_of(sweep)}
+    # A resumed trial's new Optuna trial whose turn was rolled back (a kill), and a fresh orphan.
+    study._storage.create_new_trial(study._study_id, template_trial=create_trial(
+        state=TrialState.RUNNING, params={"lr": 0.01, "batch_size": 8}, distributions=distributions,
+        intermediate_values={1: 0.5}, user_attrs={"continues_trial": 7}))
+    fresh = study.ask(distributions)
+    StudyDriver(db, workspace).tick(force=True)
+    runs = db.sweep_runs(sweep.id)
+    told = optuna_trials(workspace)
+    assert told[0].state.name == "FAIL"
+    assert fresh.number in {r.trial for r in runs} and 0 not in {r.trial for r in runs} and len(runs) == 2
+    db.close()
+
+
+def test_a_study_whose_optuna_study_is_gone_is_one_line_and_its_runs_stay(tmp_path, tiny_data):
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data)
+    driver = StudyDriver(db, workspace)
+    driver.tick(force=True)
+    (workspace.home / "optuna.journal").unlink()
+    shown = cli("study", "show", "search", home=workspace.home)
+    assert "Optuna: study 'search': its Optuna storage has no such study" in shown.stdout and "search #0" not in shown.stderr
+    restarted = StudyDriver(db, workspace)  # a scheduler started after it went
+    restarted.tick(force=True)  # logged, tried again later, and it does not keep the scheduler up
+    assert not restarted.wants_trials() and len(db.sweep_runs(sweep.id)) == 2
     db.close()

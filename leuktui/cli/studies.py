@@ -138,16 +138,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.studies import storage_of
+    from engine.studies import StudyError, storage_of
     from runner.studies import find_study, importances, overview
 
     workspace, db = open_workspace(args)
     sweep = find_study(db, args.name)
     summary = overview(db, sweep)
     storage = storage_of(workspace)
-    ranked = importances(workspace, sweep)
+    try:
+        ranked, optuna_error = importances(workspace, sweep), None
+    except StudyError as exc:  # leuktui's own record of the trials is still there to show
+        ranked, optuna_error = None, str(exc)
     if args.json:
-        print_json({**summary, "importances": ranked, "storage": storage.shown, "load_study": storage.python(sweep.name)})
+        print_json({**summary, "importances": ranked, "storage": storage.shown, "load_study": storage.python(sweep.name),
+                    "optuna_error": optuna_error})
         return 0
     from rich.table import Table
 
@@ -165,9 +169,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.print("best: no completed trial yet")
     if ranked:
         out.print(text("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items())))
+    if optuna_error:
+        out.print(text(f"Optuna: {optuna_error}"))
     names = [p for p in (summary["trials"][0]["params"] if summary["trials"] else {})]
     table = Table(box=None, header_style="bold")
-    for column in ("trial", "run", "status", *names, summary["metric"], "epochs"):
+    for column in ("trial", "run", "status", *names, summary["metric"], "epochs done"):
         table.add_column(column)
     for trial in summary["trials"]:
         table.add_row(str(trial["trial"]), str(trial["run_id"]), trial["status"], *(text(_param(trial["params"][n])) for n in names),

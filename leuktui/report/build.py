@@ -24,6 +24,7 @@ from db import Database, Workspace
 from db.models import Run
 from db.vocabulary import metric
 from db.workspace import folder_permissions
+from engine.studies import StudyError
 from leuktui.report.data import ReportData, ReportError, RunRecord, collect
 from runner.studies import importances as study_importances
 from runner.studies import overview as study_overview
@@ -458,7 +459,12 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
             else:
                 line += "No trial has completed yet."
             doc.paragraph(line)
-            ranked = timed("query", lambda sweep=sweep: study_importances(workspace, sweep))
+            try:
+                ranked = timed("query", lambda sweep=sweep: study_importances(workspace, sweep))
+            except StudyError as exc:
+                ranked = None
+                notes.append(str(exc))
+                doc.paragraph(f"No parameter importances: {exc}", "note")
             if ranked:
                 doc.paragraph("Parameter importance (Optuna's fANOVA over the completed trials): "
                               + ", ".join(f"{name} {value:.2f}" for name, value in ranked.items()) + ".")

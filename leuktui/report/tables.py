@@ -259,8 +259,8 @@ def study_table(summary: dict[str, Any]) -> Table:
     chosen = metric(summary["metric"])
     names = list(summary["trials"][0]["params"]) if summary["trials"] else []
     rows = [{"trial": t["trial"], "run": t["run_id"], "status": t["status"], **{n: t["params"][n] for n in names},
-             summary["metric"]: t["value"], "epochs": f"{t['epochs_done']}/{t['epochs']}"} for t in summary["trials"]]
-    frame = pd.DataFrame(rows, columns=["trial", "run", "status", *names, summary["metric"], "epochs"])
+             summary["metric"]: t["value"], "epochs done": f"{t['epochs_done']}/{t['epochs']}"} for t in summary["trials"]]
+    frame = pd.DataFrame(rows, columns=["trial", "run", "status", *names, summary["metric"], "epochs done"])
 
     def param(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -158,7 +158,7 @@ class StudiesScreen(Screen):
             self._shown = picture
             table = self.query_one("#study-trials", DataTable)
             cursor = table.cursor_row
-            refill(table, ("trial", "run", "status", *names, summary["metric"], "epochs"), rows, keys=[row[1] for row in rows])
+            refill(table, ("trial", "run", "status", *names, summary["metric"], "epochs done"), rows, keys=[row[1] for row in rows])
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1))
             self.query_one("#study-curves", MetricChart).replot(curves(summary), title=f"{summary['metric']} per epoch, each trial")

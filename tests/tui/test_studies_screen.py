@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Static
 
-from conftest import tiny_config
+from conftest import tiny_config, train_trial
 from db import Database, states
 from db.vocabulary import PRUNED, QUEUED, RUNNING
 from leuktui.screens.run_detail import RunDetailScreen
 from leuktui.screens.studies import StudiesScreen
 from leuktui.widgets.charts import MetricChart
 from runner.studies import StudyDriver, StudyRequest, create_study, find_study
-from test_studies import train_trial
 from tui.conftest import make_app, wait_until
 
 
