@@ -98,6 +98,12 @@ class CheckpointSaver:
         self.best, self.bad_epochs = best, bad_epochs
         return improved
 
+    def follow(self, row: dict[str, Any]) -> bool:
+        """What ``save`` decides, without writing: the best tracking of a DDP rank that does not save."""
+        improved = self.improves(row)
+        self.best, self.bad_epochs = (dict(row), 0) if improved else (self.best, self.bad_epochs + 1)
+        return improved
+
     def _link_best(self, last: Path) -> None:
         best = self.path("best")
         temp = best.with_name(f".{best.name}.link")

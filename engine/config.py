@@ -86,6 +86,10 @@ class RunConfig:
     channels_last: bool = field(default=True, metadata={"help": "channels-last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     workers: int = field(default=2, metadata={"help": "threads decoding images into the cache", "min": 0, "max": 64})
+    nproc: int = field(default=1, metadata={"help": "training processes per node (DDP through torchrun, one GPU each; gloo on a CPU)",
+                                            "min": 1, "max": 64})
+    nodes: int = field(default=1, metadata={"help": "nodes for one run (Slurm only; nproc processes on each)", "min": 1, "max": 64})
+    sync_bn: bool = field(default=False, metadata={"help": "with nproc > 1: SyncBatchNorm, batch statistics over every process"})
 
     # -- construction ---------------------------------------------------------------------
 
@@ -146,6 +150,11 @@ class RunConfig:
         return self.fit_on == "train+valid"
 
     @property
+    def world_size(self) -> int:
+        """Training processes in all (DDP when above 1)."""
+        return self.nproc * self.nodes
+
+    @property
     def num_outputs(self) -> int:
         return 1 if self.loss == "bce" else 2
 
@@ -186,7 +195,7 @@ class RunConfig:
 
 
 # Fields added after runs were recorded, with the default that means "as before".
-LATER_FIELDS: dict[str, Any] = {"ema": 0.0, "fit_on": "train"}
+LATER_FIELDS: dict[str, Any] = {"ema": 0.0, "fit_on": "train", "nproc": 1, "nodes": 1, "sync_bn": False}
 
 CENTER_CROP_FRACTION = 384 / 450
 

@@ -28,10 +28,12 @@ from db.vocabulary import (
     QUEUED,
     RUNNING,
 )
+from engine import distributed
 from engine.checkpoint import CheckpointSaver
 from engine.config import RunConfig
 from engine.datasets import DatasetError, Split, load_split
 from engine.device import environment, make_precision, resolve_device, seed_everything
+from engine.distributed import Ranks
 from engine.errors import UserError
 from engine.loop import (
     StopTraining,
@@ -108,14 +110,20 @@ class Trainer:
         self.assigned_device = record.device if device else None
         self.trial_number = record.trial if record.sweep_id is not None else None
         self.saver = CheckpointSaver(workspace.checkpoint_path(run_id, "last").parent, self.config.best_metric)
+        # One of several processes of a DDP run (torchrun's); rank 0 alone writes the database, the log, checkpoints.
+        self.ranks = Ranks.from_env()
+        self.main = self.ranks is None or self.ranks.main
         self.log = self._open_log()
 
     def _open_log(self) -> logging.Logger:
-        path = self.workspace.log_path(self.run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         logger = logging.getLogger(f"leuktui.run.{self.run_id}.{id(self)}")
         logger.setLevel(logging.INFO)
         logger.propagate = False
+        if not self.main:
+            logger.addHandler(logging.NullHandler())
+            return logger
+        path = self.workspace.log_path(self.run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
@@ -126,31 +134,38 @@ class Trainer:
             handler.close()
             self.log.removeHandler(handler)
 
+    def _finish(self, status: str, **values: Any) -> None:
+        if self.main:
+            states.finish(self.db, self.run_id, status, **values)
+
     def run(self, *, resume: bool = False) -> str:
         """Train to the end (or a stop) and return the run's final status."""
-        states.move(self.db, self.run_id, RUNNING, only_from=(QUEUED,))  # a run trained without the scheduler
+        if self.main:
+            states.move(self.db, self.run_id, RUNNING, only_from=(QUEUED,))  # a run trained without the scheduler
         try:
             status = self._train(resume)
         except StopTraining:
             status = CANCELLED
             self.log.info("stopped on request; run cancelled")
-            states.finish(self.db, self.run_id, status)
+            self._finish(status)
         except KeyboardInterrupt:
             status = INTERRUPTED
             self.log.info("interrupted; resume with `leuktui resume %d`", self.run_id)
-            states.finish(self.db, self.run_id, status)
+            self._finish(status)
             raise
         except UserError as exc:
             self.log.error("%s", exc)
-            states.finish(self.db, self.run_id, FAILED, error=str(exc))
+            self._finish(FAILED, error=str(exc))
             raise
         except Exception as exc:
             self.log.error("%s", traceback.format_exc())
-            states.finish(self.db, self.run_id, FAILED, error=f"{exc.__class__.__name__}: {exc}")
+            self._finish(FAILED, error=f"{exc.__class__.__name__}: {exc}")
             raise
         finally:
             self.on_event({"type": "end", "run_id": self.run_id})
             self._close_log()
+            if self.ranks is not None:
+                distributed.finish()
         return status
 
     def _load_split(self, name: str, preprocess: Preprocess) -> tuple[Split, np.ndarray, np.ndarray]:
@@ -216,7 +231,7 @@ class Trainer:
         # The checkpoint is written before its epoch's row: a kill between the two leaves the row
         # to be written from the metrics the checkpoint carries.
         recorded = {e.epoch for e in self.db.epochs(self.run_id, after=epoch - 1)}
-        if epoch not in recorded and checkpoint.get("metrics"):
+        if self.main and epoch not in recorded and checkpoint.get("metrics"):
             row = checkpoint["metrics"]
             best = self.saver.best if self.saver.best and self.saver.best.get("epoch") == epoch else None
             self.db.add_epoch(self.run_id, epoch, state.step, row, best=best)
@@ -225,8 +240,9 @@ class Trainer:
         return epoch + 1
 
     def _trial_reporter(self):
-        """The Optuna trial this run is, if it is a study's (None: not one, or its storage fails)."""
-        if self.trial_number is None:
+        """The Optuna trial this run is, if it is a study's (None: not one, or its storage fails;
+        in a DDP run, rank 0 reports and the others follow its decision)."""
+        if self.trial_number is None or not self.main:
             return None
         from engine.studies import TrialReporter
 
@@ -244,8 +260,9 @@ class Trainer:
 
     def _log_steps(self, rows: list[tuple[int, str, float]], *, epoch_ends_at: int) -> None:
         """Steps inside an epoch need not wait for the disk; the epoch's last batch does, before
-        the epoch's checkpoint is saved (see ``Database.add_steps``)."""
-        self.db.add_steps(self.run_id, rows, durable=not rows or rows[-1][0] >= epoch_ends_at)
+        the epoch's checkpoint is saved (see ``Database.add_steps``). Rank 0's losses, in a DDP run."""
+        if self.main:
+            self.db.add_steps(self.run_id, rows, durable=not rows or rows[-1][0] >= epoch_ends_at)
 
     def _train(self, resume: bool) -> str:
         config = self.config
@@ -256,6 +273,11 @@ class Trainer:
             )
         self.on_phase("building the model")
         device = resolve_device(self.device_name or config.device)
+        ranks = self.ranks
+        if ranks is not None:
+            device = distributed.device_of(ranks, device)
+            distributed.start(ranks, device)
+            self.stop = distributed.SharedStop(self.stop, device)
         generator = seed_everything(config.seed)
         precision = make_precision(device, config.amp)
 
@@ -273,13 +295,19 @@ class Trainer:
         state = TrainState()
         average = weight_average(model, config.ema) if config.ema else None
         start_epoch = self._restore(model, optimizer, scheduler, precision, generator, state, average) if resume else 1
-        self.db.truncate_after(self.run_id, epoch=start_epoch - 1, step=state.step)
+        if self.main:
+            self.db.truncate_after(self.run_id, epoch=start_epoch - 1, step=state.step)
 
-        net = torch.compile(model) if config.compile else model
+        net = model
+        if ranks is not None:
+            if config.sync_bn:
+                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.compile(net) if config.compile else net
         preprocess = Preprocess.from_config(config)
         _, train_images, train_labels = self._load_split("train", preprocess)
         valid_split, valid_images, valid_labels = self._load_split("valid", preprocess)
-        if resume and not config.final_fit:
+        if resume and not config.final_fit and self.main:
             self._recover_validation(valid_split)
         if config.final_fit:  # the final fit learns from both splits and validates on none
             train_images = np.concatenate([train_images, valid_images])
@@ -293,23 +321,31 @@ class Trainer:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if visible is not None:
             env["cuda_visible_devices"] = visible
-        self.db.update_run(
-            self.run_id,
-            started_at=time.time(),
-            finished_at=None,
-            heartbeat_at=time.time(),
-            error=None,
-            device=self.assigned_device or env["device"],
-            host=env["host"],
-            pid=os.getpid(),
-            environment={**env, "precision": precision.name},
-        )
-        self.log.info("training %s on %s (%s), epochs %d-%d", config.model, env["device_name"], precision.name, start_epoch, config.epochs)
+        if ranks is not None:
+            env["processes"] = ranks.world
+        if self.main:
+            self.db.update_run(
+                self.run_id,
+                started_at=time.time(),
+                finished_at=None,
+                heartbeat_at=time.time(),
+                error=None,
+                device=self.assigned_device or env["device"],
+                host=env["host"],
+                pid=os.getpid(),
+                environment={**env, "precision": precision.name},
+            )
+        self.log.info("training %s on %s (%s)%s, epochs %d-%d", config.model, env["device_name"], precision.name,
+                      f", {ranks.world} processes" if ranks is not None else "", start_epoch, config.epochs)
         steps = steps_per_epoch(len(train_labels), config.batch_size)
+        if ranks is not None:
+            steps //= ranks.world
         self.on_event({"type": "start", "run_id": self.run_id, "start_epoch": start_epoch, "epochs": config.epochs, "steps_per_epoch": steps})
 
         for epoch in range(start_epoch, config.epochs + 1):
             batches = batch_indices(train_labels, config.batch_size, generator, shuffle=True, balance=config.balance)
+            if ranks is not None:  # the same order on every rank (one seed); each its own share
+                batches = distributed.shard_batches(batches, ranks)
             lr = optimizer.param_groups[0]["lr"]
             in_epoch = len(batches)
             self.on_phase(f"epoch {epoch}/{config.epochs} step 0/{in_epoch}")
@@ -323,15 +359,19 @@ class Trainer:
                 log_steps=partial(self._log_steps, epoch_ends_at=state.step + in_epoch), on_step=on_step, stop=self.stop,
                 after_step=(lambda: average.update_parameters(model)) if average is not None else None,
             )
+            if ranks is not None:
+                train = distributed.reduce_training(train, device)
             eval_started = time.perf_counter()
             if config.final_fit:
                 metrics, probabilities = {"confusion": None}, None
             else:
                 self.on_phase(f"epoch {epoch}/{config.epochs} validating")
-                metrics, probabilities = evaluate(
-                    average.module if average is not None else net, valid_images, valid_labels, config, device, precision,
-                    on_batch=lambda done, total, epoch=epoch: self.on_phase(f"epoch {epoch}/{config.epochs} validating {done}/{total}"),
-                )
+                scored = average.module if average is not None else (model if ranks is not None else net)
+                on_batch = lambda done, total, epoch=epoch: self.on_phase(f"epoch {epoch}/{config.epochs} validating {done}/{total}")  # noqa: E731
+                if ranks is None:
+                    metrics, probabilities = evaluate(scored, valid_images, valid_labels, config, device, precision, on_batch=on_batch)
+                else:
+                    metrics, probabilities = self._evaluate_shared(scored, valid_images, valid_labels, device, precision, on_batch)
             row = epoch_row(epoch, train, metrics, lr, train["seconds"] + (time.perf_counter() - eval_started))
             if scheduler is not None:
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -345,7 +385,8 @@ class Trainer:
                            "ema_updates": int(average.n_averaged.item())}
             if probabilities is not None:  # the epoch's validation predictions travel with its checkpoint (see _recover_validation)
                 weights["valid_probabilities"] = torch.from_numpy(np.asarray(probabilities, dtype=np.float64))
-            improved = self.saver.save({
+            save = self.saver.save if self.main else (lambda _state, row: self.saver.follow(row))
+            improved = save({
                 **weights,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -355,18 +396,22 @@ class Trainer:
                 "step": state.step,
                 "config": config.to_dict(),
             }, row)
-            if improved and probabilities is not None:
+            if improved and probabilities is not None and self.main:
                 self._record_validation(epoch, valid_split, probabilities, metrics)
-            self.db.add_epoch(self.run_id, epoch, state.step, row, best=self.saver.best if improved else None)
+            if self.main:
+                self.db.add_epoch(self.run_id, epoch, state.step, row, best=self.saver.best if improved else None)
             self.log.info(
                 "epoch %d/%d loss %.4f acc %.4f | val %s | %.1f img/s", epoch, config.epochs, row["train_loss"] or float("nan"),
                 row["train_acc"], "  ".join(f"{m.title} {m.format(row[m.epoch_column])}" for m in METRICS), row["images_per_s"] or 0,
             )
             best_epoch = self.saver.best["epoch"] if self.saver.best else None
             self.on_event({"type": "epoch", **row, "epochs": config.epochs, "best_epoch": best_epoch})
-            if reporter is not None and reporter.report(epoch, row) and epoch < config.epochs:
+            pruned = reporter is not None and reporter.report(epoch, row) and epoch < config.epochs
+            if ranks is not None and self.trial_number is not None:
+                pruned = distributed.from_main(pruned)  # rank 0 asked the pruner; every rank stops with it
+            if pruned:
                 self.log.info("pruned after epoch %d: the study's pruner stops this trial (its checkpoints are kept)", epoch)
-                states.finish(self.db, self.run_id, PRUNED)
+                self._finish(PRUNED)
                 return PRUNED
             if config.early_stop and self.saver.bad_epochs >= config.early_stop:
                 self.log.info("early stop: %d epochs without a better %s", self.saver.bad_epochs, config.best_metric)
@@ -374,6 +419,18 @@ class Trainer:
             if self.stop.is_set():
                 raise StopTraining
 
-        states.finish(self.db, self.run_id, COMPLETED)
+        self._finish(COMPLETED)
         self.log.info("run %d completed", self.run_id)
         return COMPLETED
+
+    def _evaluate_shared(self, model, images, labels, device, precision, on_batch):
+        """DDP validation: each rank scores its share of the images with rank 0's network, and
+        every rank gets the whole set's probabilities, each image counted once."""
+        from engine.loop import predict_probabilities
+        from engine.metrics import classification_metrics
+
+        distributed.share_buffers(model)
+        mine = distributed.shard_indices(len(images), self.ranks)
+        probabilities = distributed.gather_in_order(
+            predict_probabilities(model, images[mine], self.config, device, precision, on_batch=on_batch), len(images), self.ranks)
+        return classification_metrics(labels, probabilities), probabilities

@@ -110,19 +110,23 @@ def execute(
     """
     import psutil
 
+    from engine.distributed import Ranks
+
     pid = os.getpid()
-    # With the start time, the scheduler never takes another process that reuses the pid for this worker.
-    if not db.update_run(run_id, when_status=(RUNNING,), pid=pid, pid_started_at=psutil.Process(pid).create_time()):
-        raise UserError(f"run {run_id} is {db.get_run(run_id).status}, not running; nothing to train")
     pulse = Pulse()
     done = threading.Event()
-    record = db.get_run(run_id)
-    aside = workspace.claim_run_dir(run_id, record.owner, fresh=record.epochs_done == 0)
-    if aside is not None:
-        print(f"the folder of another run record with id {run_id} was moved to {aside}; this run starts its own", flush=True)
-    threading.Thread(target=heartbeat, args=(db, run_id, pulse, done, stop), daemon=True, name="heartbeat").start()
-    threading.Thread(target=touch_heartbeat, args=(workspace.heartbeat_path(run_id), pulse, done), daemon=True,
-                     name="heartbeat-file").start()
+    ranks = Ranks.from_env()
+    if ranks is None or ranks.main:  # rank 0 of a DDP run speaks for all of them
+        # With the start time, the scheduler never takes another process that reuses the pid for this worker.
+        if not db.update_run(run_id, when_status=(RUNNING,), pid=pid, pid_started_at=psutil.Process(pid).create_time()):
+            raise UserError(f"run {run_id} is {db.get_run(run_id).status}, not running; nothing to train")
+        record = db.get_run(run_id)
+        aside = workspace.claim_run_dir(run_id, record.owner, fresh=record.epochs_done == 0)
+        if aside is not None:
+            print(f"the folder of another run record with id {run_id} was moved to {aside}; this run starts its own", flush=True)
+        threading.Thread(target=heartbeat, args=(db, run_id, pulse, done, stop), daemon=True, name="heartbeat").start()
+        threading.Thread(target=touch_heartbeat, args=(workspace.heartbeat_path(run_id), pulse, done), daemon=True,
+                         name="heartbeat-file").start()
     try:
         pulse.set("importing torch")
         import torch
@@ -130,13 +134,16 @@ def execute(
         from engine.train import Trainer
 
         threads = int(number_setting("LEUKTUI_THREADS", 0, whole=True))
+        if ranks is not None:  # the threads this run was given, shared between its processes
+            threads = max(1, (threads or os.cpu_count() or 1) // ranks.world)
         if threads:
             torch.set_num_threads(threads)
         record = db.get_run(run_id)
         device = device_for_worker(str(record.config.get("device", "auto")))
         if resume is None:
             resume = workspace.checkpoint_path(run_id, "last").is_file()
-        print(f"worker {pid}: run {run_id}, device {device or 'from config'}, "
+        where = f" rank {ranks.rank}/{ranks.world}" if ranks is not None else ""
+        print(f"worker {pid}{where}: run {run_id}, device {device or 'from config'}, "
               f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}, resume={resume}", flush=True)
         trainer = Trainer(db, workspace, run_id, stop=stop, device=device, on_event=on_event, on_phase=pulse.set)
         return trainer.run(resume=resume)

@@ -54,10 +54,20 @@ def target_gpus(workspace: Workspace) -> list[int] | None:
 def preflight(config: RunConfig, workspace: Workspace, *, here: bool = False) -> None:
     """Refuse a config that cannot run where it will (``runner.preflight.check_config``): here
     (``here``, a foreground run), else where the scheduler's backend sends it."""
+    from runner.backends import backend_class
     from runner.gpus import detect_gpus
+    from runner.options import Options
     from runner.preflight import check_config
 
-    check_config(config, gpus=detect_gpus() if here else target_gpus(workspace))
+    gpus = detect_gpus() if here else target_gpus(workspace)
+    check_config(config, gpus=gpus)
+    if config.world_size > 1:
+        backend = "local" if here else Options.load(workspace).backend
+        if config.nodes > 1 and (here or backend_class(backend).assigns_devices):
+            raise ConfigError("nodes", f"{config.nodes} nodes for one run need a batch system; the {backend} backend runs on this host "
+                                       "(nproc sets the processes here)")
+        if gpus and config.device != "cpu" and config.nproc > len(gpus):
+            raise ConfigError("nproc", f"{config.nproc} processes take one GPU each; this machine has {len(gpus)}")
 
 
 def create_run(
@@ -243,6 +253,19 @@ def delete(db: Database, workspace: Workspace, run_id: int) -> None:
     db.delete_run(run_id)
     if workspace.owns_run_dir(run_id, owner):
         shutil.rmtree(workspace.run_dir(run_id), ignore_errors=True)
+
+
+def set_processes(db: Database, run_id: int, nproc: int, *, workspace: Workspace | None = None, here: bool = False) -> RunConfig:
+    """Let a stopped run continue with ``nproc`` processes (its checkpoint has one layout for any
+    number); checked as a new run's config would be."""
+    run = db.get_run(run_id)
+    if run.status not in RESUMABLE_STATUSES:
+        raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")
+    config = RunConfig.from_dict(run.config).replace(nproc=nproc)
+    if workspace is not None:
+        preflight(config, workspace, here=here)
+    db.update_run(run_id, when_status=RESUMABLE_STATUSES, config=config.to_dict(), config_hash=config.config_hash())
+    return config
 
 
 def resume(db: Database, run_id: int) -> None:

@@ -34,6 +34,7 @@ from db.files import open_regular
 from db.models import Run
 from db.vocabulary import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from runner.backends import Backend, Handle, make_backend
+from runner.backends.base import NODES_VARIABLE, NPROC_VARIABLE
 from runner.gpus import detect_gpus
 from runner.options import Options
 from runner.processes import is_alive, is_worker
@@ -48,6 +49,12 @@ LOG_TAIL_LINES = 8
 HOST_DEAD_SECONDS = 60.0
 
 log = logging.getLogger("leuktui.scheduler")
+
+
+def devices_of(device: str) -> list[str]:
+    """``cuda:0,1`` (a run of two processes) -> ``["cuda:0", "cuda:1"]``; ``cpu`` -> ``["cpu"]``."""
+    kind, _, numbers = device.partition(":")
+    return [f"{kind}:{n}" for n in numbers.split(",")] if numbers else [device]
 
 
 def file_time(path: Path) -> float:
@@ -101,28 +108,50 @@ class Scheduler:
         free = {f"cuda:{gpu}": self.options.per_gpu for gpu in self.gpus}
         free["cpu"] = self.options.max_parallel
         for handle in self.handles.values():
-            free[handle.device] = free.get(handle.device, 0) - 1
+            if handle.device == "cpu":
+                free["cpu"] -= handle.slots
+            else:
+                for name in devices_of(handle.device):  # a DDP run's GPUs: "cuda:0,1"
+                    free[name] = free.get(name, 0) - 1
         return free
 
+    def cpu_slots(self, run: Run) -> int:
+        """The CPU slots a run takes: one per process, at most all of them (it can run alone)."""
+        return max(1, min(int(run.config.get("nproc", 1) or 1), self.options.max_parallel))
+
     def place(self, run: Run, free: dict[str, int]) -> str | None:
+        """Where a run can start now: ``cpu``, ``cuda:N``, or for a run of several processes
+        ``cuda:N,M,...`` (that many free GPUs, one per process); None when it must wait."""
         wanted = str(run.config.get("device", "auto"))
         if not self.backend.assigns_devices:
             return wanted
+        nproc = int(run.config.get("nproc", 1) or 1)
         if wanted == "cpu" or not self.gpus:
-            return "cpu" if free["cpu"] > 0 else None
-        if wanted.startswith("cuda:"):
+            return "cpu" if free["cpu"] >= self.cpu_slots(run) else None
+        if wanted.startswith("cuda:") and nproc == 1:
             return wanted if free.get(wanted, 0) > 0 else None
         gpu_slots = {name: n for name, n in free.items() if name != "cpu" and n > 0}
-        return max(gpu_slots, key=lambda name: (gpu_slots[name], -int(name.split(":")[1]))) if gpu_slots else None
+        if len(gpu_slots) < nproc:
+            return None
+        chosen = sorted(gpu_slots, key=lambda name: (-gpu_slots[name], int(name.split(":")[1])))[:nproc]
+        return "cuda:" + ",".join(str(i) for i in sorted(int(name.split(":")[1]) for name in chosen))
 
-    def worker_env(self, device: str) -> dict[str, str]:
+    def batch_env(self, run: Run) -> dict[str, str]:
+        """What a batch system's backend is told of a run's processes (it places them itself)."""
+        nproc, nodes = int(run.config.get("nproc", 1) or 1), int(run.config.get("nodes", 1) or 1)
+        return {NPROC_VARIABLE: str(nproc), NODES_VARIABLE: str(nodes)} if nproc * nodes > 1 else {}
+
+    def worker_env(self, device: str, run: Run | None = None) -> dict[str, str]:
+        nproc = int(run.config.get("nproc", 1) or 1) if run is not None else 1
+        env = {NPROC_VARIABLE: str(nproc)} if nproc > 1 else {}
         if device == "cpu":
-            threads = max(1, (os.cpu_count() or 1) // max(1, self.options.max_parallel))
-            env = {"LEUKTUI_DEVICE": "cpu", "LEUKTUI_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            slots = self.cpu_slots(run) if run is not None else 1
+            threads = max(1, (os.cpu_count() or 1) * slots // max(1, self.options.max_parallel))
+            env.update({"LEUKTUI_DEVICE": "cpu", "LEUKTUI_THREADS": str(threads), "OMP_NUM_THREADS": str(max(1, threads // nproc))})
             if self.gpus:
                 env["CUDA_VISIBLE_DEVICES"] = ""
             return env
-        return {"LEUKTUI_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": device.split(":")[1]}
+        return {**env, "LEUKTUI_DEVICE": "cuda", "CUDA_VISIBLE_DEVICES": device.split(":")[1]}
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -136,7 +165,7 @@ class Scheduler:
                 continue  # another machine's run in a shared database
             if is_worker(run.pid, run.id, run.pid_started_at):
                 self.handles[run.id] = Handle(run.id, run.pid, run.device or "cpu", run.started_at or time.time(),
-                                              pid_started_at=run.pid_started_at)
+                                              pid_started_at=run.pid_started_at, slots=self.cpu_slots(run))
                 log.info("adopted run %d (pid %d)", run.id, run.pid)
             elif is_alive(run.pid, run.pid_started_at):
                 log.info("run %d trains in the foreground (pid %d); leaving it be", run.id, run.pid)
@@ -270,19 +299,25 @@ class Scheduler:
                 aside = self.workspace.claim_run_dir(run.id, run.owner, fresh=run.epochs_done == 0)
                 if aside is not None:
                     log.info("run %d: the folder of another run record with this id was moved to %s", run.id, aside)
-                handle = self.backend.start(run.id, device, self.worker_env(device) if self.backend.assigns_devices else {})
+                env = self.worker_env(device, run) if self.backend.assigns_devices else self.batch_env(run)
+                handle = self.backend.start(run.id, device, env)
             except (OSError, UserError) as exc:
                 states.finish(self.db, run.id, FAILED, error=f"could not start the worker: {exc}")
                 log.info("run %d failed to start: %s", run.id, exc)
                 continue
             handle.started = now
+            handle.slots = self.cpu_slots(run) if device == "cpu" else 1
             self.handles[run.id] = handle
             recorded = {"backend": handle.backend, "job_id": handle.job_id, "device": handle.device}
             if handle.pid:
                 recorded.update(pid=handle.pid, pid_started_at=handle.pid_started_at)
             self.db.update_run(run.id, **recorded)
             if self.backend.assigns_devices:
-                free[handle.device if handle.device in free else device] -= 1
+                if device == "cpu":
+                    free["cpu"] -= handle.slots
+                else:
+                    for name in devices_of(device):
+                        free[name] -= 1
             log.info("run %d started on %s (%s)", run.id, handle.device,
                      f"{handle.backend} job {handle.job_id}" if handle.job_id else f"pid {handle.pid}")
 

@@ -9,6 +9,7 @@ from typing import Any
 from db import Database, Workspace, states
 from db.vocabulary import (
     COMPLETED,
+    FAILED,
     METRICS,
     PRUNED,
     RESUMABLE_STATUSES,
@@ -57,6 +58,8 @@ def add_commands(commands: Any) -> None:
     resume = add_command(commands, "resume", help="continue an interrupted or cancelled run from its last checkpoint")
     resume.add_argument("run", type=run_id_arg, metavar="RUN")
     resume.add_argument("--foreground", action="store_true", help="train here instead of through the queue")
+    resume.add_argument("--nproc", type=positive_int, metavar="N",
+                        help="continue with N processes (DDP; each takes a share of every epoch's batches)")
     resume.add_argument("--no-start", action="store_true", help="do not start the scheduler")
     resume.set_defaults(handler=cmd_resume)
 
@@ -96,6 +99,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args)
     from runner import control
 
+    if args.nproc is not None:
+        control.set_processes(db, args.run, args.nproc, workspace=workspace, here=args.foreground)
     if not args.foreground:
         control.resume(db, args.run)
         if workspace.checkpoint_path(args.run, "last").is_file():
@@ -141,10 +146,14 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
 
         from engine.worker import execute
 
+        nproc = int(run.config.get("nproc", 1) or 1)
         # The worker's own entry point: heartbeats, phases, and a cancel from the app or
         # `leuktui cancel` work as for queued runs.
         try:
-            status = execute(db, workspace, run_id, stop=threading.Event(), on_event=on_event, resume=resume)
+            if nproc > 1:
+                status = train_processes(workspace, db, run_id, nproc, on_event, resume=resume)
+            else:
+                status = execute(db, workspace, run_id, stop=threading.Event(), on_event=on_event, resume=resume)
         except KeyboardInterrupt:
             out.print(f"run {run_id} interrupted; continue it with: leuktui resume {run_id}")
             return 130
@@ -153,6 +162,48 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
               f"weighted F1 {number(run.best_val_f1)}", markup=False, highlight=False)
     print(run_id)
     return 0 if status == COMPLETED else 1
+
+
+def train_processes(workspace: Workspace, db: Database, run_id: int, nproc: int, on_event, *, resume: bool) -> str:
+    """A run of ``nproc`` processes in the foreground: torchrun starts them (their output goes to
+    the run's log) and the epochs are shown as rank 0 records them. Ctrl-C stops every rank after
+    its step, with a checkpoint (the run is then cancelled, and resumes)."""
+    import subprocess
+    import time
+
+    from runner.backends.base import NPROC_VARIABLE, worker_argv
+    from runner.processes import clean_env
+
+    env = {**clean_env(), NPROC_VARIABLE: str(nproc)}
+    argv = worker_argv(workspace, run_id, env)
+    run = db.get_run(run_id)
+    workspace.claim_run_dir(run_id, run.owner, fresh=run.epochs_done == 0)  # before its log is opened in it
+    log_path = workspace.log_path(run_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    shown = run.epochs_done if resume else 0
+    on_event({"type": "start", "run_id": run_id, "start_epoch": shown + 1, "epochs": run.config["epochs"], "steps_per_epoch": None})
+    with log_path.open("ab") as output:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env)
+        try:
+            while True:
+                code = process.poll()
+                for epoch in db.epochs(run_id, after=shown):
+                    run = db.get_run(run_id)
+                    on_event({"type": "epoch", **{k: getattr(epoch, k) for k in ("epoch", "train_loss", "train_acc", "images_per_s")},
+                              **{m.epoch_column: getattr(epoch, m.epoch_column) for m in METRICS},
+                              "epochs": run.config["epochs"], "best_epoch": run.best_epoch})
+                    shown = epoch.epoch
+                if code is not None:
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            process.wait()  # the ranks saw the same Ctrl-C: they checkpoint and stop
+            raise
+    status = db.get_run(run_id).status
+    if status == RUNNING:  # torchrun ended without its rank 0 ending the run: a rank died
+        states.finish(db, run_id, FAILED, error=f"torchrun exited with status {code} before the run ended; see {log_path}")
+        status = db.get_run(run_id).status
+    return status
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

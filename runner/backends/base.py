@@ -38,6 +38,25 @@ class Handle:
     detail: str = ""             # the batch system's word on it (state, node)
     end_status: str | None = None  # set by a backend that knows how the run should end, and why
     end_reason: str | None = None
+    slots: int = 1               # the scheduler's capacity it takes (a DDP run: one per process, on a CPU at most all)
+
+
+NPROC_VARIABLE = "LEUKTUI_NPROC"  # in a worker's environment: the processes of its run per node (DDP when above 1)
+NODES_VARIABLE = "LEUKTUI_NODES"  # the nodes of its run (a batch system's)
+
+
+def worker_argv(workspace: Workspace, run_id: int, env: Mapping[str, str]) -> list[str]:
+    """The command that trains run ``run_id`` here: the worker, or torchrun starting
+    ``$LEUKTUI_NPROC`` of them (one node, its rendezvous on this host, no restarts: a rank that
+    dies fails the run, which resumes from its checkpoint)."""
+    import sys
+
+    worker = ["-m", "engine.worker", str(run_id), "--home", str(workspace.home)]
+    nproc = int(env.get(NPROC_VARIABLE, "1") or 1)
+    if nproc <= 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
+            "--monitor-interval=1", *worker]
 
 
 KINDS = {"text": str, "texts": list, "integer": int, "number": float}
@@ -124,7 +143,9 @@ class Backend:
         return ", ".join(shown)
 
     def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle:
-        """Start run ``run_id``'s worker (``python -m engine.worker RUN --home HOME``)."""
+        """Start run ``run_id``'s worker (``python -m engine.worker RUN --home HOME``; ``worker_argv``
+        makes the command). ``env`` carries ``$LEUKTUI_NPROC`` (and for a batch system
+        ``$LEUKTUI_NODES``) when the run has several processes: torchrun starts them."""
         raise NotImplementedError
 
     def poll(self, handle: Handle) -> int | None:

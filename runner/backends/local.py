@@ -6,10 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 
-from runner.backends.base import Backend, Handle
+from runner.backends.base import Backend, Handle, worker_argv
 from runner.processes import clean_env, is_alive, process_start_time
 
 
@@ -22,7 +21,7 @@ class LocalBackend(Backend):
     def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle:
         log_path = self.workspace.log_path(run_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "engine.worker", str(run_id), "--home", str(self.workspace.home)]
+        argv = worker_argv(self.workspace, run_id, env)
         with log_path.open("ab") as output:
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
@@ -38,8 +37,13 @@ class LocalBackend(Backend):
     def cancel(self, handle: Handle, *, force: bool = False) -> None:
         if handle.process is None and not is_alive(handle.pid, handle.pid_started_at):
             return  # an adopted worker that is gone: its pid may be someone else's by now
+        signum = signal.SIGKILL if force else signal.SIGTERM
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(handle.pid, signal.SIGKILL if force else signal.SIGTERM)
+            if handle.process is not None:
+                # Started here in a session of its own: its group is it and what it started (torchrun's ranks).
+                os.killpg(handle.pid, signum)
+            else:
+                os.kill(handle.pid, signum)
 
     def reap(self, handle: Handle) -> None:
         if handle.process is not None:

@@ -26,7 +26,7 @@ from typing import Any
 from db import Workspace
 from db.errors import UserError
 from db.vocabulary import CANCELLED, FAILED
-from runner.backends.base import Backend, BackendOption, Handle
+from runner.backends.base import NODES_VARIABLE, NPROC_VARIABLE, Backend, BackendOption, Handle
 
 COMMAND_TIMEOUT = 60.0
 log = logging.getLogger("leuktui.scheduler")
@@ -218,8 +218,15 @@ def _directive_value(value) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
-def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, partition: str | None, host: str) -> str:
-    """The batch script of one run: Slurm directives, the environment, then the worker."""
+# torchrun's c10d rendezvous listens on the first node at a port of the job's own (job ids differ).
+RENDEZVOUS_PORT_BASE, RENDEZVOUS_PORTS = 29500, 20000
+
+
+def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, partition: str | None, host: str,
+               nproc: int = 1, nodes: int = 1) -> str:
+    """The batch script of one run: Slurm directives, the environment, then the worker; for a
+    run of several processes, one torchrun per node under ``srun`` (``nproc`` processes each, a
+    GPU each), meeting at a c10d rendezvous on the job's first node."""
     home = str(workspace.home)
     lines = [
         "#!/bin/bash",
@@ -232,8 +239,22 @@ def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, par
     ]
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
+    distributed = nproc * nodes > 1
+    if distributed:
+        lines += [f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={nproc}"]
     if gpus:
-        lines.append(f"#SBATCH --gres=gpu:{gpus}")
+        lines.append(f"#SBATCH --gres=gpu:{gpus * nproc if distributed else gpus}")
+    worker = f"-m engine.worker {run_id} --home {shlex.quote(home)}"
+    if distributed:
+        launch = [
+            'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            f"port=$(( {RENDEZVOUS_PORT_BASE} + SLURM_JOB_ID % {RENDEZVOUS_PORTS} ))",
+            f"exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 {shlex.quote(sys.executable)} -m torch.distributed.run "
+            f"--nnodes={nodes} --nproc-per-node={nproc} --rdzv-backend=c10d --rdzv-endpoint=\"$first:$port\" "
+            f"--rdzv-id=\"leuktui-$SLURM_JOB_ID\" --max-restarts=0 --monitor-interval=1 {worker}",
+        ]
+    else:
+        launch = [f"exec {shlex.quote(sys.executable)} {worker}"]
     lines += [
         f"export LEUKTUI_HOME={shlex.quote(home)}",
         f"export LEUKTUI_DB={shlex.quote(db_url)}",
@@ -241,7 +262,7 @@ def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, par
         'export LEUKTUI_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         'export OMP_NUM_THREADS="$LEUKTUI_THREADS"',
         f"export LEUKTUI_DEVICE={'cuda' if gpus else 'cpu'}",
-        f"exec {shlex.quote(sys.executable)} -m engine.worker {run_id} --home {shlex.quote(home)}",
+        *launch,
         "",
     ]
     return "\n".join(lines)
@@ -287,11 +308,12 @@ class SlurmBackend(Backend):
             self._partition_gpus = any(part.startswith("gpu") for line in gres.splitlines() for part in line.split(","))
         return self._partition_gpus
 
-    def submit(self, run_id: int, device: str) -> str:
+    def submit(self, run_id: int, device: str, env: Mapping[str, str] | None = None) -> str:
         """Write the run's job script beside its log and submit it; return the job id."""
+        env = env or {}
         gpus = 1 if wants_gpu(device, device == "auto" and self.partition_has_gpus()) else 0
         script = job_script(run_id, self.workspace, self.workspace.db_url, gpus=gpus, partition=self.partition,
-                            host=self.host)
+                            host=self.host, nproc=int(env.get(NPROC_VARIABLE, "1") or 1), nodes=int(env.get(NODES_VARIABLE, "1") or 1))
         run_dir = self.workspace.run_dir(run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "job.sh"
@@ -308,7 +330,7 @@ class SlurmBackend(Backend):
     # -- the Backend protocol -------------------------------------------------------------------
 
     def start(self, run_id: int, device: str, env: dict[str, str]) -> Handle:
-        job_id = self.submit(run_id, device)
+        job_id = self.submit(run_id, device, env)
         return Handle(run_id, 0, "slurm", time.time(), job_id=job_id, backend=self.name, waiting=True)
 
     def refresh(self, job_ids: Iterable[str]) -> None:

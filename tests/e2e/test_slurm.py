@@ -215,6 +215,20 @@ def test_a_median_study_runs_its_trials_as_slurm_jobs_with_optunas_storage_on_th
     assert shown["best"]["trial"] == study.best_trial.number
 
 
+def test_a_run_of_two_processes_is_one_slurm_job_of_two_tasks_under_torchrun(cluster):
+    (run_id,) = cluster.queue("--name", "ddp-on-slurm", "--nproc", "2", epochs=2)
+    cluster.cli("scheduler", "start")
+    run = cluster.wait_status(run_id, ("completed",), timeout=240)
+    assert run.backend == "slurm" and run.environment["processes"] == 2
+    epochs = cluster.db.epochs(run_id)
+    assert [e.epoch for e in epochs] == [1, 2] and all(sum(map(sum, e.confusion)) == 16 for e in epochs)
+    script = (cluster.home / "runs" / str(run_id) / "job.sh").read_text()
+    assert "--ntasks-per-node=1" in script and "--cpus-per-task=2" in script
+    assert "srun" in script and "torch.distributed.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d" in script
+    log = (cluster.home / "runs" / str(run_id) / "train.log").read_text()
+    assert "rank 0/2" in log and "rank 1/2" in log
+
+
 def test_an_outside_scancel_ends_the_run_cancelled_with_slurms_reason(cluster):
     (run_id,) = cluster.queue("--name", "scancelled", epochs=500)
     cluster.cli("scheduler", "start")

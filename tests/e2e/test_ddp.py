@@ -1,0 +1,89 @@
+"""One run on two processes: torchrun and gloo on this CPU, as on a GPU node with NCCL. Epochs
+are recorded once, by rank 0; each validation image is scored once; the checkpoint is a one-process
+checkpoint; a rank killed with SIGKILL fails the run with nothing left running, and resume (with
+another number of processes) finishes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from conftest import cli, run_cli, wait_for
+from db import Database
+from engine.synth import make_dataset
+from runner import daemon
+from runner.options import Options
+
+VALID = 20
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("ddp") / "cells", n_train=96, n_valid=VALID, n_test=8, size=16, seed=13)
+
+
+def flags(cells, *extra: str) -> list[str]:
+    return ["--data-dir", str(cells), "--image-size", "16", "--batch-size", "8", "--rotation", "0", "--amp", "off",
+            "--workers", "0", *extra]
+
+
+def processes_of(run_id: int) -> list[psutil.Process]:
+    """Every process of the run still there: its ranks, and torchrun."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        argv = process.info["cmdline"] or []
+        if "engine.worker" in argv and str(run_id) in argv:
+            found.append(process)
+    return found
+
+
+def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduces_its_validation(home, cells):
+    result = run_cli("run", *flags(cells, "--epochs", "2", "--nproc", "2", "--name", "ddp"), home=home.home)
+    run_id = int(result.stdout.strip().splitlines()[-1])
+    db = Database(home.db_url)
+    run = db.get_run(run_id)
+    assert run.status == "completed" and run.environment["processes"] == 2
+    epochs = db.epochs(run_id)
+    assert [e.epoch for e in epochs] == [1, 2]  # once each, though two processes trained them
+    for epoch in epochs:
+        assert sum(map(sum, epoch.confusion)) == VALID  # every validation image once, none twice
+    log = home.log_path(run_id).read_text()
+    assert "rank 0/2" in log and "rank 1/2" in log and "2 processes" in log
+    assert log.count(" INFO epoch 1/2 ") == 1  # rank 0 alone writes the log
+
+    best = next(e for e in epochs if e.epoch == run.best_epoch)
+    evaluated = json.loads(cli("eval", str(run_id), "--json", home=home.home).stdout)  # one process, the best checkpoint
+    assert evaluated["n"] == VALID
+    assert evaluated["acc"] == pytest.approx(best.val_acc) and evaluated["auc"] == pytest.approx(best.auc, abs=1e-6)
+    db.close()
+
+
+def test_a_killed_rank_fails_the_run_within_20_s_and_resume_with_one_process_finishes_it(home, cells):
+    db = Database(home.db_url)
+    queued = json.loads(cli("queue", *flags(cells, "--epochs", "6", "--nproc", "2", "--name", "ddp-kill"), "--json", "--no-start",
+                            home=home.home).stdout)
+    (run_id,) = queued["run_ids"]
+    daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
+    wait_for(lambda: db.get_run(run_id).epochs_done >= 1, 120, "the first epoch")
+    ranks = [p for p in processes_of(run_id) if "torch.distributed.run" not in p.cmdline()]
+    assert len(ranks) == 2
+    victim = next(p for p in ranks if p.pid != db.get_run(run_id).pid)  # rank 1 (rank 0 recorded its pid)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    failed = wait_for(lambda: (r := db.get_run(run_id)).status == "failed" and r, 20, "the run to fail")
+    assert time.monotonic() - killed_at < 20
+    wait_for(lambda: not processes_of(run_id), 20, "every process of the run gone")
+    done_before = failed.epochs_done
+    assert done_before < 6
+
+    cli("resume", str(run_id), "--nproc", "1", "--no-start", home=home.home)
+    daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
+    finished = wait_for(lambda: (r := db.get_run(run_id)).status == "completed" and r, 120, "the resumed run to finish")
+    assert finished.config["nproc"] == 1 and [e.epoch for e in db.epochs(run_id)] == [1, 2, 3, 4, 5, 6]
+    assert "resuming after epoch" in home.log_path(run_id).read_text()
+    db.close()
