@@ -300,8 +300,10 @@ class Trainer:
 
         net = model
         if ranks is not None:
-            if config.sync_bn:
+            if config.sync_bn and device.type == "cuda":
                 net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            elif config.sync_bn:
+                self.log.warning("sync_bn: SyncBatchNorm runs on CUDA only; on %s each process keeps its own statistics", device.type)
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         net = torch.compile(net) if config.compile else net
         preprocess = Preprocess.from_config(config)

@@ -66,6 +66,8 @@ def preflight(config: RunConfig, workspace: Workspace, *, here: bool = False) ->
         if config.nodes > 1 and (here or backend_class(backend).assigns_devices):
             raise ConfigError("nodes", f"{config.nodes} nodes for one run need a batch system; the {backend} backend runs on this host "
                                        "(nproc sets the processes here)")
+        if config.sync_bn and (config.device == "cpu" or gpus == []):
+            raise ConfigError("sync_bn", "SyncBatchNorm needs GPUs (torch runs it on CUDA only); this run trains on the CPU")
         if gpus and config.device != "cpu" and config.nproc > len(gpus):
             raise ConfigError("nproc", f"{config.nproc} processes take one GPU each; this machine has {len(gpus)}")
 

@@ -87,3 +87,20 @@ def test_a_killed_rank_fails_the_run_within_20_s_and_resume_with_one_process_fin
     assert finished.config["nproc"] == 1 and [e.epoch for e in db.epochs(run_id)] == [1, 2, 3, 4, 5, 6]
     assert "resuming after epoch" in home.log_path(run_id).read_text()
     db.close()
+
+
+def test_what_several_processes_cannot_do_here_is_one_line_naming_the_flag(tmp_path, cells):
+    home = tmp_path / "home"
+    for extra, says in (
+        (["--nproc", "2", "--sync-bn"], "--sync-bn: SyncBatchNorm needs GPUs"),
+        (["--nodes", "2"], "--nodes: 2 nodes for one run need a batch system; the local backend runs on this host"),
+        (["--nproc", "0"], "--nproc: 0 is outside [1, 64]"),
+    ):
+        result = cli("queue", *flags(cells, *extra), "--no-start", home=home, check=False)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert not (home / "leuktui.db").exists() or not Database(f"sqlite:///{home / 'leuktui.db'}").list_runs()
+    (run_id,) = json.loads(cli("queue", *flags(cells, "--nproc", "2"), "--json", "--no-start", home=home).stdout)["run_ids"]
+    control_cancel = cli("cancel", str(run_id), home=home)
+    assert "cancelled" in control_cancel.stdout
+    too_many = cli("resume", str(run_id), "--nproc", "99", "--no-start", home=home, check=False)
+    assert too_many.returncode == 2 and "--nproc: 99 is outside [1, 64]" in too_many.stderr
