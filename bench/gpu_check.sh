@@ -68,11 +68,25 @@ elif [ $rc = 0 ] && echo "$summary" | grep -q "passed"; then row "tests marked g
 else row "tests marked gpu" "FAILED" "rc $rc: $summary"; echo "$out" | tail -30; fi
 
 # -- 3. one run on two processes (DDP) ----------------------------------------------------------
-row "DDP, 2 processes on one GPU" "skipped" "not built yet: leuktui has no --nproc (issue 17)"
+$PY -m leuktui data synth "$WORK/cells" --n-train 64 --n-valid 32 --n-test 8 --size 64 >/dev/null
+if [ "$(left)" -gt 60 ]; then
+    if [ "$CUDA" != 0 ]; then where="on one GPU (gloo: NCCL takes a GPU per process)"; else where="on the CPU (gloo)"; fi
+    timeout "$(limit 150)" env LEUKTUI_SHARE_GPUS=1 $PY -m leuktui --home "$WORK/ddp" run --data-dir "$WORK/cells" --image-size 64 \
+        --epochs 2 --batch-size 16 --nproc 2 --name ddp >"$WORK/ddp.log" 2>&1
+    result=$($PY -m leuktui --home "$WORK/ddp" ls --json | $PY -c "
+import json, sys
+runs = json.load(sys.stdin)
+ok = len(runs) == 1 and runs[0]['status'] == 'completed'
+print(f\"{runs[0]['status'] if runs else 'no run'}, val acc {runs[0].get('best_val_acc') if runs else '-'}\")
+sys.exit(0 if ok else 1)")
+    if [ $? = 0 ] && grep -q "rank 1/2" "$WORK/ddp/runs/1/train.log"; then row "DDP, 2 processes $where" "ok" "$result"
+    else row "DDP, 2 processes $where" "FAILED" "$result"; tail -20 "$WORK/ddp.log"; tail -20 "$WORK/ddp/runs/1/train.log" 2>/dev/null; fi
+else
+    row "DDP, 2 processes" "skipped" "out of time"
+fi
 
 # -- 4. the scheduler, two runs at once ---------------------------------------------------------
 if [ "$(left)" -gt 60 ]; then
-    $PY -m leuktui data synth "$WORK/cells" --n-train 64 --n-valid 32 --n-test 8 --size 64 >/dev/null
     for seed in 0 1; do
         $PY -m leuktui --home "$WORK/home" queue --data-dir "$WORK/cells" --image-size 64 --epochs 2 --batch-size 16 \
             --seed $seed --no-start --force >/dev/null

@@ -48,11 +48,16 @@ class Ranks:
         return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+SHARE_GPUS_VARIABLE = "LEUKTUI_SHARE_GPUS"  # 1: more processes than GPUs, sharing them (a check on one GPU)
+
+
 def start(ranks: Ranks, device: torch.device) -> None:
-    """Join the process group: NCCL between GPUs, gloo on a CPU."""
+    """Join the process group: NCCL between GPUs, gloo on a CPU or where processes share a GPU
+    (NCCL takes one GPU per process)."""
     if dist.is_initialized():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    sharing = device.type == "cuda" and int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)) > torch.cuda.device_count()
+    backend = "nccl" if device.type == "cuda" and not sharing else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_SECONDS))
 
 
@@ -64,8 +69,9 @@ def finish() -> None:
 def device_of(ranks: Ranks, device: torch.device) -> torch.device:
     """Rank r's device: its local GPU (the scheduler made the run's GPUs visible), or the CPU."""
     if device.type == "cuda":
-        torch.cuda.set_device(ranks.local_rank)
-        return torch.device("cuda", ranks.local_rank)
+        index = ranks.local_rank % torch.cuda.device_count()  # shared only with $LEUKTUI_SHARE_GPUS=1
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return device
 
 

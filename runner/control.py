@@ -5,6 +5,7 @@ prioritize, retry, resume. The database is the only channel to the scheduler.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,9 @@ def preflight(config: RunConfig, workspace: Workspace, *, here: bool = False) ->
                                        "(nproc sets the processes here)")
         if config.sync_bn and (config.device == "cpu" or gpus == []):
             raise ConfigError("sync_bn", "SyncBatchNorm needs GPUs (torch runs it on CUDA only); this run trains on the CPU")
-        if gpus and config.device != "cpu" and config.nproc > len(gpus):
-            raise ConfigError("nproc", f"{config.nproc} processes take one GPU each; this machine has {len(gpus)}")
+        if gpus and config.device != "cpu" and config.nproc > len(gpus) and os.environ.get("LEUKTUI_SHARE_GPUS") != "1":
+            raise ConfigError("nproc", f"{config.nproc} processes take one GPU each; this machine has {len(gpus)} "
+                                       "($LEUKTUI_SHARE_GPUS=1 lets processes share them, over gloo)")
 
 
 def create_run(
