@@ -164,8 +164,8 @@ class Trainer:
         finally:
             self.on_event({"type": "end", "run_id": self.run_id})
             self._close_log()
-            if self.ranks is not None:
-                distributed.finish()
+        if self.ranks is not None:  # after a clean end only: a peer that died leaves nothing to tear down together
+            distributed.finish()
         return status
 
     def _load_split(self, name: str, preprocess: Preprocess) -> tuple[Split, np.ndarray, np.ndarray]:

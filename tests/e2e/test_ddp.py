@@ -63,29 +63,41 @@ def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduce
     db.close()
 
 
-def test_a_killed_rank_fails_the_run_within_20_s_and_resume_with_one_process_finishes_it(home, cells):
+def test_cancel_stops_every_rank_a_killed_rank_fails_the_run_within_20_s_and_resume_finishes_it(home, cells):
     db = Database(home.db_url)
-    queued = json.loads(cli("queue", *flags(cells, "--epochs", "6", "--nproc", "2", "--name", "ddp-kill"), "--json", "--no-start",
+    queued = json.loads(cli("queue", *flags(cells, "--epochs", "6", "--nproc", "2", "--name", "ddp-faults"), "--json", "--no-start",
                             home=home.home).stdout)
     (run_id,) = queued["run_ids"]
     daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
     wait_for(lambda: db.get_run(run_id).epochs_done >= 1, 120, "the first epoch")
-    ranks = [p for p in processes_of(run_id) if "torch.distributed.run" not in p.cmdline()]
-    assert len(ranks) == 2
+
+    # Cancel: every rank stops after the same step, with a checkpoint; the run resumes.
+    cli("cancel", str(run_id), home=home.home)
+    cancelled = wait_for(lambda: (r := db.get_run(run_id)).status == "cancelled" and r, 30, "the run to be cancelled")
+    wait_for(lambda: not processes_of(run_id), 20, "every process of the cancelled run gone")
+    assert home.checkpoint_path(run_id, "last").is_file() and cancelled.error is None
+    cli("resume", str(run_id), "--no-start", home=home.home)
+    daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
+    wait_for(lambda: db.get_run(run_id).status == "running" and db.get_run(run_id).epochs_done > cancelled.epochs_done, 120,
+             "the resumed run's next epoch")
+
+    # SIGKILL to one rank: the run fails within 20 s and nothing of it is left.
+    ranks = wait_for(lambda: len(r := [p for p in processes_of(run_id) if "torch.distributed.run" not in p.cmdline()]) == 2 and r,
+                     30, "two ranks")
     victim = next(p for p in ranks if p.pid != db.get_run(run_id).pid)  # rank 1 (rank 0 recorded its pid)
     killed_at = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
     failed = wait_for(lambda: (r := db.get_run(run_id)).status == "failed" and r, 20, "the run to fail")
     assert time.monotonic() - killed_at < 20
     wait_for(lambda: not processes_of(run_id), 20, "every process of the run gone")
-    done_before = failed.epochs_done
-    assert done_before < 6
+    assert failed.epochs_done < 6
 
+    # Resume with one process: the checkpoint of two is a checkpoint of one.
     cli("resume", str(run_id), "--nproc", "1", "--no-start", home=home.home)
     daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
     finished = wait_for(lambda: (r := db.get_run(run_id)).status == "completed" and r, 120, "the resumed run to finish")
     assert finished.config["nproc"] == 1 and [e.epoch for e in db.epochs(run_id)] == [1, 2, 3, 4, 5, 6]
-    assert "resuming after epoch" in home.log_path(run_id).read_text()
+    assert home.log_path(run_id).read_text().count("resuming after epoch") == 2
     db.close()
 
 
@@ -104,3 +116,31 @@ def test_what_several_processes_cannot_do_here_is_one_line_naming_the_flag(tmp_p
     assert "cancelled" in control_cancel.stdout
     too_many = cli("resume", str(run_id), "--nproc", "99", "--no-start", home=home, check=False)
     assert too_many.returncode == 2 and "--nproc: 99 is outside [1, 64]" in too_many.stderr
+
+
+def test_the_scheduler_gives_a_run_of_n_processes_n_gpus_or_its_share_of_the_cpu(home, cells):
+    from engine.config import RunConfig
+    from runner import control
+    from runner.backends.base import Handle
+    from runner.scheduler import Scheduler
+
+    db = Database(home.db_url)
+    two, one = (control.create_run(db, RunConfig.from_dict({"data_dir": str(cells), "nproc": n})) for n in (2, 1))
+    on_gpus = Scheduler(home, db, Options(per_gpu=1), gpus=[0, 1, 2])
+    free = on_gpus.slots()
+    assert on_gpus.place(two, free) == "cuda:0,1"
+    env = on_gpus.worker_env("cuda:0,1", two)
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["LEUKTUI_NPROC"] == "2"
+    on_gpus.handles[two.id] = Handle(two.id, 1, "cuda:0,1", 0.0)
+    free = on_gpus.slots()
+    assert free == {"cuda:0": 0, "cuda:1": 0, "cuda:2": 1, "cpu": 1}  # two GPUs taken by one run
+    assert on_gpus.place(one, free) == "cuda:2" and on_gpus.place(two, free) is None
+
+    on_cpu = Scheduler(home, db, Options(max_parallel=3), gpus=[])
+    four = control.create_run(db, RunConfig.from_dict({"data_dir": str(cells), "nproc": 4}))
+    assert on_cpu.cpu_slots(four) == 3 and on_cpu.cpu_slots(two) == 2  # at most all the slots: it can run alone
+    on_cpu.handles[one.id] = Handle(one.id, 1, "cpu", 0.0, slots=1)
+    free = on_cpu.slots()
+    assert on_cpu.place(two, free) == "cpu" and on_cpu.place(four, free) is None
+    assert on_cpu.worker_env("cpu", two)["LEUKTUI_THREADS"] == str(max(1, (os.cpu_count() or 1) * 2 // 3))
+    db.close()
