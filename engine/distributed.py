@@ -10,7 +10,8 @@ same metrics over the whole set. Rank 0 alone writes the database, the log and t
 which have the layout of a one-process run's.
 
 Decisions every rank must take together (stop after this step, stop pruned, stop early) are
-reduced across the ranks, so no rank waits in a collective another has left.
+reduced across the ranks, so no rank waits in a collective another has left. Light at import
+(``Ranks`` is read before the worker's heartbeat starts): torch loads in the functions.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import datetime
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.distributed as dist
+
+if TYPE_CHECKING:
+    import torch
 
 # A collective that waits this long for a peer means the peer is gone; torchrun ends the rest.
 COLLECTIVE_TIMEOUT_SECONDS = 300
@@ -54,6 +56,9 @@ SHARE_GPUS_VARIABLE = "LEUKTUI_SHARE_GPUS"  # 1: more processes than GPUs, shari
 def start(ranks: Ranks, device: torch.device) -> None:
     """Join the process group: NCCL between GPUs, gloo on a CPU or where processes share a GPU
     (NCCL takes one GPU per process)."""
+    import torch
+    import torch.distributed as dist
+
     if dist.is_initialized():
         return
     sharing = device.type == "cuda" and int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world)) > torch.cuda.device_count()
@@ -62,12 +67,16 @@ def start(ranks: Ranks, device: torch.device) -> None:
 
 
 def finish() -> None:
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def device_of(ranks: Ranks, device: torch.device) -> torch.device:
     """Rank r's device: its local GPU (the scheduler made the run's GPUs visible), or the CPU."""
+    import torch
+
     if device.type == "cuda":
         index = ranks.local_rank % torch.cuda.device_count()  # shared only with $LEUKTUI_SHARE_GPUS=1
         torch.cuda.set_device(index)
@@ -90,6 +99,8 @@ def shard_indices(count: int, ranks: Ranks) -> np.ndarray:
 
 def gather_in_order(values: np.ndarray, count: int, ranks: Ranks) -> np.ndarray:
     """Every rank's ``values`` of its ``shard_indices``, put back in the images' order, on every rank."""
+    import torch.distributed as dist
+
     shards: list[Any] = [None] * ranks.world
     dist.all_gather_object(shards, np.asarray(values))
     out = np.empty(count, dtype=np.float64)
@@ -100,6 +111,9 @@ def gather_in_order(values: np.ndarray, count: int, ranks: Ranks) -> np.ndarray:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is True on one."""
+    import torch
+    import torch.distributed as dist
+
     value = torch.tensor([1 if flag else 0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
@@ -107,6 +121,8 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 def from_main(value: Any) -> Any:
     """Rank 0's ``value``, on every rank."""
+    import torch.distributed as dist
+
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -115,6 +131,8 @@ def from_main(value: Any) -> Any:
 def share_buffers(module: torch.nn.Module) -> None:
     """Rank 0's buffers (BatchNorm's running statistics) on every rank, so each rank's share of
     the validation images is scored by the very network rank 0 saves."""
+    import torch.distributed as dist
+
     for buffer in module.buffers():
         dist.broadcast(buffer, src=0)
 
@@ -122,6 +140,9 @@ def share_buffers(module: torch.nn.Module) -> None:
 def reduce_training(train: dict[str, float], device: torch.device) -> dict[str, float]:
     """An epoch's training figures over every rank: loss and accuracy over all images, the
     images, and the slowest rank's seconds."""
+    import torch
+    import torch.distributed as dist
+
     seen = train["images"]
     totals = torch.tensor([train["train_loss"] * seen, train["train_acc"] * seen, seen], dtype=torch.float64, device=device)
     dist.all_reduce(totals)
