@@ -25,12 +25,14 @@ from engine.synth import make_dataset
 from runner import control, daemon
 from runner.options import Options
 
-STEPS_PER_EPOCH = 96 // 8
+# Epochs long enough that a heartbeat (every 2 s) records a phase inside one, even on a loaded machine.
+TRAIN_IMAGES = 192
+STEPS_PER_EPOCH = TRAIN_IMAGES // 8
 
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("faults") / "cells", n_train=96, n_valid=16, n_test=8, size=16, seed=3)
+    return make_dataset(tmp_path_factory.mktemp("faults") / "cells", n_train=TRAIN_IMAGES, n_valid=16, n_test=8, size=16, seed=3)
 
 
 def config(data, **overrides) -> RunConfig:
