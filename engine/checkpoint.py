@@ -79,9 +79,7 @@ class CheckpointSaver:
         The best-tracking values go into the checkpoint, so a resume continues them. Returns
         whether this epoch is the new best.
         """
-        improved = self.improves(row)
-        best = dict(row) if improved else self.best
-        bad_epochs = 0 if improved else self.bad_epochs + 1
+        improved, best, bad_epochs = self._decide(row)
         self.folder.mkdir(parents=True, exist_ok=True)
         last = self.path("last")
         try:
@@ -98,10 +96,14 @@ class CheckpointSaver:
         self.best, self.bad_epochs = best, bad_epochs
         return improved
 
+    def _decide(self, row: dict[str, Any]) -> tuple[bool, dict[str, Any] | None, int]:
+        """Whether ``row`` is the new best, the best after it, and the epochs since the best."""
+        improved = self.improves(row)
+        return improved, dict(row) if improved else self.best, 0 if improved else self.bad_epochs + 1
+
     def follow(self, row: dict[str, Any]) -> bool:
         """What ``save`` decides, without writing: the best tracking of a DDP rank that does not save."""
-        improved = self.improves(row)
-        self.best, self.bad_epochs = (dict(row), 0) if improved else (self.best, self.bad_epochs + 1)
+        improved, self.best, self.bad_epochs = self._decide(row)
         return improved
 
     def _link_best(self, last: Path) -> None:

@@ -42,10 +42,11 @@ from engine.loop import (
     build_scheduler,
     evaluate,
     loss_function,
+    predict_probabilities,
     train_one_epoch,
     weight_average,
 )
-from engine.metrics import clean_float
+from engine.metrics import classification_metrics, clean_float
 from engine.models import build_model, load_pretrained, strip_compile_prefix
 from engine.pipeline import BatchTransform, Preprocess, batch_indices, decode_images
 from engine.stats import metric_intervals
@@ -207,8 +208,6 @@ class Trainer:
         if probabilities is None or int(checkpoint["epoch"]) != best["epoch"] or len(probabilities) != len(split):
             return
         probabilities = probabilities.numpy()
-        from engine.metrics import classification_metrics
-
         labels = np.asarray(split.labels, dtype=np.int64)
         self._record_validation(best["epoch"], split, probabilities, classification_metrics(labels, probabilities))
         self.log.info("recorded the validation predictions of best epoch %d from its checkpoint", best["epoch"])
@@ -428,9 +427,6 @@ class Trainer:
     def _evaluate_shared(self, model, images, labels, device, precision, on_batch):
         """DDP validation: each rank scores its share of the images with rank 0's network, and
         every rank gets the whole set's probabilities, each image counted once."""
-        from engine.loop import predict_probabilities
-        from engine.metrics import classification_metrics
-
         distributed.share_buffers(model)
         mine = distributed.shard_indices(len(images), self.ranks)
         probabilities = distributed.gather_in_order(

@@ -53,6 +53,7 @@ from engine.studies import (
     load_study,
     open_storage,
     storage_of,
+    trial_id,
 )
 from runner.space import Param, grid_size, parse_space, space_text
 
@@ -337,7 +338,7 @@ class StudyDriver:
         from optuna.trial import TrialState
 
         study = load_study(self.storage, sweep.study)
-        trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, run.trial))
+        trial = study._storage.get_trial(trial_id(study, run.trial))
         if trial.state != TrialState.RUNNING:
             self.work(sweep)
         return self.db.get_run(run.id)
@@ -403,8 +404,7 @@ class StudyDriver:
         value = value_of(run, settings["metric"]) if run.status == COMPLETED else None
         try:
             storage = study._storage
-            storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study._study_id, run.trial),
-                                        "leuktui_status", run.status)
+            storage.set_trial_user_attr(trial_id(study, run.trial), "leuktui_status", run.status)
             if value is not None:
                 study.tell(run.trial, value, skip_if_finished=True)
             elif run.status == PRUNED:
@@ -427,9 +427,6 @@ class StudyDriver:
         params = params_of(sweep)
         distributions = {p.name: p.distribution() for p in params}
         storage = study._storage
-
-        def trial_id(number: int) -> int:
-            return storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
 
         active = [run for run in runs if run.status in ACTIVE_STATUSES]
         for run in active:
@@ -479,7 +476,7 @@ class StudyDriver:
                 name=f"{sweep.name} #{number}", tags=settings.get("tags", ()), notes=settings.get("notes", ""),
                 sweep_id=sweep.id, trial=number, session=session,
             )
-            storage.set_trial_user_attr(trial_id(number), "leuktui_run", run.id)
+            storage.set_trial_user_attr(trial_id(study, number), "leuktui_run", run.id)
             created.append(run.id)
             room -= 1
             log.info("study %s: trial %d is run %d (%s)", sweep.name, number, run.id,
