@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from db.errors import UserError
+
+CAM_FOLDER = "cam"  # a run folder's Grad-CAM maps
 
 DEFAULT_HOME = "leuktui-home"
 DB_FILE = "leuktui.db"
@@ -146,6 +149,19 @@ class Workspace:
 
     def checkpoint_path(self, run_id: int, which: str) -> Path:
         return self.run_dir(run_id) / "checkpoints" / f"{which}.pt"
+
+    def cam_folder(self, run_id: int, checkpoint: str) -> Path:
+        """Where the Grad-CAM maps of a checkpoint go: named by the checkpoint file's identity (its
+        inode, size and mtime; a new best checkpoint is a new file, ``os.replace`` of a temporary
+        one), so a new checkpoint gets new maps and an unchanged one reuses its files."""
+        status = self.checkpoint_path(run_id, checkpoint).stat()
+        stamp = hashlib.sha256(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:12]
+        return self.run_dir(run_id) / CAM_FOLDER / f"{checkpoint}-{stamp}"
+
+    @staticmethod
+    def cam_name(ident: str, label: int) -> str:
+        """The file of one image's map of class ``label`` in its checkpoint's ``cam_folder``."""
+        return f"{hashlib.sha256(ident.encode()).hexdigest()[:16]}-{label}.png"
 
     def log_path(self, run_id: int) -> Path:
         return self.run_dir(run_id) / "train.log"

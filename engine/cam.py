@@ -2,14 +2,13 @@
 (``pytorch_grad_cam``), over the last convolutional block of our ResNets and torchvision's.
 
 A map is drawn over the image as the network saw it (after the run's preprocessing) and saved
-as a PNG in the run folder, under a name made of the checkpoint file's identity (size and
-modification time): a new best checkpoint gets new maps, an unchanged one reuses the files.
+as a PNG in the run folder, under a name made of the checkpoint file's identity
+(``Workspace.cam_folder``): a new best checkpoint gets new maps, an unchanged one reuses the files.
 Runs in the worker's environment (torch); the app only ever shows the PNGs.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,6 @@ from engine.datasets import Sample
 from engine.files import atomic_write
 from engine.pipeline import BatchTransform, Preprocess, decode_images
 from engine.predict import PredictError, load_run_model
-
-CAM_FOLDER = "cam"
 
 
 def target_layer(model: nn.Module) -> nn.Module:
@@ -52,18 +49,6 @@ class ClassScore:
         return output[self.label]
 
 
-def checkpoint_stamp(path: Path) -> str:
-    """The identity of a checkpoint file as far as the cache cares: its inode, size and mtime
-    (a new best checkpoint is a new file: ``os.replace`` of a temporary one)."""
-    status = path.stat()
-    return hashlib.sha256(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:12]
-
-
-def cam_folder(workspace: Workspace, run_id: int, checkpoint: str) -> Path:
-    stamp = checkpoint_stamp(workspace.checkpoint_path(run_id, checkpoint))
-    return workspace.run_dir(run_id) / CAM_FOLDER / f"{checkpoint}-{stamp}"
-
-
 def grad_cams(
     db: Database,
     workspace: Workspace,
@@ -86,8 +71,8 @@ def grad_cams(
     path = workspace.checkpoint_path(run_id, checkpoint)
     if not path.is_file():
         raise PredictError(f"run {run_id}: no {checkpoint} checkpoint at {path}, so no Grad-CAM maps")
-    folder = cam_folder(workspace, run_id, checkpoint)
-    paths = [folder / f"{hashlib.sha256(s.ident.encode()).hexdigest()[:16]}-{label}.png" for s, label in zip(samples, labels, strict=True)]
+    folder = workspace.cam_folder(run_id, checkpoint)
+    paths = [folder / workspace.cam_name(s.ident, label) for s, label in zip(samples, labels, strict=True)]
     todo = [i for i, path in enumerate(paths) if not path.is_file()]
     if not todo:
         return paths

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,13 @@ class RunConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def not_a_field(cls, name: str, among: Sequence[str] | None = None) -> str:
+        """What a flag says of a name that is no config field: the nearest one, and the list."""
+        known = sorted(among if among is not None else cls.field_names())
+        close = difflib.get_close_matches(name, known, n=1)
+        return f"{name!r} is not a config field{f' (did you mean {close[0]}?)' if close else ''}; the fields: {', '.join(known)}"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:

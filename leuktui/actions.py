@@ -23,6 +23,7 @@ SCREENS = {
     "ablation": "Ablation",
     "queue": "Queue",
     "studies": "Studies",
+    "cell": "A mistake, larger (dialog)",
     "export": "Export (dialog)",
     "report": "Report (dialog)",
     "app": "Everywhere",
@@ -33,7 +34,9 @@ SCREENS = {
 # What a screen's keys do not say.
 NOTES = {
     "detail": "The tabs: live loss and (m) any metric or the learning rate per epoch, loss per step, the confusion matrix, evaluations, "
-              "config, log; images/s and ETA in the head.",
+              "config, log, and the mistakes (the best checkpoint's false negatives or positives, most confident first, each image "
+              "beside the Grad-CAM map of the class predicted: kitty graphics or sixel where the terminal has them, half-cell "
+              "blocks elsewhere); images/s and ETA in the head.",
     "form": "Tab between fields; errors show under the field. A sweep takes factors "
             "`model=resnet18,resnet50; hist_eq=false,true` and shows how many runs it queues.",
     "ablation": "Rows one factor, columns another or the eval mode (single / 5-crop / 10-crop, from evaluations of "
@@ -106,9 +109,12 @@ ACTIONS: tuple[Action, ...] = (
            "chart another metric per epoch (F1, AUC, sensitivity, specificity, MCC, balanced accuracy, the learning rate)"),
     Action("detail-export", "e", "export", "Export", "detail", "export the Kaggle submission"),
     Action("detail-cancel", "x", "cancel_run", "Cancel", "detail", "cancel the run"),
+    Action("mistakes-flip", "f", "flip_mistakes", "FN/FP", "detail", "the mistakes tab: false negatives or false positives", show=False),
+    Action("mistakes-zoom", "z", "zoom_mistake", "Larger", "detail", "the mistakes tab: the image and its map, larger", show=False),
     *(Action(f"detail-{tab}", str(number), f"show_tab('{tab}')", f"{tab.removeprefix('tab-').title()} tab", "detail",
              f"the {tab.removeprefix('tab-')} tab", show=False)
-      for number, tab in enumerate(("tab-charts", "tab-confusion", "tab-evaluations", "tab-config", "tab-log"), start=1)),
+      for number, tab in enumerate(("tab-charts", "tab-confusion", "tab-evaluations", "tab-config", "tab-log", "tab-mistakes"), start=1)),
+    Action("cell-back", "escape", "app.pop_screen", "Back", "cell", "back to the list"),
     # New run / sweep
     Action("submit", "ctrl+s", "submit", "Queue", "form", "queue the run or the sweep"),
     Action("cancel-form", "escape", "app.pop_screen", "Cancel", "form", "back without queueing"),

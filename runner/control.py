@@ -114,7 +114,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
         if not sep or not values.strip():
             raise ConfigError("grid", f"{item!r} is not FIELD=V1,V2,...")
         if key not in known:
-            raise ConfigError("grid", f"{key!r} is not a config field")
+            raise ConfigError("grid", RunConfig.not_a_field(key))
         if key in grid:
             raise ConfigError("grid", f"{key!r} is given twice")
         grid[key] = [v.strip() for v in values.split(",") if v.strip()]

@@ -130,7 +130,7 @@ def parse_space(items: Sequence[str] | str, base: RunConfig | None = None) -> li
         if not sep or not spec:
             raise ConfigError("space", f"{part!r} is not FIELD=LOW:HIGH, FIELD=log:LOW:HIGH or FIELD=V1,V2,...")
         if name not in kinds:
-            raise ConfigError("space", f"{name!r} is not a config field")
+            raise ConfigError("space", RunConfig.not_a_field(name, [k for k in kinds if k not in NOT_SEARCHABLE]))
         if name in NOT_SEARCHABLE:
             raise ConfigError("space", f"{name!r} cannot be searched (a study's trials share it; set it with its flag)")
         if any(p.name == name for p in params):

@@ -348,3 +348,24 @@ def test_resume_says_whether_a_run_continues_or_starts_over(tmp_path, tiny_data)
     last.parent.mkdir(parents=True)
     last.write_bytes(b"")
     assert cli("resume", "1", "--no-start", home=home).stdout.strip() == "run 1 queued to resume from its last checkpoint"
+
+
+@pytest.mark.parametrize("command", [("show", "1"), ("ls",), ("show", "1", "--json")])
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, command):
+    """`leuktui show 1 | head -1`: the reader closes the pipe before the command writes. The
+    command ends with status 0 and says nothing (Rich's own way out is status 1)."""
+    import subprocess
+
+    from tui.seed import seed_workspace
+
+    from db import Workspace
+
+    seed_workspace(Workspace(tmp_path / "home").ensure()).close()
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the first byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "leuktui", "--home", str(tmp_path / "home"), *command],
+                              stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(writer)
+    assert done.returncode == 0 and done.stderr == ""

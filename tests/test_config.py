@@ -82,3 +82,19 @@ def test_center_crop_scales_the_labs_384_of_450():
 def test_relative_paths_become_absolute(tmp_path):
     config = RunConfig.from_dict({"data_dir": "data/demo"}).with_absolute_paths(tmp_path)
     assert config.data_dir == str(tmp_path / "data" / "demo")
+
+
+@pytest.mark.parametrize("name, nearest", [("lrr", "lr"), ("image-sise", "image_size"), ("colour", None)])
+def test_a_name_that_is_no_field_says_the_nearest_and_lists_the_fields(name, nearest):
+    from runner.control import parse_grid
+    from runner.space import parse_space
+
+    for parse, flag in ((parse_grid, "grid"), (lambda items: parse_space(items[0]), "space")):
+        with pytest.raises(ConfigError) as caught:
+            parse([f"{name}=1,2"])
+        said = caught.value.message
+        assert caught.value.field == flag and f"'{name.replace('-', '_')}' is not a config field" in said
+        assert (f"(did you mean {nearest}?)" in said) == (nearest is not None)
+        listed = said.split("; the fields: ")[1].split(", ")
+        assert listed == sorted(listed) and {"lr", "hist_eq", "model"} <= set(listed)
+        assert ("data_dir" in listed) == (flag == "grid")  # a study's trials share their data

@@ -304,6 +304,8 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
     assert [i["probability"] for i in found["false_positives"]] == sorted((i["probability"] for i in found["false_positives"]), reverse=True)
     assert [i["probability"] for i in found["false_negatives"]] == sorted(i["probability"] for i in found["false_negatives"])
     assert all(Path(item["image"]).is_file() for item in found["false_negatives"] + found["false_positives"])
+    first = json.loads(cli("mistakes", "1", "--limit", "1", "--json", home=home).stdout)
+    assert [first[k] for k in ("false_negatives", "false_positives")] == [found[k][:1] for k in ("false_negatives", "false_positives")]
 
     drawn = json.loads(cli("mistakes", "1", "--cam", "--json", home=home).stdout)
     maps = [Path(item["cam"]) for item in drawn["false_negatives"] + drawn["false_positives"]]

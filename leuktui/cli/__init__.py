@@ -8,7 +8,9 @@ torch: the heavy modules are imported inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,10 +61,17 @@ def open_app(args: argparse.Namespace) -> int:
     workspace = Workspace.resolve(args.home)
     if not workspace.home.exists() and not ask(f"{workspace.home} does not exist; make a new workspace there?"):
         raise UserError(f"{workspace.home}: no such workspace; nothing was created")
-    workspace = workspace_of(args, create=True)
-    from leuktui.app import LeuktuiApp
+    from leuktui.terminal_images import Asking
 
-    LeuktuiApp(workspace, start_scheduler=not args.no_scheduler).run()
+    asking = Asking()  # what the terminal draws images with, asked while the app loads
+    try:
+        workspace = workspace_of(args, create=True)
+        from leuktui.app import LeuktuiApp
+
+        app = LeuktuiApp(workspace, start_scheduler=not args.no_scheduler)
+    finally:
+        asking.wait()
+    app.run()
     return 0
 
 
@@ -97,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{flag_name(exc.field)}: {exc.message}", 2)
     except UserError as exc:  # NotFound, WorkspaceError, DatabaseError, DatasetError, ... are user errors
         return fail(str(exc), 1)
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (`| head`): what it wanted it has; the rest goes nowhere
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush has nowhere to fail
         return 0
     except PermissionError as exc:  # a folder or file of another user, or read-only
         return fail(f"{exc.filename or 'a file'}: permission denied", 1)

@@ -161,7 +161,12 @@ def print_json(value: Any) -> None:
 def console():
     """A Rich console on stdout; to a pipe or a file it is as wide as its lines need, so no table
     is wrapped or cut (a terminal keeps its own width)."""
-    from rich.console import Console
+    from rich.console import Console as RichConsole
+
+    class Console(RichConsole):
+        def on_broken_pipe(self) -> None:  # `leuktui show 1 | head`: main's one way out (status 0), not Rich's SystemExit(1)
+            self.quiet = True
+            raise BrokenPipeError
 
     # No markup anywhere: every string printed may quote a user's (a name, a path, an error).
     if sys.stdout.isatty():

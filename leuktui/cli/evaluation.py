@@ -62,6 +62,8 @@ def add_commands(commands: Any) -> None:
                           help=f"{VIEWS_HELP} (default: the run's own)")
     mistakes.add_argument("--checkpoint", default="best", choices=CHECKPOINTS, help="best|last (default: best)")
     mistakes.add_argument("--cam", action="store_true", help="draw the Grad-CAM of the predicted class over each image (cached PNGs)")
+    mistakes.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="the N most confident of each kind only (and their maps)")
     mistakes.add_argument("-o", "--output", metavar="DIR", help="also copy the images (and maps) there, with mistakes.csv")
     add_json(mistakes)
     mistakes.set_defaults(handler=cmd_mistakes)
@@ -102,43 +104,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def mistake_list(db, workspace, run_id: int, *, tta: str | None, checkpoint: str, on_phase=None) -> dict:
-    """The evaluation of ``run_id``'s checkpoint in views ``tta`` (recorded if it is not yet) and
-    its wrong answers: false negatives (ALL called HEM) by rising P(ALL), false positives (HEM
-    called ALL) by falling P(ALL), the most confident mistakes first."""
-    from engine.datasets import load_split
-    from leuktui.results import best_evaluation, view_of
+def mistake_list(db, workspace, run_id: int, *, tta: str | None, checkpoint: str, on_phase=None):
+    """``leuktui.mistakes.Mistakes`` of ``run_id``'s checkpoint in views ``tta``, its evaluation
+    recorded first if it is not yet."""
+    from leuktui.mistakes import chosen_evaluation, mistakes_of
+    from leuktui.results import view_of
 
     run = db.get_run(run_id)
-    mode = tta or view_of(run)
-    evaluations = db.evaluations(run_id)
-    if checkpoint == "best":
-        evaluation = best_evaluation(run, evaluations, mode)
-    else:  # `last` is the end of the newest epoch: its newest evaluation there, if any
-        pool = [e for e in evaluations if e.checkpoint == "last" and e.split == "valid" and e.tta == mode and e.epoch == run.epochs_done]
-        evaluation = max(pool, key=lambda e: e.id) if pool else None
+    evaluation = chosen_evaluation(db, run, tta=tta, checkpoint=checkpoint)
     if evaluation is None:
         from engine.predict import evaluate_run
 
-        evaluation, _ = evaluate_run(db, workspace, run_id, tta=mode, checkpoint=checkpoint, on_phase=on_phase)
-    rows = db.predictions_of([evaluation.id])[evaluation.id]
-    files = {sample.ident: sample for sample in load_split(run.config["data_dir"], "valid").samples}
-    wrong = [(path, probability, predicted, label) for path, probability, predicted, label in rows if label is not None and predicted != label]
-    false_negatives = sorted((w for w in wrong if w[3] == 1), key=lambda w: w[1])
-    false_positives = sorted((w for w in wrong if w[3] == 0), key=lambda w: -w[1])
-
-    def entry(row) -> dict:
-        path, probability, predicted, label = row
-        sample = files.get(path)
-        return {"id": path, "image": str(sample.path) if sample else None, "label": label, "predicted": predicted,
-                "probability": probability}
-
-    return {
-        "run": run_id, "evaluation": evaluation.id, "checkpoint": evaluation.checkpoint, "epoch": evaluation.epoch,
-        "views": evaluation.tta, "n": evaluation.n, "confusion": evaluation.confusion,
-        "false_negatives": [entry(r) for r in false_negatives], "false_positives": [entry(r) for r in false_positives],
-        "_samples": files,
-    }
+        evaluation, _ = evaluate_run(db, workspace, run_id, tta=tta or view_of(run), checkpoint=checkpoint, on_phase=on_phase)
+    return mistakes_of(db, run, evaluation)
 
 
 def check_output_folder(folder: Path) -> None:
@@ -151,26 +129,35 @@ def check_output_folder(folder: Path) -> None:
 
 
 def cmd_mistakes(args: argparse.Namespace) -> int:
+    from leuktui.mistakes import FALSE_NEGATIVES, FALSE_POSITIVES
+
     workspace, db = open_workspace(args)
     if args.output:
         check_output_folder(Path(args.output))
-    found = mistake_list(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, on_phase=phase_printer())
-    files = found.pop("_samples")
-    entries = found["false_negatives"] + found["false_positives"]
-    for item in entries:
-        item["cam"] = None
-    if args.cam and entries:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit: {args.limit} is not a count of images (1 or more)")
+    mistakes = mistake_list(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, on_phase=phase_printer())
+    evaluation = mistakes.evaluation
+    kinds = {kind: mistakes.of(kind)[:args.limit] for kind in (FALSE_NEGATIVES, FALSE_POSITIVES)}
+    shown = [m for items in kinds.values() for m in items]
+    cams: dict[str, str] = {}
+    if args.cam and shown:
         from engine.cam import grad_cams
 
-        missing = [item["id"] for item in entries if item["id"] not in files]
+        missing = [m.id for m in shown if m.id not in mistakes.samples]
         if missing:
             raise UsageError(f"{missing[0]}: not in the run's valid split any more; nothing to draw")
         phase = phase_printer()
-        maps = grad_cams(db, workspace, args.run, [files[item["id"]] for item in entries], [item["predicted"] for item in entries],
-                         checkpoint=found["checkpoint"], epoch=found["epoch"],
+        maps = grad_cams(db, workspace, args.run, [mistakes.samples[m.id] for m in shown], [m.predicted for m in shown],
+                         checkpoint=evaluation.checkpoint, epoch=evaluation.epoch,
                          on_progress=(lambda done, total: phase("drawing Grad-CAM maps", done, total)) if phase else None)
-        for item, path in zip(entries, maps, strict=True):
-            item["cam"] = str(path)
+        cams = {m.id: str(path) for m, path in zip(shown, maps, strict=True)}
+    found = {
+        "run": args.run, "evaluation": evaluation.id, "checkpoint": evaluation.checkpoint, "epoch": evaluation.epoch,
+        "views": evaluation.tta, "n": evaluation.n, "confusion": evaluation.confusion,
+        "false_negatives": [{**m.to_dict(), "cam": cams.get(m.id)} for m in kinds[FALSE_NEGATIVES]],
+        "false_positives": [{**m.to_dict(), "cam": cams.get(m.id)} for m in kinds[FALSE_POSITIVES]],
+    }
     if args.output:
         write_mistakes(Path(args.output), found)
     if args.json:
@@ -183,11 +170,10 @@ def cmd_mistakes(args: argparse.Namespace) -> int:
     (tn, fp), (fn, tp) = found["confusion"] or [[0, 0], [0, 0]]
     out.print(text(f"run {args.run}, {found['checkpoint']} checkpoint (epoch {found['epoch']}), {view_label(found['views'])}, "
                    f"{found['n']} validation images: {fn} false negatives (ALL called HEM), {fp} false positives (HEM called ALL)"))
-    for title, items in (("false negatives, most confident first", found["false_negatives"]),
-                         ("false positives, most confident first", found["false_positives"])):
+    for title, items, total in (("false negatives", found["false_negatives"], fn), ("false positives", found["false_positives"], fp)):
         if items:
             out.print()
-            out.print(text(f"{title}:"))
+            out.print(text(f"{title}, most confident first{f' ({len(items)} of {total})' if len(items) < total else ''}:"))
         for item in items:
             out.print(text(f"  P(ALL) {item['probability']:.3f}  {item['id']}" + (f"  cam: {item['cam']}" if item["cam"] else "")))
     return 0

@@ -197,7 +197,7 @@ def check_factor(name: str, flag: str, *, views: bool) -> str:
     if views and name == "tta":
         return "tta"
     if name not in fields:
-        raise UsageError(f"{flag}: {name!r} is not a config field (known: {', '.join(fields)}{', tta' if views else ''})")
+        raise UsageError(f"{flag}: {RunConfig.not_a_field(name, [*fields, 'tta'] if views else fields)}")
     return name
 
 

@@ -17,6 +17,7 @@ from engine.config import ConfigError, RunConfig
 from leuktui.actions import bindings
 from leuktui.cells import plain
 from leuktui.widgets.keybar import KeyBar
+from leuktui.widgets.preview import PreprocessPreview
 from runner.control import expand, parse_grid, queue_runs, with_seeds
 
 DEMO_DATA = Path("data/demo")
@@ -34,6 +35,9 @@ def form_defaults(base: Run | None, has_gpu: bool) -> RunConfig:
     if DEMO_DATA.is_dir():
         values["data_dir"] = str(DEMO_DATA.resolve())
     return RunConfig.from_dict(values)
+
+
+PREVIEW_WIDTH = 110  # the preprocessing preview shows in a terminal this wide or wider
 
 
 class NewRunScreen(Screen):
@@ -55,40 +59,42 @@ class NewRunScreen(Screen):
         yield Header()
         title = "New sweep: a grid of factors, or a search (an Optuna study)" if self.sweep else "New run"
         yield Static(title, id="form-title")
-        with VerticalScroll(id="form"):
-            if self.sweep:
-                with Horizontal(classes="form-row"):
-                    yield Label("mode", classes="form-label")
-                    yield Select([("grid: every combination of the factors", "grid"),
-                                  ("search: an Optuna study over a space, bad trials pruned", "search")],
-                                 value="grid", allow_blank=False, id="meta-mode", compact=True)
-            with Horizontal(classes="form-row"):
-                yield Label("name", classes="form-label")
-                yield Input(placeholder="made from the config if empty", id="meta-name", compact=True)
-            with Horizontal(classes="form-row"):
-                yield Label("tags", classes="form-label")
-                yield Input(placeholder="comma-separated", id="meta-tags", compact=True)
-            if self.sweep:
-                with Horizontal(classes="form-row", id="row-factors"):
-                    yield Label("factors", classes="form-label")
-                    yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors", compact=True)
-                yield from self.search_rows()
-            for f in dataclasses.fields(RunConfig):
-                value = getattr(self.defaults, f.name)
-                with Horizontal(classes="form-row"):
-                    yield Label(f.name, classes="form-label")
-                    if isinstance(value, bool):
-                        yield Checkbox(f.metadata.get("help", ""), value=value, id=f"field-{f.name}", compact=True)
-                    elif "choices" in f.metadata:
-                        yield Select([(c, c) for c in f.metadata["choices"]], value=value, allow_blank=False, id=f"field-{f.name}", compact=True)
-                    else:
-                        yield Input(value="" if value is None else str(value), id=f"field-{f.name}", tooltip=f.metadata.get("help"), compact=True)
-                yield Static("", id=f"error-{f.name}", classes="form-error")
-                if f.name == "seed":  # the replicates, beside the seed they count up from
+        with Horizontal(id="form-body"):
+            with VerticalScroll(id="form"):
+                if self.sweep:
                     with Horizontal(classes="form-row"):
-                        yield Label("seeds", classes="form-label")
-                        yield Input(value="1", id="meta-seeds", type="integer", compact=True,
-                                    tooltip="replicates that differ only in seed (from the seed field up), N per cell of a sweep")
+                        yield Label("mode", classes="form-label")
+                        yield Select([("grid: every combination of the factors", "grid"),
+                                      ("search: an Optuna study over a space, bad trials pruned", "search")],
+                                     value="grid", allow_blank=False, id="meta-mode", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("name", classes="form-label")
+                    yield Input(placeholder="made from the config if empty", id="meta-name", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("tags", classes="form-label")
+                    yield Input(placeholder="comma-separated", id="meta-tags", compact=True)
+                if self.sweep:
+                    with Horizontal(classes="form-row", id="row-factors"):
+                        yield Label("factors", classes="form-label")
+                        yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors", compact=True)
+                    yield from self.search_rows()
+                for f in dataclasses.fields(RunConfig):
+                    value = getattr(self.defaults, f.name)
+                    with Horizontal(classes="form-row"):
+                        yield Label(f.name, classes="form-label")
+                        if isinstance(value, bool):
+                            yield Checkbox(f.metadata.get("help", ""), value=value, id=f"field-{f.name}", compact=True)
+                        elif "choices" in f.metadata:
+                            yield Select([(c, c) for c in f.metadata["choices"]], value=value, allow_blank=False, id=f"field-{f.name}", compact=True)
+                        else:
+                            yield Input(value="" if value is None else str(value), id=f"field-{f.name}", tooltip=f.metadata.get("help"), compact=True)
+                    yield Static("", id=f"error-{f.name}", classes="form-error")
+                    if f.name == "seed":  # the replicates, beside the seed they count up from
+                        with Horizontal(classes="form-row"):
+                            yield Label("seeds", classes="form-label")
+                            yield Input(value="1", id="meta-seeds", type="integer", compact=True,
+                                        tooltip="replicates that differ only in seed (from the seed field up), N per cell of a sweep")
+            yield PreprocessPreview(id="preview")
         with Horizontal(id="form-buttons"):
             yield Static("", id="form-summary")
             yield Button("Queue (ctrl+s)", variant="primary", id="submit", compact=True)
@@ -145,6 +151,14 @@ class NewRunScreen(Screen):
             self._show_mode()
         self.validate_form()
 
+    def on_resize(self) -> None:
+        preview = self.query_one(PreprocessPreview)
+        shown = self.size.width >= PREVIEW_WIDTH  # narrower, the fields need the room
+        if shown != preview.display:
+            preview.display = shown
+            if shown and self.valid is not None:
+                preview.show(self.valid)
+
     def _show_mode(self) -> None:
         searching = self.searching
         self.query_one("#search-rows").display = searching
@@ -178,6 +192,7 @@ class NewRunScreen(Screen):
             config = RunConfig.from_dict(values)
         except ConfigError as exc:
             return self._refuse([exc], f"fix {exc.field}: {exc.message}")
+        self.query_one(PreprocessPreview).show(config)  # what these fields feed the network
         if self.searching:
             return self._validate_search(config)
         try:

@@ -1,4 +1,5 @@
-"""Run detail: live loss/accuracy charts, the confusion matrix, evaluations, config, log, timing."""
+"""Run detail: live loss/accuracy charts, the confusion matrix, evaluations, config, log, the
+mistakes, timing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -24,6 +25,7 @@ from leuktui.feed import DetailFeed
 from leuktui.formatting import percent, visible
 from leuktui.messages import DetailData, RunGone
 from leuktui.results import interval_text
+from leuktui.screens.mistakes import MistakesPane
 from leuktui.widgets.charts import MetricChart, charted, downsample
 from leuktui.widgets.confusion import ConfusionMatrix
 from leuktui.widgets.keybar import KeyBar
@@ -95,6 +97,7 @@ class RunDetailScreen(Screen):
         self._redrawn_at = 0.0
         self._config_shown = False
         self._head: Text | None = None
+        self._mistakes_shown = False  # the Mistakes tab has been opened: it follows the evaluations from then on
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -114,6 +117,8 @@ class RunDetailScreen(Screen):
                 yield Static("", id="config")
             with TabPane("Log", id="tab-log"):
                 yield RichLog(id="log", max_lines=2000, wrap=True, markup=False, highlight=False)  # long lines wrap
+            with TabPane("Mistakes", id="tab-mistakes"):
+                yield MistakesPane(id="mistakes-pane")
         yield KeyBar()
 
     def on_mount(self) -> None:
@@ -181,6 +186,25 @@ class RunDetailScreen(Screen):
         self._fill_config()
         if message.epochs or message.evaluations is not None or message.reset:
             self._show_confusion()
+        if self._mistakes_shown and message.evaluations is not None and self.run is not None:
+            self.query_one(MistakesPane).load(self.run)
+
+    @on(TabbedContent.TabActivated, "#detail-tabs")
+    def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id != "tab-mistakes":
+            return
+        self.query_one("#mistakes", DataTable).focus()  # up and down step through the mistakes
+        if not self._mistakes_shown and self.run is not None:
+            self._mistakes_shown = True
+            self.query_one(MistakesPane).load(self.run)
+
+    def action_flip_mistakes(self) -> None:
+        self.action_show_tab("tab-mistakes")
+        self.query_one(MistakesPane).flip()
+
+    def action_zoom_mistake(self) -> None:
+        self.action_show_tab("tab-mistakes")
+        self.query_one(MistakesPane).zoom()
 
     def action_cycle_chart(self) -> None:
         self.chart_index = (self.chart_index + 1) % len(charted())

@@ -23,6 +23,9 @@ class Terminal:
     def __init__(self, session: str, command: str, cwd, width: int = 120, height: int = 40):
         self.session = session
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        # COLUMNS and LINES (pytest's terminal sets them in its environment) would fix the app's size
+        # at theirs, whatever the window's: the pane's size is the one it must see.
+        command = f"env -u COLUMNS -u LINES {command}"
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "-c", str(cwd), command], check=True)
 
     def screen(self, *, escapes: bool = False) -> str:
