@@ -40,11 +40,26 @@ def test_report_html_loads_every_figure_without_console_errors(tmp_path, tiny_da
     browser = chromium()
     workspace = Workspace(tmp_path / "home").ensure()
     db = seed_workspace(workspace, data_dir=str(tiny_data))
-    db.add_evaluation(1, checkpoint="best", epoch=5, split="valid", tta="single", n=4, metrics={"acc": 0.75},
-                      predictions=[("a", 0.9, 1, 1), ("b", 0.4, 0, 1), ("c", 0.2, 0, 0), ("d", 0.6, 1, 0)])
+    from PIL import Image
+
+    from engine.datasets import load_split
+
+    valid = load_split(tiny_data, "valid").samples
+    hem, all_ = [s for s in valid if s.label == 0][:2], [s for s in valid if s.label == 1][:2]
+    best = db.get_run(1).best_epoch
+    db.add_evaluation(1, checkpoint="best", epoch=best, split="valid", tta="single", n=4, metrics={"acc": 0.5},
+                      predictions=[(all_[0].ident, 0.9, 1, 1), (all_[1].ident, 0.4, 0, 1), (hem[0].ident, 0.2, 0, 0),
+                                   (hem[1].ident, 0.6, 1, 0)])
+    checkpoint = workspace.checkpoint_path(1, "best")
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"a checkpoint")
+    maps = workspace.cam_folder(1, "best")
+    maps.mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 40, 40)).save(maps / workspace.cam_name(all_[1].ident, 0))  # the false negative's; the other not drawn
     result = build_report(db, workspace, select_runs(db, sweep=1), tmp_path / "report")
     db.close()
-    assert "preprocessing" in result.figures and "roc" in result.figures
+    assert "preprocessing" in result.figures and "roc" in result.figures and "mistakes-run-1" in result.figures
+    assert any("maps of run 1 are not drawn yet" in note for note in result.notes)
     page = tmp_path / "report" / "report.html"
     out = subprocess.run(
         [browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],

@@ -1,5 +1,6 @@
 """Real training on tiny synthetic data, recorded in a real SQLite workspace."""
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -304,6 +305,18 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
     assert [i["probability"] for i in found["false_positives"]] == sorted((i["probability"] for i in found["false_positives"]), reverse=True)
     assert [i["probability"] for i in found["false_negatives"]] == sorted(i["probability"] for i in found["false_negatives"])
     assert all(Path(item["image"]).is_file() for item in found["false_negatives"] + found["false_positives"])
+    report = json.loads(cli("report", "1", "--cam", "-o", str(tmp_path / "report"), "--json", home=home).stdout)
+    assert "mistakes-run-1" in report["figures"] and not [note for note in report["notes"] if "not drawn" in note]
+    gallery = [item["id"] for kind in ("false_negatives", "false_positives") for item in found[kind][:3]]
+    drawn_by_report = sorted(p.name for p in (home / "runs" / "1" / "cam").rglob("*.png"))
+    assert len(drawn_by_report) == len(gallery) + 4, "the report drew the maps of its gallery and its 4 example cells, no more"
+    from db import Database, Workspace
+    from leuktui.report.build import example_images
+    from leuktui.report.data import collect
+
+    with contextlib.closing(Database(Workspace(home).db_url)) as database:
+        originals, columns, _ = example_images(collect(database, [database.get_run(1)]).records, Workspace(home))
+    assert columns[-1][0] == "Grad-CAM of its class\n(run 1)" and len(columns[-1][1]) == len(originals) == 4
     first = json.loads(cli("mistakes", "1", "--limit", "1", "--json", home=home).stdout)
     assert [first[k] for k in ("false_negatives", "false_positives")] == [found[k][:1] for k in ("false_negatives", "false_positives")]
 

@@ -40,6 +40,8 @@ def add_commands(commands: Any) -> None:
     report.add_argument("--tag", help="the runs with this tag")
     report.add_argument("--sweep", type=record_id, metavar="S", help="the runs of this sweep")
     report.add_argument("-o", "--output", metavar="DIR", help="output folder (default: WORKSPACE/reports/YYYYMMDD-HHMMSS)")
+    report.add_argument("--cam", action="store_true",
+                        help="first draw the Grad-CAM maps of the mistakes gallery where they are not drawn yet (cached per checkpoint)")
     report.add_argument("--evaluate", action="store_true",
                         help="first evaluate the best checkpoint on the validation set where no predictions are recorded (ROC curves)")
     add_selection(report)
@@ -76,6 +78,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep, marked=workspace.marked_runs())
     if args.evaluate:
         evaluate_for_roc(db, workspace, runs, quiet=args.json)
+    if args.cam:
+        draw_gallery_maps(db, workspace, runs, quiet=args.json)
     folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
     if args.json:
         result = build_report(db, workspace, runs, folder, selection=args.select, last_k=args.last_k)
@@ -95,6 +99,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  note: {note}")
     return 0
+
+
+def draw_gallery_maps(db: Database, workspace: Workspace, runs, *, quiet: bool) -> None:
+    """The Grad-CAM maps of the report's figures where they are missing: each run's mistakes in
+    the gallery, and the preprocessing examples' cells by the first run on their dataset."""
+    from engine.cam import grad_cams
+    from engine.predict import PredictError
+    from leuktui.report.build import example_cam_run, example_samples, gallery_mistakes
+    from leuktui.report.data import collect
+
+    records = collect(db, runs).records
+    data_dir, samples, _ = example_samples(records)
+    cam_run = example_cam_run(workspace, records, data_dir) if data_dir is not None else None
+    if cam_run is not None:  # the preprocessing examples' cells, each for its own class
+        try:
+            grad_cams(db, workspace, cam_run, samples, [sample.label for sample in samples], checkpoint="best")
+        except PredictError as exc:
+            if not quiet:
+                print(f"  note: {exc}")
+    for run in runs:
+        found, picked = gallery_mistakes(db, run)
+        if found is None:
+            continue
+        items = [m for _, mistakes in picked for m in mistakes if m.id in found.samples]
+        maps = found.cam_paths(workspace)
+        if not items or all(m.id in maps and maps[m.id].is_file() for m in items):
+            continue
+        if not quiet:
+            print(f"drawing the Grad-CAM maps of run {run.id}'s mistakes ({visible(run.name)})…")
+        try:
+            grad_cams(db, workspace, run.id, [found.samples[m.id] for m in items], [m.predicted for m in items],
+                      checkpoint=found.evaluation.checkpoint, epoch=found.evaluation.epoch)
+        except PredictError as exc:  # no checkpoint here, or of another epoch: the report says the maps are missing
+            if not quiet:
+                print(f"  note: {exc}")
 
 
 def evaluate_for_roc(db: Database, workspace: Workspace, runs, *, quiet: bool) -> None:

@@ -30,6 +30,7 @@ from runner.studies import importances as study_importances
 from runner.studies import overview as study_overview
 
 EXAMPLE_IMAGES = 4      # training images in the preprocessing figure, half of each class
+GALLERY = 3             # mistakes of each kind per run in the gallery, the most confident first
 REPORT_FILES = ("report.md", "report.html")
 Progress = Callable[[int, int, str], None]
 
@@ -88,15 +89,10 @@ def _setting_title(preprocess: Any) -> str:
     return " → ".join(steps)
 
 
-def example_images(records: Sequence[RunRecord]) -> tuple[list, list, str | None]:
-    """A few training images (half ALL, half HEM) of the first run whose dataset is readable here,
-    and what each preprocessing setting of the runs on that dataset makes of them; or a note
-    saying why there are none. The steps are the pipeline's own (``engine.preprocess``)."""
-    from PIL import Image
-
-    from engine.config import ConfigError, RunConfig
+def example_samples(records: Sequence[RunRecord]) -> tuple[Path | None, list, list[str]]:
+    """A few training images (half ALL, half HEM) of the first run whose dataset is readable here:
+    ``(its data folder, the samples, [])``, or ``(None, [], why not for each folder)``."""
     from engine.datasets import DatasetError, load_split
-    from engine.preprocess import Preprocess
 
     problems = []
     for data_dir in dict.fromkeys(Path(record.config.get("data_dir", "")) for record in records):
@@ -111,9 +107,32 @@ def example_images(records: Sequence[RunRecord]) -> tuple[list, list, str | None
                 by_class[sample.label].append(sample)
         samples = by_class[1] + by_class[0]
         if samples:
-            break
+            return data_dir, samples, []
         problems.append(f"{split.source} lists no images")
-    else:
+    return None, [], problems
+
+
+def example_cam_run(workspace: Workspace, records: Sequence[RunRecord], data_dir: Path) -> int | None:
+    """The run whose Grad-CAM of the example cells the figure shows: the first on their dataset
+    with a best checkpoint here."""
+    for record in records:
+        if Path(record.config.get("data_dir", "")) == data_dir and workspace.checkpoint_path(record.id, "best").is_file():
+            return record.id
+    return None
+
+
+def example_images(records: Sequence[RunRecord], workspace: Workspace | None = None) -> tuple[list, list, str | None]:
+    """The example training images (``example_samples``), and what each preprocessing setting of
+    the runs on that dataset makes of them, and, where ``workspace`` has them cached, the
+    Grad-CAM maps of each cell's own class by one of the runs; or a note saying why there are
+    none. The steps are the pipeline's own (``engine.preprocess``)."""
+    from PIL import Image
+
+    from engine.config import ConfigError, RunConfig
+    from engine.preprocess import Preprocess
+
+    data_dir, samples, problems = example_samples(records)
+    if data_dir is None:
         return [], [], f"no example images: the training data is not readable here ({'; '.join(problems)})"
 
     settings: dict[Preprocess, list[int]] = {}
@@ -141,7 +160,75 @@ def example_images(records: Sequence[RunRecord]) -> tuple[list, list, str | None
         (f"{_setting_title(p)}\n(run{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))})", outputs[p])
         for p, ids in settings.items()
     ]
+    cam_run = example_cam_run(workspace, records, data_dir) if workspace is not None else None
+    if cam_run is not None:
+        folder = workspace.cam_folder(cam_run, "best")
+        maps = [folder / workspace.cam_name(sample.ident, sample.label) for sample in samples]
+        if all(path.is_file() for path in maps):
+            try:
+                heat = []
+                for path in maps:
+                    with Image.open(path) as opened:
+                        heat.append(opened.convert("RGB"))
+                columns.append((f"Grad-CAM of its class\n(run {cam_run})", heat))
+            except OSError:
+                pass  # a damaged map: the figure goes without that column
     return originals, columns, None
+
+
+# -- the model's mistakes -----------------------------------------------------------------------------
+
+
+def gallery_mistakes(db, run: Run):
+    """The mistakes of the report's gallery: ``(Mistakes, the top GALLERY of each kind)``, or
+    ``(None, why)``."""
+    from engine.datasets import DatasetError
+    from leuktui.mistakes import FALSE_NEGATIVES, FALSE_POSITIVES, chosen_evaluation, mistakes_of
+
+    evaluation = chosen_evaluation(db, run)
+    if evaluation is None:
+        return None, "no recorded evaluation of its best checkpoint (`leuktui eval RUN` records one)"
+    try:
+        found = mistakes_of(db, run, evaluation)
+    except (DatasetError, OSError) as exc:
+        return None, f"its validation images are not readable here ({exc})"
+    return found, [(kind, found.of(kind)[:GALLERY]) for kind in (FALSE_NEGATIVES, FALSE_POSITIVES)]
+
+
+def mistake_gallery(db, workspace: Workspace, record: RunRecord):
+    """``(kinds for figures.mistakes_plot, None, whether maps are missing)`` or ``(None, why, False)``."""
+    from PIL import Image
+
+    found, picked = gallery_mistakes(db, record.run)
+    if found is None:
+        return None, picked, False
+    if not found.all:
+        return None, "no mistakes on the validation set", False
+    maps = found.cam_paths(workspace)
+    kinds, missing = [], False
+    for kind, items in picked:
+        if not items:
+            continue
+        row = []
+        for mistake in items:
+            if mistake.image is None:
+                continue
+            try:
+                with Image.open(mistake.image) as opened:
+                    image = opened.convert("RGB")
+                heat = None
+                if mistake.id in maps and maps[mistake.id].is_file():
+                    with Image.open(maps[mistake.id]) as opened:
+                        heat = opened.convert("RGB")
+            except OSError:
+                continue  # a damaged file: the gallery shows the others
+            missing = missing or heat is None
+            row.append((f"P(ALL) {mistake.probability:.3f}", image, heat))
+        if row:
+            kinds.append((kind, row))
+    if not kinds:
+        return None, "its mistakes' images are not readable here", False
+    return kinds, None, missing
 
 
 # -- Markdown and HTML --------------------------------------------------------------------------------
@@ -362,7 +449,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     figures_folder.mkdir()
     tables_folder.mkdir()
     records = data.records
-    steps = 4 + len(records) + 2 + (1 if _studies_of(db, data.runs) else 0)
+    steps = 5 + len(records) + 2 + (1 if _studies_of(db, data.runs) else 0)
     step = 0
 
     def advance(what: str) -> None:
@@ -430,6 +517,29 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
         notes.append(note)
         doc.paragraph(note, "note")
 
+    # The model's mistakes.
+    advance("mistakes")
+    doc.heading("Mistakes")
+    doc.paragraph("Each run's most confident false negatives (ALL called HEM) and false positives (HEM called ALL) "
+                  "on the validation set, from its best checkpoint's recorded predictions.")
+    undrawn = []
+    doc.raw("", '<div class="grid">')
+    for record in records:
+        gallery, why_not, maps_missing = timed("query", lambda record=record: mistake_gallery(db, workspace, record))
+        if gallery is None:
+            doc.paragraph(f"Run {record.label}: {why_not}", "note")
+            continue
+        if maps_missing:
+            undrawn.append(record.id)
+        plot = timed("draw", lambda record=record, gallery=gallery: figures.mistakes_plot(record, gallery))
+        doc.figure(draw(plot), plot.caption)
+    doc.raw("", "</div>")
+    if undrawn:
+        note = (f"Grad-CAM maps of run{'s' if len(undrawn) > 1 else ''} {', '.join(map(str, undrawn))} are not drawn yet: "
+                "`leuktui report --cam` draws them (in the worker's environment) before it writes the report.")
+        notes.append(note)
+        doc.paragraph(note, "note")
+
     # Ablation tables.
     advance("ablation tables")
     doc.heading("Ablation tables")
@@ -477,7 +587,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     # Preprocessing examples.
     advance("preprocessing examples")
     doc.heading("Preprocessing examples")
-    originals, columns, why_not = timed("import", lambda: example_images(records))
+    originals, columns, why_not = timed("import", lambda: example_images(records, workspace))
     if why_not is None:
         plot = timed("draw", lambda: figures.examples_plot(originals, columns))
         doc.figure(draw(plot), plot.caption)

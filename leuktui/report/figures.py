@@ -254,6 +254,40 @@ def examples_plot(originals: Sequence[tuple[str, Any]], settings: Sequence[tuple
     return Plot("preprocessing", caption, figure, data)
 
 
+# -- the model's mistakes ----------------------------------------------------------------------------
+
+
+def mistakes_plot(record: RunRecord, kinds: Sequence[tuple[str, Sequence[tuple[str, Any, Any]]]]) -> Plot:
+    """A run's most confident mistakes: a row per kind (``(title, [(caption, image, map or
+    None), ...])``), each mistake as two cells, the image as stored and its Grad-CAM map."""
+    width = max(len(items) for _, items in kinds)
+    with matplotlib.rc_context({**RC, "axes.grid": False}):
+        figure, axes = _new_figure(max(6.0, 3.2 * width), 2.0 * len(kinds) + 0.7, nrows=len(kinds), ncols=2 * width, squeeze=False)
+        for row, (title, items) in enumerate(kinds):
+            for column in range(2 * width):
+                axis = axes[row][column]
+                axis.set_xticks([])
+                axis.set_yticks([])
+                index, is_map = divmod(column, 2)
+                if index >= len(items):
+                    axis.set_axis_off()
+                    continue
+                caption, image, heat = items[index]
+                if is_map and heat is None:
+                    axis.text(0.5, 0.5, "no map yet", ha="center", va="center", fontsize=8, color="#5b6475")
+                    for spine in axis.spines.values():
+                        spine.set_visible(False)
+                else:
+                    axis.imshow(np.asarray(heat if is_map else image))
+                axis.set_title("Grad-CAM" if is_map else caption, fontsize=8)
+                if column == 0:
+                    axis.set_ylabel(title, fontsize=9)
+    data = {title: [caption for caption, _, _ in items] for title, items in kinds}
+    caption = (f"Run {record.label}: its most confident mistakes on the validation set, each beside the Grad-CAM map of the "
+               "class it predicted (what the last convolutional block looked at).")
+    return Plot(f"mistakes-run-{record.id}", caption, figure, data)
+
+
 # -- studies ----------------------------------------------------------------------------------------
 
 
