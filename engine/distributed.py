@@ -166,3 +166,11 @@ class SharedStop:
 
     def set(self) -> None:
         self.local.set()
+
+
+def augmentation_generator(seed: int, epoch: int, ranks: Ranks):
+    """A rank's own generator for an epoch's random augmentation: another stream on each rank and
+    in each epoch, the same again when a run resumes at that epoch."""
+    import torch
+
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 10_007 + ranks.rank) % 2**63)

@@ -355,8 +355,12 @@ class Trainer:
                 self.on_phase(f"epoch {epoch}/{config.epochs} step {i}/{steps}")
                 self.on_event({"type": "step", "epoch": epoch, "step": i, "steps": steps})
 
+            # Every rank draws the batch order from the one shared generator; the augmentation from
+            # one of its own (seeded by run seed, epoch and rank), or all ranks would flip and rotate
+            # their different images alike.
+            augment = generator if ranks is None else distributed.augmentation_generator(config.seed, epoch, ranks)
             train = train_one_epoch(
-                net, optimizer, loss_fn, train_images, train_labels, batches, transform, generator, device, precision, state,
+                net, optimizer, loss_fn, train_images, train_labels, batches, transform, augment, device, precision, state,
                 log_steps=partial(self._log_steps, epoch_ends_at=state.step + in_epoch), on_step=on_step, stop=self.stop,
                 after_step=(lambda: average.update_parameters(model)) if average is not None else None,
             )

@@ -367,3 +367,23 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
     changed = [(first[i["id"]], i["cam"]) for i in moved["false_negatives"] + moved["false_positives"] if i["id"] in first]
     assert changed and all(old != new for old, new in changed)
     assert any(not np.array_equal(np.asarray(Image.open(old)), np.asarray(Image.open(new))) for old, new in changed)
+
+
+def test_ranks_share_the_batch_order_and_draw_their_own_augmentation():
+    from engine.config import RunConfig
+    from engine.distributed import Ranks, augmentation_generator, shard_batches
+    from engine.pipeline import BatchTransform
+
+    ranks = [Ranks(rank=r, world=2, local_rank=r) for r in (0, 1)]
+    batches = [np.arange(i * 4, i * 4 + 4) for i in range(5)]
+    shares = [shard_batches(batches, r) for r in ranks]
+    assert [len(s) for s in shares] == [2, 2] and not set(np.concatenate(shares[0])) & set(np.concatenate(shares[1]))
+    transform = BatchTransform.for_training(RunConfig.from_dict({"hflip": True, "vflip": True, "rotation": 30}))
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8))
+
+    def drawn(rank: int, epoch: int) -> torch.Tensor:
+        return transform(images, augmentation_generator(7, epoch, ranks[rank]))
+
+    assert torch.equal(drawn(0, 1), drawn(0, 1)), "the same draw again (a resume at that epoch)"
+    assert not torch.equal(drawn(0, 1), drawn(1, 1)), "another rank, other flips and rotations"
+    assert not torch.equal(drawn(0, 1), drawn(0, 2)), "another epoch, other flips and rotations"

@@ -21,6 +21,9 @@ from leuktui.widgets.keybar import KeyBar
 METRIC_ORDER = [m.key for m in METRICS]
 
 
+UNTESTED = "not tested ("  # a verdict's start when its row's comparisons could not be tested
+
+
 class AblationScreen(Screen):
     BINDINGS = bindings("ablation")
 
@@ -124,10 +127,19 @@ class AblationScreen(Screen):
             legend.update("")
             return
         lines = []
+        reasons: dict[str, int] = {}  # why rows are not tested, said once under the table, not in every row
+
+        def verdict_cell(row) -> Text:
+            text = pivot.verdict_text(row)
+            if text.startswith(UNTESTED) and text.endswith(")"):
+                mark = reasons.setdefault(text[len(UNTESTED):-1], len(reasons) + 1)
+                return plain(f"not tested [{mark}]")
+            return plain(text)
+
         for row in pivot.rows:
             best = pivot.best_column(row)
             cells = [Text(pivot.cell_text(row, c), style="bold black on green" if c == best else "") for c in pivot.columns]
-            lines.append([plain(row), *cells, plain(pivot.verdict_text(row))])  # a config value (a model path) as text
+            lines.append([plain(row), *cells, verdict_cell(row)])  # a config value (a model path) as text
         refill(self.query_one("#ablation-table", DataTable), [rows, *map(pivot.column_label, pivot.columns), "verdict"], lines)
         which = f"table {self.table_index + 1} of {len(self.tables)}: " if len(self.tables) > 1 else ""
         apart = ", ".join(f"{k}={v}" for k, v in pivot.context.items())
@@ -136,9 +148,10 @@ class AblationScreen(Screen):
             + f" · {finished} of {len(self.runs)} runs with results"
             + (" · t: next table" if len(self.tables) > 1 else "") + " · m: metric · l: best/last-5 · y: Markdown · v: evaluate 5/10-crop"
         ))
+        untested = "".join(f"[{mark}] not tested: {why}\n" for why, mark in reasons.items())
         warnings = "".join(f"\n⚠ {w}" for w in (*pivot.warnings, *pivot.row_warnings.values()))
         warnings += "".join(f"\nnote: {n}" for n in dict.fromkeys(pivot.notes))
-        legend.update(plain(pivot.legend + warnings, newlines=True))
+        legend.update(plain(untested + pivot.legend + warnings, newlines=True))
 
     def action_next_table(self) -> None:
         if len(self.tables) > 1:

@@ -17,6 +17,8 @@ from leuktui.results import LAST_K, best_evaluation, config_diff, interval_text,
 from leuktui.widgets.charts import MetricChart, charted
 from leuktui.widgets.keybar import KeyBar
 
+NARROW = 110  # columns under which the tables stack
+
 
 class CompareScreen(Screen):
     BINDINGS = bindings("compare")
@@ -43,6 +45,11 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.load()
+
+    def on_resize(self) -> None:
+        # Narrow, the metrics table takes the whole width (its intervals and tests were off to
+        # the right) and the config differences go under it.
+        self.query_one("#compare-tables").set_class(self.size.width < NARROW, "narrow")
 
     def action_report(self) -> None:
         from leuktui.screens.report_dialog import ReportScreen

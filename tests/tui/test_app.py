@@ -217,7 +217,10 @@ async def test_ablation_table_from_a_sweep(seeded):
             # The seeded views have no per-image predictions: nothing is tested, so nothing is marked best.
             assert pivot.best_column(row) is None and pivot.verdict_text(row).startswith("not tested")
         shown = pivot_table.get_row_at(0)
-        assert str(shown[1]).endswith("(n=1)") and str(shown[-1]).startswith("not tested")
+        assert str(shown[1]).endswith("(n=1)") and str(shown[-1]).startswith("not tested [")
+        legend = str(app.screen.query_one("#ablation-legend").render())
+        reasons = {pivot.verdict_text(row).removeprefix("not tested (").removesuffix(")") for row in pivot.rows}
+        assert all(legend.count(f"not tested: {why}") == 1 for why in reasons), "each reason said once, under the table"
         await pilot.press("t")
         assert app.screen.pivot.context == {"hist_eq": True} and app.screen.pivot.columns == ["single"]
         await pilot.press("t")
