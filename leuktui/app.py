@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,6 +55,7 @@ class LeuktuiApp(App):
         self.start_scheduler = start_scheduler
         self.clock = clock
         self.poll_seconds = poll_seconds
+        self.closing = threading.Event()
         self.device_reader = device_reader
         self.runs: dict[int, Run] = {}
         self.loaded = False
@@ -71,7 +73,13 @@ class LeuktuiApp(App):
             self.ensure_scheduler()
 
     def on_unmount(self) -> None:
+        self.closing.set()  # the polls' naps end now: the process's exit waits for its threads
         gc.unfreeze()  # what the app froze can be collected once it is gone (tests run many apps)
+
+    def nap(self, seconds: float) -> None:
+        """A background poll's pause between reads: cut short when the app closes, so quitting
+        never waits out a poll's sleep."""
+        self.closing.wait(seconds)
 
     def _load_keymap(self) -> None:
         """``keymap.json`` in the workspace maps binding ids to keys, e.g. {"new-run": "N"}; what
@@ -132,7 +140,7 @@ class LeuktuiApp(App):
             except Exception as exc:  # a locked or vanished database must not end the poll
                 self.post_message(PollFailed(str(exc)))
             elapsed = time.time() - started
-            time.sleep(max(0.05, self.poll_seconds - elapsed))
+            self.nap(max(0.05, self.poll_seconds - elapsed))
 
     def on_runs_updated(self, message: RunsUpdated) -> None:
         for run in message.changed:

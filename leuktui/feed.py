@@ -26,7 +26,7 @@ class DetailFeed:
         self.db, self.log_path, self.run_id = db, log_path, run_id
         self.last_epoch = 0
         self.last_step = 0
-        self.evaluation_count = -1
+        self.evaluation_ids: tuple[int, ...] | None = None  # a re-recorded evaluation is a new id, the count the same
         self.log_offset: int | None = None
         self.updated_at: float | None = None
         self.started = False
@@ -43,13 +43,14 @@ class DetailFeed:
         steps = self.db.steps_overview(self.run_id) if self.last_step == 0 else self.db.steps(self.run_id, after=self.last_step)
         evaluations = self.db.evaluations(self.run_id)
         lines = self._read_log()
-        changed_evaluations = evaluations if len(evaluations) != self.evaluation_count else None
+        ids = tuple(e.id for e in evaluations)
+        changed_evaluations = evaluations if ids != self.evaluation_ids else None
         self.started = True
         if epochs:
             self.last_epoch = epochs[-1].epoch
         if steps:
             self.last_step = steps[-1][0]
-        self.evaluation_count = len(evaluations)
+        self.evaluation_ids = ids
         if not (reset or epochs or steps or lines or changed_evaluations is not None or run.updated_at != self.updated_at):
             return None
         self.updated_at = run.updated_at

@@ -115,15 +115,17 @@ class Asking:
 
 
 def _library():
-    """``textual_image.widget``, imported without asking the terminal again when it has answered
-    (asked inside the running app, the questions would be lost in its input, and cost its time)."""
-    if "textual_image.widget" in sys.modules or _answer is None:
+    """``textual_image.widget``, imported without asking the terminal: with its answers where the
+    app asked them first, else with the window's own cell size (or a VT340's). Asked inside the
+    running app, the questions would be lost in its input (and the answers typed into a form)."""
+    if "textual_image.widget" in sys.modules:
         from textual_image import widget
 
         return widget
     from textual_image import _terminal
 
-    _terminal.get_cell_size._result = _terminal.CellSize(_answer[1], _answer[2])  # its cache of the answer
+    width, height = (_answer[1], _answer[2]) if _answer is not None else _window_cell()
+    _terminal.get_cell_size._result = _terminal.CellSize(width, height)  # its cache of the answer
     real = sys.__stdout__
     sys.__stdout__ = io.StringIO()  # not a terminal: nothing is asked
     try:
@@ -131,6 +133,18 @@ def _library():
     finally:
         sys.__stdout__ = real
     return widget
+
+
+def _window_cell() -> tuple[int, int]:
+    """A cell's width and height in pixels from the window's size, where the terminal keeps it."""
+    import fcntl
+    import termios
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        rows, columns, x_pixels, y_pixels = struct.unpack("HHHH", fcntl.ioctl(sys.__stdout__.fileno(), termios.TIOCGWINSZ, b"\0" * 8))
+        if rows and columns and x_pixels and y_pixels:
+            return x_pixels // columns, y_pixels // rows
+    return 10, 20
 
 
 def image_class():
@@ -146,18 +160,14 @@ def drawn_with() -> str:
     """What the image panes use here, in words."""
     chosen = mode()
     if chosen == "auto":  # nobody asked the terminal first (a test's app): textual-image's own choice
+        _library()  # first: imported on its own, the renderables would ask the terminal
         from textual_image import renderable
 
-        _library()
         chosen = {renderable.TGPImage: "kitty", renderable.SixelImage: "sixel", renderable.HalfcellImage: "blocks"}.get(renderable.Image, "")
     return {"kitty": "kitty graphics", "sixel": "sixel", "blocks": "half-cell blocks", "text": "text"}.get(chosen, "shaded characters")
 
 
 def cell_ratio() -> float:
     """How much taller a terminal cell is than wide."""
-    if _answer is not None and _answer[1] and _answer[2]:
-        return _answer[2] / _answer[1]
-    from textual_image._terminal import get_cell_size
-
-    cell = get_cell_size()
-    return cell.height / cell.width if cell.width and cell.height else 2.0
+    width, height = (_answer[1], _answer[2]) if _answer is not None else _window_cell()
+    return height / width if width and height else 2.0

@@ -83,3 +83,26 @@ def test_the_answer_and_the_override_choose_the_widget(monkeypatch):
     monkeypatch.setattr(terminal_images, "_answer", ("kitty", 17, 36))
     monkeypatch.setenv("LEUKTUI_IMAGES", "auto")
     assert terminal_images.image_class() is widget.TGPImage and terminal_images.cell_ratio() == pytest.approx(36 / 17)
+
+
+def test_the_library_is_imported_without_asking_the_terminal_again(tmp_path):
+    """In the running app the terminal is the app's: textual-image, imported when the first image
+    shows (with an answer or with none, as under LEUKTUI_IMAGES=blocks), writes it nothing."""
+    import subprocess
+    import time
+
+    master, slave = pty.openpty()
+    script = ("import sys; from leuktui import terminal_images as t; t._answer = None; "
+              "widget = t.image_class(); print(widget.__name__, t.cell_ratio(), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", script], stdin=slave, stdout=slave, stderr=subprocess.PIPE, text=True,
+                          timeout=60, env={**os.environ, "LEUKTUI_IMAGES": "blocks"})
+    os.close(slave)
+    time.sleep(0.1)
+    os.set_blocking(master, False)
+    try:
+        written = os.read(master, 4096)
+    except (BlockingIOError, OSError):
+        written = b""
+    os.close(master)
+    assert done.returncode == 0 and done.stderr.startswith("HalfcellImage 2.0"), done.stderr
+    assert written == b"", "no question reached the terminal"

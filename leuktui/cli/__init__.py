@@ -72,6 +72,11 @@ def open_app(args: argparse.Namespace) -> int:
     finally:
         asking.wait()
     app.run()
+    # The process ends now. Python's last collection would walk the app's whole heap first (a
+    # second and more, after the terminal is already given back): what is left is frozen instead.
+    import gc
+
+    gc.freeze()
     return 0
 
 

@@ -144,14 +144,13 @@ def cmd_mistakes(args: argparse.Namespace) -> int:
     if args.cam and shown:
         from engine.cam import grad_cams
 
-        missing = [m.id for m in shown if m.id not in mistakes.samples]
-        if missing:
-            raise UsageError(f"{missing[0]}: not in the run's valid split any more; nothing to draw")
+        # A mistake whose image is gone from the split or the disk gets no map; the others do.
+        drawable = [m for m in shown if m.id in mistakes.samples and mistakes.samples[m.id].path.is_file()]
         phase = phase_printer()
-        maps = grad_cams(db, workspace, args.run, [mistakes.samples[m.id] for m in shown], [m.predicted for m in shown],
+        maps = grad_cams(db, workspace, args.run, [mistakes.samples[m.id] for m in drawable], [m.predicted for m in drawable],
                          checkpoint=evaluation.checkpoint, epoch=evaluation.epoch,
                          on_progress=(lambda done, total: phase("drawing Grad-CAM maps", done, total)) if phase else None)
-        cams = {m.id: str(path) for m, path in zip(shown, maps, strict=True)}
+        cams = {m.id: str(path) for m, path in zip(drawable, maps, strict=True)}
     found = {
         "run": args.run, "evaluation": evaluation.id, "checkpoint": evaluation.checkpoint, "epoch": evaluation.epoch,
         "views": evaluation.tta, "n": evaluation.n, "confusion": evaluation.confusion,

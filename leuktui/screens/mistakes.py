@@ -39,7 +39,8 @@ from leuktui.results import view_label
 from leuktui.widgets.cell_image import CellImage
 
 COLUMNS = ("#", "P(ALL)", "image")
-WATCH_SECONDS = 0.5  # how often the pane looks for the maps the job has drawn
+WATCH_SECONDS = 0.5  # how often the pane looks for the maps the job has drawn, while it draws
+MAPS_DRAWN = 50  # the most confident mistakes of each kind the job draws maps for
 
 
 def caption(mistake: Mistake) -> Text:
@@ -67,8 +68,9 @@ class MistakesPane(Vertical):
         self.mistakes: Mistakes | None = None
         self.kind = FALSE_NEGATIVES
         self.cams: dict[str, Path] = {}
-        self.job: subprocess.Popen | None = None
+        self.job: subprocess.Popen | None = None  # set and cleared on the event loop only
         self.job_error: str | None = None
+        self.generation = 0  # which job's end still counts
         self.loaded_for: tuple | None = None  # (evaluation id, checkpoint identity) the list and maps are of
 
     def compose(self) -> ComposeResult:
@@ -96,18 +98,24 @@ class MistakesPane(Vertical):
     @work(thread=True, exclusive=True, group="mistakes-read", exit_on_error=False)
     def _read(self, run: Run) -> None:
         db, workspace = self.app.db, self.app.workspace
-        evaluation = chosen_evaluation(db, run)
-        if evaluation is None:
-            self.app.call_from_thread(self._show_none, run)
-            return
+        worker = get_current_worker()
+
+        def hand(method, *args) -> None:  # a newer read took this one's place: it says nothing
+            if not worker.is_cancelled:
+                self.app.call_from_thread(method, *args)
+
         try:
+            run = db.get_run(run.id)  # as it is now: its best epoch may have moved on
+            evaluation = chosen_evaluation(db, run)
+            if evaluation is None:
+                hand(self._show_none, run)
+                return
             found = mistakes_of(db, run, evaluation)
-        except Exception as exc:  # the data folder moved or its CSV is damaged: said in the pane
-            self.app.call_from_thread(self._show_error, f"{exc.__class__.__name__}: {exc}" if not str(exc) else str(exc))
+            cams = found.cam_paths(workspace)
+        except Exception as exc:  # a busy database, a moved data folder, a damaged CSV: said in the pane
+            hand(self._show_error, str(exc) or exc.__class__.__name__)
             return
-        cams = found.cam_paths(workspace)
-        if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, found, cams)
+        hand(self._show, found, cams)
 
     def _show_none(self, run: Run) -> None:
         self.mistakes = None
@@ -130,7 +138,8 @@ class MistakesPane(Vertical):
         if not same:
             self.stop_job()
             self.job_error = None
-            if any(not path.is_file() for path in cams.values()):
+            drawn = [m.id for kind in (FALSE_NEGATIVES, FALSE_POSITIVES) for m in found.of(kind)[:MAPS_DRAWN]]
+            if any(i in cams and not cams[i].is_file() for i in drawn):
                 self._draw_maps(found)
 
     def _other(self) -> str:
@@ -214,35 +223,52 @@ class MistakesPane(Vertical):
         if path is not None and path.is_file():
             cam.show(path, title)
             return
+        ranked = self.mistakes.of(mistake.kind).index(mistake) if self.mistakes is not None else 0
         why = (f"no map: {self.job_error}" if self.job_error else "drawing the map…" if self.job is not None
-               else "no map: the checkpoint is gone" if not self.cams else "no map yet")
+               else "no map: the checkpoint is gone" if not self.cams
+               else f"no map: maps are drawn for the {MAPS_DRAWN} most confident of each kind" if ranked >= MAPS_DRAWN
+               else "no map: its image could not be read" if mistake.image is None or not mistake.image.is_file() else "no map yet")
         cam.show(None, title, why)
 
     # -- the maps -----------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="mistakes-cam", exit_on_error=False)
     def _draw_maps(self, found: Mistakes) -> None:
-        """``leuktui mistakes RUN --cam`` in the worker's environment (the app never imports torch)."""
+        """``leuktui mistakes RUN --cam`` in the worker's environment (the app never imports
+        torch), started here on the event loop and waited for in a thread."""
         command = [sys.executable, "-m", "leuktui", "--home", str(self.app.workspace.home), "mistakes", str(found.run_id),
-                   "--checkpoint", found.evaluation.checkpoint, "--tta", found.evaluation.tta, "--cam", "--json"]
-        job = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.job = job
+                   "--checkpoint", found.evaluation.checkpoint, "--tta", found.evaluation.tta, "--cam", "--json",
+                   "--limit", str(MAPS_DRAWN)]
+        self.generation += 1
+        try:
+            self.job = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            self.job, self.job_error = None, f"the job could not start ({exc.strerror or exc})"
+            return
+        self._wait_for_job(self.job, self.generation)
+
+    @work(thread=True, group="mistakes-cam", exit_on_error=False)
+    def _wait_for_job(self, job: subprocess.Popen, generation: int) -> None:
         _, err = job.communicate()
-        if self.job is not job:  # stopped: a newer list took its place
+        self.app.call_from_thread(self._job_done, job, generation, err or "")
+
+    def _job_done(self, job: subprocess.Popen, generation: int, err: str) -> None:
+        if generation != self.generation:  # stopped: a newer list took its place
             return
         self.job = None
         if job.returncode != 0:
-            lines = [line for line in (err or "").splitlines() if line.strip()]
-            self.job_error = (lines[-1].removeprefix("leuktui: error: ") if lines else f"the job ended with status {job.returncode}")
-        self.app.call_from_thread(self._watch_maps)
+            lines = [line for line in err.splitlines() if line.strip()]
+            self.job_error = lines[-1].removeprefix("leuktui: error: ") if lines else f"the job ended with status {job.returncode}"
+        self._watch_maps(force=True)
 
     def stop_job(self) -> None:
+        self.generation += 1
         job, self.job = self.job, None
         if job is not None and job.poll() is None:
             job.terminate()
 
-    def _watch_maps(self) -> None:
-        if self.mistakes is None or not self.display:
+    def _watch_maps(self, force: bool = False) -> None:
+        """While the job draws (and once when it ends): the maps it has written so far."""
+        if self.mistakes is None or not (force or self.job is not None):
             return
         self._update_head()
         mistake = self.current()

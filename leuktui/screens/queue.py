@@ -69,7 +69,7 @@ class QueueScreen(Screen):
                 self.post_message(QueueState(runs, pid, devices, self.batch_jobs(runs)))
             except Exception as exc:  # shown, then tried again
                 self.post_message(PollFailed(str(exc)))
-            time.sleep(1.0)
+            self.app.nap(1.0)
 
     def on_queue_state(self, message: QueueState) -> None:
         self.show(message.runs, message.pid, message.devices, message.jobs)

@@ -98,6 +98,7 @@ class RunDetailScreen(Screen):
         self._config_shown = False
         self._head: Text | None = None
         self._mistakes_shown = False  # the Mistakes tab has been opened: it follows the evaluations from then on
+        self._mistakes_best: int | None = None  # the best epoch its list is of
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -135,7 +136,7 @@ class RunDetailScreen(Screen):
         if self.feed is None:
             self.feed = DetailFeed(self.app.db, self.app.workspace.log_path(self.run_id), self.run_id)
         else:
-            time.sleep(self.app.poll_seconds)  # the opener read it a moment ago
+            self.app.nap(self.app.poll_seconds)  # the opener read it a moment ago
         while not worker.is_cancelled:
             try:
                 data = self.feed.read()
@@ -146,7 +147,7 @@ class RunDetailScreen(Screen):
                 data = None
             if data is not None and not worker.is_cancelled:
                 self.post_message(data)
-            time.sleep(self.app.poll_seconds)
+            self.app.nap(self.app.poll_seconds)
 
     def on_run_gone(self, message: RunGone) -> None:
         self.notify(f"run {self.run_id} was deleted", severity="warning")
@@ -186,7 +187,10 @@ class RunDetailScreen(Screen):
         self._fill_config()
         if message.epochs or message.evaluations is not None or message.reset:
             self._show_confusion()
-        if self._mistakes_shown and message.evaluations is not None and self.run is not None:
+        # The worker records a new best epoch's evaluation, then the run's best epoch: either
+        # change is a new list of mistakes.
+        if self._mistakes_shown and self.run is not None and (message.evaluations is not None or self.run.best_epoch != self._mistakes_best):
+            self._mistakes_best = self.run.best_epoch
             self.query_one(MistakesPane).load(self.run)
 
     @on(TabbedContent.TabActivated, "#detail-tabs")
@@ -195,7 +199,7 @@ class RunDetailScreen(Screen):
             return
         self.query_one("#mistakes", DataTable).focus()  # up and down step through the mistakes
         if not self._mistakes_shown and self.run is not None:
-            self._mistakes_shown = True
+            self._mistakes_shown, self._mistakes_best = True, self.run.best_epoch
             self.query_one(MistakesPane).load(self.run)
 
     def action_flip_mistakes(self) -> None:

@@ -8,8 +8,6 @@ they were last worked out, so opening the app never loads it.
 
 from __future__ import annotations
 
-import time
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -96,7 +94,7 @@ class StudiesScreen(Screen):
                 self.post_message(StudiesState(summaries, self.importances_of(summaries)))
             except Exception as exc:  # shown, then tried again
                 self.post_message(PollFailed(str(exc)))
-            time.sleep(POLL_SECONDS)
+            self.app.nap(POLL_SECONDS)
 
     def importances_of(self, summaries: list[dict]) -> dict[int, dict | None]:
         """Each study's importances, worked out again only when its completed trials changed."""

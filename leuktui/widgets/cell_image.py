@@ -59,17 +59,19 @@ class CellImage(Vertical):
         self.query_one(".cell-missing", Static).display = path is None
         self.path = path
         if path is not None:
-            try:
-                picture = picture_class(path, classes="cell-picture")
-                from PIL import Image as PILImage
+            from PIL import Image as PILImage
 
+            try:  # decoded whole here: a damaged file is said in a line, never raised while painting
                 with PILImage.open(path) as opened:
-                    self.pixels = opened.size
-            except OSError as exc:  # a damaged or unreadable file: said, never raised
-                self.query_one(".cell-missing", Static).update(Text(f"{visible(path)}: {exc.strerror or exc}", style="red"))
+                    image = opened.convert("RGB")
+            except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc).replace(str(path), "").strip(" :'\"") or exc.__class__.__name__
+                self.query_one(".cell-missing", Static).update(Text(f"{visible(path)}: {reason}", style="red"))
                 self.query_one(".cell-missing", Static).display = True
                 self.path = None
                 return
+            self.pixels = image.size
+            picture = picture_class(image, classes="cell-picture")
             self._fit(picture)
             self.mount(picture)
 

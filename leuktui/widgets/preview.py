@@ -14,6 +14,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
+from textual.worker import get_current_worker
 
 from engine.config import RunConfig
 from leuktui.widgets.cell_image import CellImage
@@ -99,24 +100,26 @@ class PreprocessPreview(Vertical):
     def _draw(self, config: RunConfig) -> None:
         from engine.datasets import load_split
 
+        worker = get_current_worker()
+
+        def hand(method, *args) -> None:  # a newer draw (the fields changed again) took this one's place
+            if not worker.is_cancelled:
+                self.app.call_from_thread(method, *args)
+
         data = config.data_dir
-        if data not in self._first:
-            try:
-                samples = load_split(data, "train").samples
-            except Exception as exc:  # no dataset there yet, or a damaged CSV: said, the form goes on
-                self.app.call_from_thread(self._say, f"no training image to show: {exc}")
-                return
-            self._first[data] = samples[0].path if samples else None
-        source = self._first[data]
-        if source is None:
-            self.app.call_from_thread(self._say, f"{data}: no training images")
-            return
         try:
+            if data not in self._first:
+                samples = load_split(data, "train").samples
+                self._first[data] = samples[0].path if samples else None
+            source = self._first[data]
+            if source is None:
+                hand(self._say, f"{data}: no training images")
+                return
             path, steps = render_preview(config, source, self.app.workspace.cache_dir / PREVIEW_FOLDER)
-        except OSError as exc:  # an unreadable or damaged image
-            self.app.call_from_thread(self._say, f"{source}: {exc.strerror or exc}")
+        except Exception as exc:  # no dataset there yet, a damaged CSV or image: said, the form goes on
+            hand(self._say, f"no training image to show: {exc}")
             return
-        self.app.call_from_thread(self._picture, source, path, steps)
+        hand(self._picture, source, path, steps)
 
     def _say(self, message: str) -> None:
         self.query_one("#preview-steps", Static).update(Text(message, style="dim"))

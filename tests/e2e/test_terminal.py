@@ -4,11 +4,13 @@ export the submission, quit — then check the CSV."""
 from __future__ import annotations
 
 import csv
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,38 @@ def test_a_256_colour_terminal_at_80x24_gets_256_colours(tmp_path):
         terminal.keys("q")
     finally:
         terminal.close()
+
+
+def test_the_first_five_minutes_of_make_run(tmp_path):
+    """What the README's quick start promises, in a real terminal: `make run` writes the demo
+    data, opens the app on a new workspace with one queued demo run, the scheduler trains it with
+    a rate and an ETA shown during its first epoch, `?` lists the keys, and `q` quits at once
+    (the run trains on; the Mistakes tab's own tests look at a trained run's cells)."""
+    root = Path(__file__).resolve().parents[2]
+    home, demo = tmp_path / "home", tmp_path / "demo"
+    command = (f"env COLORTERM=truecolor make -s -C {shlex.quote(str(root))} run HOME_DIR={shlex.quote(str(home))} "
+               f"DEMO={shlex.quote(str(demo))}; echo make-ended-$?; sleep 30")
+    terminal = Terminal(f"leuktui-make-run-{int(time.time())}", command, cwd=tmp_path)
+    try:
+        terminal.wait_for("1 of 1 runs", 120)
+        assert (demo / "train.csv").is_file() and (home / "leuktui.db").is_file()
+        terminal.wait_for("running", 60)
+        terminal.keys("Enter")
+        deadline = time.time() + 120
+        while time.time() < deadline:  # a rate and an ETA as soon as a few steps are done, in epoch 1 already
+            screen = terminal.screen()
+            if re.search(r"epoch 1/6 step \d+/\d+ +\d+ img/s +ETA \d", screen):
+                break
+            time.sleep(0.2)
+        assert re.search(r"epoch 1/6 step \d+/\d+ +\d+ img/s +ETA \d", screen), screen
+        terminal.keys("Escape")
+        terminal.keys("?")
+        terminal.wait_for("leuktui keys", 10)
+        terminal.keys("Escape")
+        started = time.time()
+        terminal.keys("q")
+        terminal.wait_for("make-ended-0", 10)
+        assert time.time() - started < 3, "quitting takes no longer than a moment"
+    finally:
+        terminal.close()
+        daemon.stop(Workspace(home))

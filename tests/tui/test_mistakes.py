@@ -182,3 +182,50 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
         terminal.keys("q")
     finally:
         terminal.close()
+
+
+async def test_the_tab_follows_a_new_best_epoch_and_says_a_damaged_image_in_a_line(monkeypatch):
+    from leuktui.screens.mistakes import MistakesPane
+
+    monkeypatch.setenv("LEUKTUI_IMAGES", "blocks")
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    home = Path("/tmp/leuktui-mistakes-follow/home")
+    workspace = mistakes_workspace(home)
+    db = Database(workspace.db_url)
+    try:
+        samples = load_split(db.get_run(1).config["data_dir"], "valid").samples
+        app = make_app(workspace)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: app.loaded and app.screen.query_one("#runs").row_count == 1)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.run is not None)
+            await pilot.press("6")
+            pane = app.screen.query_one(MistakesPane)
+            await wait_until(pilot, lambda: pane.mistakes is not None, message="the list")
+            assert pane.mistakes.evaluation.epoch == 2 and len(pane.mistakes.false_negatives) == 2
+
+            # Epoch 3 is a new best: the worker replaces its evaluation (same count), then moves the best epoch.
+            wrong = next(s for s in samples if s.label == 1)
+            predictions = [(s.ident, 0.2 if s is wrong else (0.9 if s.label == 1 else 0.1), 0 if s is wrong else s.label, s.label)
+                           for s in samples]
+            db.add_evaluation(1, checkpoint="best", epoch=3, split="valid", tta="single", n=len(samples), origin="training",
+                              metrics={"acc": 1 - 1 / len(samples), "confusion": [[6, 0], [1, 5]]}, predictions=predictions,
+                              replaces=True)
+            best = {"epoch": 3, "val_acc": 0.92, "val_loss": 0.3, "train_loss": 0.3, "train_acc": 0.9}
+            db.add_epoch(1, 3, 30, best, best=best)
+            await wait_until(pilot, lambda: pane.mistakes.evaluation.epoch == 3, message="the new best epoch's mistakes")
+            assert [m.id for m in pane.mistakes.false_negatives] == [wrong.ident] and not pane.mistakes.false_positives
+
+            # A damaged image: one line in the pane, the app goes on.
+            wrong.path.write_bytes(wrong.path.read_bytes()[:80])
+            await pilot.press("f")
+            await pilot.press("f")
+            image = pane.query_one("#mistake-image")
+            image.shown = None  # asked again: the file is read again
+            pane._show_pictures()
+            await pilot.pause(0.2)
+            assert image.path is None and str(wrong.path) in str(image.query_one(".cell-missing").render())
+            assert app.is_running
+    finally:
+        db.close()
+        shutil.rmtree(home.parent, ignore_errors=True)
