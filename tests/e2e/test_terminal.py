@@ -4,6 +4,7 @@ export the submission, quit — then check the CSV."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shlex
 import shutil
@@ -19,26 +20,29 @@ from engine.synth import make_dataset
 from runner import daemon
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+# A tmux server of the tests' own, started from their environment (SLURM_CONF, the services'
+# addresses): a server a developer already runs would give the panes its environment instead.
+TMUX = ["tmux", "-L", f"leuktui-tests-{os.getpid()}"]
 
 
 class Terminal:
     def __init__(self, session: str, command: str, cwd, width: int = 120, height: int = 40):
         self.session = session
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
         # COLUMNS and LINES (pytest's terminal sets them in its environment) would fix the app's size
         # at theirs, whatever the window's: the pane's size is the one it must see.
         command = f"env -u COLUMNS -u LINES {command}"
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "-c", str(cwd), command], check=True)
+        subprocess.run([*TMUX, "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "-c", str(cwd), command], check=True)
 
     def screen(self, *, escapes: bool = False) -> str:
         """The visible screen as text; with ``escapes``, with the colour and style sequences too."""
-        result = subprocess.run(["tmux", "capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.session],
+        result = subprocess.run([*TMUX, "capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.session],
                                 capture_output=True, text=True)
         return result.stdout
 
     def keys(self, *keys: str, literal: bool = False) -> None:
         for key in keys:
-            subprocess.run(["tmux", "send-keys", "-t", self.session, *(["-l"] if literal else []), key], check=True)
+            subprocess.run([*TMUX, "send-keys", "-t", self.session, *(["-l"] if literal else []), key], check=True)
             time.sleep(0.15)
 
     def type(self, text: str) -> None:
@@ -54,10 +58,10 @@ class Terminal:
         raise AssertionError(f"{text!r} not on screen after {timeout:.0f} s:\n{self.screen()}")
 
     def alive(self) -> bool:
-        return subprocess.run(["tmux", "has-session", "-t", self.session], capture_output=True).returncode == 0
+        return subprocess.run([*TMUX, "has-session", "-t", self.session], capture_output=True).returncode == 0
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", self.session], capture_output=True)
 
 
 def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
@@ -155,9 +159,11 @@ def test_the_first_five_minutes_of_make_run(tmp_path):
             time.sleep(0.2)
         assert re.search(r"epoch 1/6 step \d+/\d+ +\d+ img/s +ETA \d", screen), screen
         terminal.keys("Escape")
+        time.sleep(0.6)
         terminal.keys("?")
         terminal.wait_for("leuktui keys", 10)
         terminal.keys("Escape")
+        time.sleep(0.6)  # an escape with a key hard on its heels reads as alt+key
         started = time.time()
         terminal.keys("q")
         terminal.wait_for("make-ended-0", 10)

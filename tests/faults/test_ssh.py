@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from e2e.test_terminal import Terminal
+from e2e.test_terminal import TMUX, Terminal
 
 from db import Database, Workspace
 from engine.synth import make_dataset
@@ -101,7 +101,7 @@ def test_a_dropped_login_leaves_the_run_training_and_no_app_behind(tmp_path, log
         assert run.status == "running" and run.epochs_done >= 1, "training when the login drops"
         assert app_processes(home), "the app runs on the server side"
 
-        client = psutil.Process(int(subprocess.run(["tmux", "list-panes", "-t", terminal.session, "-F", "#{pane_pid}"],
+        client = psutil.Process(int(subprocess.run([*TMUX, "list-panes", "-t", terminal.session, "-F", "#{pane_pid}"],
                                                    capture_output=True, text=True).stdout.split()[0]))
         assert client.name() == "ssh"
         client.send_signal(signal.SIGKILL)  # the laptop lid closes: no goodbye from the client

@@ -30,8 +30,21 @@ def trained(tmp_path_factory, tiny_data) -> Path:
     return home
 
 
+async def open_the_tab(app, pilot):
+    """The only run's screen, its Mistakes tab, once its list is read."""
+    from leuktui.screens.mistakes import MistakesPane
+
+    await wait_until(pilot, lambda: app.loaded and app.screen.query_one("#runs").row_count == 1)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.run is not None)
+    await pilot.press("6")
+    pane = app.screen.query_one(MistakesPane)
+    await wait_until(pilot, lambda: pane.mistakes is not None, message="the list")
+    return pane
+
+
 async def test_the_tab_lists_the_mistakes_draws_their_maps_and_flips_between_kinds(trained, monkeypatch):
-    from leuktui.screens.mistakes import CellViewScreen, MistakesPane
+    from leuktui.screens.mistakes import CellViewScreen
 
     monkeypatch.setenv("LEUKTUI_IMAGES", "blocks")
     monkeypatch.setenv("COLORTERM", "truecolor")  # blocks need true colour
@@ -42,12 +55,7 @@ async def test_the_tab_lists_the_mistakes_draws_their_maps_and_flips_between_kin
     shutil.rmtree(workspace.run_dir(1) / "cam", ignore_errors=True)  # the tab's job draws them
     app = make_app(workspace)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.loaded and app.screen.query_one("#runs").row_count == 1)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.run is not None)
-        await pilot.press("6")
-        pane = app.screen.query_one(MistakesPane)
-        await wait_until(pilot, lambda: pane.mistakes is not None, message="the list")
+        pane = await open_the_tab(app, pilot)
         first = "false_negatives" if fn else "false_positives"
         table = pane.query_one("#mistakes")
         assert table.row_count == len(expected[first])
@@ -132,11 +140,7 @@ def test_mistakes_tab(snap_compare, size, monkeypatch):
     app = make_app(mistakes_workspace(SNAPSHOT_HOME))
 
     async def steps(pilot):
-        await wait_until(pilot, lambda: app.loaded and app.screen.query_one("#runs").row_count == 1)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.run is not None)
-        await pilot.press("6")
-        await wait_until(pilot, lambda: app.screen.query_one(MistakesPane).mistakes is not None)
+        await open_the_tab(app, pilot)
         await wait_until(pilot, lambda: app.screen.query_one("#mistake-cam").path is not None)
         assert app.screen.query_one(MistakesPane).job is None, "the maps were cached: no job"
         await pilot.pause(0.3)
@@ -185,7 +189,6 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
 
 
 async def test_the_tab_follows_a_new_best_epoch_and_says_a_damaged_image_in_a_line(monkeypatch):
-    from leuktui.screens.mistakes import MistakesPane
 
     monkeypatch.setenv("LEUKTUI_IMAGES", "blocks")
     monkeypatch.setenv("COLORTERM", "truecolor")
@@ -196,12 +199,7 @@ async def test_the_tab_follows_a_new_best_epoch_and_says_a_damaged_image_in_a_li
         samples = load_split(db.get_run(1).config["data_dir"], "valid").samples
         app = make_app(workspace)
         async with app.run_test(size=(120, 40)) as pilot:
-            await wait_until(pilot, lambda: app.loaded and app.screen.query_one("#runs").row_count == 1)
-            await pilot.press("enter")
-            await wait_until(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen" and app.screen.run is not None)
-            await pilot.press("6")
-            pane = app.screen.query_one(MistakesPane)
-            await wait_until(pilot, lambda: pane.mistakes is not None, message="the list")
+            pane = await open_the_tab(app, pilot)
             assert pane.mistakes.evaluation.epoch == 2 and len(pane.mistakes.false_negatives) == 2
 
             # Epoch 3 is a new best: the worker replaces its evaluation (same count), then moves the best epoch.
