@@ -39,7 +39,6 @@ def ask_terminal(timeout: float = ASK_SECONDS) -> tuple[str, int, int] | None:
     """``(kind, cell width, cell height)`` from the terminal on stdin/stdout, or None when they
     are no terminal. The kinds as textual-image ranks them: sixel first (terminals that answer
     both draw sixel better than kitty's placeholders), then kitty graphics, else blocks."""
-    import fcntl
     import select
     import termios
     import tty
@@ -47,11 +46,7 @@ def ask_terminal(timeout: float = ASK_SECONDS) -> tuple[str, int, int] | None:
     if sys.stdin is None or sys.stdout is None or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return None
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
-    width = height = 0
-    with contextlib.suppress(OSError):  # the window's size in pixels, where the terminal keeps it
-        rows, columns, x_pixels, y_pixels = struct.unpack("HHHH", fcntl.ioctl(fd_out, termios.TIOCGWINSZ, b"\0" * 8))
-        if rows and columns and x_pixels and y_pixels:
-            width, height = x_pixels // columns, y_pixels // rows
+    width, height = _window_cell(fd_out) or (0, 0)
     try:
         saved = termios.tcgetattr(fd_in)
     except termios.error:
@@ -124,7 +119,7 @@ def _library():
         return widget
     from textual_image import _terminal
 
-    width, height = (_answer[1], _answer[2]) if _answer is not None else _window_cell()
+    width, height = (_answer[1], _answer[2]) if _answer is not None else (_window_cell() or (10, 20))
     _terminal.get_cell_size._result = _terminal.CellSize(width, height)  # its cache of the answer
     real = sys.__stdout__
     sys.__stdout__ = io.StringIO()  # not a terminal: nothing is asked
@@ -135,16 +130,18 @@ def _library():
     return widget
 
 
-def _window_cell() -> tuple[int, int]:
-    """A cell's width and height in pixels from the window's size, where the terminal keeps it."""
+def _window_cell(fd: int | None = None) -> tuple[int, int] | None:
+    """A cell's width and height in pixels from the window's size (of ``fd``, else stdout's),
+    where the terminal keeps it; else None."""
     import fcntl
     import termios
 
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        rows, columns, x_pixels, y_pixels = struct.unpack("HHHH", fcntl.ioctl(sys.__stdout__.fileno(), termios.TIOCGWINSZ, b"\0" * 8))
+        fd = sys.__stdout__.fileno() if fd is None else fd
+        rows, columns, x_pixels, y_pixels = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
         if rows and columns and x_pixels and y_pixels:
             return x_pixels // columns, y_pixels // rows
-    return 10, 20
+    return None
 
 
 def image_class():
@@ -169,5 +166,5 @@ def drawn_with() -> str:
 
 def cell_ratio() -> float:
     """How much taller a terminal cell is than wide."""
-    width, height = (_answer[1], _answer[2]) if _answer is not None else _window_cell()
+    width, height = (_answer[1], _answer[2]) if _answer is not None else (_window_cell() or (10, 20))
     return height / width if width and height else 2.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rich.text import Text
@@ -295,7 +294,6 @@ class CellViewScreen(ModalScreen):
     def __init__(self, mistake: Mistake, cam: Path | None) -> None:
         super().__init__()
         self.mistake, self.cam = mistake, cam
-        self.opened_at = time.monotonic()
 
     def compose(self) -> ComposeResult:
         with Vertical():
