@@ -119,7 +119,7 @@ def _library():
         return widget
     from textual_image import _terminal
 
-    width, height = (_answer[1], _answer[2]) if _answer is not None else (_window_cell() or (10, 20))
+    width, height = _cell_size()
     _terminal.get_cell_size._result = _terminal.CellSize(width, height)  # its cache of the answer
     real = sys.__stdout__
     sys.__stdout__ = io.StringIO()  # not a terminal: nothing is asked
@@ -144,6 +144,11 @@ def _window_cell(fd: int | None = None) -> tuple[int, int] | None:
     return None
 
 
+def _cell_size() -> tuple[int, int]:
+    """A cell's width and height in pixels: the terminal's answer, else the window's, else 10 by 20."""
+    return (_answer[1], _answer[2]) if _answer is not None else (_window_cell() or (10, 20))
+
+
 def image_class():
     """The textual-image widget class for this terminal, or None for text."""
     chosen = mode()
@@ -166,5 +171,5 @@ def drawn_with() -> str:
 
 def cell_ratio() -> float:
     """How much taller a terminal cell is than wide."""
-    width, height = (_answer[1], _answer[2]) if _answer is not None else (_window_cell() or (10, 20))
+    width, height = _cell_size()
     return height / width if width and height else 2.0

@@ -189,7 +189,6 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
 
 
 async def test_the_tab_follows_a_new_best_epoch_and_says_a_damaged_image_in_a_line(monkeypatch):
-
     monkeypatch.setenv("LEUKTUI_IMAGES", "blocks")
     monkeypatch.setenv("COLORTERM", "truecolor")
     home = Path("/tmp/leuktui-mistakes-follow/home")
