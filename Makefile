@@ -8,16 +8,24 @@ STAMP := $(VENV)/.installed
 HOME_DIR ?= leuktui-home
 DEMO := data/demo
 
-.PHONY: run test lint bench demo clean services report-example ablation-example
+.PHONY: run test lint compile bench demo clean services report-example ablation-example
 
+# pip byte-compiles what it installs on one core; compileall does it on every core, for the
+# installed packages and for ours (an editable install is never compiled, and where
+# PYTHONDONTWRITEBYTECODE is set every process would compile our modules again).
 $(STAMP): pyproject.toml
 	@echo "leuktui: setting up $(VENV), once: pip installs torch, textual and the rest (about 6 GB; 2 to 3 minutes"
 	@echo "         from a local package index, longer over the network). pip's progress follows."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	$(PY) -m pip install --progress-bar on --no-compile -e '.[dev]'
+	@echo "leuktui: compiling the installed packages on $$(nproc) cores"
+	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true
 	touch $(STAMP)
 	@echo "leuktui: $(VENV) is ready"
+
+compile: $(STAMP)
+	@$(PY) -m compileall -q -j 0 leuktui engine runner db tests bench > /dev/null
 
 $(DEMO)/train.csv: | $(STAMP)
 	$(VENV)/bin/leuktui data synth $(DEMO) --n-train 600 --n-valid 200 --n-test 200 --size 96
@@ -25,12 +33,12 @@ $(DEMO)/train.csv: | $(STAMP)
 demo: $(DEMO)/train.csv
 
 # A new demo workspace starts with one queued run (about a minute on a CPU) to watch train.
-run: $(STAMP) demo
+run: $(STAMP) demo compile
 	test -f $(HOME_DIR)/leuktui.db || $(VENV)/bin/leuktui --home $(HOME_DIR) queue --data-dir $(DEMO) \
 		--image-size 64 --epochs 6 --scheduler cosine --name demo --tag demo --no-start
 	$(VENV)/bin/leuktui --home $(HOME_DIR)
 
-lint: $(STAMP)
+lint: $(STAMP) compile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
@@ -41,8 +49,17 @@ lint: $(STAMP)
 services:
 	tests/services/up.sh
 
-test: lint
-	env $$(tests/services/up.sh) $(PY) -m pytest -q --durations=40
+# The services start while pip installs (apt and pip each keep one core busy); the suite then runs
+# on one pytest-xdist worker a CPU (TEST_WORKERS=1 for one process).
+TEST_WORKERS ?= $(shell nproc)
+test:
+	@mkdir -p build
+	@$(MAKE) --no-print-directory -j2 lint build/services.env
+	env $$(cat build/services.env) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=40
+
+.PHONY: build/services.env
+build/services.env:
+	-tests/services/up.sh > $@
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py

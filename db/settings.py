@@ -22,3 +22,11 @@ def number_setting(name: str, default: float, *, minimum: float = 0.0, whole: bo
     if not math.isfinite(value) or value < minimum:
         raise UserError(f"{name}={raw!r}: expected {kind} of at least {minimum:g}")
     return value
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (``taskset``, a container's or a batch job's
+    CPU set), which can be fewer than the machine has; the machine's count where there is none."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
-from db.settings import number_setting
+from db.settings import number_setting, usable_cpus
 from db.vocabulary import CANCELLED, COMPLETED, PRUNED, RUNNING
 from db.workspace import apply_file_mode
 from engine.errors import UserError
@@ -135,7 +135,7 @@ def execute(
 
         threads = int(number_setting("LEUKTUI_THREADS", 0, whole=True))
         if ranks is not None:  # the threads this run was given, shared between its processes
-            threads = max(1, (threads or os.cpu_count() or 1) // ranks.world)
+            threads = max(1, (threads or usable_cpus()) // ranks.world)
         if threads:
             torch.set_num_threads(threads)
         record = db.get_run(run_id)

@@ -32,6 +32,7 @@ from db import Database, DatabaseError, Workspace, states
 from db.errors import UserError
 from db.files import open_regular
 from db.models import Run
+from db.settings import usable_cpus
 from db.vocabulary import CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from runner.backends import Backend, Handle, make_backend
 from runner.backends.base import NODES_VARIABLE, NPROC_VARIABLE
@@ -146,7 +147,7 @@ class Scheduler:
         env = {NPROC_VARIABLE: str(nproc)} if nproc > 1 else {}
         if device == "cpu":
             slots = self.cpu_slots(run) if run is not None else 1
-            threads = max(1, (os.cpu_count() or 1) * slots // max(1, self.options.max_parallel))
+            threads = max(1, usable_cpus() * slots // max(1, self.options.max_parallel))
             env.update({"LEUKTUI_DEVICE": "cpu", "LEUKTUI_THREADS": str(threads), "OMP_NUM_THREADS": str(max(1, threads // nproc))})
             if self.gpus:
                 env["CUDA_VISIBLE_DEVICES"] = ""

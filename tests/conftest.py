@@ -3,6 +3,7 @@ the database tests run on (SQLite, and the PostgreSQL server tests/services/post
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,6 +20,22 @@ from engine.synth import make_dataset
 PG_URL_VARIABLE = "LEUKTUI_TEST_PG_URL"
 
 TINY = {"n_train": 48, "n_valid": 24, "n_test": 16, "size": 40, "seed": 7}
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n`` one worker a CPU), each worker and every
+    process its tests start keep to a share of the CPUs of their own, with one torch thread a CPU.
+    Trainings of two workers side by side on the same cores would each spin OpenMP threads waiting
+    for a core the other holds, and cost both of them time (measured: bench/README, make test)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < count:
+        return
+    share = set(cpus[int(worker.removeprefix("gw")) % count::count])
+    os.sched_setaffinity(0, share)
+    os.environ["OMP_NUM_THREADS"] = str(len(share))  # torch reads it when it loads; children inherit it
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +58,12 @@ def db(workspace):
 
 def tiny_config(data_dir: Path, *, fast: bool = False, **overrides):
     """The one tiny run config of the tests: 32 px, batch 16, 2 epochs. ``fast``: 16 px, batch 8,
-    no rotation, fp32, for the tests of processes rather than of learning."""
+    no rotation, fp32, NCHW, for the tests of processes rather than of learning."""
     from engine.config import RunConfig
 
     values = {"data_dir": str(data_dir), "image_size": 32, "batch_size": 16, "epochs": 2, "rotation": 10, "workers": 1}
-    if fast:
-        values.update(image_size=16, batch_size=8, rotation=0, amp="off")
+    if fast:  # channels-last is slower on a CPU at these sizes (a ResNet18 step at 16 px: 230 ms against 180)
+        values.update(image_size=16, batch_size=8, rotation=0, amp="off", channels_last=False)
     values.update(overrides)
     return RunConfig.from_dict(values)
 
@@ -64,7 +81,6 @@ class CliResult:
 def cli(*args: str, home: Path | None = None, check: bool = True, env: dict | None = None) -> CliResult:
     """Run ``leuktui ARGS`` in this process through ``main(argv)``, as the command does; for the
     tests where no process boundary is under test (``run_cli`` starts a real one)."""
-    import contextlib
     import io
     import signal
 
@@ -126,10 +142,26 @@ def wait_for(predicate, timeout: float, message: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {message}")
 
 
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(tmp_path):
+    """Kill what a test started and left running (a scheduler, a worker training on after the app
+    that queued it quit, as it should): every process whose command line names the test's own
+    folder. A worker left behind would train for minutes beside the tests that follow."""
+    import psutil
+
+    yield
+    mark = str(tmp_path)
+    me = os.getpid()
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid != me and any(mark in part for part in process.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                process.resume()  # a stopped worker dies only once it runs
+                process.kill()
+
+
 @pytest.fixture
 def home(tmp_path):
     """A workspace whose scheduler and running workers are killed when the test ends."""
-    import contextlib
     import signal
 
     from runner import daemon

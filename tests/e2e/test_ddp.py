@@ -15,6 +15,7 @@ import pytest
 
 from conftest import cli, run_cli, wait_for
 from db import Database
+from db.settings import usable_cpus
 from engine.synth import make_dataset
 from runner import daemon
 from runner.options import Options
@@ -142,5 +143,5 @@ def test_the_scheduler_gives_a_run_of_n_processes_n_gpus_or_its_share_of_the_cpu
     on_cpu.handles[one.id] = Handle(one.id, 1, "cpu", 0.0, slots=1)
     free = on_cpu.slots()
     assert on_cpu.place(two, free) == "cpu" and on_cpu.place(four, free) is None
-    assert on_cpu.worker_env("cpu", two)["LEUKTUI_THREADS"] == str(max(1, (os.cpu_count() or 1) * 2 // 3))
+    assert on_cpu.worker_env("cpu", two)["LEUKTUI_THREADS"] == str(max(1, usable_cpus() * 2 // 3))
     db.close()

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, service_missing
+from conftest import cli, service_missing
 from conftest import wait_for as shared_wait_for
 from db import Database, Workspace
 from runner import daemon, scheduler
 from runner.backends.slurm import job_detail
 from runner.options import Options
 
+# One cluster of two CPUs for every test here: they run one after another, on one xdist worker.
+pytestmark = pytest.mark.xdist_group("slurm")
 POLL = 0.25
 
 
@@ -52,7 +54,8 @@ class Cluster:
         self.data = data
 
     def cli(self, *args: str, check: bool = True, env: dict | None = None):
-        return run_cli(*args, home=self.home, check=check, env={**self.env, **(env or {})})
+        """The command in this process: the scheduler it starts, sbatch and the workers are the real ones."""
+        return cli(*args, home=self.home, check=check, env={**self.env, **(env or {})})
 
     def queue(self, *args: str, epochs: int = 2) -> list[int]:
         output = self.cli("queue", "--data-dir", str(self.data), "--image-size", "16", "--batch-size", "8",

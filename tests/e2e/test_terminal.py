@@ -70,7 +70,8 @@ def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
     command = f"{shlex.quote(sys.executable)} -m leuktui --home {shlex.quote(str(home))}"
     terminal = Terminal(f"leuktui-e2e-{int(time.time())}", command, cwd=tmp_path)
     try:
-        terminal.wait_for("does not exist; make a new workspace there? [y/N]", 30)  # a new --home is made only when asked
+        # A new --home is made only when asked (the long path may wrap the line before "[y/N]").
+        assert "[y/N]" in terminal.wait_for("does not exist; make a new workspace there?", 30)
         assert not home.exists()
         terminal.type("y")
         terminal.keys("Enter")

@@ -90,6 +90,9 @@ async def test_the_tab_lists_the_mistakes_draws_their_maps_and_flips_between_kin
 # -- a fixed workspace for the picture --------------------------------------------------------------
 
 SNAPSHOT_HOME = Path("/tmp/leuktui-snapshots-mistakes/home")
+# Fixed folders (this one, and the followed run's): the tests here run one after another, on one
+# pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("mistakes")
 
 
 def mistakes_workspace(home: Path) -> Workspace:

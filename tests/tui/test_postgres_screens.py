@@ -16,6 +16,8 @@ from tui.test_snapshots import then
 
 # One path for both databases: the export dialog shows the workspace's paths.
 HOME = Path("/tmp/leuktui-postgres-screens/home")
+# That one folder: the tests here run one after another, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("postgres-screens")
 
 SCREENS = {
     "runs": dict(),

@@ -16,6 +16,8 @@ from tui.seed import seed_workspace
 
 # A fixed path: the export dialog shows the workspace's paths.
 SNAPSHOT_HOME = Path("/tmp/leuktui-snapshots/home")
+# That one folder: the tests here run one after another, on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("snapshots")
 SIZES = [(80, 24), (120, 40)]
 
 
