@@ -33,12 +33,13 @@ def flags(cells, *extra: str) -> list[str]:
             "--workers", "0", *extra]
 
 
-def processes_of(run_id: int) -> list[psutil.Process]:
-    """Every process of the run still there: its ranks, and torchrun."""
+def processes_of(home, run_id: int) -> list[psutil.Process]:
+    """Every process of the run still there: its ranks, and torchrun. A worker is known by its
+    run id and its home: another test, on another xdist worker, may train a run 1 of its own."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         argv = process.info["cmdline"] or []
-        if "engine.worker" in argv and str(run_id) in argv:
+        if "engine.worker" in argv and str(run_id) in argv and str(home.home) in argv:
             found.append(process)
     return found
 
@@ -75,7 +76,7 @@ def test_cancel_stops_every_rank_a_killed_rank_fails_the_run_within_20_s_and_res
     # Cancel: every rank stops after the same step, with a checkpoint; the run resumes.
     cli("cancel", str(run_id), home=home.home)
     cancelled = wait_for(lambda: (r := db.get_run(run_id)).status == "cancelled" and r, 30, "the run to be cancelled")
-    wait_for(lambda: not processes_of(run_id), 20, "every process of the cancelled run gone")
+    wait_for(lambda: not processes_of(home, run_id), 20, "every process of the cancelled run gone")
     assert home.checkpoint_path(run_id, "last").is_file() and cancelled.error is None
     cli("resume", str(run_id), "--no-start", home=home.home)
     daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
@@ -83,14 +84,14 @@ def test_cancel_stops_every_rank_a_killed_rank_fails_the_run_within_20_s_and_res
              "the resumed run's next epoch")
 
     # SIGKILL to one rank: the run fails within 20 s and nothing of it is left.
-    ranks = wait_for(lambda: len(r := [p for p in processes_of(run_id) if "torch.distributed.run" not in p.cmdline()]) == 2 and r,
+    ranks = wait_for(lambda: len(r := [p for p in processes_of(home, run_id) if "torch.distributed.run" not in p.cmdline()]) == 2 and r,
                      30, "two ranks")
     victim = next(p for p in ranks if p.pid != db.get_run(run_id).pid)  # rank 1 (rank 0 recorded its pid)
     killed_at = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
     failed = wait_for(lambda: (r := db.get_run(run_id)).status == "failed" and r, 20, "the run to fail")
     assert time.monotonic() - killed_at < 20
-    wait_for(lambda: not processes_of(run_id), 20, "every process of the run gone")
+    wait_for(lambda: not processes_of(home, run_id), 20, "every process of the run gone")
     assert failed.epochs_done < 6
 
     # Resume with one process: the checkpoint of two is a checkpoint of one.

@@ -30,6 +30,9 @@ from runner.options import Options
 # One cluster of two CPUs for every test here: they run one after another, on one xdist worker.
 pytestmark = pytest.mark.xdist_group("slurm")
 POLL = 0.25
+# Two waves of two parallel trials: the study's ask/tell across Slurm jobs, its storage on PostgreSQL
+# (the pruning itself is asserted on the local backend, tests/e2e/test_studies.py).
+SLURM_TRIALS = 4
 
 
 def wait_for(predicate, timeout: float, message: str):
@@ -194,24 +197,26 @@ def test_a_median_study_runs_its_trials_as_slurm_jobs_with_optunas_storage_on_th
 
     from db.dialect import optuna_url
 
-    created = cluster.cli("study", "create", "slurm-search", "--space", "lr=log:1e-5:1e-1; batch_size=8,16", "--trials", "8",
+    created = cluster.cli("study", "create", "slurm-search", "--space", "lr=log:1e-5:1e-1; batch_size=8,16", "--trials", str(SLURM_TRIALS),
                           "--parallel", "2", "--startup-trials", "2", "--warmup-epochs", "0", "--data-dir", str(cluster.data), "--image-size", "16",
-                          "--epochs", "4", "--rotation", "0", "--amp", "off", "--workers", "0", "--seed", "3", "--json")
+                          "--epochs", "3", "--rotation", "0", "--amp", "off", "--workers", "0", "--seed", "3", "--json")
     study_id = json.loads(created.stdout[: created.stdout.rindex("}") + 1])["study_id"]
-    shown = wait_for(lambda: (s := json.loads(cluster.cli("study", "show", "slurm-search", "--json").stdout))["state"] == "finished" and s,
-                     420, "the study to finish on Slurm")
+    # Waits on the study's row (a cheap read that leaves the CPU to the trials), then asks as a user would.
+    wait_for(lambda: any(s.id == study_id and s.study.get("finished_at") for s in cluster.db.studies()), 420, "the study to finish on Slurm")
+    shown = json.loads(cluster.cli("study", "show", "slurm-search", "--json").stdout)
+    assert shown["state"] == "finished"
     runs = [run for run in cluster.db.sweep_runs(study_id) if run.trial is not None]
-    assert len(runs) == 8 and len({run.trial for run in runs}) == 8
+    assert len(runs) == SLURM_TRIALS and len({run.trial for run in runs}) == SLURM_TRIALS
     assert all(run.backend == "slurm" and run.job_id for run in runs)
     # Whether the pruner stops one here depends on the training (tests/e2e/test_studies.py asserts it does);
     # every trial ended as its run did, and a pruned one stopped early.
     assert {run.status for run in runs} <= {"completed", "pruned"}
-    assert all(run.epochs_done < 4 for run in runs if run.status == "pruned")
+    assert all(run.epochs_done < 3 for run in runs if run.status == "pruned")
     # Optuna's RDB storage lives in the same database (schema optuna), and a plain load_study reads it.
     assert shown["storage"].endswith("options=-csearch_path%3Doptuna") and "***" in shown["storage"]
     study = optuna.load_study(study_name="slurm-search", storage=optuna_url(cluster.env["LEUKTUI_DB"]))
     by_number = {t.number: t for t in study.trials}
-    assert len(by_number) == 8
+    assert len(by_number) == SLURM_TRIALS
     for run in runs:
         assert by_number[run.trial].state.name == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.status]
         assert by_number[run.trial].params["lr"] == pytest.approx(run.config["lr"])

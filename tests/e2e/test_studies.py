@@ -19,7 +19,7 @@ from engine.synth import make_dataset
 from runner import daemon
 from runner.options import Options
 
-TRIALS = 8
+TRIALS = 6  # the random start-up trials of a seeded TPE: 4 and 5 (lr 2e-5 and 0.03) train no better than chance and are pruned
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +62,17 @@ def test_a_median_study_prunes_survives_a_killed_scheduler_and_optuna_reads_the_
     second = daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
     assert second != first
 
-    shown = wait_for(lambda: (s := json.loads(cli("study", "show", "lr-search", "--json", home=home.home).stdout))["state"] == "finished" and s,
-                     400, "the study to finish")
+    # Waits on the study's row (a cheap read that leaves the CPU to the trials), then asks as a user would.
+    wait_for(lambda: any(s.id == study_id and s.study.get("finished_at") for s in db.studies()), 400, "the study to finish", interval=0.5)
+    shown = json.loads(cli("study", "show", "lr-search", "--json", home=home.home).stdout)
+    assert shown["state"] == "finished"
     runs = {run.id: run for run in trial_runs()}
     assert len(runs) == TRIALS and len(shown["trials"]) == TRIALS
     numbers = sorted(run.trial for run in runs.values())
     assert numbers == sorted(set(numbers)), "one run per trial"
     assert {run.status for run in runs.values()} <= {COMPLETED, PRUNED}
     pruned = [run for run in runs.values() if run.status == PRUNED]
-    assert pruned, "the median pruner stopped at least one of eight trials"
+    assert pruned, "the median pruner stopped at least one trial"
     for run in pruned:  # stopped early, after a checkpoint, which is there
         assert 1 <= run.epochs_done < 4
         assert home.checkpoint_path(run.id, "last").is_file()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from conftest import run_cli, tiny_config, wait_for
+from conftest import cli, run_cli, tiny_config, wait_for
 from db import Database, Workspace, states
 from db.vocabulary import metric
 from engine.checkpoint import CheckpointError, CheckpointSaver, load_checkpoint
@@ -184,7 +184,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_the_cache_intact(full_di
 
 def test_an_export_to_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, full_disk, cells):
     home = tmp_path / "home"
-    run_cli("run", "--data-dir", str(cells), "--image-size", "16", "--epochs", "1", "--batch-size", "8", "--amp", "off", home=home)
+    cli("run", "--data-dir", str(cells), "--image-size", "16", "--epochs", "1", "--batch-size", "8", "--amp", "off", home=home)
     filler = full_disk / "filler"
     with filler.open("wb") as out, contextlib.suppress(OSError):
         out.write(b"\0" * (1 << 20))
