@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@echo "leuktui: $(VENV) is ready"
 
 compile: $(STAMP)
-	@$(PY) -m compileall -q -j 0 leuktui engine runner db tests bench > /dev/null
+	@$(PY) -m compileall -q -j 0 leuktui engine runner db tests bench
 
 $(DEMO)/train.csv: | $(STAMP)
 	$(VENV)/bin/leuktui data synth $(DEMO) --n-train 600 --n-valid 200 --n-test 200 --size 96
@@ -50,8 +50,8 @@ services:
 	tests/services/up.sh
 
 # The services start while pip installs (apt and pip each keep one core busy); the suite then runs
-# on one pytest-xdist worker a CPU (TEST_WORKERS=1 for one process).
-TEST_WORKERS ?= $(shell nproc)
+# on one pytest-xdist worker a CPU, at most 8 (TEST_WORKERS=0: in this one process).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); [ "$$n" -gt 8 ] && n=8; echo $$n)
 test:
 	@mkdir -p build
 	@$(MAKE) --no-print-directory -j2 lint build/services.env

@@ -81,7 +81,9 @@ def start_detached(workspace: Workspace, options: Options | None = None, *, wait
     deadline = time.time() + wait
     while time.time() < deadline:
         pid = running_pid(workspace)
-        if pid and pid > 0:
+        # Until the one started here writes its pid, the file may still hold the pid of a scheduler
+        # that died (killed, it left the file); only its own pid, or another's once it lost the race, counts.
+        if pid and pid > 0 and (process is None or pid == process.pid or process.poll() is not None):
             return pid
         if pid is None and process is not None and process.poll() is not None:  # it failed, or lost a race
             pid = running_pid(workspace)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from db import Database, Workspace
-from engine.synth import make_dataset
 
 # Printed by tests/services/up.sh; `make test` passes it on.
 PG_URL_VARIABLE = "LEUKTUI_TEST_PG_URL"
@@ -26,21 +25,24 @@ def pytest_configure(config):
     """Under pytest-xdist (``make test`` runs ``-n`` one worker a CPU), each worker and every
     process its tests start keep to a share of the CPUs of their own, with one torch thread a CPU.
     Trainings of two workers side by side on the same cores would each spin OpenMP threads waiting
-    for a core the other holds, and cost both of them time (measured: bench/README, make test)."""
+    for a core the other holds, and cost both of them time (measured: bench/README, make test).
+    It runs before numpy or torch is imported here (this module imports neither at its top), so
+    their thread pools take the share's size; with more workers than CPUs, workers share a CPU."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
         return
     cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < count:
-        return
-    share = set(cpus[int(worker.removeprefix("gw")) % count::count])
+    index = int(worker.removeprefix("gw"))
+    share = set(cpus[index % count::count]) if len(cpus) >= count else {cpus[index % len(cpus)]}
     os.sched_setaffinity(0, share)
-    os.environ["OMP_NUM_THREADS"] = str(len(share))  # torch reads it when it loads; children inherit it
+    os.environ["OMP_NUM_THREADS"] = str(len(share))  # torch and OpenBLAS read it when they load; children inherit it
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small dataset in the lab's layout, made once per test session (read-only by convention)."""
+    from engine.synth import make_dataset
+
     return make_dataset(tmp_path_factory.mktemp("data") / "tiny", **TINY)
 
 

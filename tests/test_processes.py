@@ -4,6 +4,7 @@ process take turns on the writer lock, and a run's phase reaches the database an
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -183,3 +184,16 @@ def test_a_write_behind_a_stopped_holder_of_the_lock_waits_a_bounded_time(db, mo
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_a_process_counts_the_cpus_it_may_use_not_the_machines():
+    """What the scheduler and a DDP worker divide into threads: under `taskset` (or a pinned test
+    worker, or a Slurm CPU binding) the affinity's CPUs, never every core of the machine."""
+    probe = "import os, sys; from db.settings import usable_cpus; os.sched_setaffinity(0, {int(sys.argv[1])}); print(usable_cpus())"
+    first = min(os.sched_getaffinity(0))
+    pinned = subprocess.run([sys.executable, "-c", probe, str(first)], capture_output=True, text=True, check=True)
+    assert pinned.stdout.strip() == "1"
+    from db.settings import usable_cpus
+
+    assert usable_cpus() == len(os.sched_getaffinity(0)) >= 1

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import cli, run_cli, wait_for
 from db import Database
-from db.settings import usable_cpus
 from engine.synth import make_dataset
 from runner import daemon
 from runner.options import Options
@@ -120,7 +119,7 @@ def test_what_several_processes_cannot_do_here_is_one_line_naming_the_flag(tmp_p
     assert too_many.returncode == 2 and "--nproc: 99 is outside [1, 64]" in too_many.stderr
 
 
-def test_the_scheduler_gives_a_run_of_n_processes_n_gpus_or_its_share_of_the_cpu(home, cells):
+def test_the_scheduler_gives_a_run_of_n_processes_n_gpus_or_its_share_of_the_cpu(home, cells, monkeypatch):
     from engine.config import RunConfig
     from runner import control
     from runner.backends.base import Handle
@@ -144,5 +143,8 @@ def test_the_scheduler_gives_a_run_of_n_processes_n_gpus_or_its_share_of_the_cpu
     on_cpu.handles[one.id] = Handle(one.id, 1, "cpu", 0.0, slots=1)
     free = on_cpu.slots()
     assert on_cpu.place(two, free) == "cpu" and on_cpu.place(four, free) is None
-    assert on_cpu.worker_env("cpu", two)["LEUKTUI_THREADS"] == str(max(1, usable_cpus() * 2 // 3))
+    monkeypatch.setattr("runner.scheduler.usable_cpus", lambda: 12)  # 12 CPUs this process may use
+    assert on_cpu.worker_env("cpu", two)["LEUKTUI_THREADS"] == "8"  # two slots of three: 8 threads
+    monkeypatch.setattr("runner.scheduler.usable_cpus", lambda: 1)
+    assert on_cpu.worker_env("cpu", two)["LEUKTUI_THREADS"] == "1"  # never none
     db.close()

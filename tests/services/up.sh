@@ -3,7 +3,7 @@
 # programs they drive (chromium, openssh), and print the servers' environment lines, KEY=VALUE,
 # one a line:
 #
-#   env $(tests/services/up.sh) .venv/bin/python -m pytest      # what `make test` does
+#   env $(tests/services/up.sh) .venv/bin/python -m pytest      # `make test` adds -n and --dist loadgroup
 #   tests/services/up.sh stop
 #
 # A service that cannot start is reported on stderr and left out; its tests then skip, naming it
