@@ -163,24 +163,11 @@ def no_process_outlives_its_test(tmp_path):
 
 @pytest.fixture
 def home(tmp_path):
-    """A workspace whose scheduler and running workers are killed when the test ends."""
-    import signal
+    """A workspace in the test's folder: its scheduler and workers, whose command lines name it,
+    are killed when the test ends (``no_process_outlives_its_test``)."""
+    return Workspace(tmp_path / "home").ensure()
 
-    from runner import daemon
 
-    workspace = Workspace(tmp_path / "home").ensure()
-    yield workspace
-    pid = daemon.running_pid(workspace)
-    if pid and pid > 0:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    database = Database(workspace.db_url)
-    for run in database.list_runs(statuses=["running"]):
-        if run.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGCONT)
-                os.kill(run.pid, signal.SIGKILL)
-    database.close()
 def service_missing(message: str) -> None:
     """A test service is not there: skip with a line naming it, or fail where ``$CI`` is set."""
     if os.environ.get("CI"):
