@@ -54,6 +54,35 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
+def check_weights(model: nn.Module, *, epoch: int, step: int) -> None:
+    """Raise ``TrainingDiverged`` where a weight or a BatchNorm statistic is no longer a finite
+    number. An epoch's last update can overflow although every loss before it was finite; the
+    run then fails with the same advice, not on validation probabilities that are NaN."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        return
+    name, bad = next((name, t) for name, t in (*model.named_parameters(), *model.named_buffers())
+                     if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    value = bad[~torch.isfinite(bad)].flatten()[0].item()
+    raise TrainingDiverged(
+        f"the weights became {value} at step {step} (epoch {epoch}, {name}); "
+        "try a lower --lr, --amp off, or a larger --image-size"
+    )
+
+
+def check_outputs(probabilities: np.ndarray, where: str) -> np.ndarray:
+    """``probabilities``, or ``TrainingDiverged`` where one is not a finite number: weights grown
+    too large give NaN outputs although each of them is finite. ``where`` names the images and,
+    in training, the epoch."""
+    bad = ~np.isfinite(probabilities)
+    if bad.any():
+        raise TrainingDiverged(
+            f"the model's outputs became {probabilities[bad][0]} for {int(bad.sum())} of {probabilities.size} {where}; "
+            "try a lower --lr, --amp off, or a larger --image-size"
+        )
+    return probabilities
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig):
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -223,7 +252,10 @@ def evaluate(
     *,
     mode: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    where: str | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Every registered metric and the confusion matrix on a labelled set, and P(ALL) per image."""
-    probabilities = predict_probabilities(model, images, config, device, precision, mode=mode, on_batch=on_batch)
+    """Every registered metric and the confusion matrix on a labelled set, and P(ALL) per image.
+    Outputs that are not numbers raise ``TrainingDiverged`` (see ``check_outputs``)."""
+    probabilities = check_outputs(predict_probabilities(model, images, config, device, precision, mode=mode, on_batch=on_batch),
+                                  where or "images")
     return classification_metrics(labels, probabilities), probabilities

@@ -25,7 +25,7 @@ from engine.datasets import DatasetError, Split, default_test_csv, load_split, l
 from engine.device import make_precision, resolve_device
 from engine.errors import UserError
 from engine.files import atomic_write
-from engine.loop import evaluate, predict_probabilities
+from engine.loop import check_outputs, evaluate, predict_probabilities
 from engine.models import build_model, strip_compile_prefix
 from engine.pipeline import Preprocess, decode_images
 
@@ -98,8 +98,8 @@ def predict_split(loaded: LoadedRun, workspace: Workspace, split: Split, mode: s
     """P(ALL) per image of ``split`` under the test-time views of ``mode``."""
     precision = make_precision(loaded.device, loaded.config.amp)
     images = _images(loaded, workspace, split, on_phase)
-    return predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode,
-                                 on_batch=_batches(on_batch, on_phase))
+    return check_outputs(predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode,
+                                               on_batch=_batches(on_batch, on_phase)), f"images of {split.source.name}")
 
 
 def evaluate_run(
@@ -123,7 +123,8 @@ def evaluate_run(
     precision = make_precision(loaded.device, loaded.config.amp)
     images = _images(loaded, workspace, data, on_phase)
     metrics, probabilities = evaluate(
-        loaded.model, images, labels, loaded.config, loaded.device, precision, mode=mode, on_batch=_batches(on_batch, on_phase)
+        loaded.model, images, labels, loaded.config, loaded.device, precision, mode=mode, on_batch=_batches(on_batch, on_phase),
+        where=f"{split} images",
     )
     predictions = [
         (s.ident, float(p), int(p >= 0.5), s.label) for s, p in zip(data.samples, probabilities, strict=True)

@@ -40,6 +40,8 @@ from engine.loop import (
     TrainState,
     build_optimizer,
     build_scheduler,
+    check_outputs,
+    check_weights,
     evaluate,
     loss_function,
     predict_probabilities,
@@ -366,6 +368,7 @@ class Trainer:
             )
             if ranks is not None:
                 train = distributed.reduce_training(train, device)
+            check_weights(net, epoch=epoch, step=state.step)
             eval_started = time.perf_counter()
             if config.final_fit:
                 metrics, probabilities = {"confusion": None}, None
@@ -373,10 +376,12 @@ class Trainer:
                 self.on_phase(f"epoch {epoch}/{config.epochs} validating")
                 scored = average.module if average is not None else (model if ranks is not None else net)
                 on_batch = lambda done, total, epoch=epoch: self.on_phase(f"epoch {epoch}/{config.epochs} validating {done}/{total}")  # noqa: E731
+                where = f"validation images after epoch {epoch} (step {state.step})"
                 if ranks is None:
-                    metrics, probabilities = evaluate(scored, valid_images, valid_labels, config, device, precision, on_batch=on_batch)
+                    metrics, probabilities = evaluate(scored, valid_images, valid_labels, config, device, precision, on_batch=on_batch,
+                                                      where=where)
                 else:
-                    metrics, probabilities = self._evaluate_shared(scored, valid_images, valid_labels, device, precision, on_batch)
+                    metrics, probabilities = self._evaluate_shared(scored, valid_images, valid_labels, device, precision, on_batch, where)
             row = epoch_row(epoch, train, metrics, lr, train["seconds"] + (time.perf_counter() - eval_started))
             if scheduler is not None:
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -428,11 +433,12 @@ class Trainer:
         self.log.info("run %d completed", self.run_id)
         return COMPLETED
 
-    def _evaluate_shared(self, model, images, labels, device, precision, on_batch):
+    def _evaluate_shared(self, model, images, labels, device, precision, on_batch, where):
         """DDP validation: each rank scores its share of the images with rank 0's network, and
-        every rank gets the whole set's probabilities, each image counted once."""
+        every rank gets the whole set's probabilities, each image counted once (and checks them
+        all, so that every rank stops alike)."""
         distributed.share_buffers(model)
         mine = distributed.shard_indices(len(images), self.ranks)
-        probabilities = distributed.gather_in_order(
-            predict_probabilities(model, images[mine], self.config, device, precision, on_batch=on_batch), len(images), self.ranks)
+        probabilities = check_outputs(distributed.gather_in_order(
+            predict_probabilities(model, images[mine], self.config, device, precision, on_batch=on_batch), len(images), self.ranks), where)
         return classification_metrics(labels, probabilities), probabilities

@@ -10,7 +10,7 @@ from runner.control import create_run
 
 @pytest.mark.slow
 def test_resnet18_learns_the_synthetic_cells_well_but_not_perfectly(tmp_path, db, workspace):
-    root = make_dataset(tmp_path / "cells", n_train=480, n_valid=300, n_test=4, size=48, seed=11)
+    root = make_dataset(tmp_path / "cells", n_train=320, n_valid=200, n_test=4, size=48, seed=11)
     config = tiny_config(root, image_size=48, batch_size=32, epochs=6, scheduler="cosine", rotation=20, workers=2)
     run = create_run(db, config)
     assert Trainer(db, workspace, run.id).run() == "completed"

@@ -134,16 +134,98 @@ def test_a_missing_image_fails_the_run_with_its_name(db, workspace, tiny_data, t
     assert failed.status == "failed" and "5.bmp" in failed.error
 
 
-def test_a_diverging_run_fails_with_advice(db, workspace, tiny_data):
+DIVERGING_MODELS = '''
+import os
+
+import torch
+from torch import nn
+
+
+class Diverging(nn.Module):
+    """A small network that goes wrong in one way: NaN logits from the third training step
+    ("loss"), an infinite buffer after the second ("weights"), or NaN outputs when evaluated
+    though every weight is finite ("outputs")."""
+
+    way = ""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = nn.Linear(3, num_classes)
+        self.register_buffer("scale", torch.ones(1))
+        self.steps = 0
+
+    def forward(self, x):
+        logits = self.head(x.mean(dim=(2, 3)))
+        if self.training:
+            self.steps += 1
+            if self.way == "loss" and self.steps > 2:
+                return logits * float("nan")
+            if self.way == "weights" and self.steps == 2:
+                self.scale.fill_(float("inf"))
+        elif self.way == "outputs" or os.environ.get("DIVERGING_MODELS_NAN"):
+            return logits * float("nan")
+        return logits
+
+
+class Loss(Diverging):
+    way = "loss"
+
+
+class Weights(Diverging):
+    way = "weights"
+
+
+class Outputs(Diverging):
+    way = "outputs"
+'''
+
+
+@pytest.mark.parametrize(("way", "says"), [
+    ("loss", "the training loss became nan at step 3"),  # the steps before it are recorded, none after
+    ("weights", "the weights became inf at step 6 (epoch 1, scale)"),  # every loss finite, a weight not
+    ("outputs", "the model's outputs became nan for 24 of 24 validation images after epoch 1 (step 6)"),  # weights finite, outputs not
+    ("resnet18", ""),  # a real network at lr 10 goes one of these ways
+])
+def test_a_diverging_run_fails_with_advice_and_records_nothing_that_is_not_a_number(db, workspace, tiny_data, tmp_path, monkeypatch,
+                                                                                   way, says):
     from engine.loop import TrainingDiverged
 
-    run = create_run(db, tiny_config(tiny_data, epochs=20, optimizer="sgd", lr=10, amp="off", rotation=0), status="queued")
-    with pytest.raises(TrainingDiverged, match="try a lower --lr"):
+    (tmp_path / "diverging_models.py").write_text(DIVERGING_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LEUKTUI_MODELS", "diverging_models")
+    model = "resnet18" if way == "resnet18" else f"diverging_models:{way.title()}"
+    run = create_run(db, tiny_config(tiny_data, fast=True, epochs=20, optimizer="sgd", lr=10, momentum=0.99, batch_size=8 if says else 4,
+                                     model=model), status="queued")
+    with pytest.raises(TrainingDiverged, match="try a lower --lr, --amp off, or a larger --image-size"):
         Trainer(db, workspace, run.id).run()
     failed = db.get_run(run.id)
-    assert failed.status == "failed" and "training loss became" in failed.error
+    assert failed.status == "failed" and says in failed.error, failed.error
     values = [v for _, v in db.steps(run.id)]
     assert values and all(np.isfinite(values)), "only finite losses are recorded"
+    if way == "loss":
+        assert [s for s, _ in db.steps(run.id)] == [1, 2]
+    if way in ("weights", "outputs"):
+        assert not db.epochs(run.id) and not db.evaluations(run.id), "no epoch and no prediction of a diverged model is recorded"
+
+
+def test_an_eval_or_export_whose_outputs_are_not_numbers_is_one_line_and_writes_nothing(db, workspace, tiny_data, tmp_path,
+                                                                                        monkeypatch):
+    from conftest import cli
+
+    (tmp_path / "diverging_models.py").write_text(DIVERGING_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LEUKTUI_MODELS", "diverging_models")
+    run = create_run(db, tiny_config(tiny_data, fast=True, epochs=1, model="diverging_models:Diverging"), status="queued")
+    assert Trainer(db, workspace, run.id).run() == "completed"
+    evaluations = len(db.evaluations(run.id))
+    monkeypatch.setenv("DIVERGING_MODELS_NAN", "1")
+    for command, says in ((["export", str(run.id), "-o", str(tmp_path / "out.csv")], "for 16 of 16 images of resnet_18_test.csv"),
+                          (["eval", str(run.id)], "for 24 of 24 valid images")):
+        result = cli(*command, home=workspace.home, check=False)
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"the model's outputs became nan {says}" in result.stderr and "try a lower --lr" in result.stderr, result.stderr
+    assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob("out.csv*"))
+    assert len(db.evaluations(run.id)) == evaluations and not db.submissions()
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
