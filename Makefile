@@ -10,20 +10,22 @@ DEMO := data/demo
 
 .PHONY: run test lint compile bench demo clean services report-example ablation-example
 
-# pip byte-compiles what it installs on one core; compileall does it on every core, for the
-# installed packages and for ours (an editable install is never compiled, and where
-# PYTHONDONTWRITEBYTECODE is set every process would compile our modules again).
+# Python writes the bytecode of what it imports into the venv, once: pip skips byte-compiling the
+# 6 GB it installs (one core's work) and the first process to import a module compiles it for every
+# later one, so only what runs is compiled. A shell's PYTHONDONTWRITEBYTECODE would make every
+# process compile torch again, so the recipes here go without it.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml
-	@echo "leuktui: setting up $(VENV), once: pip installs torch, textual and the rest (about 6 GB; 2 to 3 minutes"
+	@echo "leuktui: setting up $(VENV), once: pip installs torch, textual and the rest (about 6 GB; 1 to 2 minutes"
 	@echo "         from a local package index, longer over the network). pip's progress follows."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar on --no-compile -e '.[dev]'
-	@echo "leuktui: compiling the installed packages on $$(nproc) cores"
-	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null || true
 	touch $(STAMP)
 	@echo "leuktui: $(VENV) is ready"
 
+# Our modules compiled ahead (a syntax check before lint and run; bytecode for every process after)
 compile: $(STAMP)
 	@$(PY) -m compileall -q -j 0 leuktui engine runner db tests bench
 
