@@ -11,9 +11,10 @@ DEMO := data/demo
 .PHONY: run test lint compile bench demo clean services report-example ablation-example
 
 # Python writes the bytecode of what it imports into the venv, once: pip skips byte-compiling the
-# 6 GB it installs (one core's work) and the first process to import a module compiles it for every
-# later one, so only what runs is compiled. A shell's PYTHONDONTWRITEBYTECODE would make every
-# process compile torch again, so the recipes here go without it.
+# 6 GB it installs (one core's work); one import of what the app and a run use compiles that, as
+# the user who made the venv, and the first process to import anything else compiles it for every
+# later one. A shell's PYTHONDONTWRITEBYTECODE would make every process compile torch again, so
+# the recipes here go without it.
 unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): pyproject.toml
@@ -22,6 +23,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar on --no-compile -e '.[dev]'
+	@echo "leuktui: compiling what the app and a run import, once"
+	$(PY) -c 'import torch, torch._dynamo, sklearn.metrics, optuna, sqlalchemy, textual.app, leuktui.app, engine.train, runner.scheduler'
 	touch $(STAMP)
 	@echo "leuktui: $(VENV) is ready"
 

@@ -54,31 +54,30 @@ def build_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimize
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
+ADVICE = "try a lower --lr, --amp off, or a larger --image-size"
+
+
 def check_weights(model: nn.Module, *, epoch: int, step: int) -> None:
     """Raise ``TrainingDiverged`` where a weight or a BatchNorm statistic is no longer a finite
-    number. An epoch's last update can overflow although every loss before it was finite; the
-    run then fails with the same advice, not on validation probabilities that are NaN."""
+    number. An update can overflow although every loss was finite; the run then fails with the
+    same advice, not later on predictions that are NaN. One host sync an epoch."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
     if not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
         return
     name, bad = next((name, t) for name, t in (*model.named_parameters(), *model.named_buffers())
                      if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     value = bad[~torch.isfinite(bad)].flatten()[0].item()
-    raise TrainingDiverged(
-        f"the weights became {value} at step {step} (epoch {epoch}, {name}); "
-        "try a lower --lr, --amp off, or a larger --image-size"
-    )
+    raise TrainingDiverged(f"the weights became {value} by step {step}, the end of epoch {epoch} ({name}); {ADVICE}")
 
 
-def check_outputs(probabilities: np.ndarray, where: str) -> np.ndarray:
+def check_outputs(probabilities: np.ndarray, where: str, advice: str = ADVICE) -> np.ndarray:
     """``probabilities``, or ``TrainingDiverged`` where one is not a finite number: weights grown
-    too large give NaN outputs although each of them is finite. ``where`` names the images and,
-    in training, the epoch."""
+    too large give NaN outputs although each of them is finite. ``where`` names the images (and
+    the epoch, or the run and checkpoint)."""
     bad = ~np.isfinite(probabilities)
     if bad.any():
         raise TrainingDiverged(
-            f"the model's outputs became {probabilities[bad][0]} for {int(bad.sum())} of {probabilities.size} {where}; "
-            "try a lower --lr, --amp off, or a larger --image-size"
+            f"the model's outputs became {probabilities[bad][0]} for {int(bad.sum())} of {probabilities.size} {where}; {advice}"
         )
     return probabilities
 
@@ -159,8 +158,7 @@ def train_one_epoch(
             log_steps(rows if bad is None else rows[:bad])
         if bad is not None:
             raise TrainingDiverged(
-                f"the training loss became {rows[bad][2]} at step {rows[bad][0]}; "
-                "try a lower --lr, --amp off, or a larger --image-size"
+                f"the training loss became {rows[bad][2]} at step {rows[bad][0]}; {ADVICE}"
             )
 
     for index, (x, y) in enumerate(iterate_batches(images, labels, batches, device), start=1):
@@ -253,9 +251,10 @@ def evaluate(
     mode: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     where: str | None = None,
+    advice: str = ADVICE,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Every registered metric and the confusion matrix on a labelled set, and P(ALL) per image.
     Outputs that are not numbers raise ``TrainingDiverged`` (see ``check_outputs``)."""
     probabilities = check_outputs(predict_probabilities(model, images, config, device, precision, mode=mode, on_batch=on_batch),
-                                  where or "images")
+                                  where or "images", advice)
     return classification_metrics(labels, probabilities), probabilities

@@ -34,12 +34,20 @@ class PredictError(UserError):
     """A prediction request a user can fix (no checkpoint, bad output path); one line."""
 
 
+RETRAIN = "its training diverged: retrain with a lower --lr, --amp off, or a larger --image-size"
+
 @dataclass
 class LoadedRun:
     config: RunConfig
     model: torch.nn.Module
     device: torch.device
     epoch: int
+    run_id: int
+    checkpoint: str
+
+    @property
+    def named(self) -> str:
+        return f"run {self.run_id}'s {self.checkpoint} checkpoint (epoch {self.epoch})"
 
 
 def tta_mode(value: str, flag: str = "--tta") -> str:
@@ -66,7 +74,7 @@ def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: 
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     model.eval()
-    return LoadedRun(config, model, torch_device, int(state["epoch"]))
+    return LoadedRun(config, model, torch_device, int(state["epoch"]), run_id, checkpoint)
 
 
 Phase = Callable[[str, int, int], None]
@@ -99,7 +107,8 @@ def predict_split(loaded: LoadedRun, workspace: Workspace, split: Split, mode: s
     precision = make_precision(loaded.device, loaded.config.amp)
     images = _images(loaded, workspace, split, on_phase)
     return check_outputs(predict_probabilities(loaded.model, images, loaded.config, loaded.device, precision, mode=mode,
-                                               on_batch=_batches(on_batch, on_phase)), f"images of {split.source.name}")
+                                               on_batch=_batches(on_batch, on_phase)),
+                         f"images of {split.source.name} with {loaded.named}", RETRAIN)
 
 
 def evaluate_run(
@@ -124,7 +133,7 @@ def evaluate_run(
     images = _images(loaded, workspace, data, on_phase)
     metrics, probabilities = evaluate(
         loaded.model, images, labels, loaded.config, loaded.device, precision, mode=mode, on_batch=_batches(on_batch, on_phase),
-        where=f"{split} images",
+        where=f"{split} images with {loaded.named}", advice=RETRAIN,
     )
     predictions = [
         (s.ident, float(p), int(p >= 0.5), s.label) for s, p in zip(data.samples, probabilities, strict=True)

@@ -37,6 +37,7 @@ from engine.distributed import Ranks
 from engine.errors import UserError
 from engine.loop import (
     StopTraining,
+    TrainingDiverged,
     TrainState,
     build_optimizer,
     build_scheduler,
@@ -368,10 +369,14 @@ class Trainer:
             )
             if ranks is not None:
                 train = distributed.reduce_training(train, device)
-            check_weights(net, epoch=epoch, step=state.step)
+            self._check_divergence(partial(check_weights, model, epoch=epoch, step=state.step))
             eval_started = time.perf_counter()
-            if config.final_fit:
+            if config.final_fit:  # no validation: a batch of training images shows outputs that are not numbers
                 metrics, probabilities = {"confusion": None}, None
+                scored = average.module if average is not None else model
+                where = f"training images after epoch {epoch} (step {state.step})"
+                self._check_divergence(lambda scored=scored, where=where: check_outputs(
+                    predict_probabilities(scored, train_images[:config.batch_size], config, device, precision), where))
             else:
                 self.on_phase(f"epoch {epoch}/{config.epochs} validating")
                 scored = average.module if average is not None else (model if ranks is not None else net)
@@ -432,6 +437,22 @@ class Trainer:
         self._finish(COMPLETED)
         self.log.info("run %d completed", self.run_id)
         return COMPLETED
+
+    def _check_divergence(self, check: Callable[[], object]) -> None:
+        """Run ``check`` (it raises ``TrainingDiverged``) on the network rank 0 saves; with several
+        processes every rank raises with rank 0's verdict, so none waits on the others."""
+        if self.ranks is None:
+            check()
+            return
+        said = None
+        if self.main:
+            try:
+                check()
+            except TrainingDiverged as exc:
+                said = str(exc)
+        said = distributed.from_main(said)
+        if said is not None:
+            raise TrainingDiverged(said)
 
     def _evaluate_shared(self, model, images, labels, device, precision, on_batch, where):
         """DDP validation: each rank scores its share of the images with rank 0's network, and

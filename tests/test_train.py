@@ -182,30 +182,36 @@ class Outputs(Diverging):
 
 @pytest.mark.parametrize(("way", "says"), [
     ("loss", "the training loss became nan at step 3"),  # the steps before it are recorded, none after
-    ("weights", "the weights became inf at step 6 (epoch 1, scale)"),  # every loss finite, a weight not
+    ("weights", "the weights became inf by step 6, the end of epoch 1 (scale)"),  # every loss finite, a weight not
     ("outputs", "the model's outputs became nan for 24 of 24 validation images after epoch 1 (step 6)"),  # weights finite, outputs not
+    ("final", "the model's outputs became nan for 8 of 8 training images after epoch 1 (step 9)"),  # a final fit has no validation
     ("resnet18", ""),  # a real network at lr 10 goes one of these ways
 ])
 def test_a_diverging_run_fails_with_advice_and_records_nothing_that_is_not_a_number(db, workspace, tiny_data, tmp_path, monkeypatch,
                                                                                    way, says):
+    import re
+
     from engine.loop import TrainingDiverged
 
     (tmp_path / "diverging_models.py").write_text(DIVERGING_MODELS)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("LEUKTUI_MODELS", "diverging_models")
-    model = "resnet18" if way == "resnet18" else f"diverging_models:{way.title()}"
-    run = create_run(db, tiny_config(tiny_data, fast=True, epochs=20, optimizer="sgd", lr=10, momentum=0.99, batch_size=8 if says else 4,
-                                     model=model), status="queued")
-    with pytest.raises(TrainingDiverged, match="try a lower --lr, --amp off, or a larger --image-size"):
+    model = {"resnet18": "resnet18", "final": "diverging_models:Outputs"}.get(way, f"diverging_models:{way.title()}")
+    config = tiny_config(tiny_data, fast=True, epochs=20, optimizer="sgd", lr=10, momentum=0.99, batch_size=8 if says else 4, model=model,
+                         fit_on="train+valid" if way == "final" else "train")
+    run = create_run(db, config, status="queued")
+    with pytest.raises(TrainingDiverged, match="; try a lower --lr, --amp off, or a larger --image-size$"):
         Trainer(db, workspace, run.id).run()
     failed = db.get_run(run.id)
     assert failed.status == "failed" and says in failed.error, failed.error
+    assert re.match(r"the (training loss|weights|model's outputs) became (nan|-?inf) (at|by|for) ", failed.error), failed.error
     values = [v for _, v in db.steps(run.id)]
     assert values and all(np.isfinite(values)), "only finite losses are recorded"
     if way == "loss":
         assert [s for s, _ in db.steps(run.id)] == [1, 2]
-    if way in ("weights", "outputs"):
+    if way in ("weights", "outputs", "final"):
         assert not db.epochs(run.id) and not db.evaluations(run.id), "no epoch and no prediction of a diverged model is recorded"
+        assert not workspace.checkpoint_path(run.id, "last").exists(), "no checkpoint of a diverged model is saved"
 
 
 def test_an_eval_or_export_whose_outputs_are_not_numbers_is_one_line_and_writes_nothing(db, workspace, tiny_data, tmp_path,
@@ -219,11 +225,11 @@ def test_an_eval_or_export_whose_outputs_are_not_numbers_is_one_line_and_writes_
     assert Trainer(db, workspace, run.id).run() == "completed"
     evaluations = len(db.evaluations(run.id))
     monkeypatch.setenv("DIVERGING_MODELS_NAN", "1")
-    for command, says in ((["export", str(run.id), "-o", str(tmp_path / "out.csv")], "for 16 of 16 images of resnet_18_test.csv"),
-                          (["eval", str(run.id)], "for 24 of 24 valid images")):
+    for command, says in ((["export", str(run.id), "-o", str(tmp_path / "out.csv")], "for 16 of 16 images of resnet_18_test.csv with run 1's best checkpoint (epoch 1)"),
+                          (["eval", str(run.id)], "for 24 of 24 valid images with run 1's best checkpoint (epoch 1)")):
         result = cli(*command, home=workspace.home, check=False)
         assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert f"the model's outputs became nan {says}" in result.stderr and "try a lower --lr" in result.stderr, result.stderr
+        assert f"the model's outputs became nan {says}; its training diverged: retrain with a lower --lr" in result.stderr, result.stderr
     assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob("out.csv*"))
     assert len(db.evaluations(run.id)) == evaluations and not db.submissions()
 
