@@ -108,10 +108,11 @@ def _read_csv(csv_path: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows[1:]
 
 
-def read_csv_split(root: Path, csv_path: Path, *, labelled: bool, name: str) -> Split:
+def read_csv_split(root: Path, csv_path: Path, *, labelled: bool, name: str, unique: bool = False) -> Split:
     """Read a lab CSV. Labelled CSVs need ``Path,label``; test CSVs need ``Path``.
 
     A test CSV's label column, if any, is ignored, so ``valid.csv`` can stand in for a test CSV.
+    ``unique``: an ID given twice is refused, naming both lines (a submission has each ID once).
     """
     header, rows = _read_csv(csv_path)
     if "Path" not in header:
@@ -121,6 +122,7 @@ def read_csv_split(root: Path, csv_path: Path, *, labelled: bool, name: str) -> 
     if labelled and label_col is None:
         raise DatasetError(f"{csv_path}: header {','.join(header)!r} has no 'label' column")
     split = Split(name=name, source=csv_path)
+    first_line: dict[str, int] = {}
     for line_no, row in enumerate(rows, start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -129,6 +131,9 @@ def read_csv_split(root: Path, csv_path: Path, *, labelled: bool, name: str) -> 
         ident = row[path_col].strip()
         if not ident:
             raise DatasetError(f"{csv_path} line {line_no}: empty Path")
+        if unique and first_line.setdefault(ident, line_no) != line_no:
+            raise DatasetError(f"{csv_path} line {line_no}: ID {ident!r} repeats line {first_line[ident]}; "
+                               "a submission names each ID once")
         label = None
         if labelled:
             label = parse_label(row[label_col], f"{csv_path} line {line_no}")
@@ -189,7 +194,7 @@ def load_test(root: Path | str, csv_path: Path | str) -> Split:
     csv_path = Path(csv_path)
     if not csv_path.is_absolute() and not csv_path.exists():
         csv_path = root / csv_path
-    return read_csv_split(root, csv_path, labelled=False, name="test")
+    return read_csv_split(root, csv_path, labelled=False, name="test", unique=True)
 
 
 # -- checking -----------------------------------------------------------------------------

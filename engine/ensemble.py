@@ -64,7 +64,8 @@ def export_ensemble(
     if repeated:
         raise EnsembleError(f"run {repeated[0]} is named twice in the ensemble")
     output = Path(output).expanduser()
-    check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "") for run_id in run_ids])
+    check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "") for run_id in run_ids],
+                   workspace=workspace)
     mode = tta_mode(tta)
     configs = {run_id: RunConfig.from_dict(db.get_run(run_id).config) for run_id in run_ids}
     csv_paths = {run_id: resolve_test_csv(config, test_csv) for run_id, config in configs.items()}

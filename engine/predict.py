@@ -147,10 +147,11 @@ def evaluate_run(
     return evaluation, metrics
 
 
-def check_writable(output: Path, *, force: bool = False, protected: Sequence[Path | str] = ()) -> None:
+def check_writable(output: Path, *, force: bool = False, protected: Sequence[Path | str] = (), workspace: Workspace | None = None) -> None:
     """Refuse, before anything is computed, an output that is not ours to write: anything but a
     regular file or a new name (a device, a FIFO, a folder), a file inside a dataset folder
-    (``protected``: its CSVs and images), or an existing file unless ``force``."""
+    (``protected``: its CSVs and images), the workspace's own files (its database, runs and
+    caches: anywhere in it but ``exports/``), or an existing file unless ``force``."""
     folder = output.parent if str(output.parent) else Path(".")
     if output.is_dir():
         raise PredictError(f"{output}: is a folder, expected a file name")
@@ -166,6 +167,8 @@ def check_writable(output: Path, *, force: bool = False, protected: Sequence[Pat
         root = Path(root).resolve()
         if target == root or root in target.parents:
             raise PredictError(f"{output}: inside the dataset folder {root}; a submission never overwrites the dataset")
+    if workspace is not None:
+        _check_outside_workspace(output, target, workspace)
     if target.exists() and not force:
         raise PredictError(f"{output}: already exists; choose another file name, or replace it with --force "
                            "(a recorded submission there is kept aside)")
@@ -178,6 +181,18 @@ def check_writable(output: Path, *, force: bool = False, protected: Sequence[Pat
             pass
     except OSError as exc:
         raise PredictError(f"{output}: no file can be written in {folder} ({exc.strerror})") from None
+
+
+def _check_outside_workspace(output: Path, target: Path, workspace: Workspace) -> None:
+    home, exports = workspace.home.resolve(), workspace.exports_dir.resolve()
+    if (target == home or home in target.parents) and exports not in target.parents:
+        raise PredictError(f"{output}: inside the workspace {home}, among its database, runs and caches; "
+                           f"write the submission in {exports} or outside the workspace")
+    url = workspace.db_url
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
+        if target in {database, *(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))}:
+            raise PredictError(f"{output}: is the workspace's database; a submission never overwrites it")
 
 
 def write_submission_file(db: Database, output: Path, header: list[str], rows: list[list[Any]]) -> str:
@@ -220,7 +235,7 @@ def export_submission(
     (``valid.csv``) is accepted; its labels are ignored for the file and kept in the database.
     """
     output = Path(output).expanduser()
-    check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "")])
+    check_writable(output, force=force, protected=[db.get_run(run_id).config.get("data_dir", "")], workspace=workspace)
     mode = tta_mode(tta)
     if on_phase is not None:
         on_phase(f"loading run {run_id}'s {checkpoint} checkpoint", 0, 1)

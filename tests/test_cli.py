@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -120,6 +121,32 @@ def test_export_never_overwrites_what_it_does_not_own(trained, tiny_data, tmp_pa
         result = cli("export", str(run_id), "-o", str(target), "--force", home=home, check=False)
         assert result.returncode == 1 and message in result.stderr, (target, result.stderr)
     assert dataset_csv.read_bytes() == before, "the dataset is as it was"
+
+    # Nor the workspace's own files: its database, a run's checkpoint, anything in it but exports/.
+    database, checkpoint = home / "leuktui.db", home / "runs" / str(run_id) / "checkpoints" / "best.pt"
+    kept = {path: path.read_bytes() for path in (database, checkpoint)}
+    for target in (database, checkpoint, home / "runs" / "new.csv", home / "exports" / ".." / "keymap.json"):
+        result = cli("export", str(run_id), "-o", str(target), "--force", home=home, check=False)
+        assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, (target, result.stderr)
+        assert f"inside the workspace {home.resolve()}, among its database, runs and caches" in result.stderr, result.stderr
+    assert all(path.read_bytes() == data for path, data in kept.items()) and not (home / "runs" / "new.csv").exists()
+    assert not (home / "keymap.json").exists()
+    shared = tmp_path / "shared.db"  # a database outside the home ($LEUKTUI_DB) is as much the workspace's
+    with sqlite3.connect(database) as source, sqlite3.connect(shared) as copy:
+        source.backup(copy)
+    copied = shared.read_bytes()
+    result = cli("export", str(run_id), "-o", str(shared), "--force", home=home, check=False, env={"LEUKTUI_DB": f"sqlite:///{shared}"})
+    assert result.returncode == 1 and f"{shared}: is the workspace's database" in result.stderr, result.stderr
+    assert shared.read_bytes() == copied
+
+    # A test CSV that names an ID twice would make a submission Kaggle refuses: refused, naming both lines.
+    doubled = tmp_path / "doubled.csv"
+    lines = (tiny_data / "resnet_18_test.csv").read_text().splitlines()
+    doubled.write_text("\n".join([*lines, lines[3]]) + "\n")
+    result = cli("export", str(run_id), "--test-csv", str(doubled), "-o", str(tmp_path / "doubled-out.csv"), home=home, check=False)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"{doubled} line {len(lines) + 1}: ID {lines[3].split(',')[0]!r} repeats line 4" in result.stderr, result.stderr
+    assert not (tmp_path / "doubled-out.csv").exists()
 
     # The default names never collide: a second export is a second file.
     first = cli("export", str(run_id), home=home).stdout

@@ -270,6 +270,22 @@ def test_unusable_output_folders_are_refused_in_one_line(seeded, tmp_path):
     (occupied / "thesis.tex").write_text("mine")
     with pytest.raises(ReportError, match="notes: folder is not empty and holds no report"):
         build_report(db, workspace, runs, occupied)
+    # The user's own report.md is no report of leuktui's; and an old report of leuktui's with something of
+    # the user's beside it is not replaced either (a new report replaces the whole folder).
+    write_up = tmp_path / "lab3"
+    write_up.mkdir()
+    (write_up / "report.md").write_text("# My lab 3 write-up\n")
+    with pytest.raises(ReportError, match=r"lab3: folder is not empty and holds no report of leuktui's"):
+        build_report(db, workspace, runs, write_up)
+    assert (write_up / "report.md").read_text() == "# My lab 3 write-up\n"
+    old_report = tmp_path / "old-report"
+    old_report.mkdir()
+    (old_report / "report.md").write_text("# Lab 3\n\n1 run (r) · written 2026-12-01 10:00 by leuktui from the workspace `h`\n")
+    (old_report / "figures").mkdir()
+    (old_report / "thesis.txt").write_text("mine")
+    with pytest.raises(ReportError, match=r"old-report: holds 'thesis.txt', which a report does not write and a new one would replace"):
+        build_report(db, workspace, runs, old_report)
+    assert sorted(p.name for p in old_report.iterdir()) == ["figures", "report.md", "thesis.txt"]
     a_file = tmp_path / "file"
     a_file.write_text("")
     with pytest.raises(ReportError, match="file: exists and is not a folder"):

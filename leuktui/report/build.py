@@ -9,6 +9,7 @@ folder stays until the new one replaces it).
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import importlib
 import os
@@ -32,6 +33,8 @@ from runner.studies import overview as study_overview
 EXAMPLE_IMAGES = 4      # training images in the preprocessing figure, half of each class
 GALLERY = 3             # mistakes of each kind per run in the gallery, the most confident first
 REPORT_FILES = ("report.md", "report.html")
+REPORT_FOLDERS = ("figures", "tables")
+SIGNATURE = " by leuktui from the workspace "  # in every report's subtitle
 Progress = Callable[[int, int, str], None]
 
 
@@ -52,13 +55,31 @@ def check_destination(folder: Path) -> None:
     """Refuse, in one line, a folder the report cannot be written to or must not replace."""
     if folder.exists() and not folder.is_dir():
         raise ReportError(f"{folder}: exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).is_file() for name in REPORT_FILES):
-        raise ReportError(f"{folder}: folder is not empty and holds no report; choose another folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not _holds_a_report(folder):
+            raise ReportError(f"{folder}: folder is not empty and holds no report of leuktui's; choose another folder")
+        # A new report replaces the whole folder: whatever else is in it would go with the old one.
+        foreign = sorted(entry.name for entry in folder.iterdir()
+                         if not (entry.name in REPORT_FILES and entry.is_file() or entry.name in REPORT_FOLDERS and entry.is_dir()))
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise ReportError(f"{folder}: holds {foreign[0]!r}{more}, which a report does not write and a new one would replace; "
+                              "choose another folder, or move it out")
     parent = folder.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ReportError(f"{parent}: folder is not writable")
+
+
+def _holds_a_report(folder: Path) -> bool:
+    """Whether ``folder``'s report.md or report.html is one leuktui wrote (its subtitle says so near
+    the top), not a write-up of the user's that happens to have the name."""
+    for name in REPORT_FILES:
+        with contextlib.suppress(OSError), (folder / name).open("rb") as file:
+            if SIGNATURE.encode() in file.read(64 * 1024):
+                return True
+    return False
 
 
 def _publish(staging: Path, folder: Path) -> None:
@@ -473,7 +494,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     doc = Document(figures_folder)
     names = ", ".join(record.label for record in records)
     subtitle = (f"{len(records)} run{'s' if len(records) != 1 else ''} ({names}) · written "
-                f"{time.strftime('%Y-%m-%d %H:%M')} by leuktui from the workspace `{workspace.home}`")
+                f"{time.strftime('%Y-%m-%d %H:%M')}{SIGNATURE}`{workspace.home}`")
 
     # Results and submissions.
     advance("results table")
