@@ -63,7 +63,7 @@ class Split:
 def detect_layout(root: Path) -> str:
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such dataset folder")
+        raise DatasetError(f"{root}: {'not a folder; give the dataset folder' if root.exists() else 'no such dataset folder'}")
     if (root / TRAIN_CSV).is_file():
         return "csv"
     if (root / FOLDS_TRAIN[0]).is_dir():

@@ -45,6 +45,8 @@ def check_config(config: RunConfig, *, gpus: list[int] | None = None) -> None:
             raise ConfigError("pretrained", f"{path}: no such file")
         if not os.access(path, os.R_OK):
             raise ConfigError("pretrained", f"{path}: not readable")
+        if not looks_like_torch_file(path):
+            raise ConfigError("pretrained", f"{path}: not a file torch.save wrote (neither its zip archive nor a pickle)")
     if gpus is not None and config.device == "mps" and not mps_available():
         raise ConfigError("device", "'mps' asked for, but this machine has no Apple GPU (MPS is macOS on Apple silicon)")
     if gpus is not None and config.device.startswith("cuda"):
@@ -60,3 +62,14 @@ def mps_available() -> bool:
     import platform
 
     return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
+def looks_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts as a ``torch.save`` file does: a zip archive (the format since torch
+    1.6) or a pickle (the older one). The weights themselves load in the worker, with torch."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"

@@ -122,6 +122,10 @@ def parse_space(items: Sequence[str] | str, base: RunConfig | None = None) -> li
     if not parts:
         raise ConfigError("space", "empty: give FIELD=LOW:HIGH, FIELD=log:LOW:HIGH or FIELD=V1,V2,... (separated by ;)")
     kinds = _field_kinds()
+    names = [part.partition("=")[0].strip().replace("-", "_") for part in parts]
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice:
+        raise ConfigError("space", f"{twice!r} is given twice")
     params: list[Param] = []
     for part in parts:
         name, sep, spec = part.partition("=")
@@ -133,8 +137,6 @@ def parse_space(items: Sequence[str] | str, base: RunConfig | None = None) -> li
             raise ConfigError("space", RunConfig.not_a_field(name, [k for k in kinds if k not in NOT_SEARCHABLE]))
         if name in NOT_SEARCHABLE:
             raise ConfigError("space", f"{name!r} cannot be searched (a study's trials share it; set it with its flag)")
-        if any(p.name == name for p in params):
-            raise ConfigError("space", f"{name!r} is given twice")
         params.append(_parse_one(name, spec, kinds[name], base))
     return params
 
@@ -151,7 +153,9 @@ def _number(name: str, text: str) -> float:
 
 def _parse_one(name: str, spec: str, kind: str, base: RunConfig) -> Param:
     if "," in spec or ":" not in spec:
-        choices = [v.strip() for v in spec.split(",") if v.strip()]
+        choices = [v.strip() for v in spec.split(",")]
+        if "" in choices:
+            raise ConfigError("space", f"{name}: {spec!r} has an empty value (two commas, or one at an end)")
         values = list(dict.fromkeys(_checked(name, v, base) for v in choices))
         if len(values) < 2:
             raise ConfigError("space", f"{name}: one value is not a search; set it with its flag, or give two or more")

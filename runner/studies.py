@@ -134,7 +134,8 @@ def check_request(request: StudyRequest, base: RunConfig) -> tuple[list[Param], 
             ranges = ", ".join(p.text() for p in params if p.size is None)
             raise ConfigError("sampler", f"the grid sampler takes lists and stepped ranges (LOW:HIGH:STEP), not {ranges}")
         if size > MAX_GRID:
-            raise ConfigError("sampler", f"the grid has {size:,} combinations; the grid sampler takes at most {MAX_GRID:,} "
+            count = f"{size:,}" if size < 10**12 else f"about 10^{len(str(size)) - 1}"
+            raise ConfigError("sampler", f"the grid has {count} combinations; the grid sampler takes at most {MAX_GRID:,} "
                                          "(tpe or random search a space of any size)")
         if request.trials > size:
             raise ConfigError("trials", f"{request.trials} trials, but the grid has {size} combinations; ask for at most {size}")

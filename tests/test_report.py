@@ -320,9 +320,12 @@ def test_report_and_submissions_commands(seeded_home, tmp_path):
         (("report", "99"), "leuktui: error: run 99: no such run"),
         (("report", "8"), "leuktui: error: run 8: no epochs recorded yet (status queued)"),
         (("report", "--sweep", "5"), "leuktui: error: sweep 5: no such sweep"),
+        (("report", "1", "-o", "/proc/leuktui-report"), "leuktui: error: /proc: cannot write the report there"),  # fails as it writes
     ):
-        failed = cli(*args, "-o", str(tmp_path / "x"), home=seeded_home, check=False)
+        failed = cli(*args, "-o", str(tmp_path / "x"), home=seeded_home, check=False) if "-o" not in args else \
+            cli(*args, home=seeded_home, check=False)
         assert failed.returncode == 1 and failed.stderr.strip().startswith(message) and len(failed.stderr.strip().splitlines()) == 1
+        assert failed.stdout == "", "to a pipe, a failed report prints nothing but its error"
     assert not (tmp_path / "x").exists()
 
     assert "no submissions yet" in cli("submissions", home=seeded_home).stdout

@@ -56,6 +56,9 @@ def test_a_space_reads_like_the_grid_with_ranges():
     ("batch_size=2.5:8", "whole-number ends"),
     ("data_dir=a,b", "'data_dir' cannot be searched"),
     ("lr=1e-3,1e-2; lr=1,2", "'lr' is given twice"),
+    ("lr=1e-3; lr=1e-2", "'lr' is given twice"),  # not "one value is not a search": the field twice is the mistake
+    ("lr=1e-3,,1e-2", "lr: '1e-3,,1e-2' has an empty value"),
+    ("batch_size=8,16,", "batch_size: '8,16,' has an empty value"),
     ("rotation=10:5", "the range '10:5' is empty"),
     ("optimizer=adam,lion", "optimizer: 'lion' is not one of adam, adamw, sgd"),
     ("lr=0.001:0.002:5", "the step 5 leaves one value"),
@@ -83,6 +86,8 @@ def test_study_create_refuses_what_it_cannot_search(tmp_path, tiny_data):
         assert bad_name.returncode == 2 and "NAME:" in bad_name.stderr
     huge = cli("study", "create", "s", "--space", "batch_size=2:4096; epochs=1:10000", "--sampler", "grid", *data, home=home, check=False)
     assert huge.returncode == 2 and "the grid sampler takes at most 100,000" in huge.stderr
+    vast = cli("study", "create", "s", "--space", "rotation=0:180:1e-300", "--sampler", "grid", *data, home=home, check=False)
+    assert vast.returncode == 2 and "the grid has about 10^302 combinations" in vast.stderr and len(vast.stderr) < 300, vast.stderr
     assert not (home / "optuna.journal").exists() or "no spaces" not in (home / "optuna.journal").read_text()
     cli("study", "create", "s", "--space", "lr=1e-3,1e-2", *data, home=home)
     again = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", *data, home=home, check=False)

@@ -428,6 +428,11 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
     refused = cli("mistakes", "1", "--checkpoint", "last", "-o", str(tmp_path / "wrong"), home=home, check=False)
     assert refused.returncode == 2 and "not an empty folder" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert len(database.evaluations(1)) == before, "refused before any work: no evaluation recorded"
+    unwritable = Path("/proc/leuktui-mistakes")  # /proc takes no new folder, even for root
+    refused = cli("mistakes", "1", "--checkpoint", "last", "-o", str(unwritable), home=home, check=False)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert f"{unwritable}: cannot be written in /proc" in refused.stderr and ".tmp-" not in refused.stderr, refused.stderr
+    assert len(database.evaluations(1)) == before, "refused before any work: no evaluation recorded"
     last = json.loads(cli("mistakes", "1", "--checkpoint", "last", "--json", home=home).stdout)
     assert json.loads(cli("mistakes", "1", "--checkpoint", "last", "--json", home=home).stdout)["evaluation"] == last["evaluation"]
     assert len(database.evaluations(1)) == before + 1, "the last checkpoint's evaluation is recorded once, then reused"

@@ -126,6 +126,13 @@ def check_output_folder(folder: Path) -> None:
     parent = folder.parent if str(folder.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{parent}: no such folder to write {folder.name} in")
+    import tempfile
+
+    try:  # the folder is written beside its name, then renamed: a parent that takes nothing new is refused now
+        with tempfile.TemporaryDirectory(dir=parent, prefix=f".{folder.name}.tmp-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot be written in {parent} ({exc.strerror or exc}); nothing written") from None
 
 
 def cmd_mistakes(args: argparse.Namespace) -> int:
@@ -187,7 +194,10 @@ def write_mistakes(folder: Path, found: dict) -> None:
 
     check_output_folder(folder)
     parent = folder.parent if str(folder.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.tmp-"))
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot be written in {parent} ({exc.strerror or exc}); nothing written") from None
     try:
         with (staging / "mistakes.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -205,6 +215,9 @@ def write_mistakes(folder: Path, found: dict) -> None:
         if folder.exists():
             folder.rmdir()
         staging.rename(folder)
+    except OSError as exc:  # a disk that filled, a folder that went read-only as the images were copied
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(f"{folder}: writing the mistakes failed ({exc.strerror or exc}); nothing written") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

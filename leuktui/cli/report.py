@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.cam:
         draw_gallery_maps(db, workspace, runs, quiet=args.json)
     folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
-    if args.json:
+    if args.json or not sys.stdout.isatty():  # the progress bar on a terminal only: to a pipe it would leave a blank line
         result = build_report(db, workspace, runs, folder, selection=args.select, last_k=args.last_k)
     else:
         from rich.progress import BarColumn, Progress, TextColumn
