@@ -341,9 +341,11 @@ class Database:
         Refused for a run that is running at that moment (checked in the deleting transaction,
         not against what a caller read earlier)."""
         def work(session: Session) -> int:
-            status = session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
+            status, cancelling = session.execute(
+                select(Run.status, Run.cancel_requested_at).where(Run.id == run_id).with_for_update()).one_or_none() or (None, None)
             if status == RUNNING:
-                raise RunBusy(f"run {run_id} is running; cancel it first")
+                raise RunBusy(f"run {run_id} is cancelling; delete it once it has stopped" if cancelling else
+                              f"run {run_id} is running; cancel it first")
             evaluations = select(Evaluation.id).where(Evaluation.run_id == run_id)
             session.execute(delete(Prediction).where(Prediction.evaluation_id.in_(evaluations)))
             session.execute(delete(Evaluation).where(Evaluation.run_id == run_id))

@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.vocabulary import FINISHED_STATUSES, METRICS, RUN_STATUSES, WAITING_STATUSES
+from db.vocabulary import (
+    CANCELLING,
+    FINISHED_STATUSES,
+    METRICS,
+    RUN_STATUSES,
+    RUNNING,
+    WAITING_STATUSES,
+)
 
 __all__ = ["FINISHED_STATUSES", "RUN_STATUSES", "WAITING_STATUSES"]
 
@@ -101,6 +108,12 @@ class Run(Base):
     job_id: Mapped[str | None] = mapped_column(String(64))
     # A study's trial: the number of its Optuna trial (a resumed trial continues as a new one).
     trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @property
+    def state(self) -> str:
+        """The status in words for messages and listings: ``cancelling`` for a running run whose
+        cancel was asked for, else the status."""
+        return CANCELLING if self.status == RUNNING and self.cancel_requested_at else self.status
 
     @property
     def owner(self) -> str:

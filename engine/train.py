@@ -431,7 +431,7 @@ class Trainer:
             if config.early_stop and self.saver.bad_epochs >= config.early_stop:
                 self.log.info("early stop: %d epochs without a better %s", self.saver.bad_epochs, config.best_metric)
                 break
-            if self.stop.is_set():
+            if epoch < config.epochs and self.stop.is_set():  # after the last epoch a stop has nothing left to stop
                 raise StopTraining
 
         self._finish(COMPLETED)

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from db.models import Epoch, Evaluation, Run
-from db.vocabulary import CANCELLING, METRICS, RUNNING, epoch_metrics
+from db.vocabulary import METRICS, RUNNING, epoch_metrics
 
 EPOCH_COLUMNS = (
     "epoch", "step", "train_loss", "train_acc", *(m.epoch_column for m in METRICS), "confusion", "lr", "seconds", "images_per_s",
@@ -77,6 +77,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "id": run.id,
         "name": run.name,
         "status": run.status,
+        "state": run.state,  # the status as ls shows it: cancelling while a cancel is pending
         "model": run.model,
         "epochs_done": run.epochs_done,
         "epochs": run.config.get("epochs"),
@@ -122,8 +123,6 @@ def best_metrics(run: Run) -> dict[str, float | None]:
 def status_text(run: Run) -> str:
     """The status as the app and ``ls`` show it: while a run is running, what it is doing now
     (``epoch 2/6 step 12/40``), or ``cancelling`` once its cancel was asked for."""
-    if run.status != RUNNING:
-        return run.status
-    if run.cancel_requested_at:
-        return CANCELLING
+    if run.state != RUNNING:
+        return run.state
     return run.phase or run.status

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -215,8 +216,14 @@ def cancel(db: Database, run_id: int) -> str:
     if states.move(db, run_id, CANCELLED, only_from=WAITING_STATUSES, finished_at=now):
         return CANCELLED
     if db.update_run(run_id, when_status=(RUNNING,), cancel_requested_at=now):
+        from runner.processes import is_alive
+
+        run = db.get_run(run_id)
+        if (run.pid and not run.job_id and run.host in (None, socket.gethostname()) and not is_alive(run.pid, run.pid_started_at)
+                and states.finish(db, run_id, CANCELLED, finished_at=now)):
+            return CANCELLED  # its process died with no scheduler to notice: nothing is left to stop, so it ends here
         return CANCELLING
-    raise QueueError(f"run {run_id} is {run.status}; nothing to cancel")
+    raise QueueError(f"run {run_id} is {run.state}; nothing to cancel")
 
 
 def hold(db: Database, run_id: int) -> None:
@@ -240,7 +247,7 @@ def retry(db: Database, run_id: int) -> Run:
     """A new queued run with the same config, linked to the old one."""
     old = db.get_run(run_id)
     if old.status not in FINISHED_STATUSES:
-        raise QueueError(f"run {run_id} is {old.status}; only finished runs can be retried")
+        raise QueueError(f"run {run_id} is {old.state}; only finished runs can be retried")
     config = RunConfig.from_dict(old.config)
     return db.create_run(
         config=config.to_dict(), config_hash=old.config_hash, model=old.model, name=f"{old.name} (retry)",
@@ -264,7 +271,7 @@ def set_processes(db: Database, run_id: int, nproc: int, *, workspace: Workspace
     number); checked as a new run's config would be."""
     run = db.get_run(run_id)
     if run.status not in RESUMABLE_STATUSES:
-        raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")
+        raise QueueError(f"run {run_id} is {run.state}; only interrupted, cancelled or failed runs resume")
     config = RunConfig.from_dict(run.config).replace(nproc=nproc)
     if workspace is not None:
         preflight(config, workspace, here=here)
@@ -277,7 +284,7 @@ def resume(db: Database, run_id: int) -> None:
     run = db.get_run(run_id)
     if not states.move(db, run_id, QUEUED, only_from=RESUMABLE_STATUSES, error=None, finished_at=None,
                        cancel_requested_at=None, pid=None):
-        raise QueueError(f"run {run_id} is {run.status}; only interrupted, cancelled or failed runs resume")
+        raise QueueError(f"run {run_id} is {run.state}; only interrupted, cancelled or failed runs resume")
 
 
 # -- the final fit -------------------------------------------------------------------------------------

@@ -108,7 +108,20 @@ def stop(workspace: Workspace, *, wait: float = 10.0) -> int | None:
     deadline = time.time() + wait
     while time.time() < deadline and running_pid(workspace):
         time.sleep(0.05)
+    if running_pid(workspace):
+        halted = _process_state(pid) == "T"
+        raise UserError(f"scheduler {pid} was asked to exit but is still running after {wait:.0f} s"
+                        + (f" (its process is stopped: `kill -CONT {pid}` lets it exit)" if halted else "; its log may say why"))
     return pid
+
+
+def _process_state(pid: int) -> str | None:
+    """The one-letter state ``ps`` shows (R, S, T for stopped, ...), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def serve(workspace: Workspace, options: Options) -> int:

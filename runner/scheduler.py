@@ -170,6 +170,9 @@ class Scheduler:
                 log.info("adopted run %d (pid %d)", run.id, run.pid)
             elif is_alive(run.pid, run.pid_started_at):
                 log.info("run %d trains in the foreground (pid %d); leaving it be", run.id, run.pid)
+            elif run.cancel_requested_at:  # its cancel was asked for: there is nothing left to stop
+                states.finish(self.db, run.id, CANCELLED, finished_at=time.time())
+                log.info("run %d was cancelling without a worker: cancelled", run.id)
             else:
                 states.finish(self.db, run.id, INTERRUPTED,
                               error="the worker was gone when the scheduler started; resume to continue")

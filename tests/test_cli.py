@@ -399,3 +399,54 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, command):
     finally:
         os.close(writer)
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_a_foreground_resume_of_a_run_stopped_before_its_first_checkpoint_starts_from_epoch_1(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    flags = ("--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "8", "--epochs", "1", "--rotation", "0", "--amp", "off")
+    (run_id,) = json.loads(cli("queue", *flags, "--no-start", "--json", home=home).stdout)["run_ids"]
+    cli("cancel", str(run_id), home=home)
+    assert json.loads(cli("show", str(run_id), "--json", home=home).stdout)["status"] == "cancelled"
+    resumed = cli("resume", str(run_id), "--foreground", home=home, check=False)
+    assert resumed.returncode == 0 and f"run {run_id} completed" in resumed.stdout, resumed.stdout + resumed.stderr
+    shown = json.loads(cli("show", str(run_id), "--json", home=home).stdout)
+    assert shown["status"] == "completed" and [e["epoch"] for e in shown["epochs"]] == [1]
+
+
+def test_a_run_whose_cancel_is_pending_is_cancelling_in_every_message_and_listing(tmp_path, tiny_data):
+    from db import Database, Workspace, states
+    from runner import control
+
+    home = tmp_path / "home"
+    (run_id,) = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--json", home=home).stdout)["run_ids"]
+    db = Database(Workspace(home).db_url)
+    assert states.move(db, run_id, "running", phase="epoch 1/10 step 3/6")  # as its worker does
+    assert control.cancel(db, run_id) == "cancelling"  # no worker here to act on it: it stays pending
+    for args, says in ((("delete", str(run_id), "--yes"), f"run {run_id} is cancelling; delete it once it has stopped"),
+                       (("resume", str(run_id), "--no-start"), f"run {run_id} is cancelling; only interrupted, cancelled or failed runs"),
+                       (("retry", str(run_id), "--no-start"), f"run {run_id} is cancelling; only finished runs can be retried")):
+        result = cli(*args, home=home, check=False)
+        assert result.returncode != 0 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+    (listed,) = json.loads(cli("ls", "--json", home=home).stdout)
+    assert (listed["status"], listed["state"]) == ("running", "cancelling")
+    assert json.loads(cli("queue", "ls", "--json", home=home).stdout)["runs"][0]["state"] == "cancelling"
+    assert "cancelling" in cli("ls", home=home).stdout
+    db.close()
+
+
+def test_a_cancel_of_a_run_whose_process_died_with_no_scheduler_ends_it_cancelled(tmp_path, tiny_data):
+    import subprocess
+
+    from db import Database, Workspace, states
+    from runner import control
+
+    home = tmp_path / "home"
+    (run_id,) = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--json", home=home).stdout)["run_ids"]
+    db = Database(Workspace(home).db_url)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert states.move(db, run_id, "running", pid=gone.pid, host=None)  # its worker killed, and no scheduler running
+    assert control.cancel(db, run_id) == "cancelled"
+    run = db.get_run(run_id)
+    assert run.status == "cancelled" and run.finished_at and run.pid is None
+    db.close()

@@ -94,6 +94,14 @@ def test_cancel_then_resume_continues_without_duplicates(db, workspace, tiny_dat
     assert [e.lr for e in db.epochs(run.id)] == pytest.approx([e.lr for e in db.epochs(uninterrupted.id)])
 
 
+def test_a_cancel_that_arrives_after_the_last_epoch_leaves_the_run_completed(db, workspace, tiny_data):
+    stop = threading.Event()
+    run, status = _train(db, workspace, tiny_config(tiny_data, fast=True, epochs=2),
+                         on_event=lambda event: event["type"] == "epoch" and event["epoch"] == 2 and stop.set(), stop=stop)
+    assert stop.is_set() and status == "completed" and run.status == "completed"
+    assert [e.epoch for e in db.epochs(run.id)] == [1, 2]
+
+
 def test_early_stopping_ends_after_patience_epochs_without_improvement(db, workspace, tiny_data):
     run, _ = _train(db, workspace, tiny_config(tiny_data, epochs=6, early_stop=1, best_metric="val_loss", lr=0.05))
     losses = [e.val_loss for e in db.epochs(run.id)]

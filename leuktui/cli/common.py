@@ -206,13 +206,14 @@ def phase_printer():
     return on_phase
 
 
-def ensure_scheduler(workspace: Workspace, no_start: bool) -> None:
+def ensure_scheduler(workspace: Workspace, no_start: bool, *, json: bool = False) -> None:
+    """Start the scheduler unless ``no_start`` and say so: on stderr where stdout is ``--json``'s."""
     if no_start:
         return
     from runner.daemon import LOG_FILE, start_detached
 
     pid = start_detached(workspace)
-    print(f"scheduler running (pid {pid}); log: {workspace.home / LOG_FILE}")
+    print(f"scheduler running (pid {pid}); log: {workspace.home / LOG_FILE}", file=sys.stderr if json else sys.stdout)
 
 
 def ask(question: str) -> bool:

@@ -99,7 +99,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
             out.print(text(f"sweep {sweep.id} '{sweep.name}': {len(runs)} runs over {factors}"))
         for run in runs:
             out.print(text(f"queued run {run.id} {run.name}"))
-    ensure_scheduler(workspace, args.no_start)
+    ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
     return 0
 
 
@@ -117,7 +117,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
         for run in runs:
             out.print(text(f"queued run {run.id} {run.name}: train + valid, {run.config['epochs']} epochs, seed {run.config['seed']}"))
         out.print(text(f"when they finish: leuktui finalize {args.run} --export (they have no validation score)"))
-    ensure_scheduler(workspace, args.no_start)
+    ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
     return 0
 
 
@@ -173,7 +173,7 @@ def cmd_queue_op(args: argparse.Namespace) -> int:
     elif args.operation == "retry":
         run = control.retry(db, args.run)
         console().print(text(f"queued run {run.id} {run.name} (retry of {args.run})"))
-        ensure_scheduler(workspace, args.no_start)
+        ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
     else:
         getattr(control, args.operation)(db, args.run)
         print(f"run {args.run}: {args.operation} done")

@@ -107,12 +107,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
             print(f"run {args.run} queued to resume from its last checkpoint")
         else:
             print(f"run {args.run} queued; it stopped before its first checkpoint, so it starts from epoch 1")
-        ensure_scheduler(workspace, args.no_start)
+        ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
         return 0
     run = db.get_run(args.run)
     if not states.move(db, run.id, RUNNING, only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None):
-        raise UsageError(f"run {run.id} is {run.status}; only interrupted, cancelled or failed runs resume")
-    return train_foreground(workspace, db, run.id, resume=True)
+        raise UsageError(f"run {run.id} is {run.state}; only interrupted, cancelled or failed runs resume")
+    # From its last checkpoint, as a queued resume does; a run stopped before its first starts from epoch 1.
+    return train_foreground(workspace, db, run.id, resume=workspace.checkpoint_path(run.id, "last").is_file())
 
 
 def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:

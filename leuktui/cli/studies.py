@@ -100,7 +100,7 @@ def cmd_create(args: argparse.Namespace) -> int:
                        f"{settings['sampler']} sampler, {settings['pruner']} pruner, {settings['direction']} {settings['metric']}"))
         out.print(text(f"space: {describe_space(sweep)}"))
         out.print(text(f"Optuna storage: {storage.shown}"))
-    ensure_scheduler(workspace, args.no_start)
+    ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
     return 0
 
 
@@ -215,5 +215,5 @@ def cmd_more(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(f"N: {exc.message}") from None
     console().print(text(f"study '{sweep.name}': {settings['trials']} trials in all"))
-    ensure_scheduler(workspace, args.no_start)
+    ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
     return 0

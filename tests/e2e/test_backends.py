@@ -83,7 +83,10 @@ def test_a_backend_registered_by_another_package_runs_a_queued_run(plugin, home,
     assert "backend spool (spool_label night)" in run_cli("scheduler", "status", home=home.home, env=env).stdout
 
     small = ["--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "16", "--amp", "off", "--no-start"]
-    done = json.loads(run_cli("queue", *small, "--epochs", "1", "--name", "spooled", "--json", home=home.home, env=env).stdout)["run_ids"][0]
+    # Without --no-start, queue finds the running scheduler and says so on stderr: stdout is --json's alone.
+    queued = run_cli("queue", *[a for a in small if a != "--no-start"], "--epochs", "1", "--name", "spooled", "--json", home=home.home, env=env)
+    done = json.loads(queued.stdout)["run_ids"][0]
+    assert "scheduler running (pid" in queued.stderr
     db = Database(home.db_url)
     run = wait_for(lambda: (r := db.get_run(done)).status == "completed" and r, 240, "the spooled run to complete")
     assert (run.backend, run.job_id, run.epochs_done) == ("spool", f"night-{done}", 1)

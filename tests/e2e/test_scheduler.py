@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -13,7 +14,8 @@ import pytest
 from sqlalchemy import text
 
 from conftest import cli, tiny_config, wait_for
-from db import Database, Workspace
+from db import Database, Workspace, states
+from db.errors import UserError
 from engine.config import RunConfig
 from engine.synth import make_dataset
 from runner import control, daemon
@@ -133,10 +135,15 @@ def test_a_killed_scheduler_is_reconciled_on_restart(home, small_data):
     os.kill(worker, signal.SIGKILL)  # as if the machine had gone down
     wait_for(lambda: daemon.running_pid(home) is None, 10, "scheduler gone")
     assert db.get_run(run.id).status == "running"
+    # A second run died the same way after its cancel was asked for: it ends cancelled, not interrupted.
+    (asked,), _ = control.queue_runs(db, config(small_data, epochs=500, seed=1))
+    assert states.move(db, asked.id, "running", pid=worker, host=socket.gethostname(), cancel_requested_at=time.time())
     second = start(home)
     assert second != first
     wait_for(lambda: db.get_run(run.id).status == "interrupted", 10, "reconciled to interrupted")
     assert "resume" in db.get_run(run.id).error
+    wait_for(lambda: db.get_run(asked.id).status == "cancelled", 10, "the cancelling run reconciled to cancelled")
+    assert db.get_run(asked.id).error is None
 
 
 def test_the_scheduler_outlives_the_command_that_started_it(home, small_data):
@@ -149,8 +156,16 @@ def test_the_scheduler_outlives_the_command_that_started_it(home, small_data):
     wait_for(lambda: db.get_run(1).status == "completed", 120, "the run completes with the CLI long gone")
     status = json.loads(cli("scheduler", "status", "--json", home=home.home).stdout)
     assert status["running"] and status["pid"] == pid
-    cli("scheduler", "stop", home=home.home)
-    wait_for(lambda: daemon.running_pid(home) is None, 10, "scheduler stopped")
+    # A scheduler that cannot act on the request (its process stopped) is not reported stopped.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(UserError, match=rf"scheduler {pid} was asked to exit but is still running after 1 s "
+                                            rf"\(its process is stopped: `kill -CONT {pid}` lets it exit\)"):
+            daemon.stop(home, wait=1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: daemon.running_pid(home) is None, 10, "the scheduler exits once it runs again (the request was kept)")
+    assert "scheduler was not running" in cli("scheduler", "stop", home=home.home).stdout
 
 
 def test_idle_scheduler_exits_by_itself(home):
