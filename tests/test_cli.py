@@ -208,6 +208,10 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         (("queue", "--data-dir", str(tiny_data), "--device", "cuda:1"), "--device: 'cuda:1' asked for, but this machine has no CUDA device"),
         (("queue", "--data-dir", str(tiny_data), "--device", "mps"), "--device: 'mps' asked for, but this machine has no Apple GPU"),
         (("queue", "--data-dir", str(tiny_data), "--lr", "nan"), "--lr: nan is not a finite number"),
+        (("queue", "--data-dir", str(tiny_data), "--tag", ""), "--tag: a tag is not empty"),
+        (("queue", "--data-dir", str(tiny_data), "--tag", "x,y"), "--tag: 'x,y' has a comma (tags are listed comma-separated)"),
+        (("queue", "--data-dir", str(tiny_data), "--tag", "a\x1b[31m"), "--tag: 'a\\x1b[31m' has a control character"),
+        (("run", "--data-dir", str(tiny_data), "--tag", "x,y"), "--tag: 'x,y' has a comma"),
         (("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.1,inf"), "--lr: inf is not a finite number (in --grid lr=...)"),
     ]
     for args, message in cases:

@@ -206,6 +206,19 @@ def phase_printer():
     return on_phase
 
 
+def check_tags(tags: list[str]) -> list[str]:
+    """``--tag`` values as the app lists and edits them (comma-separated, one line each): none
+    empty, none with a comma or a control character; a repeated one once."""
+    for tag in tags:
+        if not tag.strip():
+            raise UsageError("--tag: a tag is not empty")
+        if "," in tag:
+            raise UsageError(f"--tag: {tag!r} has a comma (tags are listed comma-separated); give each its own --tag")
+        if not tag.isprintable():
+            raise UsageError(f"--tag: {tag!r} has a control character")
+    return list(dict.fromkeys(tag.strip() for tag in tags))
+
+
 def ensure_scheduler(workspace: Workspace, no_start: bool, *, json: bool = False) -> None:
     """Start the scheduler unless ``no_start`` and say so: on stderr where stdout is ``--json``'s."""
     if no_start:

@@ -13,6 +13,7 @@ from leuktui.cli.common import (
     add_command,
     add_config_flags,
     add_json,
+    check_tags,
     config_from_args,
     console,
     ensure_scheduler,
@@ -87,8 +88,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
         with_seeds(grid, config, args.seeds)
     except ConfigError as exc:
         raise UsageError(f"--seeds: {exc.message}") from None
+    tags = check_tags(args.tag)
     workspace, db = open_workspace(args, create=True)
-    runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=args.tag, notes=args.notes, force=args.force,
+    runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=tags, notes=args.notes, force=args.force,
                              workspace=workspace, seeds=args.seeds)
     if args.json:
         print_json({"sweep_id": sweep.id if sweep else None, "run_ids": [r.id for r in runs]})

@@ -23,6 +23,7 @@ from leuktui.cli.common import (
     add_config_flags,
     add_json,
     ask,
+    check_tags,
     config_from_args,
     console,
     ensure_scheduler,
@@ -87,11 +88,12 @@ def add_commands(commands: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    tags = check_tags(args.tag)
     workspace, db = open_workspace(args, create=True)
     from runner.control import create_run, preflight
 
     preflight(config.with_absolute_paths(), workspace, here=True)
-    run = create_run(db, config, name=args.name, tags=args.tag, notes=args.notes, status=RUNNING)
+    run = create_run(db, config, name=args.name, tags=tags, notes=args.notes, status=RUNNING)
     return train_foreground(workspace, db, run.id, resume=False)
 
 

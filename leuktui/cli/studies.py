@@ -12,6 +12,7 @@ from leuktui.cli.common import (
     add_command,
     add_config_flags,
     add_json,
+    check_tags,
     config_from_args,
     console,
     ensure_scheduler,
@@ -79,7 +80,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     request = StudyRequest(name=args.name, space=args.space, trials=args.trials, parallel=args.parallel, sampler=args.sampler,
                            pruner=args.pruner, metric=args.metric, startup_trials=args.startup_trials,
-                           warmup_epochs=args.warmup_epochs, tags=args.tag, notes=args.notes)
+                           warmup_epochs=args.warmup_epochs, tags=check_tags(args.tag), notes=args.notes)
     workspace, db = open_workspace(args, create=True)
     try:
         sweep = create_study(db, workspace, request, base)

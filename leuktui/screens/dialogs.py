@@ -11,6 +11,7 @@ from textual.widgets import Button, Input, Label, Static, TextArea
 from db.models import Run
 from leuktui.actions import bindings
 from leuktui.cells import plain
+from leuktui.formatting import visible
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -47,7 +48,8 @@ class TagsScreen(ModalScreen):
         with Vertical(classes="dialog"):
             yield Static(plain(f"Tags and notes of run {self.run.id} ({self.run.name})"), classes="dialog-title")
             yield Label("tags (comma-separated)")
-            yield Input(value=", ".join(self.run.tags), id="tags-input", compact=True)
+            # Shown as text (a control character as its escape, never sent to the terminal as it is).
+            yield Input(value=self.shown_tags, id="tags-input", compact=True)
             yield Label("notes")
             yield TextArea(self.run.notes or "", id="notes-input")
             with Horizontal(classes="dialog-buttons"):
@@ -66,8 +68,16 @@ class TagsScreen(ModalScreen):
     def _submitted(self) -> None:
         self.action_save()
 
+    @property
+    def shown_tags(self) -> str:
+        return ", ".join(visible(tag) for tag in self.run.tags or [])
+
     def action_save(self) -> None:
-        tags = [t.strip() for t in self.query_one("#tags-input", Input).value.split(",") if t.strip()]
+        value = self.query_one("#tags-input", Input).value
+        # Unedited, the tags stay exactly as they were (the field shows them as text: a tag with a
+        # comma or a control character would not come back the same); edited, each tag once.
+        tags = list(self.run.tags or []) if value == self.shown_tags else list(dict.fromkeys(
+            t.strip() for t in value.split(",") if t.strip()))
         notes = self.query_one("#notes-input", TextArea).text
         run_id = self.run.id
         self.app.run_task("tags", lambda: self.app.db.update_run(run_id, tags=tags, notes=notes),

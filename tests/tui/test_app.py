@@ -679,3 +679,30 @@ async def test_m_charts_another_metric_per_epoch_on_the_run_and_compare_screens(
         assert [label for label, _, _ in overlay._series] == ["1 resnet18", "2 resnet18-histeq"] and overlay.markers
     db.close()
     assert integer_ticks([1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5] and integer_ticks(range(1, 51)) == [1, 8, 15, 22, 29, 36, 43, 50]
+
+
+async def test_the_tags_dialog_shows_tags_as_text_and_an_unedited_save_keeps_them(seeded):
+    from leuktui.screens.dialogs import TagsScreen
+
+    db = Database(seeded.db_url)
+    odd = ["a\x1b[31mred", "x,y", "[b]bold[/b]"]  # what an older version, or another program, may have stored
+    db.update_run(9, tags=odd)
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9)
+        table = runs_table(app)
+        table.move_cursor(row=table.get_row_index("9"))
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, TagsScreen), message="the tags dialog")
+        field = app.screen.query_one("#tags-input", Input)
+        assert field.value == "a\\x1b[31mred, x,y, [b]bold[/b]" and "\x1b" not in field.value
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, TagsScreen), message="saved")
+        await wait_until(pilot, lambda: any("tags and notes saved" in n.message for n in app._notifications), message="the save")
+        assert Database(seeded.db_url).get_run(9).tags == odd, "an unedited save changes nothing"
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, TagsScreen), message="the tags dialog again")
+        app.screen.query_one("#tags-input", Input).value = "alpha, beta, alpha,, "
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: Database(seeded.db_url).get_run(9).tags == ["alpha", "beta"], message="edited tags, each once")
+    db.close()
