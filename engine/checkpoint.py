@@ -118,6 +118,11 @@ class CheckpointSaver:
             with last.open("rb") as source, atomic_write(best, durable=True) as out:
                 shutil.copyfileobj(source, out)
 
+    def relink_best(self) -> None:
+        """Make ``best`` the ``last`` checkpoint again: for a resume whose ``last`` is the best
+        epoch, as a kill between writing ``last`` and linking ``best`` can leave ``best`` behind."""
+        self._link_best(self.path("last"))
+
     def load(self, which: str) -> dict[str, Any]:
         """Load ``which`` and, for ``last``, take up its best tracking (resume)."""
         state = load_checkpoint(self.path(which))

@@ -230,6 +230,8 @@ class Trainer:
             precision.scaler.load_state_dict(checkpoint["scaler"])
         generator.set_state(checkpoint["generator"])
         epoch, state.step = int(checkpoint["epoch"]), int(checkpoint["step"])
+        if self.main and self.saver.best and self.saver.best.get("epoch") == epoch:
+            self.saver.relink_best()  # `last` is the best epoch: `best` is it, whenever a kill came
         # The checkpoint is written before its epoch's row: a kill between the two leaves the row
         # to be written from the metrics the checkpoint carries.
         recorded = {e.epoch for e in self.db.epochs(self.run_id, after=epoch - 1)}

@@ -86,6 +86,29 @@ def test_an_epoch_row_lost_between_checkpoint_and_commit_is_written_on_resume(db
     assert steps == list(range(1, len(steps) + 1)) and steps[-1] == epochs[-1].step
 
 
+def test_a_best_checkpoint_left_behind_by_a_kill_before_its_link_is_the_best_epoch_after_resume(db, workspace, tiny_data):
+    import torch
+
+    stop = threading.Event()
+    run = create_run(db, tiny_config(tiny_data, fast=True, epochs=3), status="queued")
+    assert Trainer(db, workspace, run.id, stop=stop,
+                   on_event=lambda event: event["type"] == "epoch" and event["epoch"] == 2 and stop.set()).run() == "cancelled"
+    last_path, best_path = workspace.checkpoint_path(run.id, "last"), workspace.checkpoint_path(run.id, "best")
+    # A SIGKILL after epoch 2's `last` (the new best) was written, before `best` was linked to it
+    # and before its row was committed: `best` still holds an older epoch.
+    last = torch.load(last_path, weights_only=True)
+    last["best"] = {**last["metrics"], "epoch": 2, "val_acc": 1.0, "val_loss": 0.0}  # one epoch 3 cannot beat
+    torch.save(last, last_path)
+    best_path.unlink()
+    torch.save({**last, "epoch": 1}, best_path)
+    with db.engine.begin() as connection:
+        connection.execute(text("DELETE FROM epoch WHERE run_id = :id AND epoch = 2"), {"id": run.id})
+    assert states.move(db, run.id, "running")
+    assert Trainer(db, workspace, run.id).run(resume=True) == "completed"
+    done = db.get_run(run.id)
+    assert done.best_epoch == 2 and load_checkpoint(best_path)["epoch"] == 2, "the database and best.pt name one epoch"
+
+
 def test_resume_without_a_checkpoint_is_refused_and_keeps_the_history(db, workspace, tiny_data):
     run = create_run(db, tiny_config(tiny_data, epochs=1), status="queued")
     assert Trainer(db, workspace, run.id).run() == "completed"
