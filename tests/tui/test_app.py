@@ -429,7 +429,8 @@ async def test_an_open_run_deleted_elsewhere_closes_with_a_warning(seeded):
         await open_run_screen(app, pilot, 9)
         Database(seeded.db_url).delete_run(9)  # as another process would
         await wait_until(pilot, lambda: isinstance(app.screen, RunsScreen), message="back on the runs")
-        assert any("run 9 was deleted" in n.message for n in app._notifications)
+        # The notification is a message of its own: it may land just after the screen is popped.
+        await wait_until(pilot, lambda: any("run 9 was deleted" in n.message for n in app._notifications), message="the warning")
         await wait_until(pilot, lambda: "9" not in [key.value for key in runs_table(app).rows], timeout=15, message="gone from the table")
 
 
