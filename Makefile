@@ -11,7 +11,7 @@ DEMO := data/demo
 .PHONY: run test lint compile bench demo clean services report-example ablation-example
 
 # Python writes the bytecode of what it imports into the venv, once: pip skips byte-compiling the
-# 6 GB it installs (one core's work); one import of what the app and a run use compiles that, as
+# 6 GB it installs (one core's work); importing what the app and a run use compiles that, as
 # the user who made the venv, and the first process to import anything else compiles it for every
 # later one. A shell's PYTHONDONTWRITEBYTECODE would make every process compile torch again, so
 # the recipes here go without it.
@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --progress-bar on --no-compile -e '.[dev]'
-	@echo "leuktui: compiling what the app and a run import, once"
-	$(PY) -c 'import torch, torch._dynamo, sklearn.metrics, optuna, sqlalchemy, textual.app, leuktui.app, engine.train, runner.scheduler'
+	@echo "leuktui: compiling what the app and a run import, once (in two processes, one a CPU)"
+	$(PY) -c 'import torch, torch._dynamo, engine.train' & torch_side=$$!; \
+	$(PY) -c 'import sklearn.metrics, optuna, sqlalchemy, textual.app, leuktui.app, runner.scheduler' && wait $$torch_side
 	touch $(STAMP)
 	@echo "leuktui: $(VENV) is ready"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, case, delete, func, insert, select, update
+from sqlalchemy import Engine, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +31,7 @@ from db.models import (
 )
 from db.session import DatabaseError, create_db_engine, ensure_schema, sqlite_path
 from db.settings import number_setting
-from db.vocabulary import COMPLETED, HELD, METRICS, QUEUED, RUNNING
+from db.vocabulary import CANCELLING, COMPLETED, HELD, METRICS, QUEUED, RUNNING
 from db.workspace import file_permissions
 
 T = TypeVar("T")
@@ -248,9 +248,15 @@ class Database:
         return run
 
     def list_runs(self, *, statuses: Iterable[str] | None = None, limit: int | None = None) -> list[Run]:
+        """The runs, newest first; ``statuses`` keeps those with one of them, where ``cancelling``
+        is a running run whose cancel was asked for (``Run.state``), and ``running`` includes it."""
         query = select(Run).order_by(Run.id.desc())
         if statuses:
-            query = query.where(Run.status.in_(list(statuses)))
+            wanted = set(statuses)
+            condition = Run.status.in_(sorted(wanted - {CANCELLING}))
+            if CANCELLING in wanted and RUNNING not in wanted:
+                condition = or_(condition, (Run.status == RUNNING) & Run.cancel_requested_at.is_not(None))
+            query = query.where(condition)
         if limit:
             query = query.limit(limit)
         with self.session() as session:

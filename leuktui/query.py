@@ -4,7 +4,8 @@
 the run's columns (id, name, model, status, tag, eval, epoch), every metric of the registry at
 the run's best epoch (acc, f1, auc, mcc, balanced_acc, ...), and any config field
 (``hist_eq=true``, ``image_size>=128``); operators ``= != > >= < <=``; a bare word matches the
-name, model, status or tags as a substring. No textual, no torch: the CLI could use it too.
+name, model, status or tags as a substring. ``status=cancelling`` keeps the running runs whose cancel
+was asked for (``status=running`` includes them). No textual, no torch: the CLI could use it too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from db.errors import UserError
 from db.models import Run
-from db.vocabulary import METRICS
+from db.vocabulary import CANCELLING, METRICS
 from engine.config import RunConfig
 from leuktui.formatting import best_metrics
 
@@ -48,12 +49,14 @@ class Term:
     def matches(self, run: Run) -> bool:
         if self.field is None:
             needle = self.value.lower()
-            haystack = " ".join([run.name, run.model, run.status, *run.tags]).lower()
+            haystack = " ".join([run.name, run.model, run.status, run.state, *run.tags]).lower()
             return needle in haystack
         if self.field == "tag":
             has = any(tag.lower() == self.value.lower() for tag in run.tags)
             return has if self.op == "=" else not has
-        if self.field in METRIC_FIELDS:
+        if self.field == "status" and self.value == CANCELLING:  # shown, never stored: a running run asked to stop
+            actual = run.state
+        elif self.field in METRIC_FIELDS:
             actual = best_metrics(run)[self.field]
         else:
             actual = getattr(run, self.field) if self.field in RUN_FIELDS else run.config.get(self.field)

@@ -51,6 +51,25 @@ def is_worker(pid: int | None, run_id: int, started_at: float | None = None) -> 
     return "engine.worker" in argv and str(run_id) in argv
 
 
+def torchrun_ranks(pid: int) -> list[int]:
+    """The ranks (worker processes) that torchrun ``pid`` started, or none when ``pid`` is not
+    torchrun or has not started them yet: a cancel asks them, not torchrun, to stop, so that
+    torchrun sees its ranks end well and exits quietly instead of printing a traceback."""
+    try:
+        process = psutil.Process(pid)
+        if "torch.distributed.run" not in process.cmdline():
+            return []
+        children = process.children()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    ranks = []
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if _ours(child) and "engine.worker" in child.cmdline():
+                ranks.append(child.pid)
+    return ranks
+
+
 def clean_env() -> dict[str, str]:
     """The environment for our own child processes: they start in a folder of the workspace, and
     with PYTHONSAFEPATH neither that folder nor the user's one can put a ``db/`` or ``engine/``

@@ -435,6 +435,26 @@ def test_a_run_whose_cancel_is_pending_is_cancelling_in_every_message_and_listin
     assert (listed["status"], listed["state"]) == ("running", "cancelling")
     assert json.loads(cli("queue", "ls", "--json", home=home).stdout)["runs"][0]["state"] == "cancelling"
     assert "cancelling" in cli("ls", home=home).stdout
+    # A second run queued, and one running without a cancel: `--status` selects by what ls shows.
+    (other,) = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--json", "--force", home=home).stdout)["run_ids"]
+    (third,) = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--json", "--force", home=home).stdout)["run_ids"]
+    assert states.move(db, third, "running")
+
+    def listed_ids(*statuses):
+        return sorted(r["id"] for r in json.loads(cli("ls", *(f"--status={s}" for s in statuses), "--json", home=home).stdout))
+
+    assert listed_ids("cancelling") == [run_id]
+    assert listed_ids("running") == [run_id, third]  # a cancelling run is still running
+    assert listed_ids("cancelling", "queued") == [run_id, other]
+    assert listed_ids("completed") == []
+    # The app's filter says the same.
+    from leuktui import query
+
+    runs = db.list_runs()
+    assert [r.id for r in runs if query.matcher("status=cancelling")(r)] == [run_id]
+    assert sorted(r.id for r in runs if query.matcher("status=running")(r)) == [run_id, third]
+    assert sorted(r.id for r in runs if query.matcher("status!=cancelling")(r)) == [other, third]
+    assert [r.id for r in runs if query.matcher("cancelling")(r)] == [run_id]
     db.close()
 
 

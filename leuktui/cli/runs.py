@@ -13,7 +13,7 @@ from db.vocabulary import (
     METRICS,
     PRUNED,
     RESUMABLE_STATUSES,
-    RUN_STATUSES,
+    RUN_STATES,
     RUNNING,
     epoch_metrics,
 )
@@ -65,8 +65,8 @@ def add_commands(commands: Any) -> None:
     resume.set_defaults(handler=cmd_resume)
 
     ls = add_command(commands, "ls", help="list runs")
-    ls.add_argument("--status", action="append", choices=RUN_STATUSES, metavar="STATUS",
-                    help=f"only runs with this status (repeatable): {', '.join(RUN_STATUSES)}")
+    ls.add_argument("--status", action="append", choices=RUN_STATES, metavar="STATUS",
+                    help=f"only runs with this status (repeatable; running includes cancelling): {', '.join(RUN_STATES)}")
     ls.add_argument("--limit", type=positive_int, help="at most this many runs (newest first)")
     ls.add_argument("--last-k", type=positive_int, default=LAST_K, metavar="K",
                     help=f"epochs of the last-k mean shown beside the best epoch (default {LAST_K})")

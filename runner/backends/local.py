@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from runner.backends.base import Backend, Handle, worker_argv
-from runner.processes import clean_env, is_alive, process_start_time
+from runner.processes import clean_env, is_alive, process_start_time, torchrun_ranks
 
 
 class LocalBackend(Backend):
@@ -38,12 +38,17 @@ class LocalBackend(Backend):
         if handle.process is None and not is_alive(handle.pid, handle.pid_started_at):
             return  # an adopted worker that is gone: its pid may be someone else's by now
         signum = signal.SIGKILL if force else signal.SIGTERM
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if handle.process is not None:
-                # Started here in a session of its own: its group is it and what it started (torchrun's ranks).
-                os.killpg(handle.pid, signum)
-            else:
-                os.kill(handle.pid, signum)
+        # A run of several processes is asked to stop through its ranks: they stop together after a
+        # step and exit 0, and torchrun with them (signalled itself, it prints a traceback into the
+        # run's log). A kill, or torchrun before its ranks are up, takes the whole group.
+        ranks = [] if force else torchrun_ranks(handle.pid)
+        if handle.process is not None and not ranks:
+            targets = [(os.killpg, handle.pid)]  # started here in a session of its own: its group is it and what it started
+        else:
+            targets = [(os.kill, pid) for pid in ranks or [handle.pid]]
+        for send, pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                send(pid, signum)
 
     def reap(self, handle: Handle) -> None:
         if handle.process is not None:
