@@ -103,24 +103,30 @@ def refuse_empty_file(path: Path | None) -> None:
     raise DatabaseError(f"{path}: an empty file (0 bytes), not a leuktui database; restore it, or move it away to start anew")
 
 
+class ReadOnlyError(UserError, PermissionError):
+    """A write to a database opened read-only; the message names the workspace."""
+
+
 class Database:
     """One database connection pool and the queries on it."""
 
-    def __init__(self, url: str, *, migrate: bool = True, write_wait: float | None = WRITE_WAIT_SECONDS):
+    def __init__(self, url: str, *, migrate: bool = True, write_wait: float | None = WRITE_WAIT_SECONDS, read_only: bool = False):
         """``write_wait`` bounds how long a write waits for another process's turn (None: as
         long as it takes, which wakes fastest; a worker's data writes wait so, its liveness being
-        its heartbeat file)."""
+        its heartbeat file). ``read_only``: a SQLite file whose folder this process cannot write,
+        read without writing anything; a write is refused in one line (``ReadOnlyError``)."""
         self.url = url
         if write_wait == WRITE_WAIT_SECONDS:
             write_wait = number_setting("LEUKTUI_WRITE_WAIT_SECONDS", WRITE_WAIT_SECONDS)
         self.write_wait = write_wait
         dialect.check_url(url)
-        refuse_empty_file(sqlite_path(url))
-        self.engine: Engine = create_db_engine(url)
-        if migrate:
-            ensure_schema(self.engine, url)
         sqlite_file = sqlite_path(url)
-        if sqlite_file is not None and sqlite_file.exists() and sqlite_file.stat().st_uid == os.getuid():
+        self.read_only = read_only and sqlite_file is not None
+        refuse_empty_file(sqlite_file)
+        self.engine: Engine = create_db_engine(url, read_only=self.read_only)
+        if migrate:
+            ensure_schema(self.engine, url, read_only=self.read_only)
+        if not self.read_only and sqlite_file is not None and sqlite_file.exists() and sqlite_file.stat().st_uid == os.getuid():
             # SQLite makes the file 0o644 under the umask; its -wal and -shm files copy this mode.
             os.chmod(sqlite_file, file_permissions())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -142,6 +148,9 @@ class Database:
         wakes the moment the lock is free, so concurrent workers write in order, promptly. A
         bounded wait blocks in a thread of its own, which costs a little on every contended turn.
         """
+        if self.read_only:
+            raise ReadOnlyError(f"{self._write_lock_path.parent}: the workspace is read-only here (its folder cannot be "
+                                "written); this command would change it")
         if self._write_lock_path is None:
             yield
             return

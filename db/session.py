@@ -23,27 +23,54 @@ class DatabaseError(UserError, RuntimeError):
     """The database cannot be opened or upgraded; the message names it."""
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
+    """The engine of ``url``. ``read_only``: a SQLite file in a folder this process cannot write
+    (a read-only file system, a workspace shared to read), opened so that SQLite writes nothing."""
     sqlite_file = sqlite_path(url)
     if sqlite_file is None:
         try:
             return create_engine(url, **dialect.engine_options(url))
         except ModuleNotFoundError as exc:
             raise DatabaseError(dialect.missing_driver(url, exc)) from None
-    sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     busy_ms = int(number_setting("LEUKTUI_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS, whole=True))
-    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
+    if read_only:
+        engine = _read_only_sqlite_engine(sqlite_file, busy_ms)
+    else:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
     return engine
+
+
+def _read_only_sqlite_engine(path: Path, busy_ms: int) -> Engine:
+    """SQLite's ``mode=ro``. A WAL database is read through its ``-wal`` and ``-shm`` files, which
+    exist while some process has it open (a scheduler, a worker): then what they write is read as
+    they commit it. With none open there is no ``-wal`` and none can be made here, so the file is
+    read as ``immutable``: as it is, which it stays while nobody opens it to write."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from sqlalchemy.pool import QueuePool
+
+    if not path.is_file():
+        raise DatabaseError(f"{path}: no database, and the folder cannot be written to make one")
+    immutable = "" if path.with_name(path.name + "-wal").exists() else "&immutable=1"
+    uri = f"file:{quote(str(path))}?mode=ro{immutable}"
+
+    def connect():
+        return sqlite3.connect(uri, uri=True, timeout=busy_ms / 1000, check_same_thread=False)
+
+    return create_engine("sqlite://", creator=connect, poolclass=QueuePool)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -109,11 +136,16 @@ def is_empty(engine: Engine) -> bool:
         return not inspect(connection).get_table_names()
 
 
-def ensure_schema(engine: Engine, url: str) -> None:
-    """Bring the schema to the newest revision; cheap when it already is (no alembic import)."""
+def ensure_schema(engine: Engine, url: str, *, read_only: bool = False) -> None:
+    """Bring the schema to the newest revision; cheap when it already is (no alembic import).
+    ``read_only``: a database that cannot be written is only checked."""
     try:
-        if current_revision(engine) == SCHEMA_REVISION:
+        revision = current_revision(engine)
+        if revision == SCHEMA_REVISION:
             return
+        if read_only:
+            raise DatabaseError(f"{sqlite_path(url) or url}: its schema is leuktui's revision {revision or 'none'}, this "
+                                f"leuktui reads {SCHEMA_REVISION}; it upgrades it where the workspace can be written")
         with dialect.migration_lock(engine, url):
             if current_revision(engine) == SCHEMA_REVISION:
                 return

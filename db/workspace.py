@@ -187,6 +187,12 @@ class Workspace:
         """Touched by the run's worker while its training moves; its age is the worker's silence."""
         return self.run_dir(run_id) / "heartbeat"
 
+    def writable(self) -> bool:
+        """Whether this process can write the folder and the database file in it (not on a
+        read-only file system, nor in a workspace shared to read only)."""
+        database = self.home / DB_FILE
+        return os.access(self.home, os.W_OK) and (not database.exists() or os.access(database, os.W_OK))
+
     def ensure(self) -> Workspace:
         """Create the folder, or say in one line why it cannot be used."""
         try:
@@ -195,5 +201,6 @@ class Workspace:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise WorkspaceError(f"{self.home}: workspace folder is not writable ({exc.strerror or exc})") from None
+            reads = "; ls, show, queue ls, compare, ablation and report -o DIR read it as it is" if self.home.is_dir() else ""
+            raise WorkspaceError(f"{self.home}: workspace folder is not writable ({exc.strerror or exc}){reads}") from None
         return self

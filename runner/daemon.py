@@ -50,17 +50,41 @@ def running_pid(workspace: Workspace) -> int | None:
     file, is the truth."""
     from filelock import FileLock, Timeout  # here, not at the top: off the app's start-up path
 
-    probe = FileLock(lock_path(workspace), mode=file_permissions())
-    try:
-        probe.acquire(timeout=0)
-    except Timeout:
+    if not workspace.writable():  # read here, written elsewhere (a read-only mount): the lock is asked without creating it
+        if not _locked_read_only(lock_path(workspace)):
+            return None
+    else:
+        probe = FileLock(lock_path(workspace), mode=file_permissions())
         try:
-            text = read_regular_text(pid_path(workspace)).strip()
-        except (OSError, UnicodeDecodeError):  # not written yet, or not a pid file at all
-            return -1
-        return int(text) if text.isdigit() else -1
-    probe.release()
-    return None
+            probe.acquire(timeout=0)
+        except Timeout:
+            pass
+        else:
+            probe.release()
+            return None
+    try:
+        text = read_regular_text(pid_path(workspace)).strip()
+    except (OSError, UnicodeDecodeError):  # not written yet, or not a pid file at all
+        return -1
+    return int(text) if text.isdigit() else -1
+
+
+def _locked_read_only(path: Path) -> bool:
+    """Whether some process holds the lock file at ``path``, asked through a descriptor open for
+    reading (a shared lock conflicts with the scheduler's exclusive one); no file: no scheduler."""
+    import fcntl
+
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
 
 
 def start_detached(workspace: Workspace, options: Options | None = None, *, wait: float = 10.0) -> int:

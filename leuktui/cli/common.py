@@ -132,10 +132,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 # -- the workspace ------------------------------------------------------------------------------------
 
 
-def workspace_of(args: argparse.Namespace, *, create: bool = False) -> Workspace:
+def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool = True) -> Workspace:
     """The workspace the command works on. One that does not exist is made only by commands that
     create work (``create``); for the others it is refused, so a mistyped ``--home`` is never
-    taken for a new, empty workspace."""
+    taken for a new, empty workspace. A command that only reads (``write=False``) takes a folder
+    it cannot write as it is (a read-only file system, a workspace shared to read)."""
     workspace = Workspace.resolve(getattr(args, "home", None))
     if not create and not workspace.home.exists():
         given = getattr(args, "home", None) or os.environ.get("LEUKTUI_HOME")
@@ -143,12 +144,16 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False) -> Workspace
         raise UserError(f"{workspace.home}: no such workspace ({where}); `leuktui queue` or `leuktui run` makes one")
     if workspace.home.exists() and not workspace.home.is_dir():
         raise UserError(f"{workspace.home}: not a folder, so not a workspace")
+    if not write and workspace.home.is_dir():
+        return workspace
     return workspace.ensure()
 
 
-def open_workspace(args: argparse.Namespace, *, create: bool = False) -> tuple[Workspace, Database]:
-    workspace = workspace_of(args, create=create)
-    return workspace, Database(workspace.db_url)
+def open_workspace(args: argparse.Namespace, *, create: bool = False, write: bool = True) -> tuple[Workspace, Database]:
+    """The workspace and its database; ``write=False``: the command only reads, and a workspace
+    it cannot write is read without writing anything (a write would be refused in one line)."""
+    workspace = workspace_of(args, create=create, write=write)
+    return workspace, Database(workspace.db_url, read_only=not write and not workspace.writable())
 
 
 # -- output -------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def export_final(args: argparse.Namespace, workspace, db) -> int:
 
 
 def cmd_queue_ls(args: argparse.Namespace) -> int:
-    workspace, db = open_workspace(args)
+    workspace, db = open_workspace(args, write=False)
     from runner.daemon import running_pid
     from runner.jobs import describe_jobs
 

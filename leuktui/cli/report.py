@@ -75,7 +75,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from leuktui.report.build import build_report
     from leuktui.report.data import select_runs
 
-    workspace, db = open_workspace(args)
+    workspace, db = open_workspace(args, write=False)
+    if not args.output and not workspace.writable():
+        raise UserError(f"{workspace.home}: the workspace is read-only here, so the report cannot go in its reports/ folder; "
+                        "give -o DIR")
     runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep, marked=workspace.marked_runs())
     if args.evaluate:
         evaluate_for_roc(db, workspace, runs, quiet=args.json)
@@ -163,7 +166,7 @@ def submission_to_dict(submission: Submission) -> dict[str, Any]:
 
 
 def cmd_submissions(args: argparse.Namespace) -> int:
-    _, db = open_workspace(args)
+    _, db = open_workspace(args, write=False)
     if args.submissions_command == "score":
         submission = db.score_submission(args.submission, args.value, "leaderboard")
         print(f"submission {submission.id} ({Path(submission.path).name}): leaderboard score {submission.score:.5f} recorded")

@@ -93,7 +93,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     specs: list[list[int]] = args.runs
     if len(specs) < 2:
         raise UsageError("compare: give two runs or more (RUN RUN ...; RUN+RUN for an ensemble)")
-    _, db = open_workspace(args)
+    _, db = open_workspace(args, write=False)
     run_ids = sorted({run_id for spec in specs for run_id in spec})
     runs = {run.id: run for run in db.runs_by_id(run_ids)}
     missing = [run_id for run_id in run_ids if run_id not in runs]
@@ -208,7 +208,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     cols = check_factor(args.cols, "--cols", views=True)
     if rows == cols:
         raise UsageError(f"--rows and --cols are both {rows}")
-    _, db = open_workspace(args)
+    _, db = open_workspace(args, write=False)
     runs = chosen_runs(db, args)
     if not runs:
         raise UsageError("no runs with recorded epochs here" + (" match" if args.runs or args.sweep or args.tag else ""))

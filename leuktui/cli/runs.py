@@ -210,7 +210,7 @@ def train_processes(workspace: Workspace, db: Database, run_id: int, nproc: int,
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    _, db = open_workspace(args)
+    _, db = open_workspace(args, write=False)
     runs = db.list_runs(statuses=args.status, limit=args.limit)
     means = db.last_k_means(args.last_k, [r.id for r in runs] if len(runs) <= 500 else None) if runs else {}
     last = {r.id: means.get(r.id, {m.key: None for m in METRICS}) for r in runs}
@@ -239,7 +239,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _, db = open_workspace(args)
+    _, db = open_workspace(args, write=False)
     run = db.get_run(args.run)
     epochs = db.epochs(run.id)
     evaluations = db.evaluations(run.id)

@@ -1,0 +1,80 @@
+"""A workspace this process cannot write (a read-only file system here: a bind mount of it, read
+only): the commands that only read show it, and write nothing into it, also while a scheduler works
+in it elsewhere; a command that would change it says so in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from tui.seed import seed_workspace
+
+from conftest import cli, wait_for
+from db import Database, Workspace
+from runner import daemon
+from runner.options import Options
+
+
+@pytest.fixture
+def view(tmp_path):
+    """``(workspace, view)``: a seeded workspace, and the same folder mounted read-only elsewhere."""
+    workspace = Workspace(tmp_path / "home").ensure()
+    seed_workspace(workspace).close()
+    mounted = tmp_path / "view"
+    mounted.mkdir()
+    subprocess.run(["mount", "--bind", str(workspace.home), str(mounted)], check=True, capture_output=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True, capture_output=True)
+        yield workspace, mounted
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False, capture_output=True)
+
+
+def tree(folder):
+    """Every file and folder under ``folder`` with its size and modification time."""
+    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns) for path in sorted(folder.rglob("*"))}
+
+
+def test_the_reading_commands_read_a_read_only_workspace_and_write_nothing(view, tmp_path):
+    workspace, mounted = view
+    before = tree(workspace.home)
+    assert not (workspace.home / "leuktui.db-wal").exists()  # nobody has it open: it is read as it is (immutable)
+    listed = json.loads(cli("ls", "--json", home=mounted).stdout)
+    assert [r["id"] for r in listed] == list(range(9, 0, -1))
+    assert json.loads(cli("show", "1", "--json", home=mounted).stdout)["name"] == "resnet18"
+    assert json.loads(cli("queue", "ls", "--json", home=mounted).stdout)["scheduler_pid"] is None
+    assert "resnet152" in cli("ablation", "--sweep", "1", "--cols", "hist_eq", home=mounted).stdout
+    cli("submissions", home=mounted)
+    report = tmp_path / "report"
+    assert "wrote the report" in cli("report", "1", "2", "-o", str(report), home=mounted).stdout
+    assert (report / "report.html").is_file()
+    assert tree(workspace.home) == before, "nothing in the workspace was written"
+
+    # What would change it is refused in one line that names the folder and what can read it.
+    for args in (("cancel", "7"), ("delete", "9", "--yes"), ("queue", "--data-dir", str(tmp_path), "--no-start"), ("export", "1")):
+        result = cli(*args, home=mounted, check=False)
+        (line,) = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and line == (f"leuktui: error: {mounted}: workspace folder is not writable (Read-only file "
+                                                   "system); ls, show, queue ls, compare, ablation and report -o DIR read it as it is"), args
+    refused = cli("report", "1", home=mounted, check=False)
+    assert refused.returncode == 1 and refused.stderr.strip() == (f"leuktui: error: {mounted}: the workspace is read-only here, so the "
+                                                                   "report cannot go in its reports/ folder; give -o DIR")
+    assert tree(workspace.home) == before
+
+
+def test_a_read_only_view_reads_what_a_scheduler_writes_elsewhere_as_it_commits(view):
+    workspace, mounted = view
+    writer = Database(workspace.db_url)  # open where it can be written: the -wal the view reads through exists now
+    writer.update_run(1, name="renamed-while-read")
+    assert json.loads(cli("show", "1", "--json", home=mounted).stdout)["name"] == "renamed-while-read"
+    pid = daemon.start_detached(workspace, Options(idle_timeout=30))
+    try:
+        queue = json.loads(cli("queue", "ls", "--json", home=mounted).stdout)
+        assert queue["scheduler_pid"] == pid  # its lock asked without being created or written
+        writer.update_run(2, name="renamed-again")
+        assert {r["id"]: r["name"] for r in json.loads(cli("ls", "--json", home=mounted).stdout)}[2] == "renamed-again"
+    finally:
+        cli("scheduler", "stop", home=workspace.home)
+        wait_for(lambda: daemon.running_pid(workspace) is None, 20, "the scheduler stopped")
+        writer.close()
