@@ -130,7 +130,6 @@ class Database:
             # SQLite makes the file 0o644 under the umask; its -wal and -shm files copy this mode.
             os.chmod(sqlite_file, file_permissions())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        sqlite_file = sqlite_path(url)
         self._write_lock_path = sqlite_file.with_name(sqlite_file.name + ".write.lock") if sqlite_file else None
         # flock belongs to an open file: each thread opens the lock file for itself, so threads of
         # one process exclude each other as processes do.

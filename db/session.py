@@ -53,10 +53,12 @@ def create_db_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 def _read_only_sqlite_engine(path: Path, busy_ms: int) -> Engine:
-    """SQLite's ``mode=ro``. A WAL database is read through its ``-wal`` and ``-shm`` files, which
-    exist while some process has it open (a scheduler, a worker): then what they write is read as
-    they commit it. With none open there is no ``-wal`` and none can be made here, so the file is
-    read as ``immutable``: as it is, which it stays while nobody opens it to write."""
+    """SQLite's ``mode=ro``, decided for each connection. A WAL database is read through its
+    ``-wal`` and ``-shm`` files, which exist while some process has it open (a scheduler, a
+    worker): then what they commit is read as they commit it. With none open there is no ``-wal``
+    (or it went with the last writer's close) and none can be made here, so the file is read as
+    ``immutable``: as it is, which it stays unless a writer opens it during this command."""
+    import os
     import sqlite3
     from urllib.parse import quote
 
@@ -64,11 +66,17 @@ def _read_only_sqlite_engine(path: Path, busy_ms: int) -> Engine:
 
     if not path.is_file():
         raise DatabaseError(f"{path}: no database, and the folder cannot be written to make one")
-    immutable = "" if path.with_name(path.name + "-wal").exists() else "&immutable=1"
-    uri = f"file:{quote(str(path))}?mode=ro{immutable}"
+    uri = f"file:{quote(os.fsencode(path))}?mode=ro"
 
     def connect():
-        return sqlite3.connect(uri, uri=True, timeout=busy_ms / 1000, check_same_thread=False)
+        if path.with_name(path.name + "-wal").exists():
+            connection = sqlite3.connect(uri, uri=True, timeout=busy_ms / 1000, check_same_thread=False)
+            try:
+                connection.execute("PRAGMA schema_version").fetchone()  # reads through the -wal, or fails
+                return connection
+            except sqlite3.OperationalError:
+                connection.close()
+        return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=busy_ms / 1000, check_same_thread=False)
 
     return create_engine("sqlite://", creator=connect, poolclass=QueuePool)
 
@@ -145,7 +153,7 @@ def ensure_schema(engine: Engine, url: str, *, read_only: bool = False) -> None:
             return
         if read_only:
             raise DatabaseError(f"{sqlite_path(url) or url}: its schema is leuktui's revision {revision or 'none'}, this "
-                                f"leuktui reads {SCHEMA_REVISION}; it upgrades it where the workspace can be written")
+                                f"leuktui's is {SCHEMA_REVISION}, and a workspace that cannot be written is not upgraded")
         with dialect.migration_lock(engine, url):
             if current_revision(engine) == SCHEMA_REVISION:
                 return

@@ -190,8 +190,10 @@ class Workspace:
     def writable(self) -> bool:
         """Whether this process can write the folder and the database file in it (not on a
         read-only file system, nor in a workspace shared to read only)."""
-        database = self.home / DB_FILE
-        return os.access(self.home, os.W_OK) and (not database.exists() or os.access(database, os.W_OK))
+        from db.dialect import sqlite_path
+
+        database = sqlite_path(self.db_url)
+        return os.access(self.home, os.W_OK) and (database is None or not database.exists() or os.access(database, os.W_OK))
 
     def ensure(self) -> Workspace:
         """Create the folder, or say in one line why it cannot be used."""
@@ -201,6 +203,6 @@ class Workspace:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            reads = "; ls, show, queue ls, compare, ablation and report -o DIR read it as it is" if self.home.is_dir() else ""
+            reads = "; ls, show, queue ls, compare, ablation, submissions and report -o DIR read it as it is" if self.home.is_dir() else ""
             raise WorkspaceError(f"{self.home}: workspace folder is not writable ({exc.strerror or exc}){reads}") from None
         return self

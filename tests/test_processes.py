@@ -3,6 +3,7 @@ process take turns on the writer lock, and a run's phase reaches the database an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import cli
+from conftest import cli, wait_for
 from db import Database, states
 from engine import worker
 from runner import scheduler
@@ -197,3 +198,49 @@ def test_a_process_counts_the_cpus_it_may_use_not_the_machines():
     from db.settings import usable_cpus
 
     assert usable_cpus() == len(os.sched_getaffinity(0)) >= 1
+
+
+def _stand_in_torchrun(tmp_path):
+    """A process whose command line is torchrun's, with two ranks (each in a session of its own, as
+    torchrun starts them) and a data-loading child of the first rank in that rank's group."""
+    script = (
+        "import subprocess, sys, time\n"
+        "rank = [sys.executable, '-c', 'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", \"import time; time.sleep(60)\"]);"
+        " time.sleep(60)', 'engine.worker', '5']\n"
+        "ranks = [subprocess.Popen(rank, start_new_session=True) for _ in range(2)]\n"
+        "print(' '.join(str(r.pid) for r in ranks), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script, "torch.distributed.run", "engine.worker", "5"], stdout=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    ranks = [int(pid) for pid in process.stdout.readline().split()]
+    return process, ranks
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["cancel", "kill"])
+def test_a_cancel_asks_torchruns_ranks_and_a_kill_leaves_none_of_its_processes(tmp_path, force):
+    import psutil
+
+    from db import Workspace
+    from runner.backends.base import Handle
+    from runner.backends.local import LocalBackend
+    from runner.processes import torchrun_ranks
+
+    process, ranks = _stand_in_torchrun(tmp_path)
+    try:
+        assert sorted(torchrun_ranks(process.pid)) == sorted(ranks)
+        (loader,) = wait_for(lambda: psutil.Process(ranks[0]).children(), 20, "the first rank's data loader")
+        handle = Handle(5, process.pid, "cpu", time.time(), process, pid_started_at=process_start_time(process.pid))
+        LocalBackend(Workspace(tmp_path)).cancel(handle, force=force)
+        wait_for(lambda: not any(is_alive(pid) for pid in ranks), 10, "each rank ended by the signal")  # a zombie is not alive
+        if force:  # torchrun and a rank's data loader (its group) are killed too
+            assert process.wait(timeout=10) == -signal.SIGKILL
+            wait_for(lambda: not is_alive(loader.pid), 10, "the rank's data loader killed")
+        else:  # torchrun itself is left to see its ranks end
+            time.sleep(0.5)
+            assert process.poll() is None and is_alive(loader.pid)
+    finally:
+        for pid in [process.pid, *ranks]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        process.wait()

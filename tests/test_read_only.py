@@ -46,6 +46,9 @@ def test_the_reading_commands_read_a_read_only_workspace_and_write_nothing(view,
     assert json.loads(cli("queue", "ls", "--json", home=mounted).stdout)["scheduler_pid"] is None
     assert "resnet152" in cli("ablation", "--sweep", "1", "--cols", "hist_eq", home=mounted).stdout
     cli("submissions", home=mounted)
+    assert "scheduler not running" in cli("scheduler", "status", home=mounted).stdout
+    compared = cli("compare", "1", "2", home=mounted, check=False)  # the seeded runs have no predictions: it says so, reading
+    assert compared.returncode == 1 and "no recorded validation predictions" in compared.stderr
     report = tmp_path / "report"
     assert "wrote the report" in cli("report", "1", "2", "-o", str(report), home=mounted).stdout
     assert (report / "report.html").is_file()
@@ -56,7 +59,10 @@ def test_the_reading_commands_read_a_read_only_workspace_and_write_nothing(view,
         result = cli(*args, home=mounted, check=False)
         (line,) = result.stderr.strip().splitlines()
         assert result.returncode == 1 and line == (f"leuktui: error: {mounted}: workspace folder is not writable (Read-only file "
-                                                   "system); ls, show, queue ls, compare, ablation and report -o DIR read it as it is"), args
+                                                   "system); ls, show, queue ls, compare, ablation, submissions and report -o DIR read it as it is"), args
+    for args in (("report", "1", "--evaluate", "-o", str(tmp_path / "r2")), ("submissions", "score", "1", "0.9")):
+        result = cli(*args, home=mounted, check=False)
+        assert result.returncode == 1 and "workspace folder is not writable" in result.stderr, args  # before any work
     refused = cli("report", "1", home=mounted, check=False)
     assert refused.returncode == 1 and refused.stderr.strip() == (f"leuktui: error: {mounted}: the workspace is read-only here, so the "
                                                                    "report cannot go in its reports/ folder; give -o DIR")

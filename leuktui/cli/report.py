@@ -75,7 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from leuktui.report.build import build_report
     from leuktui.report.data import select_runs
 
-    workspace, db = open_workspace(args, write=False)
+    workspace, db = open_workspace(args, write=args.evaluate or args.cam)  # those record predictions and draw maps
     if not args.output and not workspace.writable():
         raise UserError(f"{workspace.home}: the workspace is read-only here, so the report cannot go in its reports/ folder; "
                         "give -o DIR")
@@ -166,7 +166,7 @@ def submission_to_dict(submission: Submission) -> dict[str, Any]:
 
 
 def cmd_submissions(args: argparse.Namespace) -> int:
-    _, db = open_workspace(args, write=False)
+    _, db = open_workspace(args, write=args.submissions_command == "score")
     if args.submissions_command == "score":
         submission = db.score_submission(args.submission, args.value, "leaderboard")
         print(f"submission {submission.id} ({Path(submission.path).name}): leaderboard score {submission.score:.5f} recorded")

@@ -47,7 +47,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if args.json and args.action != "status":
         raise UsageError(f"--json: `leuktui scheduler {args.action}` has no JSON output (status has)")
     # `scheduler start` sets a workspace up (a cluster's first command), so it may make one.
-    workspace = workspace_of(args, create=args.action == "start")
+    workspace = workspace_of(args, create=args.action == "start", write=args.action != "status")
     if args.action == "status":
         pid = daemon.running_pid(workspace)
         options = Options.load(workspace)

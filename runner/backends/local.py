@@ -40,12 +40,13 @@ class LocalBackend(Backend):
         signum = signal.SIGKILL if force else signal.SIGTERM
         # A run of several processes is asked to stop through its ranks: they stop together after a
         # step and exit 0, and torchrun with them (signalled itself, it prints a traceback into the
-        # run's log). A kill, or torchrun before its ranks are up, takes the whole group.
-        ranks = [] if force else torchrun_ranks(handle.pid)
-        if handle.process is not None and not ranks:
-            targets = [(os.killpg, handle.pid)]  # started here in a session of its own: its group is it and what it started
-        else:
-            targets = [(os.kill, pid) for pid in ranks or [handle.pid]]
+        # run's log). torchrun starts each rank in a session of its own, so a kill takes each
+        # rank's group (its data-loading processes) as well as torchrun's.
+        ranks = torchrun_ranks(handle.pid)
+        targets = [(send, rank) for rank in ranks for send in ((os.killpg, os.kill) if force else (os.kill,))]
+        if force or not ranks:
+            # Started here in a session of its own: its group is it and what it started.
+            targets.append((os.killpg if handle.process is not None else os.kill, handle.pid))
         for send, pid in targets:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 send(pid, signum)
