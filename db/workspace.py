@@ -190,10 +190,8 @@ class Workspace:
     def writable(self) -> bool:
         """Whether this process can write the folder and the database file in it (not on a
         read-only file system, nor in a workspace shared to read only)."""
-        from db.dialect import sqlite_path
-
-        database = sqlite_path(self.db_url)
-        return os.access(self.home, os.W_OK) and (database is None or not database.exists() or os.access(database, os.W_OK))
+        database = self.home / DB_FILE
+        return os.access(self.home, os.W_OK) and (not database.exists() or os.access(database, os.W_OK))
 
     def ensure(self) -> Workspace:
         """Create the folder, or say in one line why it cannot be used."""
