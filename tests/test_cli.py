@@ -1,5 +1,6 @@
 """The command line through `main(argv)` on a real workspace (a real subprocess where the process is what is tested)."""
 
+import contextlib
 import csv
 import json
 import os
@@ -124,12 +125,19 @@ def test_export_never_overwrites_what_it_does_not_own(trained, tiny_data, tmp_pa
 
     # Nor the workspace's own files: its database, a run's checkpoint, anything in it but exports/.
     database, checkpoint = home / "leuktui.db", home / "runs" / str(run_id) / "checkpoints" / "best.pt"
-    kept = {path: path.read_bytes() for path in (database, checkpoint)}
+
+    def rows():  # the database's content: its file's bytes move when SQLite checkpoints its -wal into it
+        with contextlib.closing(sqlite3.connect(database)) as connection:
+            return list(connection.iterdump())
+
+    kept = {checkpoint: checkpoint.read_bytes()}
+    content = rows()
     for target in (database, checkpoint, home / "runs" / "new.csv", home / "exports" / ".." / "keymap.json"):
         result = cli("export", str(run_id), "-o", str(target), "--force", home=home, check=False)
         assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, (target, result.stderr)
         assert f"inside the workspace {home.resolve()}, among its database, runs and caches" in result.stderr, result.stderr
-    assert all(path.read_bytes() == data for path, data in kept.items()) and not (home / "runs" / "new.csv").exists()
+    assert rows() == content and all(path.read_bytes() == data for path, data in kept.items())
+    assert not (home / "runs" / "new.csv").exists()
     assert not (home / "keymap.json").exists()
     shared = tmp_path / "shared.db"  # a database outside the home ($LEUKTUI_DB) is as much the workspace's
     with sqlite3.connect(database) as source, sqlite3.connect(shared) as copy:
