@@ -48,20 +48,8 @@ def pid_path(workspace: Workspace) -> Path:
 def running_pid(workspace: Workspace) -> int | None:
     """The live scheduler's pid (-1 if it has not written it yet), or None. The lock, not the pid
     file, is the truth."""
-    from filelock import FileLock, Timeout  # here, not at the top: off the app's start-up path
-
-    if not workspace.writable():  # read here, written elsewhere (a read-only mount): the lock is asked without creating it
-        if not _locked_read_only(lock_path(workspace)):
-            return None
-    else:
-        probe = FileLock(lock_path(workspace), mode=file_permissions())
-        try:
-            probe.acquire(timeout=0)
-        except Timeout:
-            pass
-        else:
-            probe.release()
-            return None
+    if not _lock_held(workspace):
+        return None
     try:
         text = read_regular_text(pid_path(workspace)).strip()
     except (OSError, UnicodeDecodeError):  # not written yet, or not a pid file at all
@@ -69,21 +57,32 @@ def running_pid(workspace: Workspace) -> int | None:
     return int(text) if text.isdigit() else -1
 
 
-def _locked_read_only(path: Path) -> bool:
-    """Whether some process holds the lock file at ``path``, asked through a descriptor open for
-    reading (a shared lock conflicts with the scheduler's exclusive one); no file: no scheduler."""
-    import fcntl
+def _lock_held(workspace: Workspace) -> bool:
+    """Whether a process holds the workspace's scheduler lock. Where the workspace cannot be written
+    (read here, written elsewhere: a read-only mount), the lock is asked through a descriptor open
+    for reading, never created (a shared lock conflicts with the scheduler's exclusive one)."""
+    if not workspace.writable():
+        import fcntl
 
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
+        try:
+            descriptor = os.open(lock_path(workspace), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # no lock file: no scheduler ever ran here
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
         return False
+    from filelock import FileLock, Timeout  # here, not at the top: off the app's start-up path
+
+    probe = FileLock(lock_path(workspace), mode=file_permissions())
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+        probe.acquire(timeout=0)
+    except Timeout:
         return True
-    finally:
-        os.close(descriptor)
+    probe.release()
     return False
 
 
