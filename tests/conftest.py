@@ -20,6 +20,12 @@ PG_URL_VARIABLE = "LEUKTUI_TEST_PG_URL"
 
 TINY = {"n_train": 48, "n_valid": 24, "n_test": 16, "size": 40, "seed": 7}
 
+# The network of the tests of processes rather than of learning (tests/support/leuktui_test_nets.py):
+# a user's plug-in, allowed and importable in every process a test starts.
+SUPPORT = Path(__file__).resolve().parent / "support"
+TINY_NET_MODULE = "leuktui_test_nets"
+TINY_NET = f"{TINY_NET_MODULE}:tiny"
+
 
 def pytest_configure(config):
     """Under pytest-xdist (``make test`` runs ``-n`` one worker a CPU), each worker and every
@@ -27,7 +33,13 @@ def pytest_configure(config):
     Trainings of two workers side by side on the same cores would each spin OpenMP threads waiting
     for a core the other holds, and cost both of them time (measured: bench/README, make test).
     It runs before numpy or torch is imported here (this module imports neither at its top), so
-    their thread pools take the share's size; with more workers than CPUs, workers share a CPU."""
+    their thread pools take the share's size; with more workers than CPUs, workers share a CPU.
+
+    Every process a test starts can also import and run ``TINY_NET`` (the tests' own network), as a
+    user's allowed plug-in would be."""
+    sys.path.insert(0, str(SUPPORT))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SUPPORT), os.environ.get("PYTHONPATH")) if p)
+    os.environ["LEUKTUI_MODELS"] = ",".join(p for p in (os.environ.get("LEUKTUI_MODELS"), TINY_NET_MODULE) if p)
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
         return

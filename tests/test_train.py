@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import tiny_config
+from conftest import TINY_NET, tiny_config
 from db import states
 from engine.checkpoint import load_checkpoint
 from engine.train import Trainer
@@ -75,7 +75,7 @@ def test_cancel_then_resume_continues_without_duplicates(db, workspace, tiny_dat
         if event["type"] == "epoch" and event["epoch"] == 1:
             stop.set()
 
-    config = tiny_config(tiny_data, epochs=3, scheduler="cosine")
+    config = tiny_config(tiny_data, epochs=3, scheduler="cosine", model=TINY_NET)
     run, status = _train(db, workspace, config, on_event=stop_after_first_epoch, stop=stop)
     assert status == "cancelled" and run.status == "cancelled"
     assert [e.epoch for e in db.epochs(run.id)] == [1]
@@ -281,7 +281,7 @@ def test_only_an_epochs_last_batch_of_steps_waits_for_the_disk(db, workspace, ti
     add_steps = db.add_steps
     monkeypatch.setattr(db, "add_steps", lambda run_id, rows, *, durable=True: (batches.append(([s for s, _, _ in rows], durable)),
                                                                                add_steps(run_id, rows, durable=durable)))
-    run, status = _train(db, workspace, tiny_config(tiny_data, batch_size=8))  # 6 steps an epoch
+    run, status = _train(db, workspace, tiny_config(tiny_data, batch_size=8, model=TINY_NET))  # 6 steps an epoch
     assert status == "completed"
     assert batches == [([1, 2], False), ([3, 4], False), ([5, 6], True), ([7, 8], False), ([9, 10], False), ([11, 12], True)]
     assert [s for s, _ in db.steps(run.id)] == list(range(1, 13))
@@ -296,7 +296,7 @@ def test_a_weight_average_is_what_validation_scores_checkpoints_hold_and_a_resum
         if event["type"] == "epoch" and event["epoch"] == 1:
             stop.set()
 
-    config = tiny_config(tiny_data, fast=True, epochs=2, ema=0.9)
+    config = tiny_config(tiny_data, fast=True, epochs=2, ema=0.9, model=TINY_NET)
     whole, _ = _train(db, workspace, config)
     last = load_checkpoint(workspace.checkpoint_path(whole.id, "last"))
     assert last["ema_updates"] == 2 * 6 and set(last["model"]) == set(last["trained_model"])
@@ -323,7 +323,7 @@ def test_the_final_fit_trains_on_train_and_valid_and_exports_its_ensemble(tmp_pa
 
     home = tmp_path / "home"
     flags = ("--data-dir", str(tiny_data), "--image-size", "16", "--batch-size", "8", "--rotation", "0", "--amp", "off",
-             "--epochs", "3", "--workers", "1")
+             "--epochs", "3", "--workers", "1", "--model", TINY_NET)
     source = int(cli("run", *flags, home=home).stdout.strip().splitlines()[-1])
     workspace = Workspace(home)
     db = Database(workspace.db_url)

@@ -13,13 +13,14 @@ import time
 import psutil
 import pytest
 
-from conftest import cli, run_cli, wait_for
+from conftest import TINY_NET, cli, run_cli, wait_for
 from db import Database
 from engine.synth import make_dataset
 from runner import daemon
 from runner.options import Options
 
 VALID = 20
+FAULT_EPOCHS = 12
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def processes_of(home, run_id: int) -> list[psutil.Process]:
 
 
 def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduces_its_validation(home, cells):
-    result = run_cli("run", *flags(cells, "--epochs", "2", "--nproc", "2", "--name", "ddp"), home=home.home)
+    result = run_cli("run", *flags(cells, "--epochs", "2", "--nproc", "2", "--name", "ddp", "--model", TINY_NET), home=home.home)
     run_id = int(result.stdout.strip().splitlines()[-1])
     db = Database(home.db_url)
     run = db.get_run(run_id)
@@ -66,8 +67,9 @@ def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduce
 
 def test_cancel_stops_every_rank_a_killed_rank_fails_the_run_within_20_s_and_resume_finishes_it(home, cells):
     db = Database(home.db_url)
-    queued = json.loads(cli("queue", *flags(cells, "--epochs", "6", "--nproc", "2", "--name", "ddp-faults"), "--json", "--no-start",
-                            home=home.home).stdout)
+    # The tests' small network, with epochs enough that the cancel and the kill each land mid-run.
+    queued = json.loads(cli("queue", *flags(cells, "--epochs", str(FAULT_EPOCHS), "--nproc", "2", "--name", "ddp-faults", "--model", TINY_NET),
+                            "--json", "--no-start", home=home.home).stdout)
     (run_id,) = queued["run_ids"]
     daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
     wait_for(lambda: db.get_run(run_id).epochs_done >= 1, 120, "the first epoch")
@@ -93,13 +95,13 @@ def test_cancel_stops_every_rank_a_killed_rank_fails_the_run_within_20_s_and_res
     failed = wait_for(lambda: (r := db.get_run(run_id)).status == "failed" and r, 20, "the run to fail")
     assert time.monotonic() - killed_at < 20
     wait_for(lambda: not processes_of(home, run_id), 20, "every process of the run gone")
-    assert failed.epochs_done < 6
+    assert failed.epochs_done < FAULT_EPOCHS
 
     # Resume with one process: the checkpoint of two is a checkpoint of one.
     cli("resume", str(run_id), "--nproc", "1", "--no-start", home=home.home)
     daemon.start_detached(home, Options(max_parallel=2, idle_timeout=30))
     finished = wait_for(lambda: (r := db.get_run(run_id)).status == "completed" and r, 120, "the resumed run to finish")
-    assert finished.config["nproc"] == 1 and [e.epoch for e in db.epochs(run_id)] == [1, 2, 3, 4, 5, 6]
+    assert finished.config["nproc"] == 1 and [e.epoch for e in db.epochs(run_id)] == list(range(1, FAULT_EPOCHS + 1))
     assert home.log_path(run_id).read_text().count("resuming after epoch") == 2
     db.close()
 

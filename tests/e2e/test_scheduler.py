@@ -13,7 +13,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from conftest import cli, tiny_config, wait_for
+from conftest import TINY_NET, cli, tiny_config, wait_for
 from db import Database, Workspace, states
 from db.errors import UserError
 from engine.config import RunConfig
@@ -29,7 +29,9 @@ def small_data(tmp_path_factory):
 
 
 def config(data, **overrides) -> RunConfig:
-    return tiny_config(data, fast=True, **overrides)
+    """What the scheduler's tests queue: the tests' own small network (what they check is the
+    processes, not what a ResNet learns)."""
+    return tiny_config(data, fast=True, **{"model": TINY_NET, **overrides})
 
 
 def start(workspace: Workspace, **options) -> int:
@@ -147,7 +149,7 @@ def test_a_killed_scheduler_is_reconciled_on_restart(home, small_data):
 
 
 def test_the_scheduler_outlives_the_command_that_started_it(home, small_data):
-    result = cli("queue", "--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", home=home.home)
+    result = cli("queue", "--data-dir", str(small_data), "--image-size", "16", "--epochs", "1", "--model", TINY_NET, home=home.home)
     assert "queued run 1" in result.stdout
     pid = daemon.running_pid(home)
     assert pid and pid > 0
@@ -220,7 +222,7 @@ def test_a_foreground_run_is_left_alone_by_the_scheduler_and_can_be_cancelled(ho
     import sys
 
     command = [sys.executable, "-m", "leuktui", "--home", str(home.home), "run", "--data-dir", str(small_data), "--image-size", "16",
-               "--batch-size", "8", "--epochs", "500", "--rotation", "0", "--amp", "off", "--workers", "1"]
+               "--batch-size", "8", "--epochs", "500", "--rotation", "0", "--amp", "off", "--workers", "1", "--model", TINY_NET]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         db = Database(home.db_url)
@@ -249,7 +251,7 @@ def test_a_db_or_engine_folder_where_the_user_stands_shadows_nothing(home, small
         (here / name / "__init__.py").write_text(f"raise SystemExit('the {name}/ folder of the user was imported')\n")
     leuktui = Path(sys.executable).with_name("leuktui")
     result = subprocess.run([str(leuktui), "--home", str(home.home), "queue", "--data-dir", str(small_data), "--image-size", "16",
-                             "--epochs", "1", "--batch-size", "8", "--amp", "off"], cwd=here, capture_output=True, text=True, timeout=120)
+                             "--epochs", "1", "--batch-size", "8", "--amp", "off", "--model", TINY_NET], cwd=here, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     db = Database(home.db_url)
     wait_for(lambda: db.get_run(1).status in ("completed", "failed"), 180, "the run ends")

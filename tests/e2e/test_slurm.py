@@ -16,11 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, service_missing
+from conftest import TINY_NET, cli, service_missing
 from conftest import wait_for as shared_wait_for
 from db import Database, Workspace
 from runner import daemon, scheduler
@@ -60,10 +61,11 @@ class Cluster:
         """The command in this process: the scheduler it starts, sbatch and the workers are the real ones."""
         return cli(*args, home=self.home, check=check, env={**self.env, **(env or {})})
 
-    def queue(self, *args: str, epochs: int = 2) -> list[int]:
+    def queue(self, *args: str, epochs: int = 2, model: str = TINY_NET) -> list[int]:
+        """Queue runs of the tests' small network (these tests check Slurm's jobs, not learning)."""
         output = self.cli("queue", "--data-dir", str(self.data), "--image-size", "16", "--batch-size", "8",
                           "--epochs", str(epochs), "--amp", "off", "--workers", "0", "--rotation", "0",
-                          "--json", "--no-start", *args).stdout
+                          "--model", model, "--json", "--no-start", *args).stdout
         return json.loads(output[: output.rindex("}") + 1])["run_ids"]
 
     def run(self, run_id: int):
@@ -92,7 +94,9 @@ def cells(tmp_path_factory):
 def cluster(pg_url, tmp_path, cells, monkeypatch):
     slurm_up()
     monkeypatch.setenv("LEUKTUI_DB", pg_url)  # this process's Workspace finds the scheduler's lock by it
-    cluster = Cluster(tmp_path / "home", pg_url, cells)
+    # Slurm keeps a finished job for minutes, its working folder this home: a pytest session after a
+    # green one makes the same tmp_path again, so the home's name is new each time too.
+    cluster = Cluster(tmp_path / f"home-{uuid.uuid4().hex[:8]}", pg_url, cells)
     cluster.cli("scheduler", "start", "--backend", "slurm", "--idle-timeout", "60")
     yield cluster
     workspace = Workspace(cluster.home)
@@ -137,7 +141,8 @@ def test_the_app_shows_slurm_runs_from_postgresql_with_charts_confusion_matrix_a
     from e2e.test_terminal import Terminal
 
     (run_id,) = cluster.queue("--name", "seen-in-the-app")
-    (long_id,) = cluster.queue("--name", "still-training", epochs=500)
+    # A ResNet18's epochs: the run is still training, at an epoch every second or two, while the app looks.
+    (long_id,) = cluster.queue("--name", "still-training", epochs=500, model="resnet18")
     cluster.cli("scheduler", "start")
     cluster.wait_status(run_id, ("completed",))
     job_id = cluster.wait_training(long_id).job_id
@@ -199,7 +204,8 @@ def test_a_median_study_runs_its_trials_as_slurm_jobs_with_optunas_storage_on_th
 
     created = cluster.cli("study", "create", "slurm-search", "--space", "lr=log:1e-5:1e-1; batch_size=8,16", "--trials", str(SLURM_TRIALS),
                           "--parallel", "2", "--startup-trials", "2", "--warmup-epochs", "0", "--data-dir", str(cluster.data), "--image-size", "16",
-                          "--epochs", "3", "--rotation", "0", "--amp", "off", "--workers", "0", "--seed", "3", "--json")
+                          "--epochs", "3", "--rotation", "0", "--amp", "off", "--workers", "0", "--seed", "3", "--model", TINY_NET,
+                          "--json")
     study_id = json.loads(created.stdout[: created.stdout.rindex("}") + 1])["study_id"]
     # Waits on the study's row (a cheap read that leaves the CPU to the trials), then asks as a user would.
     wait_for(lambda: any(s.id == study_id and s.study.get("finished_at") for s in cluster.db.studies()), 420, "the study to finish on Slurm")

@@ -12,7 +12,7 @@ import time
 
 from tui.conftest import make_app, wait_until
 
-from conftest import run_cli, tiny_config, wait_for
+from conftest import TINY_NET, run_cli, tiny_config, wait_for
 from db import Database
 from db.vocabulary import RUN_STATUSES
 from engine.synth import make_dataset
@@ -22,7 +22,7 @@ from runner.options import Options
 
 async def test_the_scheduler_comes_and_goes_while_the_app_and_the_cli_write(home, tmp_path):
     data = make_dataset(tmp_path / "cells", n_train=16, n_valid=8, n_test=4, size=16, seed=9)
-    base = tiny_config(data, fast=True, epochs=1)
+    base = tiny_config(data, fast=True, epochs=1, model=TINY_NET)
     writes_done = threading.Event()
     errors: list[BaseException] = []
     queued: list[int] = []
@@ -43,7 +43,7 @@ async def test_the_scheduler_comes_and_goes_while_the_app_and_the_cli_write(home
                     except control.QueueError:
                         pass  # already started by the scheduler: a one-line refusal, as a user would get
                 time.sleep(rng.uniform(0.0, 0.3))
-            run_cli("queue", "--data-dir", str(data), "--image-size", "16", "--epochs", "1", "--amp", "off", "--no-start",
+            run_cli("queue", "--data-dir", str(data), "--image-size", "16", "--epochs", "1", "--amp", "off", "--model", TINY_NET, "--no-start",
                     "--force", home=home.home)
         except BaseException as exc:
             errors.append(exc)
