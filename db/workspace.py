@@ -11,6 +11,9 @@ from pathlib import Path
 
 from db.errors import UserError
 
+# The commands that read a workspace or a database this process cannot write, writing nothing.
+READERS = "ls, show, queue ls, compare, ablation, submissions and report -o DIR"
+
 CAM_FOLDER = "cam"  # a run folder's Grad-CAM maps
 
 DEFAULT_HOME = "leuktui-home"
@@ -201,6 +204,6 @@ class Workspace:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            reads = "; ls, show, queue ls, compare, ablation, submissions and report -o DIR read it as it is" if self.home.is_dir() else ""
+            reads = f"; {READERS} read it as it is" if self.home.is_dir() else ""
             raise WorkspaceError(f"{self.home}: workspace folder is not writable ({exc.strerror or exc}){reads}") from None
         return self

@@ -84,3 +84,24 @@ def test_a_read_only_view_reads_what_a_scheduler_writes_elsewhere_as_it_commits(
         cli("scheduler", "stop", home=workspace.home)
         wait_for(lambda: daemon.running_pid(workspace) is None, 20, "the scheduler stopped")
         writer.close()
+
+
+def test_a_database_named_by_leuktui_db_that_cannot_be_written_is_read_as_it_is(view, tmp_path):
+    """``$LEUKTUI_DB`` names a SQLite file this process cannot write (a read-only view of another's)
+    while its own home can be written: the reading commands read the file, and what would write to it
+    is refused in one line naming the file, before any work."""
+    workspace, mounted = view
+    before = tree(workspace.home)
+    database = mounted / "leuktui.db"
+    env = {"LEUKTUI_DB": f"sqlite:///{database}"}
+    home = Workspace(tmp_path / "mine").ensure().home
+    assert [r["id"] for r in json.loads(cli("ls", "--json", home=home, env=env).stdout)] == list(range(9, 0, -1))
+    assert json.loads(cli("show", "1", "--json", home=home, env=env).stdout)["name"] == "resnet18"
+    assert "resnet152" in cli("ablation", "--sweep", "1", "--cols", "hist_eq", home=home, env=env).stdout
+    for args in (("cancel", "7"), ("delete", "9", "--yes"), ("queue", "--data-dir", str(tmp_path), "--no-start"), ("export", "1")):
+        result = cli(*args, home=home, env=env, check=False)
+        assert result.returncode == 1 and result.stderr.strip() == (
+            f"leuktui: error: {database}: the database file cannot be written here; ls, show, queue ls, compare, ablation, "
+            "submissions and report -o DIR read it as it is"), args
+    assert tree(workspace.home) == before, "nothing in the database's folder was written"
+    assert sorted(path.name for path in home.iterdir()) == [], "nor in the home"

@@ -11,11 +11,14 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
+from db.dialect import sqlite_path
 from db.errors import UserError
 from db.vocabulary import METRICS
+from db.workspace import READERS
 from engine.config import ConfigError, RunConfig
 
 PROG = "leuktui"
@@ -151,9 +154,25 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
 
 def open_workspace(args: argparse.Namespace, *, create: bool = False, write: bool = True) -> tuple[Workspace, Database]:
     """The workspace and its database; ``write=False``: the command only reads, and a workspace
-    it cannot write is read without writing anything (a write would be refused in one line)."""
+    (or a ``$LEUKTUI_DB`` SQLite file) it cannot write is read without writing anything; a command
+    that would write is refused in one line first."""
     workspace = workspace_of(args, create=create, write=write)
-    return workspace, Database(workspace.db_url, read_only=not write and not workspace.writable())
+    fixed = unwritable_sqlite(workspace.db_url)
+    if write and fixed is not None:
+        raise UserError(f"{fixed}: the database file cannot be written here; {READERS} read it as it is")
+    return workspace, Database(workspace.db_url, read_only=not write and (fixed is not None or not workspace.writable()))
+
+
+def unwritable_sqlite(url: str) -> Path | None:
+    """The SQLite file ``url`` names where this process cannot write it or the folder its -wal
+    goes in (a read-only file system, a file shared to read); None for a server's database, or
+    one that can be written (or is not there to say)."""
+    path = sqlite_path(url)
+    if path is None or not path.parent.is_dir():
+        return None
+    if os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
+        return None
+    return path
 
 
 # -- output -------------------------------------------------------------------------------------------

@@ -24,6 +24,13 @@ def seeded(tmp_path) -> Workspace:
     return workspace
 
 
+def select_run(app: LeuktuiApp, run_id: int):
+    """The runs table with its cursor on run ``run_id``, as the arrow keys would leave it."""
+    table = app.screen.query_one("#runs")
+    table.move_cursor(row=table.get_row_index(str(run_id)))
+    return table
+
+
 async def wait_until(pilot, predicate, timeout: float = 10.0, message: str = "condition") -> None:
     import time
 

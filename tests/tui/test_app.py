@@ -18,7 +18,7 @@ from leuktui.screens.run_detail import RunDetailScreen
 from leuktui.screens.runs import RunsScreen
 from leuktui.widgets.charts import MetricChart
 from leuktui.widgets.keybar import KeyBar
-from tui.conftest import make_app, wait_until
+from tui.conftest import make_app, select_run, wait_until
 
 
 def runs_table(app) -> DataTable:
@@ -75,8 +75,7 @@ async def test_open_a_run_and_read_its_confusion_matrix(seeded, monkeypatch):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("1"))
+        select_run(app, 1)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen), message="the run's screen")
         await wait_until(pilot, lambda: len(app.screen.epochs) == 5 and len(app.screen.steps) == 1250, message="epochs and steps")
@@ -103,8 +102,7 @@ async def test_epochs_arrive_live(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("7"))  # the running run, 3 epochs so far
+        select_run(app, 7)  # the running run, 3 epochs so far
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and len(app.screen.epochs) == 3)
         writer = Database(seeded.db_url)
@@ -173,8 +171,7 @@ async def test_mark_two_runs_and_compare(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("5"))
+        select_run(app, 5)
         await pilot.press("space")  # marks 5, moves to 4
         await pilot.press("space")  # marks 4
         await pilot.press("c")
@@ -195,8 +192,7 @@ async def test_ablation_table_from_a_sweep(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("1"))
+        select_run(app, 1)
         await pilot.press("a")
         assert isinstance(app.screen, AblationScreen)
         pivot_table = app.screen.query_one("#ablation-table", DataTable)
@@ -274,8 +270,7 @@ async def test_cancel_a_queued_run_and_use_the_queue_screen(seeded):
         await pilot.press("escape")
         assert isinstance(app.screen, QueueScreen)
         await pilot.press("escape")
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("8"))
+        table = select_run(app, 8)
         await pilot.press("x")
         await wait_until(pilot, lambda: Database(seeded.db_url).get_run(8).status == "cancelled", message="cancelled")
         await wait_until(pilot, lambda: "cancelled" in str(table.get_cell("8", "status")), message="shown cancelled")
@@ -288,8 +283,7 @@ async def test_delete_asks_first(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("9"))
+        select_run(app, 9)
         seeded.run_dir(9).mkdir(parents=True)
         await pilot.press("d")
         await pilot.press("escape")
@@ -311,8 +305,7 @@ async def test_the_final_fit_key_queues_three_seeds_on_train_and_valid_then_wait
     app = make_app(workspace)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("1"))
+        select_run(app, 1)
         await pilot.press("F")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", message="asked first")
         await pilot.press("y")
@@ -322,7 +315,7 @@ async def test_the_final_fit_key_queues_three_seeds_on_train_and_valid_then_wait
         assert all(fit.config["fit_on"] == "train+valid" and fit.config["epochs"] == db.get_run(1).best_epoch for fit in fits)
         await wait_until(pilot, lambda: runs_table(app).row_count == 12, message="listed")
         assert str(runs_table(app).get_cell(str(fits[0].id), "acc")) == "final fit"
-        table.move_cursor(row=table.get_row_index("1"))
+        select_run(app, 1)
         await pilot.press("F")
         await wait_until(pilot, lambda: any("not all finished" in n.message for n in app._notifications), message="waits")
     db.close()
@@ -530,8 +523,7 @@ async def test_a_retry_and_stopping_a_running_run_ask_first(seeded):
     db = Database(seeded.db_url)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("1"))  # completed: R is a retry
+        select_run(app, 1)  # completed: R is a retry
         await pilot.press("R")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")
@@ -539,7 +531,7 @@ async def test_a_retry_and_stopping_a_running_run_ask_first(seeded):
         assert len(db.run_ids()) == 9, "nothing queued without a yes"
         await pilot.press("R", "y")
         await wait_until(pilot, lambda: len(db.run_ids()) == 10, message="retried")
-        table.move_cursor(row=table.get_row_index("7"))  # running: x asks, in the run screen too
+        select_run(app, 7)  # running: x asks, in the run screen too
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")
@@ -658,8 +650,7 @@ async def test_m_charts_another_metric_per_epoch_on_the_run_and_compare_screens(
     db = Database(seeded.db_url)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("1"))
+        select_run(app, 1)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 1")
         chart = app.screen.query_one("#chart-acc", MetricChart)
@@ -671,7 +662,7 @@ async def test_m_charts_another_metric_per_epoch_on_the_run_and_compare_screens(
             await pilot.press("m")
         await wait_until(pilot, lambda: chart.title == "learning rate per epoch", message="the learning rate")
         await pilot.press("escape")
-        table.move_cursor(row=table.get_row_index("2"))
+        select_run(app, 2)
         await pilot.press("space", "space", "c")
         await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.loaded is not None, message="compare")
         overlay = app.screen.query_one("#compare-acc", MetricChart)
@@ -691,8 +682,7 @@ async def test_the_tags_dialog_shows_tags_as_text_and_an_unedited_save_keeps_the
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
-        table = runs_table(app)
-        table.move_cursor(row=table.get_row_index("9"))
+        select_run(app, 9)
         await pilot.press("t")
         await wait_until(pilot, lambda: isinstance(app.screen, TagsScreen), message="the tags dialog")
         field = app.screen.query_one("#tags-input", Input)

@@ -3,19 +3,18 @@ several marked runs (an ensemble)."""
 
 from __future__ import annotations
 
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from leuktui.screens.ablation import AblationScreen
 from leuktui.screens.compare import CompareScreen
 from leuktui.screens.export import ExportScreen
 from leuktui.screens.report_dialog import ReportScreen
-from tui.conftest import make_app, wait_until
+from tui.conftest import make_app, select_run, wait_until
 
 
 async def mark(app, pilot, *run_ids: int) -> None:
-    table = app.screen.query_one("#runs", DataTable)
     for run_id in run_ids:
-        table.move_cursor(row=table.get_row_index(str(run_id)))
+        select_run(app, run_id)
         await pilot.press("space")
 
 
@@ -97,8 +96,7 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9)
-        table = app.screen.query_one("#runs")
-        table.move_cursor(row=table.get_row_index("5"))
+        select_run(app, 5)
         await pilot.press("space", "space")  # marks 5, then 4
         await wait_until(pilot, lambda: seeded.marked_runs() == [4, 5], message="marks kept in the workspace")
     out = json.loads(cli("report", "-o", str(tmp_path / "r"), "--json", home=seeded.home).stdout)
@@ -107,8 +105,7 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
     async with again.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: again.loaded and again.screen.query_one("#runs").row_count == 9)
         assert again.screen.marked == {4, 5} and "2 marked" in str(again.screen.query_one("#runs-status").render())
-        table = again.screen.query_one("#runs")
-        table.move_cursor(row=table.get_row_index("4"))
+        select_run(again, 4)
         await pilot.press("space")
         await wait_until(pilot, lambda: seeded.marked_runs() == [5], message="unmarked")
     seeded.marks_path.write_text("[]")

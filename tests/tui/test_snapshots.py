@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from db import Workspace
-from tui.conftest import make_app, wait_until
+from tui.conftest import make_app, select_run, wait_until
 from tui.seed import seed_workspace
 
 # A fixed path: the export dialog shows the workspace's paths.
@@ -43,8 +43,7 @@ def then(app, *keys: str, cursor_run: int | None = None, settle: float = 0.6, un
     async def steps(pilot):
         await loaded(app)(pilot)
         if cursor_run is not None:
-            table = app.screen.query_one("#runs")
-            table.move_cursor(row=table.get_row_index(str(cursor_run)))
+            select_run(app, cursor_run)
         for key in keys:
             await pilot.press(key)
             await pilot.pause(0.1)
