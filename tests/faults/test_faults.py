@@ -16,7 +16,7 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from conftest import cli, run_cli, tiny_config, wait_for
+from conftest import TINY_NET, cli, run_cli, tiny_config, wait_for
 from db import Database, Workspace, states
 from db.vocabulary import metric
 from engine.checkpoint import CheckpointError, CheckpointSaver, load_checkpoint
@@ -28,6 +28,7 @@ from runner.options import Options
 # Epochs long enough that a heartbeat (every 2 s) records a phase inside one, even on a loaded machine.
 TRAIN_IMAGES = 192
 STEPS_PER_EPOCH = TRAIN_IMAGES // 8
+ADOPTED_EPOCHS = 40
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_a_worker_killed_at_any_moment_resumes_with_every_epoch_and_step_once(db
 
 
 def test_a_stopped_worker_is_failed_within_20_seconds_and_reaped(db, home, cells):
-    (run,), _ = control.queue_runs(db, config(cells, epochs=500))
+    (run,), _ = control.queue_runs(db, config(cells, epochs=500, model=TINY_NET))
     daemon.start_detached(home, Options(idle_timeout=30))
     pid = wait_for(lambda: db.get_run(run.id).epochs_done >= 1 and db.get_run(run.id).pid, 120, "training")
     os.kill(pid, signal.SIGSTOP)
@@ -119,7 +120,8 @@ def test_a_stopped_worker_is_failed_within_20_seconds_and_reaped(db, home, cells
 
 
 def test_a_killed_scheduler_leaves_its_workers_training_and_the_next_one_adopts_them(db, home, cells):
-    (run,), _ = control.queue_runs(db, config(cells, epochs=6))
+    # The tests' small network, with epochs enough to train on through the second scheduler's start.
+    (run,), _ = control.queue_runs(db, config(cells, epochs=ADOPTED_EPOCHS, model=TINY_NET))
     first = daemon.start_detached(home, Options(idle_timeout=30))
     worker = wait_for(lambda: db.get_run(run.id).epochs_done >= 1 and db.get_run(run.id).pid, 120, "training")
     os.kill(first, signal.SIGKILL)
@@ -129,7 +131,7 @@ def test_a_killed_scheduler_leaves_its_workers_training_and_the_next_one_adopts_
     wait_for(lambda: "adopted run" in (home.home / "scheduler.log").read_text(), 15, "adopted")
     assert db.get_run(run.id).pid == worker, "the same worker trains on"
     wait_for(lambda: db.get_run(run.id).status == "completed", 240, "the adopted run completes")
-    assert [e.epoch for e in db.epochs(run.id)] == list(range(1, 7))
+    assert [e.epoch for e in db.epochs(run.id)] == list(range(1, ADOPTED_EPOCHS + 1))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
