@@ -104,7 +104,7 @@ def refuse_empty_file(path: Path | None) -> None:
 
 
 class ReadOnlyError(UserError, PermissionError):
-    """A write to a database opened read-only; the message names the workspace."""
+    """A write to a database opened read-only; the message names the database's folder."""
 
 
 class Database:
@@ -148,8 +148,8 @@ class Database:
         bounded wait blocks in a thread of its own, which costs a little on every contended turn.
         """
         if self.read_only:
-            raise ReadOnlyError(f"{self._write_lock_path.parent}: the workspace is read-only here (its folder cannot be "
-                                "written); this command would change it")
+            raise ReadOnlyError(f"{self._write_lock_path.parent}: the database there is read-only here (its file or folder "
+                                "cannot be written); this command would change it")
         if self._write_lock_path is None:
             yield
             return

@@ -12,7 +12,7 @@ from pathlib import Path
 from db.errors import UserError
 
 # The commands that read a workspace or a database this process cannot write, writing nothing.
-READERS = "ls, show, queue ls, compare, ablation, submissions and report -o DIR"
+READERS = "ls, show, queue ls, scheduler status, compare, ablation, submissions and report -o DIR"
 
 CAM_FOLDER = "cam"  # a run folder's Grad-CAM maps
 

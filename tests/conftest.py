@@ -37,9 +37,12 @@ def pytest_configure(config):
 
     Every process a test starts can also import and run ``TINY_NET`` (the tests' own network), as a
     user's allowed plug-in would be."""
-    sys.path.insert(0, str(SUPPORT))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SUPPORT), os.environ.get("PYTHONPATH")) if p)
-    os.environ["LEUKTUI_MODELS"] = ",".join(p for p in (os.environ.get("LEUKTUI_MODELS"), TINY_NET_MODULE) if p)
+    if str(SUPPORT) not in sys.path:
+        sys.path.insert(0, str(SUPPORT))
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), *(p for p in paths if p != str(SUPPORT))])
+    allowed = [m.strip() for m in os.environ.get("LEUKTUI_MODELS", "").split(",") if m.strip()]
+    os.environ["LEUKTUI_MODELS"] = ",".join([*(m for m in allowed if m != TINY_NET_MODULE), TINY_NET_MODULE])
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker is None or count < 2 or not hasattr(os, "sched_setaffinity"):
         return

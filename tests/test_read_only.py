@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from tui.seed import seed_workspace
 
-from conftest import cli, wait_for
+from conftest import cli, run_cli, wait_for
 from db import Database, Workspace
 from runner import daemon
 from runner.options import Options
@@ -59,7 +59,7 @@ def test_the_reading_commands_read_a_read_only_workspace_and_write_nothing(view,
         result = cli(*args, home=mounted, check=False)
         (line,) = result.stderr.strip().splitlines()
         assert result.returncode == 1 and line == (f"leuktui: error: {mounted}: workspace folder is not writable (Read-only file "
-                                                   "system); ls, show, queue ls, compare, ablation, submissions and report -o DIR read it as it is"), args
+                                                   "system); ls, show, queue ls, scheduler status, compare, ablation, submissions and report -o DIR read it as it is"), args
     for args in (("report", "1", "--evaluate", "-o", str(tmp_path / "r2")), ("submissions", "score", "1", "0.9")):
         result = cli(*args, home=mounted, check=False)
         assert result.returncode == 1 and "workspace folder is not writable" in result.stderr, args  # before any work
@@ -98,10 +98,14 @@ def test_a_database_named_by_leuktui_db_that_cannot_be_written_is_read_as_it_is(
     assert [r["id"] for r in json.loads(cli("ls", "--json", home=home, env=env).stdout)] == list(range(9, 0, -1))
     assert json.loads(cli("show", "1", "--json", home=home, env=env).stdout)["name"] == "resnet18"
     assert "resnet152" in cli("ablation", "--sweep", "1", "--cols", "hist_eq", home=home, env=env).stdout
-    for args in (("cancel", "7"), ("delete", "9", "--yes"), ("queue", "--data-dir", str(tmp_path), "--no-start"), ("export", "1")):
-        result = cli(*args, home=home, env=env, check=False)
+    for args in (("cancel", "7"), ("delete", "9", "--yes"), ("queue", "--data-dir", str(tmp_path), "--no-start"), ("export", "1"),
+                 ("scheduler", "start"), ("--no-scheduler",)):  # the last: the app, in a process of its own
+        result = (run_cli if args == ("--no-scheduler",) else cli)(*args, home=home, env=env, check=False)
         assert result.returncode == 1 and result.stderr.strip() == (
-            f"leuktui: error: {database}: the database file cannot be written here; ls, show, queue ls, compare, ablation, "
-            "submissions and report -o DIR read it as it is"), args
+            f"leuktui: error: {database}: the database file cannot be written here; ls, show, queue ls, scheduler status, compare, "
+            "ablation, submissions and report -o DIR read it as it is"), args
+    fresh = tmp_path / "not-made"  # a command that makes its home refuses before it makes one for nothing
+    result = cli("queue", "--data-dir", str(tmp_path), "--no-start", home=fresh, env=env, check=False)
+    assert result.returncode == 1 and "the database file cannot be written here" in result.stderr and not fresh.exists()
     assert tree(workspace.home) == before, "nothing in the database's folder was written"
     assert sorted(path.name for path in home.iterdir()) == [], "nor in the home"

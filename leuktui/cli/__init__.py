@@ -22,7 +22,15 @@ from db.session import database_error, is_unusable_database
 from db.workspace import apply_file_mode
 from engine.config import ConfigError
 from leuktui.cli import data, evaluation, queue, report, results, runs, scheduler, studies
-from leuktui.cli.common import PROG, Parser, UsageError, ask, flag_name, workspace_of
+from leuktui.cli.common import (
+    PROG,
+    Parser,
+    UsageError,
+    ask,
+    flag_name,
+    refuse_unwritable_database,
+    workspace_of,
+)
 
 # Errors of the machine a user can fix: a full disk or quota, a read-only file system.
 USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -58,6 +66,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def open_app(args: argparse.Namespace) -> int:
     """``leuktui`` with no command: the terminal app on the workspace; a folder that does not
     exist yet is made a workspace only once the user says so."""
+    refuse_unwritable_database()
     workspace = Workspace.resolve(args.home)
     if not workspace.home.exists() and not ask(f"{workspace.home} does not exist; make a new workspace there?"):
         raise UserError(f"{workspace.home}: no such workspace; nothing was created")

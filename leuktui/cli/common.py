@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, Workspace
-from db.dialect import sqlite_path
+from db.dialect import check_url, sqlite_path
 from db.errors import UserError
 from db.vocabulary import METRICS
 from db.workspace import READERS
@@ -156,17 +156,26 @@ def open_workspace(args: argparse.Namespace, *, create: bool = False, write: boo
     """The workspace and its database; ``write=False``: the command only reads, and a workspace
     (or a ``$LEUKTUI_DB`` SQLite file) it cannot write is read without writing anything; a command
     that would write is refused in one line first."""
+    if write:
+        refuse_unwritable_database()
     workspace = workspace_of(args, create=create, write=write)
     fixed = unwritable_sqlite(workspace.db_url)
-    if write and fixed is not None:
-        raise UserError(f"{fixed}: the database file cannot be written here; {READERS} read it as it is")
     return workspace, Database(workspace.db_url, read_only=not write and (fixed is not None or not workspace.writable()))
+
+
+def refuse_unwritable_database() -> None:
+    """A ``$LEUKTUI_DB`` SQLite file this process cannot write, refused in one line before a
+    command that would write to it starts (and before a new home is made for nothing)."""
+    named = os.environ.get("LEUKTUI_DB")
+    if named and (fixed := unwritable_sqlite(named)) is not None:
+        raise UserError(f"{fixed}: the database file cannot be written here; {READERS} read it as it is")
 
 
 def unwritable_sqlite(url: str) -> Path | None:
     """The SQLite file ``url`` names where this process cannot write it or the folder its -wal
     goes in (a read-only file system, a file shared to read); None for a server's database, or
-    one that can be written (or is not there to say)."""
+    one that can be written (or is not there to say). A malformed URL is refused in one line."""
+    check_url(url)
     path = sqlite_path(url)
     if path is None or not path.parent.is_dir():
         return None

@@ -13,6 +13,7 @@ from leuktui.cli.common import (
     add_json,
     positive_int,
     print_json,
+    refuse_unwritable_database,
     workspace_of,
 )
 
@@ -47,6 +48,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     if args.json and args.action != "status":
         raise UsageError(f"--json: `leuktui scheduler {args.action}` has no JSON output (status has)")
     # `scheduler start` sets a workspace up (a cluster's first command), so it may make one.
+    if args.action != "status":
+        refuse_unwritable_database()
     workspace = workspace_of(args, create=args.action == "start", write=args.action != "status")
     if args.action == "status":
         pid = daemon.running_pid(workspace)

@@ -20,7 +20,7 @@ from runner import daemon
 from runner.options import Options
 
 VALID = 20
-FAULT_EPOCHS = 12
+FAULT_EPOCHS = 20
 
 
 @pytest.fixture(scope="module")

@@ -97,22 +97,23 @@ def test_two_gpus_two_runs_and_the_third_waits(home, small_data, monkeypatch):
 
 
 def test_cancel_mid_run_then_resume_continues_the_same_record(home, small_data):
+    EPOCHS = 40
     db = Database(home.db_url)
-    (run,), _ = control.queue_runs(db, config(small_data, epochs=8))
+    (run,), _ = control.queue_runs(db, config(small_data, epochs=EPOCHS))  # the small network's epochs: the cancel lands mid-run
     start(home)
     wait_for(lambda: db.get_run(run.id).epochs_done >= 1, 90, "first epoch")
     assert control.cancel(db, run.id) == "cancelling"
     wait_for(lambda: db.get_run(run.id).status == "cancelled", 30, "cancelled")
     done_before = db.get_run(run.id).epochs_done
-    assert done_before < 8, "the cancel arrived after the run ended"
+    assert done_before < EPOCHS, "the cancel arrived after the run ended"
     assert "stopped on request" in home.log_path(run.id).read_text()
 
     control.resume(db, run.id)
     wait_for(lambda: db.get_run(run.id).status == "completed", 240, "resumed run completes")
     steps_per_epoch = 96 // 8
-    assert [e.epoch for e in db.epochs(run.id)] == list(range(1, 9))
-    assert [s for s, _ in db.steps(run.id)] == list(range(1, 8 * steps_per_epoch + 1))
-    assert [e.step for e in db.epochs(run.id)] == [steps_per_epoch * i for i in range(1, 9)]
+    assert [e.epoch for e in db.epochs(run.id)] == list(range(1, EPOCHS + 1))
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, EPOCHS * steps_per_epoch + 1))
+    assert [e.step for e in db.epochs(run.id)] == [steps_per_epoch * i for i in range(1, EPOCHS + 1)]
     assert "resume=True" in home.log_path(run.id).read_text()
 
 
