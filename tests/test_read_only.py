@@ -104,6 +104,13 @@ def test_a_database_named_by_leuktui_db_that_cannot_be_written_is_read_as_it_is(
         assert result.returncode == 1 and result.stderr.strip() == (
             f"leuktui: error: {database}: the database file cannot be written here; ls, show, queue ls, scheduler status, compare, "
             "ablation, submissions and report -o DIR read it as it is"), args
+    # Scoring a file against a key needs no database: it reads this one (is the key a recorded
+    # submission?) and prints the score, recording nothing.
+    key, answers = tmp_path / "key.csv", tmp_path / "answers.csv"
+    key.write_text("ID,label\na.bmp,1\nb.bmp,0\n")
+    answers.write_text("ID,label\na.bmp,1\nb.bmp,1\n")
+    scored = json.loads(cli("score", str(answers), "--key", str(key), "--json", home=home, env=env).stdout)
+    assert scored["n"] == 2 and scored["acc"] == 0.5
     fresh = tmp_path / "not-made"  # a command that makes its home refuses before it makes one for nothing
     result = cli("queue", "--data-dir", str(tmp_path), "--no-start", home=fresh, env=env, check=False)
     assert result.returncode == 1 and "the database file cannot be written here" in result.stderr and not fresh.exists()

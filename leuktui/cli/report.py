@@ -29,6 +29,7 @@ from leuktui.cli.common import (
     record_id,
     run_id_arg,
     text,
+    unwritable_sqlite,
 )
 from leuktui.formatting import visible
 
@@ -196,15 +197,19 @@ def cmd_submissions(args: argparse.Namespace) -> int:
     return 0
 
 
-def recorded_database(home: str | None) -> Database | None:
+def recorded_database(home: str | None, *, write: bool = False) -> Database | None:
     """The workspace's database if there is one; a workspace that does not exist is not created
-    (and one named by ``--home`` that does not exist is refused, as by every command)."""
+    (and one named by ``--home`` that does not exist is refused, as by every command). A SQLite
+    file this process cannot write is read as it is, and not there to be written (``write``)."""
     workspace = Workspace.resolve(home)
     if home and not workspace.home.exists():
         raise UserError(f"{workspace.home}: no such workspace (--home {home}); `leuktui queue` or `leuktui run` makes one")
     if not os.environ.get("LEUKTUI_DB") and not (workspace.home / DB_FILE).is_file():
         return None
-    return Database(workspace.db_url)
+    fixed = unwritable_sqlite(workspace.db_url)
+    if fixed is not None and write:
+        return None
+    return Database(workspace.db_url, read_only=fixed is not None)
 
 
 def refuse_submission_as_key(home: str | None, key: str) -> None:
@@ -224,8 +229,9 @@ def refuse_submission_as_key(home: str | None, key: str) -> None:
 
 def record_key_score(home: str | None, submission_file: str, metrics: dict[str, Any]) -> int | None:
     """Attach the answer key's score to the recorded submission written to ``submission_file``
-    (the newest one there); returns its id. A workspace that does not exist is not created."""
-    db = recorded_database(home)
+    (the newest one there); returns its id. A workspace that does not exist is not created, nor a
+    database this process cannot write written: the score is then printed only."""
+    db = recorded_database(home, write=True)
     if db is None:
         return None
     try:
