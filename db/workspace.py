@@ -16,6 +16,11 @@ READERS = "ls, show, queue ls, scheduler status, compare, ablation, submissions 
 
 CAM_FOLDER = "cam"  # a run folder's Grad-CAM maps
 
+
+def can_write_file(path: Path) -> bool:
+    """Whether this process can write ``path`` (there, or to be made) and the folder it is in."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
 DEFAULT_HOME = "leuktui-home"
 DB_FILE = "leuktui.db"
 RUN_OWNER_FILE = "owner"  # in runs/<id>/: which run record the folder belongs to
@@ -193,8 +198,7 @@ class Workspace:
     def writable(self) -> bool:
         """Whether this process can write the folder and the database file in it (not on a
         read-only file system, nor in a workspace shared to read only)."""
-        database = self.home / DB_FILE
-        return os.access(self.home, os.W_OK) and (not database.exists() or os.access(database, os.W_OK))
+        return can_write_file(self.home / DB_FILE)
 
     def ensure(self) -> Workspace:
         """Create the folder, or say in one line why it cannot be used."""

@@ -18,7 +18,7 @@ from db import Database, Workspace
 from db.dialect import check_url, sqlite_path
 from db.errors import UserError
 from db.vocabulary import METRICS
-from db.workspace import READERS
+from db.workspace import READERS, can_write_file
 from engine.config import ConfigError, RunConfig
 
 PROG = "leuktui"
@@ -159,8 +159,8 @@ def open_workspace(args: argparse.Namespace, *, create: bool = False, write: boo
     if write:
         refuse_unwritable_database()
     workspace = workspace_of(args, create=create, write=write)
-    fixed = unwritable_sqlite(workspace.db_url)
-    return workspace, Database(workspace.db_url, read_only=not write and (fixed is not None or not workspace.writable()))
+    read_only = not write and (not workspace.writable() or unwritable_sqlite(workspace.db_url) is not None)
+    return workspace, Database(workspace.db_url, read_only=read_only)
 
 
 def refuse_unwritable_database() -> None:
@@ -177,9 +177,7 @@ def unwritable_sqlite(url: str) -> Path | None:
     one that can be written (or is not there to say). A malformed URL is refused in one line."""
     check_url(url)
     path = sqlite_path(url)
-    if path is None or not path.parent.is_dir():
-        return None
-    if os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
+    if path is None or not path.parent.is_dir() or can_write_file(path):
         return None
     return path
 
