@@ -14,6 +14,9 @@ from test_metrics import from_confusion
 from conftest import cli, run_cli
 from db.vocabulary import METRICS
 
+# One pytest-xdist worker for the module: its trained workspace (a real run) is made once.
+pytestmark = pytest.mark.xdist_group("cli")
+
 
 def _csv(path):
     with open(path, newline="") as handle:

@@ -15,6 +15,9 @@ from engine.scoring import score_submission
 from engine.train import Trainer
 from runner.control import create_run
 
+# One pytest-xdist worker for the module: its two trained runs are made once.
+pytestmark = pytest.mark.xdist_group("ensemble")
+
 
 def _rows(path):
     with open(path, newline="") as handle:
