@@ -174,6 +174,11 @@ class Workspace:
     def log_path(self, run_id: int) -> Path:
         return self.run_dir(run_id) / "train.log"
 
+    def torchrun_dir(self, run_id: int) -> Path:
+        """torchrun's folder for a run of several processes (``--log-dir``: its folders, one an
+        attempt, one a rank), kept with the run rather than left in the system's temporary folder."""
+        return self.run_dir(run_id) / "torchrun"
+
     @property
     def marks_path(self) -> Path:
         """The runs marked in the app (a JSON list of ids): ``leuktui report`` reports on them."""

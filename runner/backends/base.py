@@ -48,7 +48,7 @@ NODES_VARIABLE = "LEUKTUI_NODES"  # the nodes of its run (a batch system's)
 def worker_argv(workspace: Workspace, run_id: int, env: Mapping[str, str]) -> list[str]:
     """The command that trains run ``run_id`` here: the worker, or torchrun starting
     ``$LEUKTUI_NPROC`` of them (one node, its rendezvous on this host, no restarts: a rank that
-    dies fails the run, which resumes from its checkpoint)."""
+    dies fails the run, which resumes from its checkpoint; its folders in the run's)."""
     import sys
 
     worker = ["-m", "engine.worker", str(run_id), "--home", str(workspace.home)]
@@ -56,7 +56,7 @@ def worker_argv(workspace: Workspace, run_id: int, env: Mapping[str, str]) -> li
     if nproc <= 1:
         return [sys.executable, *worker]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
-            "--monitor-interval=1", *worker]
+            "--monitor-interval=1", f"--log-dir={workspace.torchrun_dir(run_id)}", *worker]
 
 
 KINDS = {"text": str, "texts": list, "integer": int, "number": float}

@@ -251,7 +251,8 @@ def job_script(run_id: int, workspace: Workspace, db_url: str, *, gpus: int, par
             f"port=$(( {RENDEZVOUS_PORT_BASE} + SLURM_JOB_ID % {RENDEZVOUS_PORTS} ))",
             f"exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 {shlex.quote(sys.executable)} -m torch.distributed.run "
             f"--nnodes={nodes} --nproc-per-node={nproc} --rdzv-backend=c10d --rdzv-endpoint=\"$first:$port\" "
-            f"--rdzv-id=\"leuktui-$SLURM_JOB_ID\" --max-restarts=0 --monitor-interval=1 {worker}",
+            f"--rdzv-id=\"leuktui-$SLURM_JOB_ID\" --max-restarts=0 --monitor-interval=1 "
+            f"--log-dir={shlex.quote(str(workspace.torchrun_dir(run_id)))} {worker}",
         ]
     else:
         launch = [f"exec {shlex.quote(sys.executable)} {worker}"]

@@ -44,8 +44,11 @@ def processes_of(home, run_id: int) -> list[psutil.Process]:
     return found
 
 
-def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduces_its_validation(home, cells):
-    result = run_cli("run", *flags(cells, "--epochs", "2", "--nproc", "2", "--name", "ddp", "--model", TINY_NET), home=home.home)
+def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduces_its_validation(home, cells, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = run_cli("run", *flags(cells, "--epochs", "2", "--nproc", "2", "--name", "ddp", "--model", TINY_NET), home=home.home,
+                     env={"TMPDIR": str(scratch)})
     run_id = int(result.stdout.strip().splitlines()[-1])
     db = Database(home.db_url)
     run = db.get_run(run_id)
@@ -57,6 +60,9 @@ def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduce
     log = home.log_path(run_id).read_text()
     assert "rank 0/2" in log and "rank 1/2" in log and "2 processes" in log
     assert log.count(" INFO epoch 1/2 ") == 1  # rank 0 alone writes the log
+    # torchrun's folders (an attempt's, a rank's, for its error file) are the run's, not left in $TMPDIR.
+    assert sorted(p.name for p in home.torchrun_dir(run_id).glob("*/attempt_0/*")) == ["0", "1"]
+    assert not list(scratch.glob("torchelastic_*"))
 
     best = next(e for e in epochs if e.epoch == run.best_epoch)
     evaluated = json.loads(cli("eval", str(run_id), "--json", home=home.home).stdout)  # one process, the best checkpoint

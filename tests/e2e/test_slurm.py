@@ -241,6 +241,8 @@ def test_a_run_of_two_processes_is_one_slurm_job_of_two_tasks_under_torchrun(clu
     assert "srun" in script and "torch.distributed.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d" in script
     log = (cluster.home / "runs" / str(run_id) / "train.log").read_text()
     assert "rank 0/2" in log and "rank 1/2" in log
+    # torchrun's folders on the node are the run's (in the shared workspace), not the node's /tmp's.
+    assert sorted(p.name for p in (cluster.home / "runs" / str(run_id) / "torchrun").glob("*/attempt_0/*")) == ["0", "1"]
 
 
 def test_an_outside_scancel_ends_the_run_cancelled_with_slurms_reason(cluster):
