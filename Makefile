@@ -21,13 +21,12 @@ $(STAMP): pyproject.toml
 	@echo "leuktui: setting up $(VENV), once: pip installs torch, textual and the rest (about 6 GB; 1 to 2 minutes"
 	@echo "         from a local package index, longer over the network). pip's progress follows."
 	@# The venv without the copy of pip that `venv` compiles (7 s), the current pip put there by
-	@# this Python's own pip where it can install into another (`--python`); else the venv's pip.
+	@# this Python's own pip where it can install into another (`--python`); else, or if that
+	@# fails, the venv's own pip, upgraded.
 	$(PY) -m pip --version >/dev/null 2>&1 || \
-		if $(PYTHON) -m pip --help 2>/dev/null | grep -q -- '--python '; then \
-			$(PYTHON) -m venv --without-pip $(VENV) && $(PYTHON) -m pip --python $(PY) install --quiet --upgrade pip; \
-		else \
-			$(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip; \
-		fi
+		{ $(PYTHON) -m pip --help 2>/dev/null | grep -q -- '--python ' && $(PYTHON) -m venv --without-pip $(VENV) && \
+		  $(PYTHON) -m pip --python $(PY) install --quiet --upgrade pip; } || \
+		{ $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip; }
 	$(PY) -m pip install --progress-bar on --no-compile -e '.[dev]'
 	@echo "leuktui: compiling what the app and a run import, once (in two processes, one a CPU)"
 	$(PY) -c 'import torch, torch._dynamo, engine.train' & torch_side=$$!; \

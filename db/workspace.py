@@ -175,9 +175,19 @@ class Workspace:
         return self.run_dir(run_id) / "train.log"
 
     def torchrun_dir(self, run_id: int) -> Path:
-        """torchrun's folder for a run of several processes (``--log-dir``: its folders, one an
-        attempt, one a rank), kept with the run rather than left in the system's temporary folder."""
+        """torchrun's folder for a run of several processes (``--log-dir``: a folder a launch, in
+        it one an attempt and one a rank), kept with the run rather than left in the system's
+        temporary folder."""
         return self.run_dir(run_id) / "torchrun"
+
+    def share_torchrun_dir(self, run_id: int) -> None:
+        """Give torchrun's folders this workspace's folder mode: it makes them with ``mkdtemp``,
+        owner-only whatever the umask, and a lab sharing the workspace (``LEUKTUI_SHARE=group``)
+        could not delete the run's folder."""
+        mode = folder_permissions()
+        for folder, _subfolders, _files in os.walk(self.torchrun_dir(run_id)):
+            with contextlib.suppress(OSError):
+                os.chmod(folder, mode)
 
     @property
     def marks_path(self) -> Path:

@@ -127,6 +127,8 @@ def execute(
         threading.Thread(target=heartbeat, args=(db, run_id, pulse, done, stop), daemon=True, name="heartbeat").start()
         threading.Thread(target=touch_heartbeat, args=(workspace.heartbeat_path(run_id), pulse, done), daemon=True,
                          name="heartbeat-file").start()
+    if ranks is not None and ranks.local_rank == 0:  # each node's torchrun has made its folders, owner-only
+        workspace.share_torchrun_dir(run_id)
     try:
         pulse.set("importing torch")
         import torch

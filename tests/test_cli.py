@@ -14,8 +14,8 @@ from test_metrics import from_confusion
 from conftest import cli, run_cli
 from db.vocabulary import METRICS
 
-# One pytest-xdist worker for the module: its trained workspace (a real run) is made once.
-pytestmark = pytest.mark.xdist_group("cli")
+# The tests of the trained workspace on one pytest-xdist worker: that run is trained once.
+ON_TRAINED = pytest.mark.xdist_group("cli-trained")
 
 
 def _csv(path):
@@ -33,6 +33,7 @@ def trained(tmp_path_factory, tiny_data):
     return home, run_id, result
 
 
+@ON_TRAINED
 def test_run_prints_epochs_and_the_run_id(trained):
     home, run_id, result = trained
     assert run_id == 1
@@ -40,6 +41,7 @@ def test_run_prints_epochs_and_the_run_id(trained):
     assert "completed" in result.stdout
 
 
+@ON_TRAINED
 def test_ls_and_show_json(trained):
     home, run_id, _ = trained
     runs = json.loads(cli("ls", "--json", home=home).stdout)
@@ -58,6 +60,7 @@ def test_ls_and_show_json(trained):
     assert "best epoch" in cli("show", str(run_id), home=home).stdout
 
 
+@ON_TRAINED
 def test_eval_records_test_time_augmentation(trained):
     home, run_id, _ = trained
     import contextlib
@@ -87,6 +90,7 @@ def test_eval_records_test_time_augmentation(trained):
     assert "Matthews correlation" in cli("eval", str(run_id), "--tta", "single", home=home).stdout
 
 
+@ON_TRAINED
 def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     out = tmp_path / "submission.csv"
@@ -113,6 +117,7 @@ def test_export_writes_the_submission_in_the_test_csvs_order(trained, tiny_data,
     assert len(_csv(valid)) == 25
 
 
+@ON_TRAINED
 def test_export_never_overwrites_what_it_does_not_own(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     dataset_csv = tiny_data / "resnet_18_test.csv"
@@ -179,6 +184,7 @@ def test_export_never_overwrites_what_it_does_not_own(trained, tiny_data, tmp_pa
     assert records[-1]["path"] == str(mine) and records[-1]["tta"] == "five"
 
 
+@ON_TRAINED
 def test_user_errors_are_one_line_and_non_zero(trained, tmp_path):
     home, run_id, _ = trained
     cases = [
@@ -236,6 +242,7 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         "leuktui: error: LEUKTUI_GPUS='0,x': expected GPU indices such as 0,1 (or empty for none)"
 
 
+@ON_TRAINED
 def test_a_submission_is_never_scored_against_itself_or_a_non_file(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     out = tmp_path / "sub.csv"
@@ -274,6 +281,7 @@ def test_unwritable_workspace_is_one_line(tmp_path, tiny_data):
     assert result.returncode == 1 and "workspace folder is not writable" in result.stderr
 
 
+@ON_TRAINED
 def test_global_options_go_before_or_after_the_command(trained):
     home, run_id, _ = trained
     before = json.loads(cli("--home", str(home), "--json", "ls").stdout)
@@ -298,6 +306,7 @@ def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny
     assert (missing / "leuktui.db").is_file()
 
 
+@ON_TRAINED
 def test_a_bad_choice_is_refused_with_the_valid_ones(trained):
     home, _, _ = trained
     result = cli("ls", "--status", "bogus", home=home, check=False)
@@ -308,6 +317,7 @@ def test_a_bad_choice_is_refused_with_the_valid_ones(trained):
     assert "no runs with status failed" in cli("ls", "--status", "failed", home=home).stdout
 
 
+@ON_TRAINED
 def test_the_views_have_one_flag_in_every_command(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     queued = json.loads(cli("queue", "--data-dir", str(tiny_data), "--tta", "five", "--no-start", "--json", "--force",
@@ -362,6 +372,7 @@ def test_data_commands(tmp_path):
     assert as_json["ok"] is False and as_json["splits"]["train"]["rows"] == 8
 
 
+@ON_TRAINED
 def test_commands_that_do_not_train_never_import_torch(trained, tiny_data, tmp_path):
     home, run_id, _ = trained
     key = str(tiny_data / "test_answer_key.csv")

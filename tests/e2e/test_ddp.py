@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import time
 
 import psutil
@@ -48,7 +49,7 @@ def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduce
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     result = run_cli("run", *flags(cells, "--epochs", "2", "--nproc", "2", "--name", "ddp", "--model", TINY_NET), home=home.home,
-                     env={"TMPDIR": str(scratch)})
+                     env={"TMPDIR": str(scratch), "LEUKTUI_SHARE": "group"})
     run_id = int(result.stdout.strip().splitlines()[-1])
     db = Database(home.db_url)
     run = db.get_run(run_id)
@@ -60,9 +61,12 @@ def test_leuktui_run_nproc_2_trains_two_gloo_processes_and_one_process_reproduce
     log = home.log_path(run_id).read_text()
     assert "rank 0/2" in log and "rank 1/2" in log and "2 processes" in log
     assert log.count(" INFO epoch 1/2 ") == 1  # rank 0 alone writes the log
-    # torchrun's folders (an attempt's, a rank's, for its error file) are the run's, not left in $TMPDIR.
+    # torchrun's folders (a launch's, an attempt's, a rank's) are the run's, not left in $TMPDIR, and
+    # as open as the workspace's (a lab sharing it can delete the run), though torchrun makes them owner-only.
     assert sorted(p.name for p in home.torchrun_dir(run_id).glob("*/attempt_0/*")) == ["0", "1"]
     assert not list(scratch.glob("torchelastic_*"))
+    folders = [home.torchrun_dir(run_id), *(p for p in home.torchrun_dir(run_id).rglob("*") if p.is_dir())]
+    assert len(folders) == 5 and {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o770}
 
     best = next(e for e in epochs if e.epoch == run.best_epoch)
     evaluated = json.loads(cli("eval", str(run_id), "--json", home=home.home).stdout)  # one process, the best checkpoint

@@ -59,7 +59,8 @@ def seed_workspace(workspace: Workspace, data_dir: str = "/data/lab3") -> Databa
     if template is None:
         folder = Path(tempfile.mkdtemp(prefix="leuktui-seed-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        _seed_rows(Database(f"sqlite:///{folder / DB_FILE}"), data_dir).close()  # closed: its -wal folded into the file
+        _seed_rows(Database(f"sqlite:///{folder / DB_FILE}"), data_dir).close()
+        assert not (folder / f"{DB_FILE}-wal").exists(), "closed, the database's -wal is folded into its file"
         template = _TEMPLATES[data_dir] = folder / DB_FILE
     shutil.copyfile(template, target)
     return Database(workspace.db_url)
