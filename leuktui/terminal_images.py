@@ -24,7 +24,11 @@ MODES = ("auto", "kitty", "sixel", "blocks", "text")
 ENV = "LEUKTUI_IMAGES"
 FEWER_COLOURS = {"256": "256", "standard": "16", "windows": "16"}
 
-ASK_SECONDS = 1.0  # a terminal that has not answered the last question by then answers none
+# A terminal that has not answered the last question by then answers none. Over SSH on a long or
+# busy path the answers come a second or more late, and one that came after the asking stopped
+# would be read by the app as keys (`[?62;4c`: `?` opens the help); so the wait is long, which only
+# a terminal that never answers pays (every VT100-like one answers the device attributes at once).
+ASK_SECONDS = 3.0
 # The questions, all at once: kitty's graphics query, the cell size in pixels, and last the primary
 # device attributes, which every terminal answers, in order: once that answer is in, any other
 # answer that was coming has come.

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import sys
 import threading
+import time
 
 import pytest
 
 from leuktui import terminal_images
 
 
-def ask_a(answers: dict[bytes, bytes], monkeypatch, timeout: float = 1.0):
-    """``ask_terminal`` on a pty whose other end answers each question it recognises."""
+def ask_a(answers: dict[bytes, bytes], monkeypatch, timeout: float | None = 1.0, delay: float = 0.0):
+    """``ask_terminal`` (``timeout`` None: its own) on a pty whose other end answers each question
+    it recognises, ``delay`` seconds after it is asked; what was asked, said, and left unread."""
     master, slave = pty.openpty()
     heard = bytearray()
 
@@ -25,6 +28,7 @@ def ask_a(answers: dict[bytes, bytes], monkeypatch, timeout: float = 1.0):
             except OSError:
                 return
             heard.extend(chunk)
+            time.sleep(delay)
             for question, answer in answers.items():
                 if question in chunk:
                     os.write(master, answer)
@@ -36,11 +40,12 @@ def ask_a(answers: dict[bytes, bytes], monkeypatch, timeout: float = 1.0):
     with os.fdopen(os.dup(slave), "r") as tty_in, os.fdopen(os.dup(slave), "w") as tty_out:
         monkeypatch.setattr(sys, "stdin", tty_in)
         monkeypatch.setattr(sys, "stdout", tty_out)
-        said = terminal_images.ask_terminal(timeout=timeout)
-    other_end.join(2)
+        said = terminal_images.ask_terminal() if timeout is None else terminal_images.ask_terminal(timeout=timeout)
+    other_end.join(delay + 2)
+    left = os.read(slave, 4096) if select.select([slave], [], [], 0.1)[0] else b""
     os.close(slave)
     os.close(master)
-    return said, bytes(heard)
+    return said, bytes(heard), left
 
 
 KITTY_QUERY = b"\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA\x1b\\"
@@ -53,14 +58,22 @@ KITTY_QUERY = b"\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA\x1b\\"
     ({b"\x1b[c": b"\x1b[?1;2c"}, "blocks", (10, 20)),  # tmux: no graphics, no cell size (a VT340's)
 ])
 def test_the_terminal_is_asked_once_and_its_answers_decide_the_images(answers, kind, cell, monkeypatch):
-    said, heard = ask_a(answers, monkeypatch)
-    assert said == (kind, *cell)
+    said, heard, left = ask_a(answers, monkeypatch)
+    assert said == (kind, *cell) and left == b""
     assert heard.endswith(b"\x1b[c") and KITTY_QUERY in heard, "all questions at once, the device attributes last"
 
 
 def test_a_terminal_that_answers_nothing_gets_blocks_after_the_timeout(monkeypatch):
-    said, _ = ask_a({}, monkeypatch, timeout=0.3)
+    said, _, _ = ask_a({}, monkeypatch, timeout=0.3)
     assert said == ("blocks", 10, 20)
+
+
+def test_a_slow_link_is_waited_for_so_its_answers_never_reach_the_app_as_keys(monkeypatch):
+    """Over SSH on a long or busy path the answers come a second or more late; one that came after
+    the asking stopped would be read by the app as keys (``[?62;4c``: ``?`` opens the help)."""
+    said, _, left = ask_a({b"\x1b[16t": b"\x1b[6;20;10t", b"\x1b[c": b"\x1b[?62;4c"}, monkeypatch, timeout=None, delay=1.5)
+    assert said == ("sixel", 10, 20)
+    assert left == b"", f"left for the app to read: {left!r}"
 
 
 def test_no_terminal_is_not_asked(monkeypatch, tmp_path):
