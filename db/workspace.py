@@ -16,14 +16,14 @@ READERS = "ls, show, queue ls, scheduler status, compare, ablation, submissions 
 
 CAM_FOLDER = "cam"  # a run folder's Grad-CAM maps
 
+DEFAULT_HOME = "leuktui-home"
+DB_FILE = "leuktui.db"
+RUN_OWNER_FILE = "owner"  # in runs/<id>/: which run record the folder belongs to
+
 
 def can_write_file(path: Path) -> bool:
     """Whether this process can write ``path`` (there, or to be made) and the folder it is in."""
     return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
-
-DEFAULT_HOME = "leuktui-home"
-DB_FILE = "leuktui.db"
-RUN_OWNER_FILE = "owner"  # in runs/<id>/: which run record the folder belongs to
 
 
 class WorkspaceError(UserError, OSError):
