@@ -57,7 +57,7 @@ class RunConfig:
     data_dir: str = field(default="data/demo", metadata={"help": "dataset root (train.csv, valid.csv, test CSVs or fold_*/)"})
     test_csv: str | None = field(default=None, metadata={"help": "test CSV for predictions (default: the one matching the model depth)"})
     model: str = field(default="resnet18", metadata={"help": "resnet18|resnet50|resnet152, torchvision:resnetN or package.module:callable"})
-    pretrained: str | None = field(default=None, metadata={"help": "local file with a torchvision-style ResNet state dict"})
+    pretrained: str | None = field(default=None, metadata={"help": "local file with a torchvision-style ResNet state dict (default: none, trained from scratch)"})
     loss: str = field(default="bce", metadata={"help": "bce: one logit, ce: two logits", **_choice(*LOSSES)})
     image_size: int = field(default=128, metadata={"help": "side in pixels the images are resized to", "min": 16, "max": 1024})
     batch_size: int = field(default=32, metadata={"help": "images per training step (BatchNorm needs 2 or more)", "min": 2, "max": 4096})
@@ -71,7 +71,7 @@ class RunConfig:
     vflip: bool = field(default=True, metadata={"help": "random vertical flips"})
     rotation: float = field(default=20.0, metadata={"help": "random rotation range in degrees (0 = off)", "min": 0.0, "max": 180.0})
     hist_eq: bool = field(default=False, metadata={"help": "gray scale + histogram equalization"})
-    center_crop: bool = field(default=False, metadata={"help": "keep the central 384/450 of each image"})
+    center_crop: bool = field(default=False, metadata={"help": "keep the central 384/450 of each resized image (the lab's crop, at any image size)"})
     crop_to_cell: bool = field(default=False, metadata={"help": "crop to the bounding box of the cell"})
     eval_mode: str = field(default="single", metadata={"help": "validation views: single, five-crop or ten-crop (the flag is also --tta; none is single)",
                                                        "aliases": ("tta",), **_choice(*EVAL_MODE_KEYS)})

@@ -22,9 +22,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from db.files import NotAFile, open_regular, read_regular_text
 from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
 
 TRAIN_CSV = "train.csv"
 VALID_CSV = "valid.csv"
@@ -187,6 +191,19 @@ def default_test_csv(root: Path | str, model_depth: int | None) -> Path:
         if (root / candidate).is_file():
             return root / candidate
     raise DatasetError(f"{root}: no test CSV ({', '.join(TEST_CSVS.values())}); pass --test-csv")
+
+
+def resolve_test_csv(config: RunConfig, test_csv: Path | str | None = None) -> Path:
+    """The test CSV a run predicts: the one asked for, else the run's own (its config's), else
+    its model's default. A relative path is the dataset root's, unless it names a file from here."""
+    root = Path(config.data_dir)
+    chosen = test_csv or config.test_csv
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = root / path
+        return path.resolve()
+    return default_test_csv(root, config.model_depth).resolve()
 
 
 def load_test(root: Path | str, csv_path: Path | str) -> Split:

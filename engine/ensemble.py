@@ -15,7 +15,7 @@ import numpy as np
 
 from db import Database, Workspace
 from engine.config import RunConfig
-from engine.datasets import DatasetError, default_test_csv, load_test
+from engine.datasets import DatasetError, load_test, resolve_test_csv
 from engine.errors import UserError
 from engine.predict import (
     Phase,
@@ -29,18 +29,6 @@ from engine.predict import (
 
 class EnsembleError(UserError):
     """Runs that cannot be averaged into one submission; the message names them."""
-
-
-def resolve_test_csv(config: RunConfig, test_csv: Path | str | None) -> Path:
-    """The test CSV a run predicts: the one asked for, else its own, else its model's default."""
-    root = Path(config.data_dir)
-    chosen = test_csv or config.test_csv
-    if chosen:
-        path = Path(chosen).expanduser()
-        if not path.is_absolute() and not path.exists():
-            path = root / path
-        return path.resolve()
-    return default_test_csv(root, config.model_depth).resolve()
 
 
 def export_ensemble(

@@ -21,7 +21,7 @@ from db.models import Evaluation
 from db.vocabulary import CHECKPOINTS, eval_mode
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError, RunConfig
-from engine.datasets import DatasetError, Split, default_test_csv, load_split, load_test
+from engine.datasets import DatasetError, Split, load_split, load_test, resolve_test_csv
 from engine.device import make_precision, resolve_device
 from engine.errors import UserError
 from engine.files import atomic_write
@@ -241,8 +241,7 @@ def export_submission(
         on_phase(f"loading run {run_id}'s {checkpoint} checkpoint", 0, 1)
     loaded = load_run_model(db, workspace, run_id, checkpoint)
     root = Path(loaded.config.data_dir)
-    csv_path = Path(test_csv) if test_csv else Path(loaded.config.test_csv) if loaded.config.test_csv else default_test_csv(root, loaded.config.model_depth)
-    data = load_test(root, csv_path)
+    data = load_test(root, resolve_test_csv(loaded.config, test_csv))
     if not data.samples:
         raise DatasetError(f"{data.source}: no rows to predict")
     probabilities = predict_split(loaded, workspace, data, mode, on_batch, on_phase)

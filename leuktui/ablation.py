@@ -451,3 +451,9 @@ def suggest_factors(runs: Sequence[Run]) -> list[str]:
         return []
     fields = [key for key in runs[0].config if key not in ("data_dir", REPLICATE_FIELD, "test_csv", "workers", "pretrained")]
     return [key for key in fields if len({repr(r.config.get(key)) for r in runs}) > 1]
+
+
+def default_columns(runs: Sequence[Run], rows: str) -> str:
+    """The columns an ablation of ``runs`` opens with, on the Ablation screen and in `leuktui
+    ablation`: the first other field the runs differ in (a sweep's factor), else the views."""
+    return next((factor for factor in suggest_factors(runs) if factor != rows), "tta")

@@ -51,8 +51,9 @@ NOTES = {
     "studies": "An Optuna study's trials (state, parameters, value at the best epoch, epochs), the best so far, each "
                "trial's value per epoch as curves, and the parameters' importances (fANOVA, after two completed trials); "
                "`enter` opens a trial's run.",
-    "export": "Checkpoint, test-time views, test CSV (defaults to the model's) and output path; several marked "
-              "runs make an ensemble; runs in the background with progress.",
+    "export": "Checkpoint, test-time views, test CSV (the run's own, else its model's) and output path; several marked "
+              "runs make an ensemble (runs that predict different test CSVs leave the choice to you); runs in the "
+              "background with progress.",
     "report": "The runs and the output folder; builds in the background with progress and names the folder when done.",
 }
 
@@ -78,18 +79,22 @@ class Action:
 
 ACTIONS: tuple[Action, ...] = (
     # Runs (home)
+    # In the key bar's order: a newcomer's journey first (at 80 columns the first few fit).
     Action("open-run", "enter", "open_run", "Open", "runs", "open the run"),
-    Action("filter", "slash", "filter", "Filter", "runs",
-           "filter: text, `model=resnet50 status=completed acc>0.95 mcc>0.8 hist_eq=true tag=demo`", key_display="/"),
-    Action("clear-filter", "escape", "clear_filter", "Clear filter", "runs", "clear the filter", show=False),
-    Action("sort", "s", "cycle_sort", "Sort", "runs", "cycle the sort (newest, best acc, val F1, status, model)"),
-    Action("mark", "space", "toggle_mark", "Mark", "runs", "mark / unmark (compare, ablation, cancel, delete act on marked runs)"),
     Action("new-run", "n", "new_run", "New run", "runs", "new run"),
-    Action("new-sweep", "g", "new_sweep", "New sweep", "runs", "new sweep"),
+    Action("mark", "space", "toggle_mark", "Mark", "runs",
+           "mark / unmark the run, then step to the next (compare, ablation, export, report, cancel and delete act on the "
+           "marked runs; marks are kept when the app closes, and a plain `leuktui report` reports on them)"),
     Action("compare", "c", "compare", "Compare", "runs", "compare marked runs"),
     Action("ablation", "a", "ablation", "Ablation", "runs", "ablation table (marked runs, the run's sweep, or the runs shown)"),
     Action("export", "e", "export", "Export", "runs", "export the Kaggle submission (several marked runs: an ensemble)"),
     Action("report", "r", "report", "Report", "runs", "the lab report (marked runs, else the runs shown): tables, figures, submissions"),
+    Action("filter", "slash", "filter", "Filter", "runs",
+           "filter: text, `model=resnet50 status=completed acc>0.95 mcc>0.8 hist_eq=true tag=demo`", key_display="/"),
+    Action("clear-filter", "escape", "clear_filter", "Clear filter", "runs", "clear the filter", show=False),
+    Action("sort", "s", "cycle_sort", "Sort", "runs", "cycle the sort (newest, best acc, val F1, status, model)"),
+    Action("unmark-all", "u", "unmark_all", "Unmark all", "runs", "unmark every run"),
+    Action("new-sweep", "g", "new_sweep", "New sweep", "runs", "new sweep"),
     Action("cancel-run", "x", "cancel_run", "Cancel", "runs", "cancel (a running run checkpoints, then stops)"),
     Action("resume-retry", "R", "resume_or_retry", "Resume/retry", "runs",
            "resume an interrupted/cancelled/failed run, retry a finished one"),
@@ -100,17 +105,18 @@ ACTIONS: tuple[Action, ...] = (
     Action("delete", "d", "delete", "Delete", "runs", "delete runs and their files (asks first)"),
     # Run detail
     Action("back", "escape", "app.pop_screen", "Back", "detail", "back to the runs"),
-    Action("prev-matrix", "left_square_bracket", "previous_source", "Prev matrix", "detail",
-           "the previous epoch or evaluation in the confusion matrix", key_display="["),
-    Action("next-matrix", "right_square_bracket", "next_source", "Next matrix", "detail",
-           "the next epoch or evaluation in the confusion matrix", key_display="]"),
-    Action("evaluate", "v", "evaluate", "Eval 5/10-crop", "detail", "evaluate the best checkpoint with five- and ten-crop"),
+    # The keys of one tab (each opens its tab from any other) are in the key bar on their tab only.
     Action("detail-chart", "m", "cycle_chart", "Chart", "detail",
            "chart another metric per epoch (F1, AUC, sensitivity, specificity, MCC, balanced accuracy, the learning rate)"),
+    Action("prev-matrix", "left_square_bracket", "previous_source", "Prev", "detail",
+           "the previous epoch or evaluation in the confusion matrix", key_display="["),
+    Action("next-matrix", "right_square_bracket", "next_source", "Next", "detail",
+           "the next epoch or evaluation in the confusion matrix", key_display="]"),
+    Action("mistakes-flip", "f", "flip_mistakes", "FN/FP", "detail", "the mistakes tab: false negatives or false positives"),
+    Action("mistakes-zoom", "z", "zoom_mistake", "Larger", "detail", "the mistakes tab: the image and its map, larger"),
     Action("detail-export", "e", "export", "Export", "detail", "export the Kaggle submission"),
+    Action("evaluate", "v", "evaluate", "Eval 5/10-crop", "detail", "evaluate the best checkpoint with five- and ten-crop"),
     Action("detail-cancel", "x", "cancel_run", "Cancel", "detail", "cancel the run"),
-    Action("mistakes-flip", "f", "flip_mistakes", "FN/FP", "detail", "the mistakes tab: false negatives or false positives", show=False),
-    Action("mistakes-zoom", "z", "zoom_mistake", "Larger", "detail", "the mistakes tab: the image and its map, larger", show=False),
     *(Action(f"detail-{tab}", str(number), f"show_tab('{tab}')", f"{tab.removeprefix('tab-').title()} tab", "detail",
              f"the {tab.removeprefix('tab-')} tab", show=False)
       for number, tab in enumerate(("tab-charts", "tab-confusion", "tab-evaluations", "tab-config", "tab-log", "tab-mistakes"), start=1)),
@@ -170,6 +176,11 @@ WITH_APP_KEYS = ("runs", "detail", "compare", "ablation", "queue", "studies")
 def bindings(screen: str) -> list[Binding]:
     """The default bindings of a screen (``app`` for the app's own)."""
     return [action.binding() for action in ACTIONS if action.screen == screen]
+
+
+def screen_of(node: object) -> str | None:
+    """The registry's name of the screen ``node`` (its bindings came from ``bindings(name)``)."""
+    return next((ACTION_BY_ID[b.id].screen for b in getattr(node, "BINDINGS", ()) if getattr(b, "id", None) in ACTION_BY_ID), None)
 
 
 def _keys(text: str) -> list[str]:

@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 from db import Database, Workspace
 from db.models import Run
 from engine.errors import UserError
-from leuktui.actions import ACTION_BY_ID, bindings, display, validate_keymap
+from leuktui.actions import ACTION_BY_ID, bindings, display, screen_of, validate_keymap
 from leuktui.formatting import visible
 from leuktui.messages import PollFailed, RunsUpdated
 
@@ -242,7 +242,7 @@ class LeuktuiApp(App):
         from leuktui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(screen_of(self.screen)))
 
     def action_queue_screen(self) -> None:
         from leuktui.screens.queue import QueueScreen

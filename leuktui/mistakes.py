@@ -19,6 +19,11 @@ FALSE_NEGATIVES = "false negatives"
 FALSE_POSITIVES = "false positives"
 
 
+def counted(count: int, kind: str) -> str:
+    """``1 false negative``, ``2 false negatives``."""
+    return f"{count} {kind.removesuffix('s') if count == 1 else kind}"
+
+
 @dataclass(frozen=True)
 class Mistake:
     id: str                 # the prediction's path string (the CSV's Path)

@@ -334,6 +334,13 @@ def test_version():
     assert result.returncode == 0 and result.stdout.strip() == f"leuktui {version('leuktui')}"
 
 
+def test_the_config_flags_say_their_default_once_and_never_as_none():
+    text = " ".join(cli("queue", "--help").stdout.split())
+    assert "(default: None)" not in text and "model depth) (default:" not in text
+    assert "--test-csv TEST_CSV test CSV for predictions (default: the one matching the model depth) --model" in text
+    assert "(default: none, trained from scratch)" in text and "(default: bce)" in text
+
+
 def test_output_to_a_pipe_is_never_cut_to_the_terminals_width(tmp_path, tiny_data):
     home = tmp_path / "home"
     name = "a-long-run-name-" + "x" * 150

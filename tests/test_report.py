@@ -316,6 +316,10 @@ def test_report_and_submissions_commands(seeded_home, tmp_path):
     result = cli("report", "1", "3", "-o", str(out), home=seeded_home)
     assert f"wrote the report on runs 1, 3 to {out}" in result.stdout
     assert (out / "report.html").is_file() and (out / "figures" / "confusion-run-3.png").is_file()
+    # No runs named: the line says which runs it took, and why.
+    Workspace(seeded_home).marks_path.write_text("[2, 4]")
+    marked = cli("report", "-o", str(tmp_path / "marked"), home=seeded_home)
+    assert f"wrote the report on runs 2, 4 (the runs marked in the app; `u` there unmarks them) to {tmp_path / 'marked'}" in marked.stdout
     for args, message in (
         (("report", "99"), "leuktui: error: run 99: no such run"),
         (("report", "8"), "leuktui: error: run 8: no epochs recorded yet (status queued)"),
@@ -330,7 +334,7 @@ def test_report_and_submissions_commands(seeded_home, tmp_path):
 
     assert "no submissions yet" in cli("submissions", home=seeded_home).stdout
     db = Database(Workspace(seeded_home).db_url)
-    db.add_submission([1], checkpoint="best", tta="single", test_csv="t.csv", path=str(tmp_path / "s.csv"), rows=16)
+    db.add_submission([1], checkpoint="best", tta="single", test_csv="/data/lab3/resnet_18_test.csv", path=str(tmp_path / "s.csv"), rows=16)
     db.close()
     scored = cli("submissions", "score", "1", "0.96907", home=seeded_home)
     assert "leaderboard score 0.96907 recorded" in scored.stdout
@@ -338,7 +342,9 @@ def test_report_and_submissions_commands(seeded_home, tmp_path):
 
     listed = json.loads(cli("submissions", "--json", home=seeded_home).stdout)
     assert [(s["id"], s["run_ids"], s["score"], s["score_source"]) for s in listed] == [(1, [1], 0.96907, "leaderboard")]
-    assert "0.96907" in cli("submissions", home=seeded_home).stdout
+    shown = cli("submissions", home=seeded_home).stdout.splitlines()
+    assert shown[0].split()[:6] == ["id", "runs", "model", "checkpoint", "tta", "test"], shown  # the test CSV predicted
+    assert shown[1].split()[:7] == ["1", "1", "resnet18", "best", "single", "resnet_18_test.csv", "16"] and "0.96907" in shown[1], shown
     bad = cli("submissions", "score", "1", "97", home=seeded_home, check=False)
     assert bad.returncode == 2 and "'97' is not between 0 and 1" in bad.stderr
     missing = cli("submissions", "score", "5", "0.5", home=seeded_home, check=False)

@@ -208,6 +208,21 @@ def test_queue_seeds_makes_replicates_that_differ_only_in_seed(tmp_path, tiny_da
     assert cli("queue", "--seeds", "0", "--no-start", home=home, check=False).returncode == 2
 
 
+def test_without_cols_the_ablation_opens_as_the_screen_does_on_the_runs_own_factor(lab):
+    """`leuktui ablation` with no --cols pivots what the runs differ in (a sweep's factor), as the
+    Ablation screen opens; runs that differ in nothing else get the views."""
+    from leuktui.ablation import default_columns
+
+    workspace, db, ids = lab
+    six = [str(ids[(hist_eq, seed)]) for hist_eq in (False, True) for seed in range(3)]
+    plain = json.loads(cli("ablation", *six, "--json", home=workspace.home).stdout)["tables"]
+    assert plain == json.loads(cli("ablation", *six, "--cols", "hist_eq", "--json", home=workspace.home).stdout)["tables"]
+    assert [t["cols_factor"] for t in plain] == ["hist_eq"] and {c["col"] for c in plain[0]["cells"]} == {False, True}
+    assert default_columns(db.runs_by_id([int(i) for i in six]), "model") == "hist_eq"
+    seeds_only = json.loads(cli("ablation", *six[:3], "--json", home=workspace.home).stdout)["tables"]
+    assert [t["cols_factor"] for t in seeds_only] == ["tta"]
+
+
 def test_mistakes_are_one_line(lab, tmp_path):
     workspace, db, ids = lab
     for args, words in (

@@ -119,9 +119,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                help=f"{help_text} (default: {'on' if default else 'off'})")
-        else:
+        else:  # a help that says its default itself (a None's meaning) keeps its own words
             group.add_argument(*flags, dest=f.name, metavar=f.name.upper(), default=None,
-                               help=f"{help_text} (default: {default})")
+                               help=help_text if "(default:" in help_text else f"{help_text} (default: {default})")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -136,7 +136,7 @@ def check_output_folder(folder: Path) -> None:
 
 
 def cmd_mistakes(args: argparse.Namespace) -> int:
-    from leuktui.mistakes import FALSE_NEGATIVES, FALSE_POSITIVES
+    from leuktui.mistakes import FALSE_NEGATIVES, FALSE_POSITIVES, counted
 
     workspace, db = open_workspace(args)
     if args.output:
@@ -175,7 +175,8 @@ def cmd_mistakes(args: argparse.Namespace) -> int:
     out = console()
     (tn, fp), (fn, tp) = found["confusion"] or [[0, 0], [0, 0]]
     out.print(text(f"run {args.run}, {found['checkpoint']} checkpoint (epoch {found['epoch']}), {view_label(found['views'])}, "
-                   f"{found['n']} validation images: {fn} false negatives (ALL called HEM), {fp} false positives (HEM called ALL)"))
+                   f"{found['n']} validation images: {counted(fn, FALSE_NEGATIVES)} (ALL called HEM), "
+                   f"{counted(fp, FALSE_POSITIVES)} (HEM called ALL)"))
     for title, items, total in (("false negatives", found["false_negatives"], fn), ("false positives", found["false_positives"], fp)):
         if items:
             out.print()

@@ -80,7 +80,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.output and not workspace.writable():
         raise UserError(f"{workspace.home}: the workspace is read-only here, so the report cannot go in its reports/ folder; "
                         "give -o DIR")
-    runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep, marked=workspace.marked_runs())
+    marked = workspace.marked_runs()
+    runs = select_runs(db, args.runs, tag=args.tag, sweep=args.sweep, marked=marked)
+    by_default = not args.runs and args.tag is None and args.sweep is None
+    why = "" if not by_default else (" (the runs marked in the app; `u` there unmarks them)" if any(run.id in marked for run in runs)
+                                     else " (each model's best config, with all its seeds)")
     if args.evaluate:
         evaluate_for_roc(db, workspace, runs, quiet=args.json)
     if args.cam:
@@ -99,7 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print_json({"folder": str(result.folder), "runs": result.run_ids, "figures": result.figures, "tables": result.tables,
                     "notes": result.notes, "seconds": round(result.timings["total"], 2)})
         return 0
-    print(f"wrote the report on run{'s' if len(runs) > 1 else ''} {', '.join(map(str, result.run_ids))} to {result.folder}")
+    print(f"wrote the report on run{'s' if len(runs) > 1 else ''} {', '.join(map(str, result.run_ids))}{why} to {result.folder}")
     print(f"  report.html (self-contained), report.md, {len(result.figures)} figures (PNG + SVG), {len(result.tables)} tables (CSV)")
     for note in result.notes:
         print(f"  note: {note}")
@@ -185,13 +189,13 @@ def cmd_submissions(args: argparse.Namespace) -> int:
 
     models = {run.id: run.model for run in db.runs_by_id(sorted({i for s in submissions for i in s.run_ids}))}
     table = Table(box=None, header_style="bold")
-    for column in ("id", "runs", "model", "checkpoint", "tta", "rows", "score", "scored by", "age", "file"):
+    for column in ("id", "runs", "model", "checkpoint", "tta", "test CSV", "rows", "score", "scored by", "age", "file"):
         table.add_column(column, justify="right" if column in ("id", "rows", "score") else "left")
     for s in submissions:
         names = [models.get(run_id, "?") for run_id in s.run_ids]
         table.add_row(
             str(s.id), ",".join(map(str, s.run_ids)), text(names[0] if len(names) == 1 else "ensemble"), s.checkpoint, s.tta,
-            str(s.rows), "-" if s.score is None else f"{s.score:.5f}", s.score_source or "-", age(s.created_at), text(s.path),
+            text(Path(s.test_csv).name if s.test_csv else "-"), str(s.rows), "-" if s.score is None else f"{s.score:.5f}", s.score_source or "-", age(s.created_at), text(s.path),
         )
     console().print(table)
     return 0

@@ -59,7 +59,8 @@ def add_commands(commands: Any) -> None:
     ablation.add_argument("--sweep", type=record_id, help="the runs of this sweep")
     ablation.add_argument("--tag", help="the runs with this tag")
     ablation.add_argument("--rows", default="model", metavar="FIELD", help="the config field of the rows (default: model)")
-    ablation.add_argument("--cols", default="tta", metavar="FIELD", help="a config field, or tta for the views (default: tta)")
+    ablation.add_argument("--cols", metavar="FIELD", help="a config field, or tta for the views (default: as the app's screen "
+                                                          "opens, the first other field the runs differ in, else tta)")
     ablation.add_argument("--metric", default="acc", choices=METRIC_KEYS, metavar="METRIC", help=f"{'|'.join(METRIC_KEYS)} (default: acc)")
     add_selection(ablation)
     output = ablation.add_mutually_exclusive_group()
@@ -202,16 +203,17 @@ def check_factor(name: str, flag: str, *, views: bool) -> str:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    from leuktui.ablation import build
+    from leuktui.ablation import build, default_columns
 
     rows = check_factor(args.rows, "--rows", views=False)
-    cols = check_factor(args.cols, "--cols", views=True)
+    cols = None if args.cols is None else check_factor(args.cols, "--cols", views=True)
     if rows == cols:
         raise UsageError(f"--rows and --cols are both {rows}")
     _, db = open_workspace(args, write=False)
     runs = chosen_runs(db, args)
     if not runs:
         raise UsageError("no runs with recorded epochs here" + (" match" if args.runs or args.sweep or args.tag else ""))
+    cols = cols or default_columns(runs, rows)
     ids = [run.id for run in runs]
     epochs = db.epochs_of(ids) if args.select == "last" else None
     tables = build(runs, db.evaluations_of(ids), rows, cols, args.metric, selection=args.select, k=args.last_k,

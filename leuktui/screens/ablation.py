@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Label, Select, Static
 
 from db.vocabulary import METRICS, MULTI_VIEW_MODES, metric
-from leuktui.ablation import Pivot, build, suggest_factors
+from leuktui.ablation import Pivot, build, default_columns, suggest_factors
 from leuktui.actions import bindings
 from leuktui.cells import plain, refill
 from leuktui.widgets.keybar import KeyBar
@@ -78,7 +78,7 @@ class AblationScreen(Screen):
         if not self._opened:  # first open: the runs' own factors (a sweep's), the views only when nothing else varies
             self._opened = True
             current_rows = "model" if "model" in varying or len(varying) < 2 else varying[0]
-            current_columns = next((f for f in varying if f != current_rows), "tta")
+            current_columns = default_columns(runs, current_rows)
         rows.set_options([(name, name) for name in options])
         columns.set_options([("eval mode (tta)", "tta")] + [(name, name) for name in options])
         rows.value = current_rows if current_rows in options else "model"

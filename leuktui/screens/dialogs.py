@@ -12,6 +12,7 @@ from db.models import Run
 from leuktui.actions import bindings
 from leuktui.cells import plain
 from leuktui.formatting import visible
+from leuktui.widgets.keybar import KeyBar
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -27,6 +28,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", variant="error", id="yes", compact=True)
                 yield Button("No (esc)", id="no", compact=True)
+        yield KeyBar()  # the dialog's own keys on the bottom line, not the screen's beneath it
 
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:
@@ -55,6 +57,7 @@ class TagsScreen(ModalScreen):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="tags-save", compact=True)
                 yield Button("Cancel", id="tags-cancel", compact=True)
+        yield KeyBar()
 
     @on(Button.Pressed, "#tags-save")
     def _save_pressed(self) -> None:

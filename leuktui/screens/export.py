@@ -14,18 +14,22 @@ from textual.widgets import Input, Label, Select, Static
 
 from db.models import Run
 from db.vocabulary import CHECKPOINTS, EVAL_MODES
-from engine.datasets import TEST_CSVS
+from engine.config import RunConfig
+from engine.datasets import TEST_CSVS, resolve_test_csv
+from engine.errors import UserError
 from leuktui.actions import bindings
 from leuktui.cells import plain
 from leuktui.screens.job_dialog import JobDialog
 
 
-def default_test_csv_name(run: Run) -> str:
-    depth = run.config.get("model", "")
-    for d, name in TEST_CSVS.items():
-        if str(depth).endswith(f"resnet{d}"):
-            return name
-    return TEST_CSVS[18]
+def expected_test_csv(run: Run) -> Path:
+    """The test CSV run ``run`` predicts when none is chosen, as an export resolves it; where its
+    data folder has none (moved, or not mounted here), the file its model's depth names."""
+    config = RunConfig.from_dict(run.config)
+    try:
+        return resolve_test_csv(config)
+    except UserError:
+        return Path(config.data_dir) / (config.test_csv or TEST_CSVS.get(config.model_depth or 0, TEST_CSVS[18]))
 
 
 class ExportScreen(JobDialog):
@@ -38,6 +42,16 @@ class ExportScreen(JobDialog):
         super().__init__()
         self.runs = [run] if isinstance(run, Run) else list(run)
         self.run = self.runs[0]
+        # An ensemble averages its runs on one test CSV: where theirs differ, the user picks it
+        # (the field starts empty, and stays required), as `leuktui export` asks for --test-csv.
+        expected = {r.id: expected_test_csv(r) for r in self.runs}
+        self.test_csv = str(expected[self.run.id]) if len(set(expected.values())) == 1 else ""
+        names = {run_id: path.name for run_id, path in expected.items()}
+        if len(set(names.values())) < len(set(expected.values())):
+            names = {run_id: str(path) for run_id, path in expected.items()}  # one name in two folders
+        self.test_csv_choice = "" if self.test_csv else (
+            "these runs predict different test CSVs (" + ", ".join(f"run {run_id}: {name}" for run_id, name in names.items())
+            + "): type the one to use")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-dialog", classes="dialog"):
@@ -53,11 +67,11 @@ class ExportScreen(JobDialog):
                 yield Select([(mode.label, mode.key) for mode in EVAL_MODES], value=EVAL_MODES[0].key, allow_blank=False, id="export-tta", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("test CSV", classes="form-label")
-                yield Input(value=str(Path(self.run.config.get("data_dir", ".")) / default_test_csv_name(self.run)), id="export-csv", compact=True)
+                yield Input(value=self.test_csv, placeholder="the test CSV every run predicts", id="export-csv", compact=True)
             with Horizontal(classes="form-row"):
                 yield Label("output", classes="form-label")
                 yield Input(value=str(self.default_output(EVAL_MODES[0].key)), id="export-output", compact=True)
-            yield from self.job_widgets()
+            yield from self.job_widgets(self.test_csv_choice)
 
     def default_output(self, tta: str) -> Path:
         return self.app.workspace.export_path([r.id for r in self.runs], tta)
@@ -71,6 +85,13 @@ class ExportScreen(JobDialog):
 
     def action_export(self) -> None:
         self.start_job()
+
+    def start_job(self) -> None:
+        if self.test_csv_choice and not self.query_one("#export-csv", Input).value.strip():
+            self.query_one("#export-result", Static).update(plain(self.test_csv_choice, style="red"))
+            self.query_one("#export-csv", Input).focus()
+            return
+        super().start_job()
 
     def parameters(self) -> dict[str, Any]:
         return {

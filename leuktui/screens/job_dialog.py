@@ -17,6 +17,7 @@ from db.errors import UserError
 from leuktui.cells import plain
 from leuktui.formatting import visible
 from leuktui.messages import JobFinished, JobProgress
+from leuktui.widgets.keybar import KeyBar
 
 
 class JobDialog(ModalScreen):
@@ -38,6 +39,7 @@ class JobDialog(ModalScreen):
 
     def on_mount(self) -> None:
         self.query_one(f"#{self.prefix}-progress").display = False
+        self.mount(KeyBar())  # the dialog's own keys on the bottom line, not the screen's beneath it
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

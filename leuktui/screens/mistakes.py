@@ -32,10 +32,12 @@ from leuktui.mistakes import (
     Mistake,
     Mistakes,
     chosen_evaluation,
+    counted,
     mistakes_of,
 )
 from leuktui.results import view_label
 from leuktui.widgets.cell_image import CellImage
+from leuktui.widgets.keybar import KeyBar
 
 COLUMNS = ("#", "P(ALL)", "image")
 WATCH_SECONDS = 0.5  # how often the pane looks for the maps the job has drawn, while it draws
@@ -177,9 +179,9 @@ class MistakesPane(Vertical):
         else:
             drawing = Text("")
         self.query_one("#mistakes-head", Static).update(Text.assemble(
-            (f"{len(found.of(self.kind))} {self.kind}", "bold"),
+            (counted(len(found.of(self.kind)), self.kind), "bold"),
             f" ({'ALL called HEM' if self.kind == FALSE_NEGATIVES else 'HEM called ALL'}), most confident first · ",
-            (f"f: {len(found.of(other))} {other}", "dim"), (" · z: larger", "dim"),
+            (f"f: {counted(len(found.of(other)), other)}", "dim"), (" · z: larger", "dim"),
             (f"\n{evaluation.checkpoint} checkpoint, epoch {evaluation.epoch}, {view_label(evaluation.tta)}, "
              f"{evaluation.n} validation images", "dim"),
             drawing,
@@ -301,6 +303,7 @@ class CellViewScreen(ModalScreen):
             with Horizontal():
                 yield CellImage(id="cell-view-image")
                 yield CellImage(id="cell-view-cam")
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#cell-view-image", CellImage).show(self.mistake.image, "the image", "" if self.mistake.image else "not in the valid split")

@@ -87,7 +87,8 @@ class QueueScreen(Screen):
     def show(self, runs, pid, devices, jobs=None) -> None:
         self.query_one("#devices", DeviceStrip).update(devices)
         self.query_one("#scheduler-state", Static).update(
-            f"scheduler running (pid {pid})" if pid else "scheduler not running — it starts when work is queued"
+            (f"scheduler running (pid {pid})" if pid else "scheduler not running — it starts when work is queued")
+            + ("" if runs else "\nnothing queued or running: a new run (n on the runs screen) or `leuktui queue` adds one")
         )
         jobs = jobs or {}
         rows = [

@@ -35,6 +35,9 @@ MAX_STEPS_KEPT = 8_000  # step points held for the chart; more are folded into b
 EVALUATION_COLUMNS = ("id", "origin", "checkpoint", "epoch", "split", "tta", "n", *(m.title for m in METRICS), "acc 95% CI", "file")
 
 
+# The keys that act on one tab, and that tab.
+TAB_KEYS = {"cycle_chart": "tab-charts", "previous_source": "tab-confusion", "next_source": "tab-confusion",
+            "flip_mistakes": "tab-mistakes", "zoom_mistake": "tab-mistakes"}
 STEP_PHASE = re.compile(r"epoch (\d+)/\d+ step (\d+)/(\d+)")
 
 
@@ -193,8 +196,15 @@ class RunDetailScreen(Screen):
             self._mistakes_best = self.run.best_epoch
             self.query_one(MistakesPane).load(self.run)
 
+    def key_shown(self, action: str) -> bool:
+        """Whether the key bar shows ``action``'s key: a tab's own keys on that tab only (they work
+        on every tab, opening theirs)."""
+        tab = TAB_KEYS.get(action)
+        return tab is None or self.query_one("#detail-tabs", TabbedContent).active == tab
+
     @on(TabbedContent.TabActivated, "#detail-tabs")
     def _tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        self.query_one(KeyBar).refresh()
         if event.pane.id != "tab-mistakes":
             return
         self.query_one("#mistakes", DataTable).focus()  # up and down step through the mistakes
@@ -211,6 +221,7 @@ class RunDetailScreen(Screen):
         self.query_one(MistakesPane).zoom()
 
     def action_cycle_chart(self) -> None:
+        self.action_show_tab("tab-charts")
         self.chart_index = (self.chart_index + 1) % len(charted())
         self._dirty = True
         self._redraw_if_dirty()

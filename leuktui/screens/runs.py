@@ -241,6 +241,18 @@ class RunsScreen(Screen):
             table.move_cursor(row=row + 1)
         self._update_status()
 
+    def action_unmark_all(self) -> None:
+        if not self.marked:
+            return
+        unmarked, self.marked = self.marked, set()
+        self._save_marks()
+        table = self.query_one("#runs", DataTable)
+        for run_id in unmarked:
+            if str(run_id) in table.rows:
+                table.update_cell(str(run_id), "mark", Text(" "))
+        self._update_status()
+        self.notify(f"unmarked {len(unmarked)} run{'s' if len(unmarked) != 1 else ''}")
+
     # -- actions -------------------------------------------------------------------------------
 
     @on(DataTable.RowSelected, "#runs")

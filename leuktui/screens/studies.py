@@ -128,6 +128,8 @@ class StudiesScreen(Screen):
     def show(self, importances: dict) -> None:
         summary = self.summary()
         head = self.query_one("#study-head", Static)
+        self.query_one(KeyBar).refresh()
+        self.query_one("#study-charts").display = self.query_one("#study-trials").display = summary is not None
         if summary is None:
             head.update(plain("no studies yet: `leuktui study create NAME --space 'lr=log:1e-4:1e-1' --trials 20`, "
                               "or a new sweep (g) in search mode", newlines=True))
@@ -160,6 +162,12 @@ class StudiesScreen(Screen):
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1))
             self.query_one("#study-curves", MetricChart).replot(curves(summary), title=f"{summary['metric']} per epoch, each trial")
+
+    def key_shown(self, action: str) -> bool:
+        """The key bar offers a study's keys once there is one, and [ and ] once there are two."""
+        if action in ("previous_study", "next_study"):
+            return len(self.summaries) > 1
+        return action not in ("stop_study", "more_trials") or bool(self.summaries)
 
     @on(DataTable.RowSelected, "#study-trials")
     def _open(self, event: DataTable.RowSelected) -> None:

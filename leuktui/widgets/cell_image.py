@@ -22,7 +22,7 @@ class CellImage(Vertical):
     DEFAULT_CSS = """
     CellImage { width: 1fr; height: 1fr; align-horizontal: center; }
     CellImage > .cell-title { height: 1; width: 1fr; }
-    CellImage > .cell-missing { width: 1fr; height: auto; color: $text-muted; }
+    CellImage > .cell-missing { width: 1fr; height: auto; color: $text-muted; padding-right: 1; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:

@@ -68,6 +68,8 @@ class KeyBar(Widget, can_focus=False):
             binding = active.binding
             if not binding.show or binding.action in seen or key == palette_key:
                 continue
+            if not getattr(active.node, "key_shown", lambda _action: True)(binding.action):
+                continue  # a key of a part of the screen not in view (a tab's)
             seen.add(binding.action)
             # In the order the node declares them, so a key remapped by keymap.json keeps its place.
             declared = [getattr(b, "action", None) for b in getattr(active.node, "BINDINGS", [])]

@@ -6,12 +6,14 @@ import gc
 import subprocess
 import sys
 
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Markdown, Static
 
 from db import Database, states
 from engine.synth import make_dataset
 from leuktui.screens.ablation import AblationScreen
 from leuktui.screens.compare import CompareScreen
+from leuktui.screens.help import HelpScreen
 from leuktui.screens.new_run import NewRunScreen
 from leuktui.screens.queue import QueueScreen
 from leuktui.screens.run_detail import RunDetailScreen
@@ -279,6 +281,18 @@ async def test_cancel_a_queued_run_and_use_the_queue_screen(seeded):
         assert app.is_running
 
 
+async def test_an_empty_queue_says_so_and_how_to_fill_it(tmp_path):
+    from db import Workspace
+
+    app = make_app(Workspace(tmp_path / "home").ensure())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.loaded, message="the app")
+        await pilot.press("w")
+        state = app.screen.query_one("#scheduler-state", Static)
+        await wait_until(pilot, lambda: "nothing queued or running" in str(state.render()), message="the empty queue said")
+        assert "`leuktui queue` adds one" in str(state.render()) and app.screen.query_one("#queue", DataTable).row_count == 0
+
+
 async def test_delete_asks_first(seeded):
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -374,7 +388,7 @@ async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
         bar = app.screen.query_one(KeyBar)
         keys, palette = bar.shown()
-        assert [key for key, *_ in keys][:5] == ["slash", "s", "space", "N", "g"], "a remapped key keeps its place"
+        assert [key for key, *_ in keys][:5] == ["N", "space", "c", "a", "e"], "a remapped key keeps its place"
         assert ("N", "N", "New run", True) in keys and palette[0] == "ctrl+p"
         await pilot.press("n")
         assert isinstance(app.screen, RunsScreen), "the old key no longer opens the form"
@@ -624,6 +638,37 @@ async def test_at_80_columns_the_best_metric_and_help_are_on_screen(seeded):
         assert left <= 80, f"the best acc column ends at column {left}"
         bar = str(app.screen.query_one(KeyBar).render())
         assert "? Help" in bar and "q Quit" in bar and bar.index("? Help") > bar.index("New run")
+        # The lab's journey first: a new run, marks, and what marks are for.
+        assert bar.index("n New run") < bar.index("space Mark") < bar.index("c Compare") < bar.index("a Ablation"), bar
+
+        # On a run, each tab's own keys show on that tab (and open it from any other).
+        select_run(app, 1)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.epochs, message="run 1")
+
+        def bar() -> str:
+            return str(app.screen.query_one(KeyBar).render())
+
+        assert "m Chart" in bar() and "Prev" not in bar() and "FN/FP" not in bar(), bar()
+        assert "e Export" in bar() and "v Eval 5/10-crop" in bar(), bar()
+        await pilot.press("2")
+        await wait_until(pilot, lambda: "[ Prev" in bar(), message="the confusion tab's keys")
+        assert "] Next" in bar() and "m Chart" not in bar() and "e Export" in bar(), bar()
+        await pilot.press("m")  # from the confusion tab: the charts, another metric
+        await wait_until(pilot, lambda: app.screen.query_one("#detail-tabs").active == "tab-charts", message="the charts tab")
+        await wait_until(pilot, lambda: "m Chart" in bar() and "Prev" not in bar(), message="the charts tab's keys")
+        await pilot.press("6")
+        await wait_until(pilot, lambda: "f FN/FP" in bar() and "z Larger" in bar(), message="the mistakes tab's keys")
+        assert "? Help" in bar() and "q Quit" in bar()
+
+        # ? opens the help at the keys of the screen it was pressed on.
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), message="the help")
+        await wait_until(pilot, lambda: app.screen.query_one(Markdown).table_of_contents, message="the help's headings")
+        heading = app.screen.query_one("#" + next(i for _, title, i in app.screen.query_one(Markdown).table_of_contents if title == "Run detail"))
+        scroller = app.screen.query_one(VerticalScroll)
+        await wait_until(pilot, lambda: scroller.scroll_y > 0 and scroller.region.y <= heading.region.y <= scroller.region.y + 3,
+                         message="the Run detail keys at the top")
 
 
 async def test_an_unticked_box_is_empty_and_a_ticked_one_shows_its_x(seeded):

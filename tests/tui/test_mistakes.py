@@ -163,6 +163,8 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
 
     home = tmp_path / "home"
     mistakes_workspace(home)
+    said = cli("mistakes", "1", home=home).stdout
+    assert "2 false negatives (ALL called HEM), 1 false positive (HEM called ALL)" in said, said
     colour_env = "COLORTERM=truecolor" if colours == "truecolor" else "-u COLORTERM"
     command = (f"env {colour_env} TERM=xterm-256color {shlex.quote(sys.executable)} -m leuktui --home {shlex.quote(str(home))} "
                "--no-scheduler")
@@ -173,6 +175,7 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
         terminal.wait_for("loss per epoch", 15)
         terminal.keys("6")
         screen = terminal.wait_for("2 false negatives", 15)
+        assert "f: 1 false positive ·" in screen, screen  # one, in the singular
         terminal.wait_for("Grad-CAM of", 10)
         deadline = time.time() + 10
         while True:  # the picture is mounted a moment after its title, and drawn over a few frames
@@ -186,6 +189,12 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
             assert "48;2;" in terminal.screen(escapes=True) or "38;2;" in terminal.screen(escapes=True)
         else:
             assert blocks == 0 and "256 colours are too few to show the cell" in screen, screen
+            # The two panes' lines (each names its file) never run into each other.
+            lines = screen.splitlines()
+            top = next(i for i, line in enumerate(lines) if "Grad-CAM of" in line)
+            right = lines[top].index("Grad-CAM of")
+            beside = [line for line in lines[top + 1:] if len(line) > right and line[right].strip()]
+            assert beside and all(line[right - 1] == " " for line in beside), "\n".join(beside)
         terminal.keys("q")
     finally:
         terminal.close()

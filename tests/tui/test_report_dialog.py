@@ -9,6 +9,7 @@ from leuktui.screens.ablation import AblationScreen
 from leuktui.screens.compare import CompareScreen
 from leuktui.screens.export import ExportScreen
 from leuktui.screens.report_dialog import ReportScreen
+from leuktui.widgets.keybar import KeyBar
 from tui.conftest import make_app, select_run, wait_until
 
 
@@ -82,10 +83,29 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
         await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen), message="the export dialog")
         assert [run.id for run in app.screen.runs] == [1, 3]
         assert "ensemble of runs 1, 3" in str(app.screen.query_one(".dialog-title", Static).render())
+        bar = app.screen.query_one(KeyBar)  # the dialog's keys on the bottom line, not the Runs screen's
+        assert str(bar.render()).split() == ["esc", "Close", "^s", "Export"] and bar.region.y == app.size.height - 1
         assert app.screen.query_one("#export-output", Input).value.endswith("exports/ensemble-1-3-single.csv")
+        # A ResNet18 and a ResNet50 predict different test CSVs: nothing is chosen for the user.
+        choose = "these runs predict different test CSVs (run 1: resnet_18_test.csv, run 3: resnet_50_test.csv): type the one to use"
+        field = app.screen.query_one("#export-csv", Input)
+        assert field.value == "" and str(app.screen.query_one("#export-result", Static).render()) == choose
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert not app.screen.query_one("#export-progress").display and not app._notifications, "no job started"
+        assert app.screen.focused is field and str(app.screen.query_one("#export-result", Static).render()) == choose
+        field.value = "/data/lab3/resnet_50_test.csv"
         await pilot.press("ctrl+s")
         # The seeded runs have no checkpoints: the error names the first run, in one line.
         await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), message="the error")
+        await pilot.press("escape")
+        await mark(app, pilot, 1, 3, 2)  # unmarks 1 and 3; marks 2
+        select_run(app, 1)
+        await pilot.press("space", "e")  # 1 and 2: two ResNet18s, one test CSV, filled in
+        await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen), message="the export dialog")
+        assert [run.id for run in app.screen.runs] == [1, 2]
+        assert app.screen.query_one("#export-csv", Input).value == "/data/lab3/resnet_18_test.csv"
+        assert str(app.screen.query_one("#export-result", Static).render()) == ""
 
 
 async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(seeded, tmp_path):
@@ -108,7 +128,15 @@ async def test_marks_made_in_the_app_are_what_a_plain_leuktui_report_reports_on(
         select_run(again, 4)
         await pilot.press("space")
         await wait_until(pilot, lambda: seeded.marked_runs() == [5], message="unmarked")
-    seeded.marks_path.write_text("[]")
+        select_run(again, 2)
+        await pilot.press("space")
+        await wait_until(pilot, lambda: seeded.marked_runs() == [2, 5], message="marked")
+        await pilot.press("u")  # every mark at once
+        await wait_until(pilot, lambda: seeded.marked_runs() == [], message="every mark gone")
+        table = again.screen.query_one("#runs")
+        assert not again.screen.marked and "marked" not in str(again.screen.query_one("#runs-status").render())
+        assert all(str(table.get_cell(str(run_id), "mark")).strip() == "" for run_id in (2, 5))
+        assert any(n.message == "unmarked 2 runs" for n in again._notifications)
     out = json.loads(cli("report", "-o", str(tmp_path / "r2"), "--json", home=seeded.home).stdout)
     assert out["runs"] == [1, 4, 5], "nothing marked: the best run of each model"
 

@@ -11,6 +11,7 @@ from db.vocabulary import PRUNED, QUEUED, RUNNING
 from leuktui.screens.run_detail import RunDetailScreen
 from leuktui.screens.studies import StudiesScreen
 from leuktui.widgets.charts import MetricChart
+from leuktui.widgets.keybar import KeyBar
 from runner.studies import StudyDriver, StudyRequest, create_study, find_study
 from tui.conftest import make_app, wait_until
 
@@ -42,6 +43,8 @@ async def test_the_studies_screen_shows_trials_best_curves_importances_and_its_k
         await pilot.press("o")
         await wait_until(pilot, lambda: isinstance(app.screen, StudiesScreen) and app.screen.summaries, message="the studies read")
         screen = app.screen
+        bar = str(screen.query_one(KeyBar).render())
+        assert "x Stop study" in bar and "+ 5 more" in bar and "Prev study" not in bar, "one study: no [ and ]"
         table = screen.query_one("#study-trials", DataTable)
         await wait_until(pilot, lambda: table.row_count == 6, message="six trials")
         head = str(screen.query_one("#study-head", Static).render())
@@ -70,6 +73,18 @@ async def test_the_studies_screen_shows_trials_best_curves_importances_and_its_k
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.run_id == 1, message="trial 0's run open")
         db.close()
+
+
+async def test_with_no_study_the_screen_says_how_to_make_one_and_offers_no_studys_keys(seeded):
+    app = make_app(seeded)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("o")
+        await wait_until(pilot, lambda: isinstance(app.screen, StudiesScreen), message="the studies screen")
+        screen = app.screen
+        await wait_until(pilot, lambda: "no studies yet" in str(screen.query_one("#study-head", Static).render()), message="read")
+        assert not screen.query_one("#study-charts").display and not screen.query_one("#study-trials").display, "no 'reading…' left"
+        bar = str(screen.query_one(KeyBar).render())
+        assert "esc Back" in bar and not any(key in bar for key in ("Stop study", "5 more", "Prev study", "Next study")), bar
 
 
 async def test_the_sweep_form_in_search_mode_makes_a_study(tmp_path, tiny_data):
