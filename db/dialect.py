@@ -155,9 +155,24 @@ def describe_unreachable(url: str | URL, exc: BaseException) -> str:
     shown = parsed.render_as_string(hide_password=True)
     reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
     if parsed.get_backend_name() == "sqlite":
-        return f"{shown}: cannot open the database ({reason})"
+        return f"{shown}: cannot open the database ({reason}){full_disk_hint(sqlite_path(parsed))}"
     where = f"{parsed.host or 'localhost'}:{parsed.port or default_port(parsed)}"
     return f"{shown}: cannot reach the database server at {where} ({reason})"
+
+
+FULL_BELOW = 1 << 16  # bytes free under which a file system is full for a database
+
+
+def full_disk_hint(path: Path | None) -> str:
+    """Where the file system holding ``path`` has no room left (SQLite cannot even open for reading
+    there: it makes its shared-memory file first), the words that say so; else nothing."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free if path is not None else None
+    except OSError:
+        return ""
+    return "; its file system is full (no space left on device): free some there and try again" if free is not None and free < FULL_BELOW else ""
 
 
 def default_port(url: URL) -> int | str:

@@ -105,7 +105,11 @@ def _read_csv(csv_path: Path) -> tuple[list[str], list[list[str]]]:
         raise DatasetError(f"{csv_path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{csv_path}: cannot be read ({exc.__class__.__name__})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:  # a field longer than the csv module takes, a NUL
+        raise DatasetError(f"{csv_path} line {reader.line_num}: {exc}") from None
     if not rows:
         raise DatasetError(f"{csv_path}: empty file, expected a header row")
     header = [h.strip() for h in rows[0]]
@@ -141,7 +145,14 @@ def read_csv_split(root: Path, csv_path: Path, *, labelled: bool, name: str, uni
         label = None
         if labelled:
             label = parse_label(row[label_col], f"{csv_path} line {line_no}")
-        split.samples.append(Sample(resolve_image(root, ident), label, ident))
+        if "\0" in ident:
+            raise DatasetError(f"{csv_path} line {line_no}: the Path holds a NUL character; no file is named so")
+        try:
+            image = resolve_image(root, ident)
+        except OSError as exc:  # a name longer than the file system allows
+            shown = ident if len(ident) <= 60 else f"{ident[:60]}… ({len(ident)} characters)"
+            raise DatasetError(f"{csv_path} line {line_no}: the Path {shown!r} cannot name a file ({exc.strerror or exc})") from None
+        split.samples.append(Sample(image, label, ident))
     return split
 
 
@@ -184,6 +195,8 @@ def load_split(root: Path | str, name: str) -> Split:
 def default_test_csv(root: Path | str, model_depth: int | None) -> Path:
     """The lab's test CSV matching the model depth, else the first one present."""
     root = Path(root)
+    if not root.is_dir():  # the dataset moved (or is not mounted here) since the run trained
+        raise DatasetError(f"{root}: no such dataset folder")
     preferred = TEST_CSVS.get(model_depth or 0)
     if preferred and (root / preferred).is_file():
         return root / preferred

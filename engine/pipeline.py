@@ -56,6 +56,8 @@ def _cache_key(paths: Sequence[Path], preprocess: Preprocess) -> str:
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except FileNotFoundError:
             raise DatasetError(f"{path}: image file is missing") from None
+        except (OSError, ValueError) as exc:  # a loop of links, a name too long, a NUL in the name
+            raise DatasetError(f"{path}: image cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     return digest.hexdigest()[:24]
 
 

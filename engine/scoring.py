@@ -59,6 +59,8 @@ def read_labelled_csv(path: Path, id_columns: tuple[str, ...] = ("ID", "Path")) 
         raise DatasetError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: not a text CSV file") from None
+    except csv.Error as exc:  # a field longer than the csv module takes, a NUL
+        raise DatasetError(f"{path} line {reader.line_num}: {exc}") from None
 
 
 def score_submission(submission: Path | str, key: Path | str) -> dict[str, Any]:
@@ -107,3 +109,5 @@ def _probabilities(path: Path) -> dict[str, float]:
             return {row["ID"].strip(): float(row["prob_all"]) for row in reader}
         except (TypeError, ValueError, KeyError):
             raise DatasetError(f"{path}: prob_all column holds a value that is not a number") from None
+        except csv.Error as exc:
+            raise DatasetError(f"{path} line {reader.line_num}: {exc}") from None

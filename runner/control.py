@@ -5,6 +5,7 @@ prioritize, retry, resume. The database is the only channel to the scheduler.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 import time
@@ -123,6 +124,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
 
 
 MAX_SEEDS = 100
+MAX_GRID_RUNS = 10_000
 
 
 def with_seeds(grid: dict[str, list[str]], base: RunConfig, seeds: int) -> dict[str, list[str]]:
@@ -152,6 +154,20 @@ def expand(base: RunConfig, grid: dict[str, list[str]]) -> Plan:
         plan.configs.append((base, {}))
         return plan
     keys = list(grid)
+    for key in keys:  # each factor's values, alone: none may repeat another (`epochs=1,01`, `lr=0.001,1e-3`)
+        seen: dict[Any, str] = {}
+        for text in grid[key]:
+            try:
+                value = getattr(RunConfig.from_dict({key: text}, base=base), key)
+            except ConfigError as exc:
+                raise ConfigError(exc.field, f"{exc.message} (in --grid {exc.field}=...)") from None
+            if value in seen:
+                raise ConfigError("grid", f"{key}={text} is {key}={seen[value]} again; a factor's values must differ")
+            seen[value] = text
+    runs = math.prod(len(grid[key]) for key in keys)
+    if runs > MAX_GRID_RUNS:
+        raise ConfigError("grid", f"{' x '.join(str(len(grid[k])) for k in keys)} = {runs:,} runs; at most {MAX_GRID_RUNS:,} "
+                                  "in one sweep (a study searches a larger space: `leuktui study create`)")
     for combination in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combination, strict=True))
         try:

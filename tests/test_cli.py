@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from test_metrics import from_confusion
 
-from conftest import cli, run_cli
+from conftest import cli, run_cli, wait_for
+from db import Database, Workspace
 from db.vocabulary import METRICS
 
 # The tests of the trained workspace on one pytest-xdist worker: that run is trained once.
@@ -305,6 +306,20 @@ def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny
     cli("queue", "--data-dir", str(tiny_data), "--no-start", home=missing)  # queue makes a workspace
     assert (missing / "leuktui.db").is_file()
 
+    # A folder that is there but holds no workspace (a mistyped `--home ~`, the dataset) is refused
+    # by the commands that only read or act on runs, and nothing is written in it.
+    for folder in (tmp_path / "project", tiny_data):
+        folder.mkdir(exist_ok=True)
+        before = sorted(p.name for p in folder.iterdir())
+        for args in (("ls",), ("show", "1"), ("submissions", "--json"), ("report", "-o", str(tmp_path / "r")), ("cancel", "1")):
+            result = cli(*args, home=folder, check=False)
+            assert result.returncode == 1 and result.stderr.strip() == (
+                f"leuktui: error: {folder}: not a leuktui workspace (no leuktui.db in it); `leuktui queue` or `leuktui run` makes one"
+            ), (folder, args, result.stderr)
+        assert sorted(p.name for p in folder.iterdir()) == before, "nothing written in it"
+    empty = cli("queue", "--data-dir", str(tiny_data), "--no-start", "--home", "", check=False)  # `--home "$LAB"`, $LAB unset
+    assert empty.returncode == 2 and empty.stderr.strip() == "leuktui: error: --home: empty; give the workspace folder"
+
 
 @ON_TRAINED
 def test_a_bad_choice_is_refused_with_the_valid_ones(trained):
@@ -339,6 +354,18 @@ def test_the_config_flags_say_their_default_once_and_never_as_none():
     assert "(default: None)" not in text and "model depth) (default:" not in text
     assert "--test-csv TEST_CSV test CSV for predictions (default: the one matching the model depth) --model" in text
     assert "(default: none, trained from scratch)" in text and "(default: bce)" in text
+
+
+def test_a_name_or_a_tag_too_long_for_a_line_is_refused(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    for args, said in ((("--name", "n" * 201), "leuktui: error: --name: 201 characters; a name has at most 200"),
+                       (("--tag", "t" * 65), "leuktui: error: --tag: 'tttttttttttttttttttt'… has 65 characters; a tag has at most 64")):
+        for command in ("queue", "run"):
+            refused = cli(command, "--data-dir", str(tiny_data), "--no-start" if command == "queue" else "--epochs", *(
+                () if command == "queue" else ("1",)), *args, home=home, check=False)
+            assert refused.returncode == 2 and refused.stderr.strip() == said, (command, refused.stderr)
+    assert not home.exists(), "nothing made for a refused command"
+    cli("queue", "--data-dir", str(tiny_data), "--no-start", "--name", "n" * 200, "--tag", "t" * 64, home=home)
 
 
 def test_output_to_a_pipe_is_never_cut_to_the_terminals_width(tmp_path, tiny_data):
@@ -377,6 +404,10 @@ def test_data_commands(tmp_path):
     assert report.returncode == 1 and "valid/2.bmp: missing" in report.stdout
     as_json = json.loads(cli("data", "check", str(root), "--json", check=False).stdout)
     assert as_json["ok"] is False and as_json["splits"]["train"]["rows"] == 8
+    for seed in ("-1", str(2**32)):
+        bad = cli("data", "synth", str(tmp_path / "other"), "--seed", seed, check=False)
+        assert bad.returncode == 2 and bad.stderr.strip() == f"leuktui: error: --seed: '{seed}' is not between 0 and {2**32 - 1}"
+    assert not (tmp_path / "other").exists()
 
 
 @ON_TRAINED
@@ -432,6 +463,33 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, command):
     finally:
         os.close(writer)
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_ctrl_c_before_training_starts_ends_the_run_interrupted_in_one_line(tmp_path, tiny_data):
+    """Ctrl-C while `leuktui run` still imports torch (the run recorded, the trainer not yet
+    started): the run ends interrupted, as the line says, and resumes."""
+    import signal
+    import subprocess
+
+    home = tmp_path / "home"
+    process = subprocess.Popen([sys.executable, "-m", "leuktui", "--home", str(home), "run", "--data-dir", str(tiny_data),
+                                "--image-size", "16", "--epochs", "1", "--amp", "off"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        def recorded():
+            if not (home / "leuktui.db").exists():
+                return None
+            runs = Database(Workspace(home).db_url).list_runs()
+            return runs and runs[0].status == "running" and runs[0].epochs_done == 0 and runs[0].phase in (None, "importing torch")
+        wait_for(recorded, 60, "the run recorded, the trainer not started", interval=0.02)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, out + err
+    assert "run 1 interrupted; continue it with: leuktui resume 1" in out and "Traceback" not in out + err, out + err
+    assert json.loads(cli("show", "1", "--json", home=home).stdout)["status"] == "interrupted"
+    assert "starts from epoch 1" in cli("resume", "1", "--no-start", home=home).stdout
 
 
 def test_a_foreground_resume_of_a_run_stopped_before_its_first_checkpoint_starts_from_epoch_1(tmp_path, tiny_data):

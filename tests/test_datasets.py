@@ -76,6 +76,8 @@ def test_default_test_csv_follows_the_model_depth(tiny_data, tmp_path):
     assert default_test_csv(tiny_data, 34).name == "resnet_18_test.csv"
     with pytest.raises(DatasetError, match="no test CSV"):
         default_test_csv(tmp_path, 18)
+    with pytest.raises(DatasetError, match=rf"^{tmp_path / 'moved'}: no such dataset folder$"):  # moved since the run trained
+        default_test_csv(tmp_path / "moved", 18)
 
 
 def test_check_passes_a_good_dataset(tiny_data):

@@ -206,6 +206,18 @@ def test_queue_seeds_makes_replicates_that_differ_only_in_seed(tmp_path, tiny_da
     bad = cli("queue", "--data-dir", str(tiny_data), "--grid", "seed=1,2", "--seeds", "2", "--no-start", home=home, check=False)
     assert bad.returncode == 2 and "--seeds" in bad.stderr and "seed" in bad.stderr
     assert cli("queue", "--seeds", "0", "--no-start", home=home, check=False).returncode == 2
+    # A factor whose values repeat would make replicates that are not (the same seed twice), and a
+    # grid beyond 10,000 runs is a slip: both refused in one line, nothing queued.
+    before = len(Database(Workspace(home).db_url).list_runs())
+    for grid, said in (
+        (("--grid", "epochs=1,2,01"), "--grid: epochs=01 is epochs=1 again; a factor's values must differ"),
+        (("--grid", "lr=0.001,1e-3"), "--grid: lr=1e-3 is lr=0.001 again; a factor's values must differ"),
+        (("--grid", "lr=" + ",".join(f"0.{i:03d}1" for i in range(100)), "--grid", "epochs=" + ",".join(map(str, range(1, 102)))),
+         "--grid: 100 x 101 = 10,100 runs; at most 10,000 in one sweep"),
+    ):
+        refused = cli("queue", "--data-dir", str(tiny_data), *grid, "--no-start", home=home, check=False)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"leuktui: error: {said}") and refused.stderr.count("\n") == 1
+    assert len(Database(Workspace(home).db_url).list_runs()) == before
 
 
 def test_without_cols_the_ablation_opens_as_the_screen_does_on_the_runs_own_factor(lab):
@@ -233,6 +245,7 @@ def test_mistakes_are_one_line(lab, tmp_path):
         (("compare", "1"), "give two runs or more"),
         (("compare", "1", "999"), "run 999: no such run"),
         (("compare", "1+1", "2"), "names a run twice"),
+        (("compare", "2", "2"), "compare: 2 is named twice"),
     ):
         result = cli(*args, home=workspace.home, check=False)
         assert result.returncode != 0 and words in result.stderr, (args, result.stderr)

@@ -81,6 +81,9 @@ def test_study_create_refuses_what_it_cannot_search(tmp_path, tiny_data):
     assert too_many.returncode == 2 and "3 trials, but the grid has 2 combinations" in too_many.stderr
     bad_metric = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", "--metric", "val_speed", *data, home=home, check=False)
     assert bad_metric.returncode == 2 and "--metric: 'val_speed' is not a metric" in bad_metric.stderr
+    two_bests = cli("study", "create", "s", "--space", "lr=1e-3,1e-2", "--metric", "val_loss", "--best-metric", "val_acc", *data,
+                    home=home, check=False)  # the trials' best epoch would follow the one, the study the other
+    assert two_bests.returncode == 2 and "--best-metric: a study's trials keep their best epoch by its --metric (val_loss)" in two_bests.stderr
     for name in ("no spaces", "trailing\n", "x" * 101):
         bad_name = cli("study", "create", name, "--space", "lr=1e-3,1e-2", *data, home=home, check=False)
         assert bad_name.returncode == 2 and "NAME:" in bad_name.stderr

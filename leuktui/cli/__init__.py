@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 
 from db import Workspace
+from db.dialect import check_url, sqlite_path
 from db.errors import UserError
 from db.session import database_error, is_unusable_database
 from db.workspace import apply_file_mode
@@ -33,7 +34,7 @@ from leuktui.cli.common import (
 )
 
 # Errors of the machine a user can fix: a full disk or quota, a read-only file system.
-USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}
 
 __all__ = ["PROG", "UsageError", "build_parser", "main"]
 
@@ -70,6 +71,10 @@ def open_app(args: argparse.Namespace) -> int:
     workspace = Workspace.resolve(args.home)
     if not workspace.home.exists() and not ask(f"{workspace.home} does not exist; make a new workspace there?"):
         raise UserError(f"{workspace.home}: no such workspace; nothing was created")
+    database = sqlite_path(check_url(workspace.db_url) or workspace.db_url) if workspace.home.is_dir() else None
+    if database is not None and not database.exists() and any(workspace.home.iterdir()) and \
+            not ask(f"{workspace.home} holds files but no leuktui workspace; make one there?"):  # `--home ~`, a dataset
+        raise UserError(f"{workspace.home}: not a leuktui workspace; nothing was created")
     from leuktui.terminal_images import Asking
 
     asking = Asking()  # what the terminal draws images with, asked while the app loads
@@ -120,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{flag_name(exc.field)}: {exc.message}", 2)
     except UserError as exc:  # NotFound, WorkspaceError, DatabaseError, DatasetError, ... are user errors
         return fail(str(exc), 1)
+    except KeyboardInterrupt:  # Ctrl-C where a command has nothing of its own to say: one line, not a traceback
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (`| head`): what it wanted it has; the rest goes nowhere
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush has nowhere to fail

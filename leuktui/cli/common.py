@@ -90,6 +90,9 @@ def record_id(text: str) -> int:
     return value
 
 
+MAX_COUNT = 1_000_000
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -97,6 +100,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if value > MAX_COUNT:  # a count, a size or seconds: beyond this it is a slip (and past SQLite's integers)
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_COUNT:,}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A random seed: a whole number from 0 to 2**32 - 1 (what numpy and torch take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and {2**32 - 1}")
     return value
 
 
@@ -140,13 +156,27 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
     create work (``create``); for the others it is refused, so a mistyped ``--home`` is never
     taken for a new, empty workspace. A command that only reads (``write=False``) takes a folder
     it cannot write as it is (a read-only file system, a workspace shared to read)."""
+    if getattr(args, "home", None) == "":  # `--home "$LAB"` with $LAB unset: not the default workspace
+        raise UsageError("--home: empty; give the workspace folder")
     workspace = Workspace.resolve(getattr(args, "home", None))
+    try:
+        workspace.home.exists()
+    except OSError as exc:  # a name longer than the file system allows
+        shown = str(workspace.home)
+        raise UserError(f"{shown[:80]}… ({len(shown)} characters): {exc.strerror}, so not a workspace") from None
     if not create and not workspace.home.exists():
         given = getattr(args, "home", None) or os.environ.get("LEUKTUI_HOME")
         where = f"--home {given}" if getattr(args, "home", None) else (f"$LEUKTUI_HOME={given}" if given else "the default workspace")
         raise UserError(f"{workspace.home}: no such workspace ({where}); `leuktui queue` or `leuktui run` makes one")
     if workspace.home.exists() and not workspace.home.is_dir():
         raise UserError(f"{workspace.home}: not a folder, so not a workspace")
+    check_url(workspace.db_url)
+    database = sqlite_path(workspace.db_url)
+    if not create and database is not None and not database.exists():  # a folder, but no workspace's database in it
+        if database.parent != workspace.home:  # $LEUKTUI_DB names a file elsewhere
+            raise UserError(f"{database}: no such database file ($LEUKTUI_DB)")
+        raise UserError(f"{workspace.home}: not a leuktui workspace (no {database.name} in it); "
+                        "`leuktui queue` or `leuktui run` makes one")
     if not write and workspace.home.is_dir():
         return workspace
     return workspace.ensure()
@@ -237,12 +267,25 @@ def phase_printer():
     return on_phase
 
 
+MAX_NAME = 200  # a run's or a sweep's name, in characters
+MAX_TAG = 64
+
+
+def run_name(text: str) -> str:
+    """``--name``: any text a line can show, at most ``MAX_NAME`` characters (a table's column)."""
+    if len(text) > MAX_NAME:
+        raise argparse.ArgumentTypeError(f"{len(text):,} characters; a name has at most {MAX_NAME}")
+    return text
+
+
 def check_tags(tags: list[str]) -> list[str]:
     """``--tag`` values as the app lists and edits them (comma-separated, one line each): none
-    empty, none with a comma or a control character; a repeated one once."""
+    empty, none with a comma or a control character, none longer than ``MAX_TAG``; a repeated one once."""
     for tag in tags:
         if not tag.strip():
             raise UsageError("--tag: a tag is not empty")
+        if len(tag) > MAX_TAG:
+            raise UsageError(f"--tag: {tag[:20]!r}… has {len(tag):,} characters; a tag has at most {MAX_TAG}")
         if "," in tag:
             raise UsageError(f"--tag: {tag!r} has a comma (tags are listed comma-separated); give each its own --tag")
         if not tag.isprintable():

@@ -16,6 +16,7 @@ from leuktui.cli.common import (
     console,
     positive_int,
     print_json,
+    seed_int,
     text,
 )
 from leuktui.formatting import percent as percent_text
@@ -35,7 +36,7 @@ def add_commands(commands: Any) -> None:
     synth.add_argument("--n-valid", type=positive_int, default=200)
     synth.add_argument("--n-test", type=positive_int, default=200)
     synth.add_argument("--size", type=positive_int, default=128, help="image side in pixels (real images are 450)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=seed_int, default=0, help="the images' random seed (default: 0)")
     synth.set_defaults(handler=cmd_data_synth)
 
 
@@ -72,5 +73,5 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         raise
     except (FileExistsError, ValueError) as exc:  # the folder given, or a number out of range: the command line's
         raise UsageError(str(exc)) from None
-    print(f"wrote {args.n_train} train, {args.n_valid} valid, {args.n_test} test images ({args.size}px) to {root}")
+    print(f"wrote {args.n_train} train, {args.n_valid} valid, {args.n_test} test images ({args.size}px) to {visible(root)}")
     return 0

@@ -17,7 +17,7 @@ from leuktui.cli.common import (
     print_json,
     run_id_arg,
 )
-from leuktui.formatting import evaluation_to_dict
+from leuktui.formatting import evaluation_to_dict, visible
 
 VIEWS_HELP = "test-time views: single|five|ten (none is single)"
 
@@ -98,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
     path, rows = export_runs(db, workspace, run_ids, output, test_csv=args.test_csv, tta=args.tta,
                              checkpoint=args.checkpoint, proba=args.proba, force=args.force, on_phase=phase_printer())
-    print(f"wrote {rows} rows to {path}")
+    print(f"wrote {rows} rows to {visible(path)}")
     submission = db.submission_for_path(str(path))
     print(f"recorded as submission {submission.id}; add its leaderboard score with: leuktui submissions score {submission.id} SCORE")
     return 0
@@ -234,7 +234,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print_json(metrics)
     else:
         (tn, fp), (fn, tp) = metrics["confusion"]
-        print(f"{args.file}: {metrics['n']} rows  {metrics_line(metrics)}")
+        print(f"{visible(args.file)}: {metrics['n']} rows  {metrics_line(metrics)}")
         print(f"confusion (rows true HEM/ALL, columns predicted HEM/ALL): [[{tn}, {fp}], [{fn}, {tp}]]")
     submission_id = record_key_score(getattr(args, "home", None), args.file, metrics)
     if submission_id is not None and not args.json:

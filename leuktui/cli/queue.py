@@ -21,10 +21,11 @@ from leuktui.cli.common import (
     positive_int,
     print_json,
     run_id_arg,
+    run_name,
     text,
 )
 from leuktui.cli.evaluation import views_arg
-from leuktui.formatting import age, run_to_dict, status_text
+from leuktui.formatting import age, run_to_dict, status_text, visible
 
 
 def add_commands(commands: Any) -> None:
@@ -35,7 +36,7 @@ def add_commands(commands: Any) -> None:
                        help="a sweep factor; repeat for the cartesian product (any config field)")
     queue.add_argument("--seeds", type=positive_int, default=1, metavar="N",
                        help="N replicates that differ only in seed (from --seed up), N per cell of a --grid")
-    queue.add_argument("--name", help="run name, or the sweep's name with --grid or --seeds")
+    queue.add_argument("--name", type=run_name, help="run name, or the sweep's name with --grid or --seeds")
     queue.add_argument("--tag", action="append", default=[], help="tag the run(s) (repeatable)")
     queue.add_argument("--notes", default="", help="free-text notes")
     queue.add_argument("--force", action="store_true", help="queue even if a completed run has this exact config")
@@ -134,7 +135,7 @@ def export_final(args: argparse.Namespace, workspace, db) -> int:
     if args.json:
         print_json({"path": str(path), "rows": rows, "submission_id": submission.id, "run_ids": submission.run_ids, "notes": lineage})
     else:
-        print(f"wrote {rows} rows to {path}")
+        print(f"wrote {rows} rows to {visible(path)}")
         console().print(text(f"recorded as submission {submission.id}: {lineage}"))
     return 0
 

@@ -103,7 +103,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print_json({"folder": str(result.folder), "runs": result.run_ids, "figures": result.figures, "tables": result.tables,
                     "notes": result.notes, "seconds": round(result.timings["total"], 2)})
         return 0
-    print(f"wrote the report on run{'s' if len(runs) > 1 else ''} {', '.join(map(str, result.run_ids))}{why} to {result.folder}")
+    print(f"wrote the report on run{'s' if len(runs) > 1 else ''} {', '.join(map(str, result.run_ids))}{why} to {visible(result.folder)}")
     print(f"  report.html (self-contained), report.md, {len(result.figures)} figures (PNG + SVG), {len(result.tables)} tables (CSV)")
     for note in result.notes:
         print(f"  note: {note}")

@@ -94,6 +94,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     specs: list[list[int]] = args.runs
     if len(specs) < 2:
         raise UsageError("compare: give two runs or more (RUN RUN ...; RUN+RUN for an ensemble)")
+    named = [tuple(spec) for spec in specs]
+    repeated = next((spec for index, spec in enumerate(named) if spec in named[:index]), None)
+    if repeated is not None:  # a run (or an ensemble) against itself: every pair would be even
+        raise UsageError(f"compare: {'+'.join(map(str, repeated))} is named twice")
     _, db = open_workspace(args, write=False)
     run_ids = sorted({run_id for spec in specs for run_id in spec})
     runs = {run.id: run for run in db.runs_by_id(run_ids)}

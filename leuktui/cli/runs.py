@@ -10,6 +10,7 @@ from db import Database, Workspace, states
 from db.vocabulary import (
     COMPLETED,
     FAILED,
+    INTERRUPTED,
     METRICS,
     PRUNED,
     RESUMABLE_STATUSES,
@@ -32,6 +33,7 @@ from leuktui.cli.common import (
     positive_int,
     print_json,
     run_id_arg,
+    run_name,
     text,
 )
 from leuktui.formatting import (
@@ -51,7 +53,7 @@ from leuktui.results import LAST_K, best_evaluation, interval_text, last_k_mean
 def add_commands(commands: Any) -> None:
     run = add_command(commands, "run", help="train a run in the foreground and record it")
     add_config_flags(run)
-    run.add_argument("--name", help="run name (default: made from the config)")
+    run.add_argument("--name", type=run_name, help="run name (default: made from the config)")
     run.add_argument("--tag", action="append", default=[], help="tag the run (repeatable)")
     run.add_argument("--notes", default="", help="free-text notes")
     run.set_defaults(handler=cmd_run)
@@ -119,6 +121,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:
+    """Train run ``run_id`` (recorded running) here, showing its epochs. Ctrl-C at any moment, even
+    before the trainer starts (importing torch, loading data), ends it interrupted, in one line."""
+    try:
+        return _train_foreground(workspace, db, run_id, resume=resume)
+    except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this is recorded and said
+        states.finish(db, run_id, INTERRUPTED)  # where the trainer had not yet recorded how it stopped
+        status = db.get_run(run_id).status
+        console().print(f"run {run_id} {status}; continue it with: leuktui resume {run_id}", markup=False, highlight=False)
+        return 130
+
+
+def _train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     out = console()
@@ -152,14 +169,10 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
         nproc = int(run.config.get("nproc", 1) or 1)
         # The worker's own entry point: heartbeats, phases, and a cancel from the app or
         # `leuktui cancel` work as for queued runs.
-        try:
-            if nproc > 1:
-                status = train_processes(workspace, db, run_id, nproc, on_event, resume=resume)
-            else:
-                status = execute(db, workspace, run_id, stop=threading.Event(), on_event=on_event, resume=resume)
-        except KeyboardInterrupt:
-            out.print(f"run {run_id} interrupted; continue it with: leuktui resume {run_id}")
-            return 130
+        if nproc > 1:
+            status = train_processes(workspace, db, run_id, nproc, on_event, resume=resume)
+        else:
+            status = execute(db, workspace, run_id, stop=threading.Event(), on_event=on_event, resume=resume)
     run = db.get_run(run_id)
     out.print(f"run {run_id} {status}: best epoch {run.best_epoch}, val acc {percent(run.best_val_acc)}, "
               f"weighted F1 {number(run.best_val_f1)}", markup=False, highlight=False)

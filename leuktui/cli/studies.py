@@ -78,6 +78,16 @@ def cmd_create(args: argparse.Namespace) -> int:
     from runner.studies import StudyRequest, create_study
 
     base = config_from_args(args)
+    if getattr(args, "best_metric", None) is not None:
+        from db.vocabulary import metric
+
+        try:
+            study_metric = metric(args.metric).best_name
+        except KeyError:
+            study_metric = None  # said by the study's own check, naming --metric
+        if study_metric is not None and metric(args.best_metric).best_name != study_metric:
+            raise UsageError(f"--best-metric: a study's trials keep their best epoch by its --metric ({study_metric}); "
+                             "leave --best-metric out, or give the same")
     request = StudyRequest(name=args.name, space=args.space, trials=args.trials, parallel=args.parallel, sampler=args.sampler,
                            pruner=args.pruner, metric=args.metric, startup_trials=args.startup_trials,
                            warmup_epochs=args.warmup_epochs, tags=check_tags(args.tag), notes=args.notes)

@@ -64,6 +64,26 @@ class Terminal:
         subprocess.run([*TMUX, "kill-session", "-t", self.session], capture_output=True)
 
 
+def test_a_folder_of_other_files_becomes_a_workspace_only_when_asked(tmp_path):
+    """`leuktui --home ~` (a mistyped workspace): the app asks before making a workspace among
+    someone's files; no, the default, leaves the folder as it was."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    command = f"{shlex.quote(sys.executable)} -m leuktui --home {shlex.quote(str(folder))}; sleep 30"
+    terminal = Terminal(f"leuktui-e2e-files-{int(time.time())}", command, cwd=tmp_path)
+    try:
+        asked = terminal.wait_for("holds files but no leuktui workspace", 30)  # the long path wraps the line
+        assert "makeonethere?[y/N]" in "".join(asked.split()), asked
+        terminal.keys("Enter")
+        terminal.wait_for("created", 15)
+        said = "".join(terminal.screen().split())  # wrapped at the terminal's width, in a word or between two
+        assert "".join(f"leuktui: error: {folder}: not a leuktui workspace; nothing was created".split()) in said, said
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    finally:
+        terminal.close()
+
+
 def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
     data = make_dataset(tmp_path / "data" / "demo", n_train=48, n_valid=16, n_test=16, size=32, seed=2)
     home = tmp_path / "home"

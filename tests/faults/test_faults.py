@@ -137,8 +137,7 @@ def test_a_killed_scheduler_leaves_its_workers_training_and_the_next_one_adopts_
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_database_is_one_clear_line(tmp_path, damage):
     home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    run_cli("ls", home=home)
+    Database(Workspace(home).ensure().db_url).close()  # a workspace, its database made
     path = home / "leuktui.db"
     if damage == "garbage":
         path.write_bytes(b"this is not a database file at all" * 100)
@@ -198,6 +197,19 @@ def test_an_export_to_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, full_
     shutil.rmtree(home, ignore_errors=True)
 
 
+def test_a_workspace_on_a_full_disk_says_the_disk_is_full(full_disk, cells):
+    home = full_disk / "home"
+    run_cli("queue", "--data-dir", str(cells), "--no-start", home=home)  # a process of its own: its database closed after
+    with (full_disk / "filler").open("wb") as out, contextlib.suppress(OSError):
+        out.write(b"\0" * (1 << 20))
+    for args in (("ls",), ("show", "1")):
+        result = run_cli(*args, home=home, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert str(home / "leuktui.db") in lines[0] and lines[0].endswith(
+            "; its file system is full (no space left on device): free some there and try again"), lines[0]
+
+
 @pytest.fixture
 def db(home):
     database = Database(home.db_url)
@@ -207,8 +219,7 @@ def db(home):
 
 def test_the_database_file_of_another_process_in_an_exclusive_lock_is_one_line(tmp_path):
     home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    run_cli("ls", home=home)
+    Database(Workspace(home).ensure().db_url).close()  # a workspace, its database made
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sqlite3, sys, time\n"
         f"c = sqlite3.connect({str(home / 'leuktui.db')!r}, isolation_level=None)\n"

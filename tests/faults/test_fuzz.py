@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from db import Database, Workspace
 from db.errors import UserError
 from engine.config import RunConfig
 from engine.datasets import load_split
@@ -227,7 +228,7 @@ def test_every_reader_refuses_what_is_not_a_file_in_one_line(tmp_path_factory, t
     data = root / "data"
     shutil.copytree(tiny_data, data)
     home = root / "home"
-    home.mkdir()
+    Database(Workspace(home).ensure().db_url).close()  # a workspace, its database made
     key = data / "test_answer_key.csv"
     submission = root / "submission.csv"
     submission.write_text(key.read_text().replace("Path,", "ID,", 1))
@@ -259,8 +260,6 @@ def test_every_reader_refuses_what_is_not_a_file_in_one_line(tmp_path_factory, t
         result = cli("scheduler", "status", home=home, check=False)
         assert result.returncode == 1 and str(target) in result.stderr
     elif reader == "marked.json":
-        from db import Workspace
-
         assert Workspace(home).marked_runs() == []
     elif reader == "keymap.json":
         from db.files import NotAFile, read_regular_text

@@ -199,7 +199,7 @@ def test_a_fifo_a_folder_or_a_device_where_a_file_belongs_is_one_line(tmp_path, 
     assert queued.returncode == 2 and f"{data / 'valid.csv'}: is a FIFO, not a file" in queued.stderr
 
     home = tmp_path / "home"
-    home.mkdir()
+    Database(Workspace(home).ensure().db_url).close()
     os.mkfifo(home / "scheduler.json")
     status = cli("scheduler", "status", home=home, check=False)
     assert status.returncode == 1 and status.stderr.strip() == \
@@ -209,6 +209,53 @@ def test_a_fifo_a_folder_or_a_device_where_a_file_belongs_is_one_line(tmp_path, 
     for path, kind in ((Path("/dev/null"), "a device"), (tmp_path, "a folder")):
         with pytest.raises(NotAFile, match=f"is {kind}, not a file"):
             open_regular(path)
+
+
+def test_a_csv_row_no_file_can_be_named_by_is_one_line_naming_its_line(tmp_path, tiny_data):
+    """A field past the csv module's limit, a Path longer than a file name may be, a NUL in a Path,
+    and an image that is a loop of links: one line each, naming the file and line."""
+    import os
+    import shutil
+
+    from engine.datasets import DatasetError, load_split
+    from engine.pipeline import Preprocess, decode_images
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    train = (data / "train.csv").read_text()
+    line = len(train.splitlines()) + 1
+    for row, words in (("x" * 200_000 + ",1", "field larger than field limit (131072)"),
+                       ("./new_dataset/train/" + "n" * 5000 + ".bmp,1", "cannot name a file (File name too long)"),
+                       ("./new_dataset/train/a\0b.bmp,1", "the Path holds a NUL character")):
+        (data / "train.csv").write_text(train + row + "\n")
+        checked = cli("data", "check", str(data), check=False)
+        assert checked.returncode == 1 and f"{data / 'train.csv'} line {line}: " in checked.stdout and words in checked.stdout
+        queued = cli("queue", "--data-dir", str(data), "--no-start", home=tmp_path / "h", check=False)
+        assert queued.returncode == 2 and queued.stderr.count("\n") == 1 and words in queued.stderr, queued.stderr
+    assert not (tmp_path / "h" / "leuktui.db").exists() or Database(Workspace(tmp_path / "h").db_url).list_runs() == []
+    (data / "train.csv").write_text(train)
+
+    image = sorted((data / "new_dataset" / "train").glob("*.bmp"))[0]
+    image.unlink()
+    os.symlink(image.name, image)  # a link to itself
+    samples = load_split(data, "train").samples
+    with pytest.raises(DatasetError, match=rf"^{image}: image cannot be read \(Too many levels of symbolic links\)$"):
+        decode_images(samples, Preprocess(size=16), cache_dir=tmp_path / "cache")
+
+    big = tmp_path / "big.csv"
+    big.write_text("ID,label\n" + "y" * 200_000 + ",1\n")
+    scored = cli("score", str(big), "--key", str(data / "test_answer_key.csv"), check=False)
+    assert scored.returncode == 1 and scored.stderr.strip() == f"leuktui: error: {big} line 2: field larger than field limit (131072)"
+
+
+def test_a_path_with_control_characters_is_printed_as_text_when_all_goes_well(tmp_path):
+    """Success lines name paths as text too: an ESC or BEL in a folder's name never reaches the
+    terminal (it would retitle or recolour it)."""
+    from leuktui.formatting import visible
+
+    root = tmp_path / "syn\x1b]0;TITLE\x07"
+    said = cli("data", "synth", str(root), "--n-train", "4", "--n-valid", "4", "--n-test", "2", "--size", "16").stdout
+    assert "\x1b" not in said and "\x07" not in said and f"to {visible(str(root))}" in said, said
 
 
 def test_an_image_too_large_to_be_a_cell_is_refused_naming_it(tmp_path, monkeypatch):
@@ -258,7 +305,7 @@ def test_a_truncated_cache_file_is_decoded_again(tmp_path, tiny_data):
 
 def test_settings_and_database_urls_of_the_wrong_kind_are_one_line(tmp_path):
     home = tmp_path / "home"
-    home.mkdir()
+    Database(Workspace(home).ensure().db_url).close()
     cases = [
         ({"LEUKTUI_BUSY_TIMEOUT_MS": "soon"}, "LEUKTUI_BUSY_TIMEOUT_MS='soon': expected a whole number"),
         ({"LEUKTUI_WRITE_WAIT_SECONDS": "nan"}, "LEUKTUI_WRITE_WAIT_SECONDS='nan': expected a number"),
@@ -353,7 +400,7 @@ def test_a_scheduler_json_of_another_user_gives_no_backend_settings(tmp_path):
     if os.getuid() != 0:
         pytest.skip("a file of another user is made with chown, which needs root")
     home = tmp_path / "home"
-    home.mkdir()
+    Database(Workspace(home).ensure().db_url).close()
     options = home / "scheduler.json"
     options.write_text(json.dumps({"backend": "slurm", "partition": "gpu", "sbatch_args": ["--export=ALL,BASH_ENV=/tmp/x"]}))
     os.chown(options, 4321, 4321)
