@@ -155,7 +155,8 @@ def describe_unreachable(url: str | URL, exc: BaseException) -> str:
     shown = parsed.render_as_string(hide_password=True)
     reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
     if parsed.get_backend_name() == "sqlite":
-        return f"{shown}: cannot open the database ({reason}){full_disk_hint(sqlite_path(parsed))}"
+        full = full_disk_hint(sqlite_path(parsed)) if "disk I/O error" in reason or "database or disk is full" in reason else ""
+        return f"{shown}: cannot open the database ({reason}){full}"
     where = f"{parsed.host or 'localhost'}:{parsed.port or default_port(parsed)}"
     return f"{shown}: cannot reach the database server at {where} ({reason})"
 
@@ -166,13 +167,17 @@ FULL_BELOW = 1 << 16  # bytes free under which a file system is full for a datab
 def full_disk_hint(path: Path | None) -> str:
     """Where the file system holding ``path`` has no room left (SQLite cannot even open for reading
     there: it makes its shared-memory file first), the words that say so; else nothing."""
-    import shutil
+    import os
 
+    if path is None:
+        return ""
     try:
-        free = shutil.disk_usage(path.parent).free if path is not None else None
+        system = os.statvfs(path.parent)
     except OSError:
         return ""
-    return "; its file system is full (no space left on device): free some there and try again" if free is not None and free < FULL_BELOW else ""
+    if system.f_flag & os.ST_RDONLY or system.f_bavail * system.f_frsize >= FULL_BELOW:
+        return ""  # a read-only file system reports no room by nature
+    return "; its file system is full (no space left on device): free some there and try again"
 
 
 def default_port(url: URL) -> int | str:

@@ -107,6 +107,12 @@ class RunConfig:
         return f"{name!r} is not a config field{f' (did you mean {close[0]}?)' if close else ''}; the fields: {', '.join(known)}"
 
     @classmethod
+    def coerce(cls, name: str, raw: Any) -> Any:
+        """``raw`` as field ``name``'s type (a flag's text as a number, a boolean), unchecked against
+        the other fields."""
+        return _coerce(next(f for f in dataclasses.fields(cls) if f.name == name), raw)
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any], *, base: RunConfig | None = None) -> RunConfig:
         """Build a validated config from loosely typed values (strings from flags or a form)."""
         known = {f.name: f for f in dataclasses.fields(cls)}

@@ -150,8 +150,8 @@ def read_csv_split(root: Path, csv_path: Path, *, labelled: bool, name: str, uni
         try:
             image = resolve_image(root, ident)
         except OSError as exc:  # a name longer than the file system allows
-            shown = ident if len(ident) <= 60 else f"{ident[:60]}… ({len(ident)} characters)"
-            raise DatasetError(f"{csv_path} line {line_no}: the Path {shown!r} cannot name a file ({exc.strerror or exc})") from None
+            shown = repr(ident) if len(ident) <= 60 else f"{ident[:60]!r}… ({len(ident):,} characters)"
+            raise DatasetError(f"{csv_path} line {line_no}: the Path {shown} cannot name a file ({exc.strerror or exc})") from None
         split.samples.append(Sample(image, label, ident))
     return split
 
@@ -215,8 +215,9 @@ def resolve_test_csv(config: RunConfig, test_csv: Path | str | None = None) -> P
         path = Path(chosen).expanduser()
         if not path.is_absolute() and not path.exists():
             path = root / path
-        return path.resolve()
-    return default_test_csv(root, config.model_depth).resolve()
+    else:
+        path = default_test_csv(root, config.model_depth)
+    return path.absolute()  # a link keeps its own name (an evaluation's split is named by it)
 
 
 def load_test(root: Path | str, csv_path: Path | str) -> Split:

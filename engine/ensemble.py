@@ -59,7 +59,7 @@ def export_ensemble(
     csv_paths = {run_id: resolve_test_csv(config, test_csv) for run_id, config in configs.items()}
     first = run_ids[0]
     for run_id in run_ids[1:]:
-        if csv_paths[run_id] != csv_paths[first]:
+        if csv_paths[run_id].resolve() != csv_paths[first].resolve():
             raise EnsembleError(
                 f"runs {first} and {run_id} predict different test CSVs ({csv_paths[first]}, {csv_paths[run_id]}); "
                 "choose one with --test-csv"

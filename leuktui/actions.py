@@ -79,7 +79,7 @@ class Action:
 
 ACTIONS: tuple[Action, ...] = (
     # Runs (home)
-    # In the key bar's order: a newcomer's journey first (at 80 columns the first few fit).
+    # In the key bar's order: the keys a new user needs first (at 80 columns the first few fit).
     Action("open-run", "enter", "open_run", "Open", "runs", "open the run"),
     Action("new-run", "n", "new_run", "New run", "runs", "new run"),
     Action("mark", "space", "toggle_mark", "Mark", "runs",

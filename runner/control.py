@@ -76,6 +76,19 @@ def preflight(config: RunConfig, workspace: Workspace, *, here: bool = False) ->
                                        "($LEUKTUI_SHARE_GPUS=1 lets processes share them, over gloo)")
 
 
+MAX_NAME = 200  # a run's or a sweep's name, in characters: one column of a table
+MAX_TAG = 64
+
+
+def check_labels(name: str | None, tags: Sequence[str]) -> None:
+    """A name and tags a table can show (the CLI, the form and the tags dialog alike)."""
+    if name is not None and len(name) > MAX_NAME:
+        raise ConfigError("name", f"{len(name):,} characters; a name has at most {MAX_NAME}")
+    for tag in tags:
+        if len(tag) > MAX_TAG:
+            raise ConfigError("tag", f"{tag[:20]!r}… has {len(tag):,} characters; a tag has at most {MAX_TAG}")
+
+
 def create_run(
     db: Database,
     config: RunConfig,
@@ -89,6 +102,7 @@ def create_run(
     factors: dict[str, Any] | None = None,
 ) -> Run:
     """Record a new run with its config resolved to absolute paths."""
+    check_labels(name, tags)
     config = config.with_absolute_paths()
     return db.create_run(
         config=config.to_dict(),
@@ -147,6 +161,20 @@ class Plan:
     factors: dict[str, list[Any]] = field(default_factory=dict)
 
 
+def factor_value(base: RunConfig, key: str, text: str) -> Any:
+    """A grid value as the config holds it (``1e-3`` and ``0.001`` alike, ``none`` as ``single``):
+    on the base config where that alone is valid, else the field's type alone (another factor may
+    make the config valid); None where it is not a value of the field at all."""
+    try:
+        return getattr(RunConfig.from_dict({key: text}, base=base), key)
+    except ConfigError:
+        pass
+    try:
+        return RunConfig.coerce(key, text)
+    except ConfigError:
+        return None
+
+
 def expand(base: RunConfig, grid: dict[str, list[str]]) -> Plan:
     """The cartesian product of the grid's factors over ``base``, each config validated."""
     plan = Plan()
@@ -154,13 +182,12 @@ def expand(base: RunConfig, grid: dict[str, list[str]]) -> Plan:
         plan.configs.append((base, {}))
         return plan
     keys = list(grid)
-    for key in keys:  # each factor's values, alone: none may repeat another (`epochs=1,01`, `lr=0.001,1e-3`)
+    for key in keys:  # each factor's values: none may repeat another (`epochs=1,01`, `lr=0.001,1e-3`)
         seen: dict[Any, str] = {}
         for text in grid[key]:
-            try:
-                value = getattr(RunConfig.from_dict({key: text}, base=base), key)
-            except ConfigError as exc:
-                raise ConfigError(exc.field, f"{exc.message} (in --grid {exc.field}=...)") from None
+            value = factor_value(base, key, text)
+            if value is None:
+                continue  # not a value of the field alone: the product below says why, with the whole config
             if value in seen:
                 raise ConfigError("grid", f"{key}={text} is {key}={seen[value]} again; a factor's values must differ")
             seen[value] = text
@@ -198,6 +225,7 @@ def queue_runs(
     With ``workspace``, every config is first checked against this machine (``preflight``):
     a sweep with one bad value records nothing.
     """
+    check_labels(name, tags)
     grid = with_seeds(grid or {}, base, seeds)
     plan = expand(base, grid)
     if workspace is not None:

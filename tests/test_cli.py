@@ -317,8 +317,10 @@ def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny
                 f"leuktui: error: {folder}: not a leuktui workspace (no leuktui.db in it); `leuktui queue` or `leuktui run` makes one"
             ), (folder, args, result.stderr)
         assert sorted(p.name for p in folder.iterdir()) == before, "nothing written in it"
-    empty = cli("queue", "--data-dir", str(tiny_data), "--no-start", "--home", "", check=False)  # `--home "$LAB"`, $LAB unset
-    assert empty.returncode == 2 and empty.stderr.strip() == "leuktui: error: --home: empty; give the workspace folder"
+    for args in (("queue", "--data-dir", str(tiny_data), "--no-start"), ("score", str(tiny_data / "test_answer_key.csv"), "--key",
+                 str(tiny_data / "test_answer_key.csv"))):
+        empty = cli(*args, "--home", "", check=False)  # `--home "$LAB"`, $LAB unset
+        assert empty.returncode == 2 and empty.stderr.strip() == "leuktui: error: --home: empty; give the workspace folder", args
 
 
 @ON_TRAINED

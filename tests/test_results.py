@@ -246,6 +246,7 @@ def test_mistakes_are_one_line(lab, tmp_path):
         (("compare", "1", "999"), "run 999: no such run"),
         (("compare", "1+1", "2"), "names a run twice"),
         (("compare", "2", "2"), "compare: 2 is named twice"),
+        (("compare", "1+2", "2+1"), "compare: 2+1 is named twice"),
     ):
         result = cli(*args, home=workspace.home, check=False)
         assert result.returncode != 0 and words in result.stderr, (args, result.stderr)

@@ -68,6 +68,8 @@ def open_app(args: argparse.Namespace) -> int:
     """``leuktui`` with no command: the terminal app on the workspace; a folder that does not
     exist yet is made a workspace only once the user says so."""
     refuse_unwritable_database()
+    if args.home == "":  # `leuktui --home "$LAB"`, $LAB unset: not the default workspace
+        raise UsageError("--home: empty; give the workspace folder")
     workspace = Workspace.resolve(args.home)
     if not workspace.home.exists() and not ask(f"{workspace.home} does not exist; make a new workspace there?"):
         raise UserError(f"{workspace.home}: no such workspace; nothing was created")

@@ -84,7 +84,7 @@ def run_id_arg(text: str) -> int:
 
 def record_id(text: str) -> int:
     """A sweep's or a submission's id: a positive number the database's integer column can hold."""
-    value = positive_int(text)
+    value = positive_int(text, most=MAX_ID)
     if value > MAX_ID:
         raise argparse.ArgumentTypeError(f"{text!r} is not an id (ids are below {MAX_ID + 1})")
     return value
@@ -93,16 +93,21 @@ def record_id(text: str) -> int:
 MAX_COUNT = 1_000_000
 
 
-def positive_int(text: str) -> int:
+def positive_int(text: str, most: int = MAX_COUNT) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    if value > MAX_COUNT:  # a count, a size or seconds: beyond this it is a slip (and past SQLite's integers)
-        raise argparse.ArgumentTypeError(f"{text!r} must be at most {MAX_COUNT:,}")
+    if value > most:  # a count or a size: beyond this it is a slip (ten million images, a million epochs of last-k)
+        raise argparse.ArgumentTypeError(f"{text!r} must be at most {most:,}")
     return value
+
+
+def seconds_arg(text: str) -> int:
+    """A number of seconds (an idle timeout): any positive whole number the database can hold."""
+    return positive_int(text, most=MAX_ID)
 
 
 def seed_int(text: str) -> int:
@@ -151,11 +156,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 # -- the workspace ------------------------------------------------------------------------------------
 
 
-def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool = True) -> Workspace:
+def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool = True, database: bool = True) -> Workspace:
     """The workspace the command works on. One that does not exist is made only by commands that
     create work (``create``); for the others it is refused, so a mistyped ``--home`` is never
     taken for a new, empty workspace. A command that only reads (``write=False``) takes a folder
-    it cannot write as it is (a read-only file system, a workspace shared to read)."""
+    it cannot write as it is (a read-only file system, a workspace shared to read). A folder with
+    no workspace's database in it is refused too, unless the command does not read it
+    (``database=False``: the scheduler's pid and lock files)."""
     if getattr(args, "home", None) == "":  # `--home "$LAB"` with $LAB unset: not the default workspace
         raise UsageError("--home: empty; give the workspace folder")
     workspace = Workspace.resolve(getattr(args, "home", None))
@@ -171,11 +178,11 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
     if workspace.home.exists() and not workspace.home.is_dir():
         raise UserError(f"{workspace.home}: not a folder, so not a workspace")
     check_url(workspace.db_url)
-    database = sqlite_path(workspace.db_url)
-    if not create and database is not None and not database.exists():  # a folder, but no workspace's database in it
-        if database.parent != workspace.home:  # $LEUKTUI_DB names a file elsewhere
-            raise UserError(f"{database}: no such database file ($LEUKTUI_DB)")
-        raise UserError(f"{workspace.home}: not a leuktui workspace (no {database.name} in it); "
+    path = sqlite_path(workspace.db_url)
+    if database and not create and path is not None and not path.exists():  # a folder, but no workspace's database in it
+        if path.parent != workspace.home:  # $LEUKTUI_DB names a file elsewhere
+            raise UserError(f"{path}: no such database file ($LEUKTUI_DB)")
+        raise UserError(f"{workspace.home}: not a leuktui workspace (no {path.name} in it); "
                         "`leuktui queue` or `leuktui run` makes one")
     if not write and workspace.home.is_dir():
         return workspace
@@ -267,25 +274,29 @@ def phase_printer():
     return on_phase
 
 
-MAX_NAME = 200  # a run's or a sweep's name, in characters
-MAX_TAG = 64
-
-
 def run_name(text: str) -> str:
     """``--name``: any text a line can show, at most ``MAX_NAME`` characters (a table's column)."""
-    if len(text) > MAX_NAME:
-        raise argparse.ArgumentTypeError(f"{len(text):,} characters; a name has at most {MAX_NAME}")
+    from runner.control import check_labels
+
+    try:
+        check_labels(text, ())
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
     return text
 
 
 def check_tags(tags: list[str]) -> list[str]:
     """``--tag`` values as the app lists and edits them (comma-separated, one line each): none
-    empty, none with a comma or a control character, none longer than ``MAX_TAG``; a repeated one once."""
+    empty, none with a comma or a control character, none longer than a table shows; a repeated one once."""
+    from runner.control import check_labels
+
     for tag in tags:
         if not tag.strip():
             raise UsageError("--tag: a tag is not empty")
-        if len(tag) > MAX_TAG:
-            raise UsageError(f"--tag: {tag[:20]!r}… has {len(tag):,} characters; a tag has at most {MAX_TAG}")
+        try:
+            check_labels(None, [tag])
+        except ConfigError as exc:
+            raise UsageError(f"--tag: {exc.message}") from None
         if "," in tag:
             raise UsageError(f"--tag: {tag!r} has a comma (tags are listed comma-separated); give each its own --tag")
         if not tag.isprintable():

@@ -20,6 +20,7 @@ from db.workspace import DB_FILE
 from leuktui.cli.common import (
     GLOBAL,
     Parser,
+    UsageError,
     add_command,
     add_json,
     add_selection,
@@ -205,6 +206,8 @@ def recorded_database(home: str | None, *, write: bool = False) -> Database | No
     """The workspace's database if there is one; a workspace that does not exist is not created
     (and one named by ``--home`` that does not exist is refused, as by every command). A SQLite
     file this process cannot write is read as it is, and not there to be written (``write``)."""
+    if home == "":  # `--home "$LAB"`, $LAB unset: not the default workspace
+        raise UsageError("--home: empty; give the workspace folder")
     workspace = Workspace.resolve(home)
     if home and not workspace.home.exists():
         raise UserError(f"{workspace.home}: no such workspace (--home {home}); `leuktui queue` or `leuktui run` makes one")

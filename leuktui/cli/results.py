@@ -94,9 +94,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     specs: list[list[int]] = args.runs
     if len(specs) < 2:
         raise UsageError("compare: give two runs or more (RUN RUN ...; RUN+RUN for an ensemble)")
-    named = [tuple(spec) for spec in specs]
-    repeated = next((spec for index, spec in enumerate(named) if spec in named[:index]), None)
-    if repeated is not None:  # a run (or an ensemble) against itself: every pair would be even
+    from leuktui.results import Replicates
+
+    # A run or an ensemble (RUN+RUN) against itself: every pair would be even. (Replicates that
+    # share a run are refused by their own test: Welch's compares independent groups.)
+    named = [None if isinstance(spec, Replicates) else frozenset(spec) for spec in specs]
+    repeated = next((specs[index] for index, key in enumerate(named) if key is not None and key in named[:index]), None)
+    if repeated is not None:
         raise UsageError(f"compare: {'+'.join(map(str, repeated))} is named twice")
     _, db = open_workspace(args, write=False)
     run_ids = sorted({run_id for spec in specs for run_id in spec})

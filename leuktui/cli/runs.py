@@ -131,7 +131,8 @@ def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this is recorded and said
         states.finish(db, run_id, INTERRUPTED)  # where the trainer had not yet recorded how it stopped
         status = db.get_run(run_id).status
-        console().print(f"run {run_id} {status}; continue it with: leuktui resume {run_id}", markup=False, highlight=False)
+        hint = f"; continue it with: leuktui resume {run_id}" if status in RESUMABLE_STATUSES else ""
+        console().print(f"run {run_id} {status}{hint}", markup=False, highlight=False)
         return 130
 
 
@@ -213,7 +214,10 @@ def train_processes(workspace: Workspace, db: Database, run_id: int, nproc: int,
                     break
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            process.wait()  # the ranks saw the same Ctrl-C: they checkpoint and stop
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # another Ctrl-C must not leave them writing unseen
+            process.wait()  # the ranks saw the same Ctrl-C: they checkpoint and stop, and record how
             raise
     status = db.get_run(run_id).status
     if status == RUNNING:  # torchrun ended without its rank 0 ending the run: a rank died

@@ -14,6 +14,7 @@ from leuktui.cli.common import (
     positive_int,
     print_json,
     refuse_unwritable_database,
+    seconds_arg,
     workspace_of,
 )
 
@@ -27,7 +28,7 @@ def add_commands(commands: Any, *, backends: bool = True) -> None:
     scheduler.add_argument("action", choices=["start", "stop", "status"])
     scheduler.add_argument("--max-parallel", type=positive_int, help="concurrent runs without GPUs (default 1)")
     scheduler.add_argument("--per-gpu", type=positive_int, help="concurrent runs per GPU (default 1)")
-    scheduler.add_argument("--idle-timeout", type=positive_int, metavar="SECONDS", help="exit after this long idle (default 300)")
+    scheduler.add_argument("--idle-timeout", type=seconds_arg, metavar="SECONDS", help="exit after this long idle (default 300)")
     names = available() if backends else list(BUILT_IN)
     scheduler.add_argument("--backend", choices=names, help=f"where runs go: {', '.join(names)} (default local)")
     for option in all_options().values() if backends else ():
@@ -50,7 +51,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     # `scheduler start` sets a workspace up (a cluster's first command), so it may make one.
     if args.action != "status":
         refuse_unwritable_database()
-    workspace = workspace_of(args, create=args.action == "start", write=args.action != "status")
+    # status and stop read the pid and lock files only: a damaged database moved away leaves them to act on.
+    workspace = workspace_of(args, create=args.action == "start", write=args.action != "status", database=False)
     if args.action == "status":
         pid = daemon.running_pid(workspace)
         options = Options.load(workspace)

@@ -83,6 +83,14 @@ class TagsScreen(ModalScreen):
             t.strip() for t in value.split(",") if t.strip()))
         notes = self.query_one("#notes-input", TextArea).text
         run_id = self.run.id
+        from engine.config import ConfigError
+        from runner.control import check_labels
+
+        try:
+            check_labels(None, tags)
+        except ConfigError as exc:
+            self.notify(exc.message, title="tags", severity="error")
+            return
         self.app.run_task("tags", lambda: self.app.db.update_run(run_id, tags=tags, notes=notes),
                           done=lambda _r: self.notify(f"run {run_id}: tags and notes saved"))
         self.dismiss()

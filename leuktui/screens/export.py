@@ -25,11 +25,12 @@ from leuktui.screens.job_dialog import JobDialog
 def expected_test_csv(run: Run) -> Path:
     """The test CSV run ``run`` predicts when none is chosen, as an export resolves it; where its
     data folder has none (moved, or not mounted here), the file its model's depth names."""
-    config = RunConfig.from_dict(run.config)
     try:
-        return resolve_test_csv(config)
-    except UserError:
-        return Path(config.data_dir) / (config.test_csv or TEST_CSVS.get(config.model_depth or 0, TEST_CSVS[18]))
+        return resolve_test_csv(RunConfig.from_dict(run.config))
+    except UserError:  # no test CSV there, or a stored config this version no longer takes: the export says which
+        values = run.config
+        depth = next((d for d in TEST_CSVS if str(values.get("model", "")).endswith(f"resnet{d}")), 18)
+        return Path(values.get("data_dir") or ".") / (values.get("test_csv") or TEST_CSVS[depth])
 
 
 class ExportScreen(JobDialog):
@@ -45,7 +46,7 @@ class ExportScreen(JobDialog):
         # An ensemble averages its runs on one test CSV: where theirs differ, the user picks it
         # (the field starts empty, and stays required), as `leuktui export` asks for --test-csv.
         expected = {r.id: expected_test_csv(r) for r in self.runs}
-        self.test_csv = str(expected[self.run.id]) if len(set(expected.values())) == 1 else ""
+        self.test_csv = str(expected[self.run.id]) if len({path.resolve() for path in expected.values()}) == 1 else ""
         names = {run_id: path.name for run_id, path in expected.items()}
         if len(set(names.values())) < len(set(expected.values())):
             names = {run_id: str(path) for run_id, path in expected.items()}  # one name in two folders

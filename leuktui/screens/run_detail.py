@@ -221,7 +221,10 @@ class RunDetailScreen(Screen):
         self.query_one(MistakesPane).zoom()
 
     def action_cycle_chart(self) -> None:
-        self.action_show_tab("tab-charts")
+        tabs = self.query_one("#detail-tabs", TabbedContent)
+        if tabs.active != "tab-charts":  # from another tab: the charts, as they were
+            tabs.active = "tab-charts"
+            return
         self.chart_index = (self.chart_index + 1) % len(charted())
         self._dirty = True
         self._redraw_if_dirty()

@@ -638,7 +638,7 @@ async def test_at_80_columns_the_best_metric_and_help_are_on_screen(seeded):
         assert left <= 80, f"the best acc column ends at column {left}"
         bar = str(app.screen.query_one(KeyBar).render())
         assert "? Help" in bar and "q Quit" in bar and bar.index("? Help") > bar.index("New run")
-        # The lab's journey first: a new run, marks, and what marks are for.
+        # The keys a lab needs first: a new run, marks, and what marks are for.
         assert bar.index("n New run") < bar.index("space Mark") < bar.index("c Compare") < bar.index("a Ablation"), bar
 
         # On a run, each tab's own keys show on that tab (and open it from any other).
@@ -654,8 +654,12 @@ async def test_at_80_columns_the_best_metric_and_help_are_on_screen(seeded):
         await pilot.press("2")
         await wait_until(pilot, lambda: "[ Prev" in bar(), message="the confusion tab's keys")
         assert "] Next" in bar() and "m Chart" not in bar() and "e Export" in bar(), bar()
-        await pilot.press("m")  # from the confusion tab: the charts, another metric
+        chart = app.screen.query_one("#chart-acc", MetricChart)
+        shown = chart.title
+        await pilot.press("m")  # from the confusion tab: the charts, as they were
         await wait_until(pilot, lambda: app.screen.query_one("#detail-tabs").active == "tab-charts", message="the charts tab")
+        await pilot.pause(0.3)
+        assert chart.title == shown, "m from another tab opens the charts; it does not skip a metric"
         await wait_until(pilot, lambda: "m Chart" in bar() and "Prev" not in bar(), message="the charts tab's keys")
         await pilot.press("6")
         await wait_until(pilot, lambda: "f FN/FP" in bar() and "z Larger" in bar(), message="the mistakes tab's keys")
