@@ -12,7 +12,6 @@ import pytest
 from test_metrics import from_confusion
 
 from conftest import cli, run_cli, wait_for
-from db import Database, Workspace
 from db.vocabulary import METRICS
 
 # The tests of the trained workspace on one pytest-xdist worker: that run is trained once.
@@ -475,15 +474,19 @@ def test_ctrl_c_before_training_starts_ends_the_run_interrupted_in_one_line(tmp_
 
     home = tmp_path / "home"
     process = subprocess.Popen([sys.executable, "-m", "leuktui", "--home", str(home), "run", "--data-dir", str(tiny_data),
-                                "--image-size", "16", "--epochs", "1", "--amp", "off"],
+                                "--image-size", "16", "--epochs", "3", "--amp", "off"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
     try:
-        def recorded():
+        def recorded():  # read with sqlite3 itself, a millisecond a look: the moment seen is the moment signalled
             if not (home / "leuktui.db").exists():
                 return None
-            runs = Database(Workspace(home).db_url).list_runs()
-            return runs and runs[0].status == "running" and runs[0].epochs_done == 0 and runs[0].phase in (None, "importing torch")
-        wait_for(recorded, 60, "the run recorded, the trainer not started", interval=0.02)
+            with contextlib.closing(sqlite3.connect(f"file:{home / 'leuktui.db'}?mode=ro", uri=True, timeout=5)) as db:
+                try:
+                    row = db.execute("SELECT status, epochs_done, phase FROM run WHERE id = 1").fetchone()
+                except sqlite3.OperationalError:  # the tables not made yet
+                    return None
+            return row is not None and row[0] == "running" and row[1] == 0 and row[2] in (None, "importing torch")
+        wait_for(recorded, 60, "the run recorded, the trainer not started", interval=0.005)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
