@@ -475,7 +475,10 @@ def test_ctrl_c_before_training_starts_ends_the_run_interrupted_in_one_line(tmp_
     home = tmp_path / "home"
     process = subprocess.Popen([sys.executable, "-m", "leuktui", "--home", str(home), "run", "--data-dir", str(tiny_data),
                                 "--image-size", "16", "--epochs", "3", "--amp", "off"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+                               # as a terminal's foreground job: a suite started in the background (`make test &`,
+                               # CI) ignores SIGINT, and a child would inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def recorded():  # read with sqlite3 itself, a millisecond a look: the moment seen is the moment signalled
             if not (home / "leuktui.db").exists():
