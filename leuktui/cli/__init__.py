@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 
 from db import Workspace
-from db.dialect import check_url, sqlite_path
 from db.errors import UserError
 from db.session import database_error, is_unusable_database
 from db.workspace import apply_file_mode
@@ -29,6 +28,7 @@ from leuktui.cli.common import (
     UsageError,
     ask,
     flag_name,
+    missing_database,
     refuse_unwritable_database,
     workspace_of,
 )
@@ -73,8 +73,7 @@ def open_app(args: argparse.Namespace) -> int:
     workspace = Workspace.resolve(args.home)
     if not workspace.home.exists() and not ask(f"{workspace.home} does not exist; make a new workspace there?"):
         raise UserError(f"{workspace.home}: no such workspace; nothing was created")
-    database = sqlite_path(check_url(workspace.db_url) or workspace.db_url) if workspace.home.is_dir() else None
-    if database is not None and not database.exists() and any(workspace.home.iterdir()) and \
+    if workspace.home.is_dir() and missing_database(workspace) is not None and any(workspace.home.iterdir()) and \
             not ask(f"{workspace.home} holds files but no leuktui workspace; make one there?"):  # `--home ~`, a dataset
         raise UserError(f"{workspace.home}: not a leuktui workspace; nothing was created")
     from leuktui.terminal_images import Asking

@@ -84,7 +84,7 @@ def run_id_arg(text: str) -> int:
 
 def record_id(text: str) -> int:
     """A sweep's or a submission's id: a positive number the database's integer column can hold."""
-    value = positive_int(text, most=MAX_ID)
+    value = positive_int(text, most=None)
     if value > MAX_ID:
         raise argparse.ArgumentTypeError(f"{text!r} is not an id (ids are below {MAX_ID + 1})")
     return value
@@ -93,14 +93,14 @@ def record_id(text: str) -> int:
 MAX_COUNT = 1_000_000
 
 
-def positive_int(text: str, most: int = MAX_COUNT) -> int:
+def positive_int(text: str, most: int | None = MAX_COUNT) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    if value > most:  # a count or a size: beyond this it is a slip (ten million images, a million epochs of last-k)
+    if most is not None and value > most:  # a count or a size: beyond this it is a slip (ten million images, a million epochs of last-k)
         raise argparse.ArgumentTypeError(f"{text!r} must be at most {most:,}")
     return value
 
@@ -167,19 +167,18 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
         raise UsageError("--home: empty; give the workspace folder")
     workspace = Workspace.resolve(getattr(args, "home", None))
     try:
-        workspace.home.exists()
+        exists = workspace.home.exists()
     except OSError as exc:  # a name longer than the file system allows
         shown = str(workspace.home)
         raise UserError(f"{shown[:80]}… ({len(shown)} characters): {exc.strerror}, so not a workspace") from None
-    if not create and not workspace.home.exists():
+    if not create and not exists:
         given = getattr(args, "home", None) or os.environ.get("LEUKTUI_HOME")
         where = f"--home {given}" if getattr(args, "home", None) else (f"$LEUKTUI_HOME={given}" if given else "the default workspace")
         raise UserError(f"{workspace.home}: no such workspace ({where}); `leuktui queue` or `leuktui run` makes one")
-    if workspace.home.exists() and not workspace.home.is_dir():
+    if exists and not workspace.home.is_dir():
         raise UserError(f"{workspace.home}: not a folder, so not a workspace")
-    check_url(workspace.db_url)
-    path = sqlite_path(workspace.db_url)
-    if database and not create and path is not None and not path.exists():  # a folder, but no workspace's database in it
+    path = missing_database(workspace)
+    if database and not create and path is not None:  # a folder, but no workspace's database in it
         if path.parent != workspace.home:  # $LEUKTUI_DB names a file elsewhere
             raise UserError(f"{path}: no such database file ($LEUKTUI_DB)")
         raise UserError(f"{workspace.home}: not a leuktui workspace (no {path.name} in it); "
@@ -187,6 +186,14 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
     if not write and workspace.home.is_dir():
         return workspace
     return workspace.ensure()
+
+
+def missing_database(workspace: Workspace) -> Path | None:
+    """The SQLite file ``workspace`` reads where it is not there (None for a server's database, or
+    one that is); a malformed ``$LEUKTUI_DB`` is refused in one line."""
+    check_url(workspace.db_url)
+    path = sqlite_path(workspace.db_url)
+    return path if path is not None and not path.exists() else None
 
 
 def open_workspace(args: argparse.Namespace, *, create: bool = False, write: bool = True) -> tuple[Workspace, Database]:

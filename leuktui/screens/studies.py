@@ -68,6 +68,7 @@ class StudiesScreen(Screen):
         self.summaries: list[dict] = []
         self._shown: tuple | None = None
         self._importances: dict[int, tuple[int, dict | None]] = {}
+        self._keyed: int | None = None  # the number of studies the key bar and the panes were set for
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -128,8 +129,10 @@ class StudiesScreen(Screen):
     def show(self, importances: dict) -> None:
         summary = self.summary()
         head = self.query_one("#study-head", Static)
-        self.query_one(KeyBar).refresh()
-        self.query_one("#study-charts").display = self.query_one("#study-trials").display = summary is not None
+        if len(self.summaries) != self._keyed:  # the keys offered follow how many studies there are
+            self._keyed = len(self.summaries)
+            self.query_one(KeyBar).refresh()
+            self.query_one("#study-charts").display = self.query_one("#study-trials").display = summary is not None
         if summary is None:
             head.update(plain("no studies yet: `leuktui study create NAME --space 'lr=log:1e-4:1e-1' --trials 20`, "
                               "or a new sweep (g) in search mode", newlines=True))
