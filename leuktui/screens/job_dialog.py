@@ -32,7 +32,7 @@ class JobDialog(ModalScreen):
 
     def job_widgets(self, hint: str = "") -> ComposeResult:
         yield ProgressBar(id=f"{self.prefix}-progress", show_eta=False)
-        yield Static(hint, id=f"{self.prefix}-result")
+        yield Static(plain(hint, newlines=True), id=f"{self.prefix}-result")  # it may name the user's files
         with Horizontal(classes="dialog-buttons"):
             yield Button(self.go_label, variant="primary", id=f"{self.prefix}-go", compact=True)
             yield Button("Close", id=f"{self.prefix}-close", compact=True)

@@ -75,6 +75,11 @@ async def test_r_on_compare_and_ablation(seeded):
 
 
 async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
+    from db import Database
+
+    db = Database(seeded.db_url)  # run 3's own test CSV has a name that would be markup
+    db.update_run(3, config={**db.get_run(3).config, "test_csv": "/data/lab3/[red]odd.csv"})
+    db.close()
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 9, message="nine runs")
@@ -87,7 +92,7 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
         assert str(bar.render()).split() == ["esc", "Close", "^s", "Export"] and bar.region.y == app.size.height - 1
         assert app.screen.query_one("#export-output", Input).value.endswith("exports/ensemble-1-3-single.csv")
         # A ResNet18 and a ResNet50 predict different test CSVs: nothing is chosen for the user.
-        choose = "these runs predict different test CSVs (run 1: resnet_18_test.csv, run 3: resnet_50_test.csv): type the one to use"
+        choose = "these runs predict different test CSVs (run 1: resnet_18_test.csv, run 3: [red]odd.csv): type the one to use"
         field = app.screen.query_one("#export-csv", Input)
         assert field.value == "" and str(app.screen.query_one("#export-result", Static).render()) == choose
         await pilot.press("ctrl+s")
