@@ -102,7 +102,8 @@ async def test_export_with_several_marked_runs_is_an_ensemble(seeded):
         field.value = "/data/lab3/resnet_50_test.csv"
         await pilot.press("ctrl+s")
         # The seeded runs have no checkpoints: the error names the first run, in one line.
-        await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), message="the error")
+        await wait_until(pilot, lambda: any("run 1: no best checkpoint" in n.message for n in app._notifications), timeout=60,
+                         message="the error (the job imports torch first)")
         await pilot.press("escape")
         await mark(app, pilot, 1, 3, 2)  # unmarks 1 and 3; marks 2
         select_run(app, 1)
