@@ -176,8 +176,7 @@ class RunConfig:
     @property
     def model_depth(self) -> int | None:
         """The ResNet depth the model name implies (picks the default test CSV), if any."""
-        match = re.search(r"resnet(\d+)$", self.model)
-        return int(match.group(1)) if match else None
+        return model_depth(self.model)
 
     @property
     def input_size(self) -> int:
@@ -213,6 +212,12 @@ class RunConfig:
 LATER_FIELDS: dict[str, Any] = {"ema": 0.0, "fit_on": "train", "nproc": 1, "nodes": 1, "sync_bn": False}
 
 CENTER_CROP_FRACTION = 384 / 450
+
+
+def model_depth(model: str) -> int | None:
+    """The ResNet depth a model name implies (``resnet50``, ``torchvision:resnet50``: 50), if any."""
+    match = re.search(r"resnet(\d+)$", str(model))
+    return int(match.group(1)) if match else None
 
 
 def center_crop_size(size: int) -> int:

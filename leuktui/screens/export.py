@@ -14,7 +14,7 @@ from textual.widgets import Input, Label, Select, Static
 
 from db.models import Run
 from db.vocabulary import CHECKPOINTS, EVAL_MODES
-from engine.config import RunConfig
+from engine.config import RunConfig, model_depth
 from engine.datasets import TEST_CSVS, resolve_test_csv
 from engine.errors import UserError
 from leuktui.actions import bindings
@@ -29,8 +29,8 @@ def expected_test_csv(run: Run) -> Path:
         return resolve_test_csv(RunConfig.from_dict(run.config))
     except UserError:  # no test CSV there, or a stored config this version no longer takes: the export says which
         values = run.config
-        depth = next((d for d in TEST_CSVS if str(values.get("model", "")).endswith(f"resnet{d}")), 18)
-        return Path(values.get("data_dir") or ".") / (values.get("test_csv") or TEST_CSVS[depth])
+        return Path(values.get("data_dir") or ".") / (values.get("test_csv") or TEST_CSVS.get(model_depth(values.get("model", "")) or 18,
+                                                                                               TEST_CSVS[18]))
 
 
 class ExportScreen(JobDialog):
