@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 from typing import Any
 
 from db import Database, Workspace, states
@@ -95,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from runner.control import create_run, preflight
 
     preflight(config.with_absolute_paths(), workspace, here=True)
-    run = create_run(db, config, name=args.name, tags=tags, notes=args.notes, status=RUNNING)
+    with ctrl_c_held():
+        run = create_run(db, config, name=args.name, tags=tags, notes=args.notes, status=RUNNING)
     return train_foreground(workspace, db, run.id, resume=False)
 
 
@@ -114,20 +117,34 @@ def cmd_resume(args: argparse.Namespace) -> int:
         ensure_scheduler(workspace, args.no_start, json=getattr(args, "json", False))
         return 0
     run = db.get_run(args.run)
-    if not states.move(db, run.id, RUNNING, only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None):
+    with ctrl_c_held():
+        moved = states.move(db, run.id, RUNNING, only_from=RESUMABLE_STATUSES, error=None, cancel_requested_at=None)
+    if not moved:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         raise UsageError(f"run {run.id} is {run.state}; only interrupted, cancelled or failed runs resume")
     # From its last checkpoint, as a queued resume does; a run stopped before its first starts from epoch 1.
     return train_foreground(workspace, db, run.id, resume=workspace.checkpoint_path(run.id, "last").is_file())
+
+
+@contextlib.contextmanager
+def ctrl_c_held():
+    """Record a run running with Ctrl-C held back: it lands once ``train_foreground`` can end the
+    run interrupted (never between the record and that), or at once if recording fails."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        raise
 
 
 def train_foreground(workspace: Workspace, db: Database, run_id: int, *, resume: bool) -> int:
     """Train run ``run_id`` (recorded running) here, showing its epochs. Ctrl-C at any moment, even
     before the trainer starts (importing torch, loading data), ends it interrupted, in one line."""
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held while the run was recorded lands here
         return _train_foreground(workspace, db, run_id, resume=resume)
     except KeyboardInterrupt:
-        import signal
-
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this is recorded and said
         states.finish(db, run_id, INTERRUPTED)  # where the trainer had not yet recorded how it stopped
         status = db.get_run(run_id).status
@@ -214,8 +231,6 @@ def train_processes(workspace: Workspace, db: Database, run_id: int, nproc: int,
                     break
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            import signal
-
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # another Ctrl-C must not leave them writing unseen
             process.wait()  # the ranks saw the same Ctrl-C: they checkpoint and stop, and record how
             raise
