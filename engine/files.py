@@ -1,10 +1,13 @@
-"""Writing a file so that readers see the old version or the new one, never half of either."""
+"""Writing a file so that readers see the old version or the new one, never half of either, and
+ending a command so that nothing half-written is left."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -38,3 +41,26 @@ def atomic_write(path: Path | str, mode: str = "wb", *, durable: bool = False, *
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def ended_by_signals() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP (``kill``, a closed SSH session) end the process as an
+    exception does, exit status 128 + the signal's number: the ``except``/``finally`` clauses on
+    the way out remove what was half-written (a staging folder, a temporary file). Python's default
+    ends the process where it stands and leaves them. A signal the process ignores (``nohup``) or
+    handles already is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    saved = {number: signal.signal(number, end) for number in (signal.SIGTERM, signal.SIGHUP)
+             if signal.getsignal(number) is signal.SIG_DFL}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)

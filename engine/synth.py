@@ -11,6 +11,7 @@ Stain colour, brightness and size vary from image to image. Same seed, same byte
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 import tempfile
@@ -183,10 +184,16 @@ def make_dataset(
         if root.exists():
             root.rmdir()
         os.replace(staging, root)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+            raise
+        raise UserError(f"{root}: the dataset could not be written ({exc.strerror}); nothing written") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return root
+
 
 
 def _generate(root: Path, n_train: int, n_valid: int, n_test: int, size: int, seed: int, workers: int) -> None:

@@ -251,6 +251,10 @@ def test_mistakes_are_one_line(lab, tmp_path):
         result = cli(*args, home=workspace.home, check=False)
         assert result.returncode != 0 and words in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+    # A selection that matches nothing is about the workspace, not the command line: exit 1, in one wording.
+    for command in ("ablation", "report"):
+        result = cli(command, "--tag", "nope", home=workspace.home, check=False)
+        assert (result.returncode, result.stderr.strip()) == (1, "leuktui: error: no runs with recorded epochs have tag 'nope'"), command
     # A run recorded before training kept its predictions: say how to record them.
     config = RunConfig.from_dict({"data_dir": "/data/lab3", "epochs": 1})
     old = db.create_run(config=config.to_dict(), config_hash=config.config_hash(), model="resnet18", name="old", status="completed")

@@ -21,6 +21,7 @@ from db.errors import UserError
 from db.session import database_error, is_unusable_database
 from db.workspace import apply_file_mode
 from engine.config import ConfigError
+from engine.files import ended_by_signals
 from leuktui.cli import data, evaluation, queue, report, results, runs, scheduler, studies
 from leuktui.cli.common import (
     PROG,
@@ -119,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(argv)
         if args.command is None:
             return open_app(args)
-        return args.handler(args)
+        if getattr(args, "trains_here", False):  # `run` and `resume` end their runs as their own code says
+            return args.handler(args)
+        with ended_by_signals():  # a kill or a closed SSH session leaves no half-written file or folder
+            return args.handler(args)
     except UsageError as exc:
         return fail(str(exc), 2)
     except ConfigError as exc:

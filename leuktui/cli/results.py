@@ -219,8 +219,14 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         raise UsageError(f"--rows and --cols are both {rows}")
     _, db = open_workspace(args, write=False)
     runs = chosen_runs(db, args)
-    if not runs:
-        raise UsageError("no runs with recorded epochs here" + (" match" if args.runs or args.sweep or args.tag else ""))
+    if not runs:  # what the workspace holds, not the command line: exit 1, in the report's words
+        what = " and ".join(part for part in (f"tag {args.tag!r}" if args.tag is not None else "",
+                                              f"sweep {args.sweep}" if args.sweep is not None else "") if part)
+        if what:
+            raise UserError(f"no runs with recorded epochs have {what}" + (" among those named" if args.runs else ""))
+        if args.runs:
+            raise UserError(f"none of runs {', '.join(map(str, args.runs))} has recorded epochs yet")
+        raise UserError("no run has recorded epochs yet; train one first (leuktui run)")
     cols = cols or default_columns(runs, rows)
     ids = [run.id for run in runs]
     epochs = db.epochs_of(ids) if args.select == "last" else None

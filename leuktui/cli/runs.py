@@ -58,7 +58,7 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--name", type=run_name, help="run name (default: made from the config)")
     run.add_argument("--tag", action="append", default=[], help="tag the run (repeatable)")
     run.add_argument("--notes", default="", help="free-text notes")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, trains_here=True)
 
     resume = add_command(commands, "resume", help="continue an interrupted or cancelled run from its last checkpoint")
     resume.add_argument("run", type=run_id_arg, metavar="RUN")
@@ -66,7 +66,7 @@ def add_commands(commands: Any) -> None:
     resume.add_argument("--nproc", type=positive_int, metavar="N",
                         help="continue with N processes (DDP; each takes a share of every epoch's batches)")
     resume.add_argument("--no-start", action="store_true", help="do not start the scheduler")
-    resume.set_defaults(handler=cmd_resume)
+    resume.set_defaults(handler=cmd_resume, trains_here=True)
 
     ls = add_command(commands, "ls", help="list runs")
     ls.add_argument("--status", action="append", choices=RUN_STATES, metavar="STATUS",

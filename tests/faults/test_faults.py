@@ -210,6 +210,30 @@ def test_a_workspace_on_a_full_disk_says_the_disk_is_full(full_disk, cells):
             "; its file system is full (no space left on device): free some there and try again"), lines[0]
 
 
+
+def test_data_synth_on_a_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(full_disk):
+    root = full_disk / "cells"
+    result = cli("data", "synth", str(root), "--n-train", "200", "--size", "128", check=False)  # 10 MB of images into 1 MiB
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"leuktui: error: {root}: the dataset could not be written (No space left on device); nothing written"], result.stderr
+    assert list(full_disk.iterdir()) == [], "no dataset and no half-written staging folder"
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGHUP])
+def test_data_synth_ended_by_a_signal_leaves_no_half_written_folder(tmp_path, signal_number):
+    root = tmp_path / "cells"
+    process = subprocess.Popen([sys.executable, "-m", "leuktui", "data", "synth", str(root), "--n-train", "5000", "--size", "128"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal_number, signal.SIG_DFL))  # as a terminal's job has it
+
+    wait_for(lambda: len(list(tmp_path.glob(".cells-*/new_dataset/train/*.bmp"))) >= 20, 60,
+             "the synthetic images being drawn in the staging folder")
+    process.send_signal(signal_number)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal_number, err
+    assert list(tmp_path.iterdir()) == [], "neither the dataset nor its staging folder is left"
+
+
 @pytest.fixture
 def db(home):
     database = Database(home.db_url)
