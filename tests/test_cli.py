@@ -236,7 +236,7 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
             cli(*args, home=home, check=False, env=no_gpus)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
-    assert json.loads(cli("ls", "--json", home=home).stdout) == [], "nothing recorded"
+    assert not home.exists(), "nothing recorded: not even the workspace these refused commands would have made"
     bad_gpus = cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, check=False, env={"LEUKTUI_GPUS": "0,x"})
     assert bad_gpus.returncode == 1 and bad_gpus.stderr.strip() == \
         "leuktui: error: LEUKTUI_GPUS='0,x': expected GPU indices such as 0,1 (or empty for none)"
@@ -302,8 +302,19 @@ def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny
         assert not missing.exists(), args
     env_missing = cli("ls", check=False, env={"LEUKTUI_HOME": str(missing)})
     assert env_missing.returncode == 1 and f"$LEUKTUI_HOME={missing}" in env_missing.stderr
+    # A command that makes a workspace and is then refused takes the folders it made away again.
+    for args in (("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start"), ("run", "--data-dir", str(tmp_path / "no-data")),
+                 ("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.1,x", "--no-start")):
+        refused = cli(*args, home=missing / "deeper", check=False)
+        assert refused.returncode == 2 and not missing.exists(), (args, refused.stderr)
+    kept = tmp_path / "empty-already"
+    kept.mkdir()
+    assert cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=kept, check=False).returncode == 2
+    assert kept.is_dir(), "a folder that was there before is the user's: left"
     cli("queue", "--data-dir", str(tiny_data), "--no-start", home=missing)  # queue makes a workspace
     assert (missing / "leuktui.db").is_file()
+    refused = cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=missing, check=False)
+    assert refused.returncode == 2 and cli("ls", "--json", home=missing).stdout.count('"id"') == 1, "a workspace in use is kept"
 
     # A folder that is there but holds no workspace (a mistyped `--home ~`, the dataset) is refused
     # by the commands that only read or act on runs, and nothing is written in it.

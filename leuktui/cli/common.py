@@ -6,6 +6,7 @@ the console that prints tables (never cut to 80 columns when the output is not a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -185,7 +186,48 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
                         "`leuktui queue` or `leuktui run` makes one")
     if not write and workspace.home.is_dir():
         return workspace
+    if create and not exists:
+        top = workspace.home
+        while not top.parent.exists():
+            top = top.parent
+        workspace.ensure()
+        MADE_HERE.append((top, workspace))
+        return workspace
     return workspace.ensure()
+
+
+# The workspaces this command made (the top folder it created, the workspace), taken away again
+# when the command is refused before it recorded anything there (main's `unmake_workspaces`).
+MADE_HERE: list[tuple[Path, Workspace]] = []
+FRESH_FILES = {"leuktui.db", "leuktui.db-wal", "leuktui.db-shm", "leuktui.db-journal", "leuktui.db.migrate.lock"}
+
+
+def unmake_workspaces() -> None:
+    """Remove each workspace this command made that holds nothing but an empty database: a refused
+    ``queue --home NEW --data-dir bogus`` leaves no folder behind for the next command to take as a
+    workspace. One with any run or sweep recorded, or any other file, is kept as it is."""
+    import shutil
+    import sqlite3
+
+    while MADE_HERE:
+        top, workspace = MADE_HERE.pop()
+        try:
+            if not {path.name for path in workspace.home.iterdir()} <= FRESH_FILES:
+                continue
+            database = workspace.home / "leuktui.db"
+            if database.exists():
+                with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+                    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    if any(connection.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone()  # noqa: S608 (our names)
+                           for table in ("run", "sweep") if table in tables):
+                        continue
+            shutil.rmtree(workspace.home)
+            folder = workspace.home.parent
+            while folder != top.parent and not any(folder.iterdir()):  # the parents it made, if left empty
+                folder.rmdir()
+                folder = folder.parent
+        except (OSError, sqlite3.Error):
+            continue  # kept: it cannot be read to say it is empty
 
 
 def missing_database(workspace: Workspace) -> Path | None:
