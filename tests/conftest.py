@@ -27,6 +27,21 @@ TINY_NET_MODULE = "leuktui_test_nets"
 TINY_NET = f"{TINY_NET_MODULE}:tiny"
 
 
+
+@contextlib.contextmanager
+def fixed_folders(*folders: Path):
+    """Hold ``folders`` (fixed paths under /tmp that a picture shows) for this test process: a
+    second suite on the same machine (two checkouts, a fresh clone beside a working tree) waits
+    here for its turn instead of emptying them under the first one's tests."""
+    import fcntl
+
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(folders):
+            handle = stack.enter_context(open(f"{folder}.lock", "a"))  # noqa: SIM115 (held while inside)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def pytest_configure(config):
     """Under pytest-xdist (``make test`` runs ``-n`` one worker a CPU), each worker and every
     process its tests start keep to a share of the CPUs of their own, with one torch thread a CPU.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli
+from conftest import cli, fixed_folders
 from db import Database, Workspace
 from engine.datasets import load_split
 from engine.synth import make_dataset
@@ -90,9 +90,16 @@ async def test_the_tab_lists_the_mistakes_draws_their_maps_and_flips_between_kin
 # -- a fixed workspace for the picture --------------------------------------------------------------
 
 SNAPSHOT_HOME = Path("/tmp/leuktui-snapshots-mistakes/home")
+FOLLOW_HOME = Path("/tmp/leuktui-mistakes-follow/home")
 # Fixed folders (this one, and the followed run's): the tests here run one after another, on one
 # pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("mistakes")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_suite_at_a_time():
+    with fixed_folders(SNAPSHOT_HOME.parent, FOLLOW_HOME.parent):
+        yield
 
 
 def mistakes_workspace(home: Path) -> Workspace:
@@ -203,7 +210,7 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
 async def test_the_tab_follows_a_new_best_epoch_and_says_a_damaged_image_in_a_line(monkeypatch):
     monkeypatch.setenv("LEUKTUI_IMAGES", "blocks")
     monkeypatch.setenv("COLORTERM", "truecolor")
-    home = Path("/tmp/leuktui-mistakes-follow/home")
+    home = FOLLOW_HOME
     workspace = mistakes_workspace(home)
     db = Database(workspace.db_url)
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fixed_folders
 from db import Workspace
 from tui.conftest import make_app
 from tui.seed import seed_workspace
@@ -18,6 +19,12 @@ from tui.test_snapshots import then
 HOME = Path("/tmp/leuktui-postgres-screens/home")
 # That one folder: the tests here run one after another, on one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("postgres-screens")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_suite_at_a_time():
+    with fixed_folders(HOME.parent):
+        yield
 
 SCREENS = {
     "runs": dict(),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fixed_folders
 from db import Workspace
 from tui.conftest import make_app, select_run, wait_until
 from tui.seed import seed_workspace
@@ -18,6 +19,12 @@ from tui.seed import seed_workspace
 SNAPSHOT_HOME = Path("/tmp/leuktui-snapshots/home")
 # That one folder: the tests here run one after another, on one pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group("snapshots")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_suite_at_a_time():
+    with fixed_folders(SNAPSHOT_HOME.parent):
+        yield
 SIZES = [(80, 24), (120, 40)]
 
 
