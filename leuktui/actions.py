@@ -54,7 +54,9 @@ NOTES = {
     "export": "Checkpoint, test-time views, test CSV (the run's own, else its model's) and output path; several marked "
               "runs make an ensemble (runs that predict different test CSVs leave the choice to you); runs in the "
               "background with progress.",
-    "report": "The runs and the output folder; builds in the background with progress and names the folder when done.",
+    "report": "The runs, the output folder, and what to do first (evaluate runs with no validation predictions for "
+              "their ROC curves; draw the mistakes' Grad-CAM maps), as `report --evaluate --cam`; builds in the "
+              "background with progress and names the folder when done.",
 }
 
 

@@ -114,3 +114,40 @@ def test_report_evaluate_records_the_predictions_its_roc_curves_need(two_runs, t
     assert (tmp_path / "report" / "figures" / "roc.svg").is_file()
     again = cli("report", str(a), str(b), "--evaluate", "-o", str(tmp_path / "report"), home=workspace.home)
     assert "evaluating" not in again.stdout and len(db.evaluations(b)) == before + 1
+
+
+async def test_the_report_dialog_evaluates_and_draws_the_maps_first_when_asked(two_runs, tmp_path):
+    """The dialog's two boxes do what `report --evaluate --cam` does, before the report is built."""
+    from sqlalchemy import delete
+    from textual.widgets import Input
+    from tui.conftest import make_app, select_run, wait_until
+
+    from db.models import Evaluation
+    from leuktui.screens.report_dialog import ReportScreen
+
+    workspace, db, (a, b) = two_runs
+    db.write(lambda session: session.execute(delete(Evaluation).where(Evaluation.split == "valid")))
+    for run_id in (a, b):
+        for old_map in (workspace.home / "runs" / str(run_id)).rglob("cam/**/*.png"):
+            old_map.unlink()
+    folder = tmp_path / "report"
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 2, message="two runs")
+        for run_id in (a, b):
+            select_run(app, run_id)
+            await pilot.press("space")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        app.screen.query_one("#report-output", Input).value = str(folder)
+        await pilot.click("#report-evaluate")
+        await pilot.click("#report-cam")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any(str(folder) in n.message for n in app._notifications), timeout=120,
+                         message="the report's notification")
+    for run_id in (a, b):
+        assert [(e.split, e.tta, e.checkpoint, e.n) for e in db.evaluations(run_id) if e.split == "valid"] == \
+            [("valid", "single", "best", 24)], run_id
+    assert (folder / "figures" / "roc.svg").is_file()
+    assert list((workspace.home / "runs" / str(a) / "cam").rglob("*.png")), "the maps drawn first"
+    assert "not drawn yet" not in (folder / "report.md").read_text()

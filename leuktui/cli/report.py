@@ -33,6 +33,7 @@ from leuktui.cli.common import (
     unwritable_sqlite,
 )
 from leuktui.formatting import visible
+from leuktui.report_jobs import draw_gallery_maps, evaluate_for_roc
 
 SCORE_METRIC = "acc"  # the lab's leaderboard ranks submissions by test accuracy
 
@@ -86,10 +87,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     by_default = not args.runs and args.tag is None and args.sweep is None
     why = "" if not by_default else (" (the runs marked in the app; `u` there unmarks them)" if any(run.id in marked for run in runs)
                                      else " (each model's best config, with all its seeds)")
+    say = (lambda _line: None) if args.json else print
     if args.evaluate:
-        evaluate_for_roc(db, workspace, runs, quiet=args.json)
+        evaluate_for_roc(db, workspace, runs, say=say)
     if args.cam:
-        draw_gallery_maps(db, workspace, runs, quiet=args.json)
+        draw_gallery_maps(db, workspace, runs, say=say)
     folder = Path(args.output) if args.output else workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
     if args.json or not sys.stdout.isatty():  # the progress bar on a terminal only: to a pipe it would leave a blank line
         result = build_report(db, workspace, runs, folder, selection=args.select, last_k=args.last_k)
@@ -109,56 +111,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  note: {note}")
     return 0
-
-
-def draw_gallery_maps(db: Database, workspace: Workspace, runs, *, quiet: bool) -> None:
-    """The Grad-CAM maps of the report's figures where they are missing: each run's mistakes in
-    the gallery, and the preprocessing examples' cells by the first run on their dataset."""
-    from engine.cam import grad_cams
-    from engine.predict import PredictError
-    from leuktui.report.build import example_cam_run, example_samples, gallery_mistakes
-    from leuktui.report.data import collect
-
-    records = collect(db, runs).records
-    data_dir, samples, _ = example_samples(records)
-    cam_run = example_cam_run(workspace, records, data_dir) if data_dir is not None else None
-    if cam_run is not None:  # the preprocessing examples' cells, each for its own class
-        try:
-            grad_cams(db, workspace, cam_run, samples, [sample.label for sample in samples], checkpoint="best")
-        except PredictError as exc:
-            if not quiet:
-                print(f"  note: {exc}")
-    for run in runs:
-        found, picked = gallery_mistakes(db, run)
-        if found is None:
-            continue
-        items = [m for _, mistakes in picked for m in mistakes if m.id in found.samples]
-        maps = found.cam_paths(workspace)
-        if not items or all(m.id in maps and maps[m.id].is_file() for m in items):
-            continue
-        if not quiet:
-            print(f"drawing the Grad-CAM maps of run {run.id}'s mistakes ({visible(run.name)})…")
-        try:
-            grad_cams(db, workspace, run.id, [found.samples[m.id] for m in items], [m.predicted for m in items],
-                      checkpoint=found.evaluation.checkpoint, epoch=found.evaluation.epoch)
-        except PredictError as exc:  # no checkpoint here, or of another epoch: the report says the maps are missing
-            if not quiet:
-                print(f"  note: {exc}")
-
-
-def evaluate_for_roc(db: Database, workspace: Workspace, runs, *, quiet: bool) -> None:
-    """Record single-view validation predictions of the best checkpoint for runs that have none."""
-    from leuktui.report.data import runs_without_predictions
-
-    missing = runs_without_predictions(db, runs)
-    if not missing:
-        return
-    from engine.predict import evaluate_run
-
-    for run in missing:
-        if not quiet:
-            print(f"evaluating run {run.id} ({visible(run.name)}) on the validation set for its ROC curve…")
-        evaluate_run(db, workspace, run.id, tta="single", checkpoint="best", split="valid")
 
 
 # -- submissions ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The report dialog (``r`` on Runs, Compare and Ablation): the runs, the output folder, a
-progress bar while the report builds in a thread, and a notification naming the folder."""
+"""The report dialog (``r`` on Runs, Compare and Ablation): the runs, the output folder, what to
+do first (``report --evaluate`` and ``--cam``), a progress bar while the report builds in a
+thread, and a notification naming the folder."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, Static
+from textual.widgets import Checkbox, Input, Label, Static
 
 from leuktui.actions import bindings
 from leuktui.cells import plain
 from leuktui.formatting import percent, visible
+from leuktui.report_jobs import draw_gallery_maps, evaluate_for_roc
 from leuktui.screens.job_dialog import JobDialog
 
 LISTED = 6  # runs named one per line; the rest are counted
@@ -54,6 +56,8 @@ class ReportScreen(JobDialog):
             with Horizontal(classes="form-row"):
                 yield Label("output folder", classes="form-label")
                 yield Input(value=str(folder), id="report-output", compact=True)
+            yield Checkbox("evaluate runs without validation predictions first (ROC curves)", id="report-evaluate", compact=True)
+            yield Checkbox("draw the mistakes' missing Grad-CAM maps first", id="report-cam", compact=True)
             yield from self.job_widgets("report.html, report.md, figures/ (PNG + SVG) and tables/ (CSV)")
 
     @on(Input.Submitted, "#report-output")
@@ -64,7 +68,8 @@ class ReportScreen(JobDialog):
         self.start_job()
 
     def parameters(self) -> dict[str, Any]:
-        return {"folder": Path(self.query_one("#report-output", Input).value.strip()).expanduser()}
+        return {"folder": Path(self.query_one("#report-output", Input).value.strip()).expanduser(),
+                "evaluate": self.query_one("#report-evaluate", Checkbox).value, "cam": self.query_one("#report-cam", Checkbox).value}
 
     def perform(self, parameters: dict[str, Any], report):
         from leuktui.report.build import build_report
@@ -77,6 +82,14 @@ class ReportScreen(JobDialog):
             runs = [run for run in db.runs_by_id(self.run_ids) if run.best_epoch is not None]
             if not runs:
                 raise ReportError("none of these runs has recorded epochs yet")
+
+        def say(line: str) -> None:  # "evaluating run 3 (...)" as the progress line; what it could not do the report says
+            report(0, None, line.strip().rstrip("…"))
+
+        if parameters["evaluate"]:
+            evaluate_for_roc(db, self.app.workspace, runs, say=say)
+        if parameters["cam"]:
+            draw_gallery_maps(db, self.app.workspace, runs, say=say)
         return build_report(db, self.app.workspace, runs, parameters["folder"], progress=report)
 
     def finished(self, result) -> tuple[str, str]:
