@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -56,8 +57,29 @@ def number(value: float | None, digits: int = 4) -> str:
 NAME_WIDTH = 28  # a run's name in a table or a legend; longer ones end in "…" (the run screen shows them whole)
 
 
-def short_name(name: str, width: int = NAME_WIDTH) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def short_name(name: str, width: int = NAME_WIDTH, *, shared: str = "") -> str:
+    """``name`` in at most ``width`` characters. A long name that begins with ``shared`` (what the
+    long names beside it all begin with: ``shared_start``) is shown without it, "…" in its place,
+    so a sweep's runs keep the words that tell them apart."""
+    if len(name) <= width:
+        return name
+    if shared and name.startswith(shared):
+        name = "…" + name[len(shared):]
+        if len(name) <= width:
+            return name
+    return name[: width - 1] + "…"
+
+
+def shared_start(names, width: int = NAME_WIDTH) -> str:
+    """The words ("-"-separated) that every name longer than ``width`` begins with, where two or
+    more are: ``resnet18-128px-`` for a sweep's ``resnet18-128px-histeq-lr=0.001-seed=0-91886f``
+    and its siblings. Never a whole name: at least its last word is left."""
+    long = [name for name in names if len(name) > width]
+    if len(long) < 2:
+        return ""
+    start = os.path.commonprefix(long)
+    cut = start.rfind("-", 0, min(len(name) for name in long) - 1)
+    return start[: cut + 1] if cut > 0 else ""
 
 
 FINAL_FIT_TEXT = "final fit"  # trained on train + valid: no validation score to show

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Header, Static
 from db.vocabulary import METRICS, epoch_metrics
 from leuktui.actions import bindings
 from leuktui.cells import plain, refill, status_cell
-from leuktui.formatting import number, percent, short_name
+from leuktui.formatting import number, percent, shared_start, short_name
 from leuktui.results import LAST_K, best_evaluation, config_diff, interval_text, last_k_mean
 from leuktui.widgets.charts import MetricChart, charted
 from leuktui.widgets.keybar import KeyBar
@@ -94,7 +94,8 @@ class CompareScreen(Screen):
 
     def _chart(self, runs, epochs) -> None:
         key, title, column = charted()[self.chart_index]
-        label = {run.id: f"{run.id} {short_name(run.name)}" for run in runs}  # the legend names the runs
+        shared = shared_start(run.name for run in runs)
+        label = {run.id: f"{run.id} {short_name(run.name, shared=shared)}" for run in runs}  # the legend names the runs
         self.query_one("#compare-acc", MetricChart).replot(
             [(label[r.id], [e.epoch for e in known], [getattr(e, column) for e in known])
              for r in runs for known in [[e for e in epochs[r.id] if getattr(e, column) is not None]]],
@@ -104,7 +105,8 @@ class CompareScreen(Screen):
     def show(self, loaded) -> None:
         runs, epochs, evaluations = loaded
         self.loaded = loaded
-        label = {run.id: f"{run.id} {short_name(run.name)}" for run in runs}
+        shared = shared_start(run.name for run in runs)
+        label = {run.id: f"{run.id} {short_name(run.name, shared=shared)}" for run in runs}
         self._chart(runs, epochs)
         self.query_one("#compare-loss", MetricChart).replot(
             [(label[r.id], [e.epoch for e in epochs[r.id]], [e.val_loss or 0 for e in epochs[r.id]]) for r in runs]

@@ -13,7 +13,7 @@ from db.models import Run
 from db.vocabulary import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING
 from leuktui.actions import bindings
 from leuktui.cells import cell_width, plain, progress_cell, status_cell
-from leuktui.formatting import age, best_accuracy_text, number, short_name
+from leuktui.formatting import NAME_WIDTH, age, best_accuracy_text, number, shared_start, short_name
 from leuktui.query import FilterError, matcher
 from leuktui.widgets.keybar import KeyBar
 
@@ -43,6 +43,11 @@ class RunsTable(DataTable):
             self.move_cursor(row=self.row_count - 1)
 
 
+def name_width(columns: int) -> int:
+    """The names' column: 28 characters on an 80-column terminal, more on a wider one."""
+    return min(64, NAME_WIDTH + max(0, columns - 80) // 2)
+
+
 class RunsScreen(Screen):
     AGE_TICK_SECONDS = 15.0
     BINDINGS = bindings("runs")
@@ -54,6 +59,8 @@ class RunsScreen(Screen):
         self.filter_text = ""
         self.matching = 0
         self.shown_keys: dict[int, object] = {}  # the sort key of each row as drawn
+        self.name_width = NAME_WIDTH  # wider on a wider terminal
+        self.shared = ""  # what the long names shown all begin with, left out of them (formatting.shared_start)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -72,6 +79,10 @@ class RunsScreen(Screen):
         self.refresh_table()
         table.focus()
         self.set_interval(self.AGE_TICK_SECONDS, self.tick_ages)
+
+    def on_resize(self) -> None:
+        if name_width(self.app.size.width) != self.name_width and self.app.loaded:
+            self.refresh_table()
 
     def tick_ages(self) -> None:
         """Ages go on: a row that has not changed still gets older."""
@@ -118,7 +129,7 @@ class RunsScreen(Screen):
         clock = self.app.clock()
         return [
             Text("●", style="bold yellow") if run.id in self.marked else Text(" "),
-            str(run.id), plain(short_name(run.name)), status_cell(run), best_accuracy_text(run), progress_cell(run),
+            str(run.id), plain(short_name(run.name, self.name_width, shared=self.shared)), status_cell(run), best_accuracy_text(run), progress_cell(run),
             plain(run.model.split(":")[-1]), number(run.best_val_f1), plain(run.config.get("eval_mode", "-")),
             plain(",".join(run.tags)), age(run.created_at, clock),
         ]
@@ -136,6 +147,8 @@ class RunsScreen(Screen):
         self.matching = len(runs)
         sort_key = SORTS[self.sort_index][1]
         self.shown_keys = {run.id: sort_key(run) for run in runs[:TABLE_LIMIT]}
+        self.name_width = name_width(self.app.size.width)
+        self.shared = shared_start((run.name for run in runs[:TABLE_LIMIT]), self.name_width)
         rows = [self.row_cells(run) for run in runs[:TABLE_LIMIT]]
         for run, cells in zip(runs[:TABLE_LIMIT], rows, strict=True):
             table.add_row(*cells, key=str(run.id))
@@ -157,16 +170,15 @@ class RunsScreen(Screen):
         shown = f"{table.row_count} of {total} runs"
         if self.matching > table.row_count:
             shown = f"first {table.row_count} of {self.matching} matching ({total} in all; filter or sort for others)"
-        parts = [shown, f"{running} running", f"{queued} queued", f"sort: {SORTS[self.sort_index][0]}"]
-        if self.marked:
-            parts.append(f"{len(self.marked)} marked")
-        if self.filter_text:
-            parts.append(f"filter: {self.filter_text}")
+        # What the user set first (the filter, the marks): on a narrow terminal the line's end is cut.
+        parts = [shown, *([f"filter: {self.filter_text}"] if self.filter_text else []),
+                 *([f"{len(self.marked)} marked"] if self.marked else []),
+                 f"{running} running", f"{queued} queued", f"sort: {SORTS[self.sort_index][0]}"]
         if not self.app.loaded:
             parts = ["loading runs…"]
         elif not total:
             parts = ["no runs yet — press n to queue one"]
-        self.query_one("#runs-status", Static).update(" · ".join(parts))
+        self.query_one("#runs-status", Static).update(plain(" · ".join(parts)))  # the filter is the user's text
 
     def current_run_id(self) -> int | None:
         table = self.query_one("#runs", DataTable)

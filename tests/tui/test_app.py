@@ -746,3 +746,37 @@ async def test_the_tags_dialog_shows_tags_as_text_and_an_unedited_save_keeps_the
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: Database(seeded.db_url).get_run(9).tags == ["alpha", "beta"], message="edited tags, each once")
     db.close()
+
+
+async def test_a_sweeps_long_names_stay_told_apart_and_the_filter_leads_the_status_line(tmp_path):
+    from db import Workspace
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    names = [f"resnet18-128px{'-histeq' if hist_eq else ''}-lr={lr}-seed={seed}-{index:06x}"
+             for index, (hist_eq, lr, seed) in enumerate((h, lr, s) for h in (True, False) for lr in ("0.001", "0.0001") for s in (0, 1))]
+    for name in names:
+        db.create_run(config={"epochs": 3, "eval_mode": "single"}, config_hash=name, model="resnet18", name=name, tags=["sweep"])
+    db.create_run(config={"epochs": 3, "eval_mode": "single"}, config_hash="demo", model="resnet18", name="demo")
+    db.close()
+
+    def shown_names(app) -> list[str]:
+        table = runs_table(app)
+        return [str(table.get_cell(key, "name")) for key in table.rows]
+
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9, message="nine runs")
+        shown = shown_names(app)
+        assert "demo" in shown and len(set(shown)) == 9, shown
+        assert all(len(name) <= 28 for name in shown), shown
+        assert "…lr=0.0001-seed=1-000007" in shown, "the words the sweep's runs all begin with are left out"
+        await pilot.press("slash")
+        app.screen.query_one("#filter", Input).value = "[bold] tag=sweep"
+        await pilot.press("enter")
+        status = str(app.screen.query_one("#runs-status", Static).render())
+        assert status.startswith("0 of 9 runs · filter: [bold] tag=sweep · "), status
+    app = make_app(workspace)
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 9, message="nine runs")
+        assert sorted(shown_names(app)) == sorted([*names, "demo"]), "a wide terminal shows the names whole"
