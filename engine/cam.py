@@ -1,5 +1,6 @@
 """Grad-CAM heat maps of a checkpoint's predictions, by the ``grad-cam`` package
-(``pytorch_grad_cam``), over the last convolutional block of our ResNets and torchvision's.
+(``pytorch_grad_cam``), over the last convolutional block of our ResNets and torchvision's (an
+earlier stage for an image so small that the last one's map is under 4x4: ``target_layer``).
 
 A map is drawn over the image as the network saw it (after the run's preprocessing) and saved
 as a PNG in the run folder, under a name made of the checkpoint file's identity
@@ -23,16 +24,33 @@ from engine.files import atomic_write
 from engine.pipeline import BatchTransform, Preprocess, decode_images
 from engine.predict import PredictError, load_run_model
 
+MIN_SIDE = 4  # a map fewer cells a side says little of where the network looked; 1x1 says nothing
 
-def target_layer(model: nn.Module) -> nn.Module:
-    """The last convolutional block: ``layer4[-1]`` of a ResNet, else the last ``Conv2d``."""
-    layer4 = getattr(model, "layer4", None)
-    if isinstance(layer4, nn.Sequential) and len(layer4):
-        return layer4[-1]
-    convolutions = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
-    if not convolutions:
+
+def target_layer(model: nn.Module, batch: torch.Tensor) -> nn.Module:
+    """The block whose Grad-CAM explains ``batch``'s predictions: the last of a ResNet's stages
+    (``layer4[-1]``, else the last ``Conv2d``) whose map of this input is at least ``MIN_SIDE``
+    cells a side. At the lab's 224 to 450 px that is ``layer4``; a 32 px image leaves ``layer4``
+    one cell, a map the same whatever the cell, so an earlier stage (``layer2``: 4x4) explains it."""
+    stages = [getattr(model, f"layer{i}", None) for i in (4, 3, 2, 1)]
+    candidates = [stage[-1] for stage in stages if isinstance(stage, nn.Sequential) and len(stage)]
+    if not candidates:
+        candidates = [module for module in model.modules() if isinstance(module, nn.Conv2d)][::-1]
+    if not candidates:
         raise ValueError("the model has no convolution to take a Grad-CAM from")
-    return convolutions[-1]
+    sides: dict[nn.Module, int] = {}
+    hooks = [module.register_forward_hook(lambda module, _input, output: sides.__setitem__(module, min(output.shape[-2:])))
+             for module in candidates]
+    try:
+        with torch.no_grad():
+            model(batch[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for module in candidates:  # the deepest first
+        if sides.get(module, 0) >= MIN_SIDE:
+            return module
+    return max(candidates, key=lambda module: sides.get(module, 0))
 
 
 @dataclass(frozen=True)
@@ -85,9 +103,12 @@ def grad_cams(
     model = loaded.model.float()
     single = loaded.config.num_outputs == 1
     folder.mkdir(parents=True, exist_ok=True)
-    with GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
+    def batch_of(image: np.ndarray) -> torch.Tensor:
+        return transform(torch.from_numpy(np.ascontiguousarray(image[None])).to(loaded.device))
+
+    with GradCAM(model=model, target_layers=[target_layer(model, batch_of(images[0]))]) as cam:
         for done, (index, image) in enumerate(zip(todo, images, strict=True), start=1):
-            batch = transform(torch.from_numpy(np.ascontiguousarray(image[None])).to(loaded.device))
+            batch = batch_of(image)
             heat = cam(input_tensor=batch, targets=[ClassScore(int(labels[index]), single)])[0]
             heat = np.nan_to_num(heat, nan=0.0)  # a map with no spread normalises to 0/0: nothing to show
             overlay = show_cam_on_image(image.astype(np.float32) / 255.0, heat, use_rgb=True)

@@ -390,7 +390,7 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
     from conftest import cli
 
     home = tmp_path / "home"
-    # 64 px: the last block's map is 2x2 (at 16 px it is one cell, and every map the same).
+    # 64 px: the maps are of layer3, 4x4 cells (engine.cam.target_layer); a map of a 16 px image is of layer1.
     cli("run", "--data-dir", str(tiny_data), "--image-size", "64", "--batch-size", "8", "--rotation", "0", "--amp", "off",
         "--epochs", "1", "--workers", "1", home=home)
     found = json.loads(cli("mistakes", "1", "--json", home=home).stdout)
@@ -488,3 +488,26 @@ def test_ranks_share_the_batch_order_and_draw_their_own_augmentation():
     assert torch.equal(drawn(0, 1), drawn(0, 1)), "the same draw again (a resume at that epoch)"
     assert not torch.equal(drawn(0, 1), drawn(1, 1)), "another rank, other flips and rotations"
     assert not torch.equal(drawn(0, 1), drawn(0, 2)), "another epoch, other flips and rotations"
+
+
+@pytest.mark.parametrize(("size", "stage"), [(128, "layer4"), (64, "layer3"), (32, "layer2")])
+def test_grad_cam_explains_a_small_image_with_the_last_stage_whose_map_is_4x4(size, stage):
+    """At 32 px a ResNet's layer4 is one cell: its Grad-CAM is the same whatever the image. The
+    map is taken from the last stage of at least 4x4 cells, so it shows where the network looked."""
+    from pytorch_grad_cam import GradCAM
+
+    from engine.cam import ClassScore, target_layer
+    from engine.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=1).eval()
+    batch = torch.rand(1, 3, size, size)
+    layer = target_layer(model, batch)
+    assert layer is getattr(model, stage)[-1]
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        heat = cam(input_tensor=batch, targets=[ClassScore(1, True)])[0]
+    assert heat.shape == (size, size) and float(np.nanstd(heat)) > 0.05, "a map with somewhere to look"
+    with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
+        flat = np.nan_to_num(cam(input_tensor=batch, targets=[ClassScore(1, True)])[0])
+    if size == 32:
+        assert float(flat.std()) == 0.0, "layer4's one cell: the flat map this choice avoids"

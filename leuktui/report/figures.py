@@ -284,7 +284,7 @@ def mistakes_plot(record: RunRecord, kinds: Sequence[tuple[str, Sequence[tuple[s
                     axis.set_ylabel(title, fontsize=9)
     data = {title: [caption for caption, _, _ in items] for title, items in kinds}
     caption = (f"Run {record.label}: its most confident mistakes on the validation set, each beside the Grad-CAM map of the "
-               "class it predicted (what the last convolutional block looked at).")
+               "class it predicted (what the last convolutional block looked at: the last whose map is at least 4x4 cells).")
     return Plot(f"mistakes-run-{record.id}", caption, figure, data)
 
 
