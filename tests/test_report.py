@@ -366,3 +366,40 @@ def test_listing_commands_load_neither_matplotlib_nor_pandas(seeded_home, tmp_pa
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in result.stdout
     assert "REPORT=\n" in result.stdout  # a report needs neither torch nor the app
+
+
+def test_a_runs_final_fits_and_their_submission_come_with_it_into_the_report(seeded_home, tmp_path):
+    """A final fit has epochs but no validation score: the report on its source run shows it in a
+    table of its own and lists the ensemble it exported (the file a lab hands in)."""
+    db = Database(Workspace(seeded_home).db_url)
+    source = db.get_run(3)
+    fits = []
+    for seed in (0, 1):
+        config = {**source.config, "fit_on": "train+valid", "seed": seed, "epochs": 2}
+        fit = db.create_run(config=config, config_hash=f"fit-{seed}", model=source.model, name=f"{source.name}-final-{seed}",
+                            tags=["final"], parent_id=3, status="completed")
+        for epoch in (1, 2):
+            db.add_epoch(fit.id, epoch, epoch * 10, {"train_loss": 0.5 / epoch, "train_acc": 0.8 + 0.05 * epoch})
+        fits.append(fit.id)
+    final = db.add_submission(fits, checkpoint="last", tta="single", test_csv="/data/lab3/resnet_50_test.csv",
+                              path=str(tmp_path / "final-3-single.csv"), rows=16)
+    db.close()
+
+    out = tmp_path / "report"
+    result = cli("report", "3", "-o", str(out), home=seeded_home)
+    assert f"wrote the report on runs 3, {fits[0]}, {fits[1]} to {out}" in result.stdout
+    markdown = (out / "report.md").read_text()
+    assert "## Final fits" in markdown and (out / "tables" / "final-fits.csv").is_file()
+    rows = (out / "tables" / "final-fits.csv").read_text().splitlines()
+    assert rows[0].startswith("run,made from,model,seed,epochs,train loss,train acc") and len(rows) == 3
+    assert rows[1].startswith(f"{fits[0]},3,") and ",2/2,0.25,0.9," in rows[1], rows[1]
+    submissions = (out / "tables" / "submissions.csv").read_text()
+    assert f"\n{final.id},ensemble: resnet50 + resnet50,\"{fits[0]}, {fits[1]}\",last," in submissions, submissions
+    assert not (out / "figures" / f"confusion-run-{fits[0]}.png").exists(), "no validation figures of a final fit"
+
+    alone = cli("report", str(fits[0]), "-o", str(tmp_path / "alone"), home=seeded_home, check=False)
+    assert (alone.returncode, alone.stderr.strip()) == (1, f"leuktui: error: run {fits[0]}: final fit, trained on train + valid, with "
+                                                           "no validation score to report; a report on the run it was made from (3) "
+                                                           "includes it")
+    both = cli("report", "3", str(fits[1]), "-o", str(tmp_path / "both"), home=seeded_home)
+    assert f"wrote the report on runs 3, {fits[0]}, {fits[1]} to" in both.stdout, "a named fit, and its sibling by its source"

@@ -26,7 +26,7 @@ from db.models import Run
 from db.vocabulary import metric
 from db.workspace import folder_permissions
 from engine.studies import StudyError
-from leuktui.report.data import ReportData, ReportError, RunRecord, collect
+from leuktui.report.data import ReportData, ReportError, RunRecord, collect, final_fits_alone
 from runner.studies import importances as study_importances
 from runner.studies import overview as study_overview
 
@@ -434,6 +434,8 @@ def build_report(
 
     tell(0, 1, "reading the runs")
     data: ReportData = timed("query", lambda: collect(db, runs))
+    if not data.records:
+        raise final_fits_alone([record.run for record in data.final_fits])
     empty = [record for record in data.records if not record.epochs]
     if empty:
         raise ReportError(f"run {empty[0].id}: no epochs recorded yet (status {empty[0].run.status}); nothing to report")
@@ -493,7 +495,9 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
 
     doc = Document(figures_folder)
     names = ", ".join(record.label for record in records)
-    subtitle = (f"{len(records)} run{'s' if len(records) != 1 else ''} ({names}) · written "
+    fits = (f" and {len(data.final_fits)} final fit{'s' if len(data.final_fits) != 1 else ''} "
+            f"({', '.join(str(record.id) for record in data.final_fits)})") if data.final_fits else ""
+    subtitle = (f"{len(records)} run{'s' if len(records) != 1 else ''} ({names}){fits} · written "
                 f"{time.strftime('%Y-%m-%d %H:%M')}{SIGNATURE}`{workspace.home}`")
 
     # Results and submissions.
@@ -511,6 +515,11 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     else:
         doc.paragraph("No submission of these runs is recorded yet: `leuktui export RUN` writes one, and "
                       "`leuktui submissions score ID VALUE` records its leaderboard score.", "note")
+    if data.final_fits:
+        doc.heading("Final fits")
+        fits_table = timed("draw", lambda: tables.final_fits_table(data))
+        save_table(fits_table)
+        doc.table(fits_table)
 
     # Comparison figures.
     advance("learning curves")
@@ -619,7 +628,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     # Appendix.
     advance("appendix")
     doc.heading("Appendix: the runs")
-    for record in records:
+    for record in [*records, *data.final_fits]:
         run = record.run
         doc.heading(f"Run {record.label}", level=3)
         facts = [
@@ -642,4 +651,4 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
         (out / "report.html").write_text(doc.page(title, subtitle), encoding="utf-8")
 
     timed("write", write_documents)
-    return ReportResult(out, [record.id for record in records], written_figures, written_tables, notes)
+    return ReportResult(out, sorted(record.id for record in [*records, *data.final_fits]), written_figures, written_tables, notes)

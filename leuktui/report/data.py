@@ -9,8 +9,9 @@ from typing import Any
 
 from db import Database, NotFound
 from db.models import Epoch, Evaluation, Run, Submission
-from db.vocabulary import METRICS, epoch_metrics
+from db.vocabulary import COMPLETED, METRICS, epoch_metrics
 from engine.errors import UserError
+from leuktui.formatting import is_final_fit
 
 SINGLE_VIEW = "single"
 
@@ -61,6 +62,8 @@ class ReportData:
     records: list[RunRecord]
     submissions: list[Submission]
     evaluations: list[Evaluation]
+    # Final fits (trained on train + valid: no validation score), shown apart, with their submissions.
+    final_fits: list[RunRecord] = field(default_factory=list)
 
     @property
     def runs(self) -> list[Run]:
@@ -74,7 +77,8 @@ def select_runs(
     """The runs a report is about: those named, tagged or in the sweep; by default the runs
     ``marked`` in the app (those that still exist and have epochs), else each model's best config
     by mean validation accuracy, with all its seed replicates. Named runs must exist and have epochs; runs found by tag or sweep
-    without epochs yet are left out."""
+    without epochs yet are left out. The completed final fits made from any chosen run come with
+    it (their ensemble is the submission a lab hands in)."""
     chosen: dict[int, Run] = {}
     if run_ids:
         found = {run.id: run for run in db.runs_by_id(list(run_ids))}
@@ -82,7 +86,7 @@ def select_runs(
             if run_id not in found:
                 raise ReportError(f"run {run_id}: no such run")
             run = found[run_id]
-            if run.best_epoch is None:
+            if not reportable(run):
                 raise ReportError(f"run {run_id}: no epochs recorded yet (status {run.status}); nothing to report")
             chosen[run_id] = run
     if tag is not None or sweep is not None:
@@ -95,18 +99,40 @@ def select_runs(
             except NotFound as exc:
                 raise ReportError(str(exc)) from None
             candidates = [run for run in candidates if run.sweep_id == sweep]
-        with_epochs = [run for run in candidates if run.best_epoch is not None]
+        with_epochs = [run for run in candidates if reportable(run)]
         if not with_epochs and not chosen:
             what = " and ".join(part for part in (f"tag {tag!r}" if tag else "", f"sweep {sweep}" if sweep else "") if part)
             raise ReportError(f"no runs with recorded epochs have {what}")
         chosen.update({run.id: run for run in with_epochs})
     if not run_ids and tag is None and sweep is None and marked:
-        chosen = {run.id: run for run in db.runs_by_id(list(marked)) if run.best_epoch is not None}
+        chosen = {run.id: run for run in db.runs_by_id(list(marked)) if reportable(run)}
     if not run_ids and tag is None and sweep is None and not chosen:
         chosen = {run.id: run for run in best_config_per_model(db.list_runs())}
         if not chosen:
             raise ReportError("no run has recorded epochs yet; train one first (leuktui run)")
+    for run in list(chosen.values()):
+        if not is_final_fit(run):
+            chosen.update({fit.id: fit for fit in db.final_fits(run.id) if fit.status == COMPLETED and fit.epochs_done})
+    if all(is_final_fit(run) for run in chosen.values()):
+        raise final_fits_alone(list(chosen.values()))
     return sorted(chosen.values(), key=lambda run: run.id)
+
+
+def final_fits_alone(fits: Sequence[Run]) -> ReportError:
+    """The error of a report on final fits alone: nothing validated to compare; their source's has them."""
+    ids = sorted(run.id for run in fits)
+    sources = sorted({run.parent_id for run in fits if run.parent_id is not None})
+    many = "s" if len(ids) > 1 else ""
+    they, them = ("they were", "them") if many else ("it was", "it")
+    made_from = (f"; a report on the run{'s' if len(sources) > 1 else ''} {they} made from ({', '.join(map(str, sources))}) "
+                 f"includes {them}") if sources else ""
+    return ReportError(f"run{many} {', '.join(map(str, ids))}: final fit{many}, trained on train + valid, with no validation "
+                       f"score to report{made_from}")
+
+
+def reportable(run: Run) -> bool:
+    """A run with something to report: a best epoch, or a final fit's epochs (it has no best)."""
+    return run.best_epoch is not None or (is_final_fit(run) and bool(run.epochs_done))
 
 
 def best_config_per_model(runs: Sequence[Run]) -> list[Run]:
@@ -156,7 +182,8 @@ def collect(db: Database, runs: Sequence[Run]) -> ReportData:
     by_run: dict[int, list[Evaluation]] = {run_id: [] for run_id in run_ids}
     for evaluation in evaluations:
         by_run[evaluation.run_id].append(evaluation)
-    records = [RunRecord(run, epochs[run.id], by_run[run.id]) for run in runs]
+    records = [RunRecord(run, epochs[run.id], by_run[run.id]) for run in runs if not is_final_fit(run)]
+    final_fits = [RunRecord(run, epochs[run.id], by_run[run.id]) for run in runs if is_final_fit(run)]
     roc_sources = {record.id: newest_labelled_evaluation(record.evaluations, record.run) for record in records}
     points = db.labelled_predictions([e.id for e in roc_sources.values() if e is not None])
     for record in records:
@@ -166,7 +193,7 @@ def collect(db: Database, runs: Sequence[Run]) -> ReportData:
             record.roc_points = points[source.id]
     chosen = set(run_ids)
     submissions = [s for s in db.submissions() if chosen & set(s.run_ids)]
-    return ReportData(records, submissions, evaluations)
+    return ReportData(records, submissions, [e for e in evaluations if e.run_id not in {r.id for r in final_fits}], final_fits)
 
 
 def runs_without_predictions(db: Database, runs: Sequence[Run]) -> list[Run]:

@@ -121,7 +121,7 @@ def submission_tables(data: ReportData) -> list[Table]:
     """Like the leaderboard: the best scored entry per model, then every entry."""
     if not data.submissions:
         return []
-    records = {record.id: record for record in data.records}
+    records = {record.id: record for record in [*data.records, *data.final_fits]}
     entries = pd.DataFrame([
         {
             "submission": s.id, "model": _models(s, records), "runs": ", ".join(map(str, s.run_ids)), "checkpoint": s.checkpoint,
@@ -143,6 +143,24 @@ def submission_tables(data: ReportData) -> list[Table]:
                         "Every file `leuktui export` wrote for these runs, oldest first; `leuktui submissions score ID VALUE` "
                         "records a leaderboard score."))
     return tables
+
+
+def final_fits_table(data: ReportData) -> Table:
+    """The final fits: the run each was made from, its seed and epochs, and its last epoch's
+    training loss and accuracy (there is no validation set left to score it on)."""
+    rows = []
+    for record in data.final_fits:
+        last = record.epochs[-1] if record.epochs else None
+        rows.append({"run": record.id, "made from": record.run.parent_id, "model": record.run.model.split(":")[-1],
+                     "seed": record.config.get("seed"), "epochs": f"{record.run.epochs_done}/{record.config.get('epochs')}",
+                     "train loss": last.train_loss if last else None, "train acc": last.train_acc if last else None,
+                     "status": record.run.status})
+    frame = pd.DataFrame(rows, columns=["run", "made from", "model", "seed", "epochs", "train loss", "train acc", "status"])
+    text = _formatted(frame, {"train loss": lambda v: "-" if _missing(v) else f"{v:.4f}",
+                              "train acc": lambda v: "-" if _missing(v) else f"{100 * v:.2f}%"})
+    return Table("final-fits", "Final fits", frame, text,
+                 "Each retrained on train + valid for its source run's best epoch count (`leuktui finalize`), so no "
+                 "validation score; their ensemble, exported with `leuktui finalize RUN --export`, is in the submissions above.")
 
 
 def ablation_factors(data: ReportData) -> list[str]:

@@ -13,9 +13,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, Input, Label, Static
 
+from db.vocabulary import COMPLETED
 from leuktui.actions import bindings
 from leuktui.cells import plain
-from leuktui.formatting import percent, visible
+from leuktui.formatting import best_accuracy_text, is_final_fit, visible
+from leuktui.report.data import reportable
 from leuktui.report_jobs import draw_gallery_maps, evaluate_for_roc
 from leuktui.screens.job_dialog import JobDialog
 
@@ -39,15 +41,19 @@ class ReportScreen(JobDialog):
         known = [self.app.runs[i] for i in self.run_ids if i in self.app.runs]
         # The header, the list and the report name the same runs: without epochs a run has
         # nothing to report, so (unless the user named it, which is an error) it is left out here.
-        runs = known if self.named else [run for run in known if run.best_epoch is not None]
+        runs = known if self.named else [run for run in known if reportable(run)]
         left_out = [run.id for run in known if run not in runs]
-        lines = [f"{run.id:>4}  {visible(run.name)}  {visible(run.model.split(':')[-1])}  {percent(run.best_val_acc)}"
+        lines = [f"{run.id:>4}  {visible(run.name)}  {visible(run.model.split(':')[-1])}  {best_accuracy_text(run)}"
                  for run in runs[:LISTED]]
+        fits = self.final_fits_of(runs)
         if len(runs) > LISTED:
             lines.append(f"      … and {len(runs) - LISTED} more")
         folder = self.app.workspace.home / "reports" / time.strftime("%Y%m%d-%H%M%S")
         with Vertical(id="report-dialog", classes="dialog"):
             title = f"Report on {len(runs)} run{'s' if len(runs) != 1 else ''}"
+            if fits:
+                title += (f" and the {len(fits)} final fit{'s' if len(fits) != 1 else ''} made from {'them' if len(runs) > 1 else 'it'} "
+                          f"({', '.join(map(str, fits))})")
             if left_out:
                 shown = ", ".join(map(str, left_out[:LISTED])) + (" …" if len(left_out) > LISTED else "")
                 title += f" ({len(left_out)} without epochs left out: {shown})"
@@ -59,6 +65,21 @@ class ReportScreen(JobDialog):
             yield Checkbox("evaluate runs without validation predictions first (ROC curves)", id="report-evaluate", compact=True)
             yield Checkbox("draw the mistakes' missing Grad-CAM maps first", id="report-cam", compact=True)
             yield from self.job_widgets("report.html, report.md, figures/ (PNG + SVG) and tables/ (CSV)")
+
+    def final_fits_of(self, runs) -> list[int]:
+        """The completed final fits made from ``runs`` (and from their retries): the report adds them."""
+        chosen = {run.id for run in runs}
+        fits: list[int] = []
+        grown = True
+        while grown:
+            grown = False
+            for run in self.app.runs.values():
+                if run.parent_id in chosen and run.id not in chosen and is_final_fit(run):
+                    chosen.add(run.id)
+                    grown = True
+                    if run.status == COMPLETED and run.epochs_done:
+                        fits.append(run.id)
+        return sorted(fits)
 
     @on(Input.Submitted, "#report-output")
     def _submitted(self) -> None:
@@ -79,9 +100,10 @@ class ReportScreen(JobDialog):
         if self.named:
             runs = select_runs(db, self.run_ids)
         else:
-            runs = [run for run in db.runs_by_id(self.run_ids) if run.best_epoch is not None]
-            if not runs:
+            shown = [run.id for run in db.runs_by_id(self.run_ids) if reportable(run)]
+            if not shown:
                 raise ReportError("none of these runs has recorded epochs yet")
+            runs = select_runs(db, shown)  # with the final fits made from them
 
         def say(line: str) -> None:  # "evaluating run 3 (...)" as the progress line; what it could not do the report says
             report(0, None, line.strip().rstrip("…"))

@@ -161,3 +161,27 @@ async def test_the_report_dialog_names_the_runs_the_report_will_have(seeded, tmp
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: any("report on 8 runs written" in n.message for n in app._notifications), message="built",
                          timeout=60)
+
+
+async def test_r_on_a_run_with_final_fits_reports_them_too(seeded, tmp_path):
+    from db import Database
+
+    db = Database(seeded.db_url)
+    source = db.get_run(3)
+    fit = db.create_run(config={**source.config, "fit_on": "train+valid", "seed": 5}, config_hash="fit", model=source.model,
+                        name="final", tags=["final"], parent_id=3, status="completed")
+    db.add_epoch(fit.id, 1, 10, {"train_loss": 0.4, "train_acc": 0.85})
+    db.close()
+    folder = tmp_path / "with-fits"
+    app = make_app(seeded)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 10, message="ten runs")
+        await mark(app, pilot, 3)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReportScreen), message="the report dialog")
+        title = str(app.screen.query_one(".dialog-title", Static).render())
+        assert title == f"Report on 1 run and the 1 final fit made from it ({fit.id})", title
+        app.screen.query_one("#report-output", Input).value = str(folder)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any(str(folder) in n.message for n in app._notifications), timeout=60, message="the notification")
+    assert "## Final fits" in (folder / "report.md").read_text()
