@@ -403,3 +403,20 @@ def test_a_runs_final_fits_and_their_submission_come_with_it_into_the_report(see
                                                            "includes it")
     both = cli("report", "3", str(fits[1]), "-o", str(tmp_path / "both"), home=seeded_home)
     assert f"wrote the report on runs 3, {fits[0]}, {fits[1]} to" in both.stdout, "a named fit, and its sibling by its source"
+
+
+def test_runs_that_differ_in_two_fields_at_once_are_said_to_and_why_no_table_compares_them(seeded, tmp_path):
+    """A study's trials: each its own lr and rotation, so no ablation table is fair, and the
+    report says so instead of claiming they differ in nothing."""
+    workspace, db = seeded
+    base = db.get_run(1)
+    ids = []
+    for lr, rotation in ((0.01, 5.0), (0.001, 25.0)):
+        config = {**base.config, "lr": lr, "rotation": rotation}
+        run = db.create_run(config=config, config_hash=f"trial-{lr}", model=base.model, name=f"trial-{lr}", status="completed")
+        db.add_epoch(run.id, 1, 10, {"val_acc": 0.7, "val_loss": 0.6}, best={"epoch": 1, "val_acc": 0.7})
+        ids.append(run.id)
+    result = build_report(db, workspace, [db.get_run(i) for i in ids], tmp_path / "trials")
+    markdown = (result.folder / "report.md").read_text()
+    assert "These runs differ in lr, rotation, but no two of them agree on every other field" in markdown
+    assert "differ in no factor" not in markdown

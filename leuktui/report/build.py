@@ -542,8 +542,8 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     if roc is not None:
         doc.figure(draw(roc), roc.caption, small=True)
     else:
-        note = ("No validation predictions are recorded for these runs; `leuktui eval RUN` records them "
-                "(the ROC AUC of every epoch is in the results table).")
+        note = ("No validation predictions are recorded for these runs; `leuktui report --evaluate` (the report dialog's "
+                "first box) or `leuktui eval RUN` records them (the ROC AUC of every epoch is in the results table).")
         notes.append(note)
         doc.paragraph(note, "note")
 
@@ -566,7 +566,8 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     doc.raw("", "</div>")
     if undrawn:
         note = (f"Grad-CAM maps of run{'s' if len(undrawn) > 1 else ''} {', '.join(map(str, undrawn))} are not drawn yet: "
-                "`leuktui report --cam` draws them (in the worker's environment) before it writes the report.")
+                "`leuktui report --cam` (the report dialog's second box) draws them (in the worker's environment) before "
+                "it writes the report.")
         notes.append(note)
         doc.paragraph(note, "note")
 
@@ -577,7 +578,11 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     for table in ablations:
         save_table(table)
         doc.table(table)
-    if not ablations:
+    factors = tables.ablation_factors(data)
+    if not ablations and factors:  # a study's trials: each its own learning rate, no two alike elsewhere
+        doc.paragraph(f"These runs differ in {', '.join(factors)}, but no two of them agree on every other field, so no "
+                      "table compares like with like; the results table compares them.", "note")
+    elif not ablations:
         doc.paragraph("These runs differ in no factor but the model (and have no five- or ten-crop evaluations); "
                       "the results table compares them. Report on a sweep (`--sweep S`) for ablation tables.", "note")
 
