@@ -80,13 +80,24 @@ MAX_NAME = 200  # a run's or a sweep's name, in characters: one column of a tabl
 MAX_TAG = 64
 
 
-def check_labels(name: str | None, tags: Sequence[str]) -> None:
-    """A name and tags a table can show (the CLI, the form and the tags dialog alike)."""
+MAX_NOTES = 100_000
+
+
+def check_labels(name: str | None, tags: Sequence[str], notes: str = "") -> None:
+    """A name and tags a table can show, and notes of lines of text (the CLI, the form and the tags
+    dialog alike): a note's control character (an escape sequence that would retitle or redraw the
+    terminal that shows it) is refused where it is typed."""
     if name is not None and len(name) > MAX_NAME:
         raise ConfigError("name", f"{len(name):,} characters; a name has at most {MAX_NAME}")
     for tag in tags:
         if len(tag) > MAX_TAG:
             raise ConfigError("tag", f"{tag[:20]!r}… has {len(tag):,} characters; a tag has at most {MAX_TAG}")
+    if len(notes) > MAX_NOTES:
+        raise ConfigError("notes", f"{len(notes):,} characters; notes have at most {MAX_NOTES:,}")
+    bad = next((char for char in notes if not char.isprintable() and char not in "\n\t"), None)
+    if bad is not None:
+        line = notes.count("\n", 0, notes.index(bad)) + 1
+        raise ConfigError("notes", f"line {line} has a control character ({bad!r}); notes are lines of text")
 
 
 def create_run(
@@ -102,7 +113,7 @@ def create_run(
     factors: dict[str, Any] | None = None,
 ) -> Run:
     """Record a new run with its config resolved to absolute paths."""
-    check_labels(name, tags)
+    check_labels(name, tags, notes)
     config = config.with_absolute_paths()
     return db.create_run(
         config=config.to_dict(),
@@ -133,7 +144,9 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
             raise ConfigError("grid", RunConfig.not_a_field(key))
         if key in grid:
             raise ConfigError("grid", f"{key!r} is given twice")
-        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+        grid[key] = [v.strip() for v in values.split(",")]
+        if "" in grid[key]:  # `lr=,` or `lr=0.01,`: a value left out, not a run less
+            raise ConfigError("grid", f"{item!r} has an empty value")
     return grid
 
 
@@ -225,7 +238,7 @@ def queue_runs(
     With ``workspace``, every config is first checked against this machine (``preflight``):
     a sweep with one bad value records nothing.
     """
-    check_labels(name, tags)
+    check_labels(name, tags, notes)
     grid = with_seeds(grid or {}, base, seeds)
     plan = expand(base, grid)
     if workspace is not None:

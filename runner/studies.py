@@ -109,6 +109,9 @@ def check_request(request: StudyRequest, base: RunConfig) -> tuple[list[Param], 
     """The space and settings a request makes; ConfigError naming the flag that is wrong."""
     if not _NAME.fullmatch(request.name or ""):
         raise ConfigError("name", f"{request.name!r}: a study's name is 1-100 letters, digits, and . _ + - (it names the Optuna study)")
+    from runner.control import check_labels
+
+    check_labels(None, request.tags, request.notes)  # every trial's run is recorded with them
     if request.sampler not in SAMPLERS:
         raise ConfigError("sampler", f"{request.sampler!r} is not one of {', '.join(SAMPLERS)}")
     if request.pruner not in PRUNERS:

@@ -230,6 +230,11 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         (("queue", "--data-dir", str(tiny_data), "--tag", "a\x1b[31m"), "--tag: 'a\\x1b[31m' has a control character"),
         (("run", "--data-dir", str(tiny_data), "--tag", "x,y"), "--tag: 'x,y' has a comma"),
         (("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.1,inf"), "--lr: inf is not a finite number (in --grid lr=...)"),
+        (("queue", "--data-dir", str(tiny_data), "--grid", "lr=,"), "--grid: 'lr=,' has an empty value"),
+        (("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.01,"), "--grid: 'lr=0.01,' has an empty value"),
+        (("queue", "--data-dir", str(tiny_data), "--notes", "ok\nthen\x1b]0;title\x07"),
+         "--notes: line 2 has a control character ('\\x1b'); notes are lines of text"),
+        (("run", "--data-dir", str(tiny_data), "--notes", "\u202e"), "--notes: line 1 has a control character"),
     ]
     for args, message in cases:
         result = cli(*args, "--no-start", home=home, check=False, env=no_gpus) if args[0] == "queue" else \

@@ -179,7 +179,7 @@ class AblationScreen(Screen):
             return str(path)
 
         self.app.copy_to_clipboard(markdown)
-        self.app.run_task("save table", save, done=lambda where: self.notify(f"copied, and saved to {where}", title="ablation table"))
+        self.app.run_task("save table", save, done=lambda where, app=self.app: app.notify(f"copied, and saved to {where}", title="ablation table"))
 
     def action_evaluate_missing(self) -> None:
         """Evaluate the best checkpoints with five- and ten-crop where that is not recorded yet."""

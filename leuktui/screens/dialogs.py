@@ -53,7 +53,7 @@ class TagsScreen(ModalScreen):
             # Shown as text (a control character as its escape, never sent to the terminal as it is).
             yield Input(value=self.shown_tags, id="tags-input", compact=True)
             yield Label("notes")
-            yield TextArea(self.run.notes or "", id="notes-input")
+            yield TextArea(self.shown_notes, id="notes-input")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="tags-save", compact=True)
                 yield Button("Cancel", id="tags-cancel", compact=True)
@@ -75,6 +75,12 @@ class TagsScreen(ModalScreen):
     def shown_tags(self) -> str:
         return ", ".join(visible(tag) for tag in self.run.tags or [])
 
+    @property
+    def shown_notes(self) -> str:
+        """The notes as text: lines kept, a control character (an older version's, or planted in
+        the database) as its escape, never sent to the terminal."""
+        return visible(self.run.notes or "", newlines=True)
+
     def action_save(self) -> None:
         value = self.query_one("#tags-input", Input).value
         # Unedited, the tags stay exactly as they were (the field shows them as text: a tag with a
@@ -82,15 +88,18 @@ class TagsScreen(ModalScreen):
         tags = list(self.run.tags or []) if value == self.shown_tags else list(dict.fromkeys(
             t.strip() for t in value.split(",") if t.strip()))
         notes = self.query_one("#notes-input", TextArea).text
+        if notes == self.shown_notes:
+            notes = self.run.notes or ""  # unedited: as they were, whatever they hold
         run_id = self.run.id
         from engine.config import ConfigError
         from runner.control import check_labels
 
         try:
-            check_labels(None, tags)
+            check_labels(None, tags, notes if notes != (self.run.notes or "") else "")
         except ConfigError as exc:
-            self.notify(exc.message, title="tags", severity="error")
+            self.notify(exc.message, title=exc.field, severity="error")
             return
-        self.app.run_task("tags", lambda: self.app.db.update_run(run_id, tags=tags, notes=notes),
-                          done=lambda _r: self.notify(f"run {run_id}: tags and notes saved"))
+        app = self.app  # the dialog is gone by the time the save is done
+        app.run_task("tags", lambda: app.db.update_run(run_id, tags=tags, notes=notes),
+                     done=lambda _r: app.notify(f"run {run_id}: tags and notes saved"))
         self.dismiss()

@@ -202,7 +202,7 @@ class StudiesScreen(Screen):
             from runner.studies import find_study, stop_study
 
             self.app.run_task("stop study", lambda: stop_study(self.app.db, find_study(self.app.db, str(summary["id"]))),
-                              done=lambda _r: self.notify(f"study '{summary['name']}': no new trials; waiting ones cancelled"))
+                              done=lambda _r, app=self.app: app.notify(f"study '{summary['name']}': no new trials; waiting ones cancelled"))
 
         self.app.push_screen(ConfirmScreen(f"Stop study '{summary['name']}'? It gives no new trials; waiting ones are "
                                            "cancelled, running ones finish."), stop)

@@ -727,7 +727,8 @@ async def test_the_tags_dialog_shows_tags_as_text_and_an_unedited_save_keeps_the
 
     db = Database(seeded.db_url)
     odd = ["a\x1b[31mred", "x,y", "[b]bold[/b]"]  # what an older version, or another program, may have stored
-    db.update_run(9, tags=odd)
+    odd_notes = "first line\nhi\x1b]0;PWNED\x07 there\x1b[5;5HXYZ \u202e"
+    db.update_run(9, tags=odd, notes=odd_notes)
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
@@ -736,10 +737,21 @@ async def test_the_tags_dialog_shows_tags_as_text_and_an_unedited_save_keeps_the
         await wait_until(pilot, lambda: isinstance(app.screen, TagsScreen), message="the tags dialog")
         field = app.screen.query_one("#tags-input", Input)
         assert field.value == "a\\x1b[31mred, x,y, [b]bold[/b]" and "\x1b" not in field.value
+        notes = app.screen.query_one("#notes-input").text
+        assert notes == "first line\nhi\\x1b]0;PWNED\\x07 there\\x1b[5;5HXYZ \\u202e", notes  # lines kept, escapes as text
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, TagsScreen), message="saved")
-        await wait_until(pilot, lambda: any("tags and notes saved" in n.message for n in app._notifications), message="the save")
-        assert Database(seeded.db_url).get_run(9).tags == odd, "an unedited save changes nothing"
+        await wait_until(pilot, lambda: any("tags and notes saved" in n.message for n in app._notifications), message=f"the save {[(n.title, n.message) for n in app._notifications]}")
+        saved = Database(seeded.db_url).get_run(9)
+        assert (saved.tags, saved.notes) == (odd, odd_notes), "an unedited save changes nothing"
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, TagsScreen), message="the tags dialog again")
+        app.screen.query_one("#notes-input").text = "typed\x1b[2J"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any("notes: line 1 has a control character ('\\x1b')" in f"{n.title}: {n.message}"
+                                            for n in app._notifications), message="the refusal")
+        assert isinstance(app.screen, TagsScreen) and Database(seeded.db_url).get_run(9).notes == odd_notes
+        await pilot.press("escape")
         await pilot.press("t")
         await wait_until(pilot, lambda: isinstance(app.screen, TagsScreen), message="the tags dialog again")
         app.screen.query_one("#tags-input", Input).value = "alpha, beta, alpha,, "
