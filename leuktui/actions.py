@@ -202,7 +202,8 @@ def validate_keymap(keymap: object, source: str = "keymap.json") -> tuple[dict[s
     for binding_id, key in keymap.items():
         if binding_id not in ACTION_BY_ID:
             warnings.append(f"{source}: unknown binding id {binding_id!r} (ids are listed by `?`)")
-        elif not isinstance(key, str) or not _keys(key):
+        elif not isinstance(key, str) or not _keys(key) or not all(name.isprintable() and not name.isspace() for name in _keys(key)):
+            # A control character would reach the terminal in the key bar (a shared workspace's file may hold one).
             warnings.append(f"{source}: the key for {binding_id!r} must be a key name such as \"N\" or \"ctrl+n\"")
         else:
             usable[binding_id] = key

@@ -403,15 +403,16 @@ async def test_keymap_remaps_a_key_and_the_key_bar_shows_and_clicks_it(seeded):
 
 
 async def test_a_keymap_with_mistakes_starts_the_app_with_warnings_and_the_rest_applies(seeded):
-    (seeded.home / "keymap.json").write_text('{"new-run": "N", "nwe-sweep": "G", "compare": "q"}')
+    (seeded.home / "keymap.json").write_text('{"new-run": "N", "nwe-sweep": "G", "compare": "q", "export": "\\u001b]0;KEYPWN\\u0007"}')
     app = make_app(seeded)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9)
         messages = [n.message for n in app._notifications]
         assert any("unknown binding id 'nwe-sweep'" in m for m in messages)
         assert any("'q' for 'compare' is already the key of 'quit'" in m for m in messages)
+        assert any("the key for 'export' must be a key name" in m for m in messages), messages
         keys = [key for key, *_ in app.screen.query_one(KeyBar).shown()[0]]
-        assert "N" in keys and "c" in keys and "n" not in keys
+        assert "N" in keys and "c" in keys and "n" not in keys and "e" in keys, keys
         await pilot.press("question_mark")
         help_text = app.screen.query_one(Markdown).source
         assert "| N | new run | `new-run` |" in help_text and "| c | compare marked runs | `compare` |" in help_text
