@@ -26,6 +26,7 @@ from db.models import Run
 from db.vocabulary import metric
 from db.workspace import folder_permissions
 from engine.studies import StudyError
+from leuktui.formatting import visible
 from leuktui.report.data import ReportData, ReportError, RunRecord, collect, final_fits_alone
 from runner.studies import importances as study_importances
 from runner.studies import overview as study_overview
@@ -301,29 +302,43 @@ window.addEventListener("load", function () {
 """
 
 
+def _h(text: object) -> str:
+    """``text`` for the HTML page: control characters as their escapes (``visible``), then escaped."""
+    return html.escape(visible(text, newlines=True))
+
+
+def _md(text: object) -> str:
+    """``text`` for the Markdown file: control characters as their escapes (a name or a path may
+    hold one; `cat report.md` would send it to the terminal) and, outside `code` spans, ``<`` and
+    ``>`` escaped, so a run's name such as ``<script>`` is shown as text, never taken for HTML."""
+    parts = visible(text, newlines=True).split("`")
+    return "`".join(part if i % 2 else part.replace("<", "\\<").replace(">", "\\>") for i, part in enumerate(parts))
+
+
 def _md_table(table) -> str:
     if table.markdown is not None:
-        return table.markdown
+        return _md(table.markdown)
     columns = list(table.text.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_md(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for position, row in enumerate(table.text.itertuples(index=False)):
-        cells = [f"**{value}**" if (position, column) in table.bold else str(value) for column, value in zip(columns, row, strict=True)]
+        cells = [f"**{_md(value)}**" if (position, column) in table.bold else _md(value)
+                 for column, value in zip(columns, row, strict=True)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     text = "\n".join(lines) + "\n"
-    return text + (f"\n{table.caption}\n" if table.caption else "")
+    return text + (f"\n{_md(table.caption)}\n" if table.caption else "")
 
 
 def _html_table(table) -> str:
     columns = list(table.text.columns)
     numeric = {c for c in columns if table.frame[c].dtype.kind in "if"} if len(table.frame) else set()
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    head = "".join(f"<th>{_h(str(c))}</th>" for c in columns)
     body = []
     for position, row in enumerate(table.text.itertuples(index=False)):
         cells = []
         for column, value in zip(columns, row, strict=True):
             classes = [name for name, on in (("best", (position, column) in table.bold), ("text", column not in numeric)) if on]
             attribute = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{attribute}>{html.escape(str(value))}</td>")
+            cells.append(f"<td{attribute}>{_h(str(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = f'<p class="caption">{_inline(table.caption)}</p>' if table.caption else ""
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>{caption}'
@@ -331,7 +346,7 @@ def _html_table(table) -> str:
 
 def _inline(text: str) -> str:
     """Escape ``text`` for HTML, keeping `code` spans."""
-    parts = html.escape(text).split("`")
+    parts = _h(text).split("`")
     return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
 
 
@@ -348,29 +363,29 @@ class Document:
 
     def heading(self, text: str, level: int = 2) -> None:
         anchor = "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
-        self.md.append(f"{'#' * level} {text}\n")
-        self.html.append(f'<h{level} id="{anchor}">{html.escape(text)}</h{level}>')
+        self.md.append(f"{'#' * level} {_md(text)}\n")
+        self.html.append(f'<h{level} id="{anchor}">{_h(text)}</h{level}>')
         if level == 2:
             self.toc.append((anchor, text))
 
     def paragraph(self, text: str, css: str = "") -> None:
-        self.md.append(text + "\n")
+        self.md.append(_md(text) + "\n")
         attribute = f' class="{css}"' if css else ""
         self.html.append(f"<p{attribute}>{_inline(text)}</p>")
 
     def table(self, table) -> None:
         self.table_count += 1
-        self.md.append(f"**Table {self.table_count}. {table.title}**\n\n" + _md_table(table))
-        self.html.append(f"<h3>Table {self.table_count}. {html.escape(table.title)}</h3>" + _html_table(table))
+        self.md.append(f"**Table {self.table_count}. {_md(table.title)}**\n\n" + _md_table(table))
+        self.html.append(f"<h3>Table {self.table_count}. {_h(table.title)}</h3>" + _html_table(table))
 
     def figure(self, name: str, caption: str, *, small: bool = False, open_grid: bool = False) -> None:
         self.figure_count += 1
         label = f"Figure {self.figure_count}. {caption}"
-        self.md.append(f"![{caption}](figures/{name}.png)\n\n*{label}*\n")
+        self.md.append(f"![{_md(caption)}](figures/{name}.png)\n\n*{_md(label)}*\n")
         png = base64.b64encode((self.figures_folder / f"{name}.png").read_bytes()).decode("ascii")
         css = ' class="small"' if small else ""
         self.html.append(
-            f'<figure{css}><img src="data:image/png;base64,{png}" alt="{html.escape(caption)}">'
+            f'<figure{css}><img src="data:image/png;base64,{png}" alt="{_h(caption)}">'
             f"<figcaption>{_inline(label)}</figcaption></figure>"
         )
 
@@ -382,12 +397,12 @@ class Document:
         return "\n".join(self.md)
 
     def page(self, title: str, subtitle: str) -> str:
-        toc = "".join(f'<li><a href="#{anchor}">{html.escape(text)}</a></li>' for anchor, text in self.toc)
+        toc = "".join(f'<li><a href="#{anchor}">{_h(text)}</a></li>' for anchor, text in self.toc)
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
-            f'<h1>{html.escape(title)}</h1><p class="meta">{_inline(subtitle)}</p>'
+            f"<title>{_h(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>"
+            f'<h1>{_h(title)}</h1><p class="meta">{_inline(subtitle)}</p>'
             f"<nav><ol>{toc}</ol></nav>" + "\n".join(self.html) + "</body></html>\n"
         )
 
@@ -490,7 +505,8 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
         return plot.name
 
     def save_table(table) -> None:
-        timed("write", lambda: table.frame.to_csv(tables_folder / f"{table.name}.csv", index=False))
+        frame = table.frame.map(lambda value: visible(value, newlines=True) if isinstance(value, str) else value)
+        timed("write", lambda: frame.to_csv(tables_folder / f"{table.name}.csv", index=False))
         written_tables.append(table.name)
 
     doc = Document(figures_folder)
@@ -644,15 +660,15 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
         command = tables.reproduce_command(record)
         config = tables.config_table(record)
         doc.raw(
-            "\n".join(f"- {key}: {value}" for key, value in facts) + f"\n\nReproduce:\n\n```\n{command}\n```\n\n"
+            "\n".join(f"- {key}: {_md(value)}" for key, value in facts) + f"\n\nReproduce:\n\n```\n{visible(command)}\n```\n\n"
             + "<details><summary>config</summary>\n\n" + _md_table(config) + "\n</details>\n",
-            "<dl>" + "".join(f"<dt>{key}</dt><dd>{html.escape(value)}</dd>" for key, value in facts) + "</dl>"
-            + f"<p>Reproduce:</p><pre>{html.escape(command)}</pre>"
+            "<dl>" + "".join(f"<dt>{key}</dt><dd>{_h(value)}</dd>" for key, value in facts) + "</dl>"
+            + f"<p>Reproduce:</p><pre>{_h(command)}</pre>"
             + f"<details><summary>config</summary>{_html_table(config)}</details>",
         )
 
     def write_documents() -> None:
-        (out / "report.md").write_text(f"# {title}\n\n{subtitle}\n\n" + doc.markdown(), encoding="utf-8")
+        (out / "report.md").write_text(f"# {_md(title)}\n\n{_md(subtitle)}\n\n" + doc.markdown(), encoding="utf-8")
         (out / "report.html").write_text(doc.page(title, subtitle), encoding="utf-8")
 
     timed("write", write_documents)

@@ -11,7 +11,7 @@ from db import Database, NotFound
 from db.models import Epoch, Evaluation, Run, Submission
 from db.vocabulary import COMPLETED, METRICS, epoch_metrics
 from engine.errors import UserError
-from leuktui.formatting import is_final_fit
+from leuktui.formatting import is_final_fit, visible
 
 SINGLE_VIEW = "single"
 
@@ -37,7 +37,7 @@ class RunRecord:
 
     @property
     def label(self) -> str:
-        return f"{self.run.id} {self.run.name}"
+        return f"{self.run.id} {visible(self.run.name)}"  # a control character as its escape: figures, CSV, Markdown
 
     @property
     def config(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from db.models import Submission
 from db.vocabulary import EVAL_MODE_BY_KEY, METRICS
 from engine.config import RunConfig
 from leuktui import ablation
+from leuktui.formatting import visible
 from leuktui.report.data import ReportData, RunRecord
 from leuktui.results import LAST_K, best_evaluation, interval_text, last_k_mean
 
@@ -237,7 +238,7 @@ def reproduce_command(record: RunRecord) -> str:
             words.append(flag if value else "--no-" + name.replace("_", "-"))
         elif value is not None:
             words += [flag, str(value)]
-    words += ["--name", record.run.name]
+    words += ["--name", visible(record.run.name)]
     return " ".join(shlex.quote(word) for word in words)
 
 

@@ -456,3 +456,39 @@ def test_delete_then_queue_never_reuses_an_id_on_postgresql(tmp_path, tiny_data,
     cli("delete", "2", "--yes", home=home, env=env)
     queued = json.loads(cli("queue", "--data-dir", str(tiny_data), "--no-start", "--force", "--json", home=home, env=env).stdout)
     assert queued["run_ids"] == [3]
+
+
+def test_a_report_on_hostile_names_holds_them_as_text_in_every_file(tmp_path):
+    """A run's name reaches the report's Markdown, HTML, CSV tables and SVG figures as text: no
+    control character (`cat report.md` would retitle the terminal, and an SVG with one is not
+    XML), no HTML a Markdown viewer would run, and no font warnings on stderr."""
+    import warnings
+    import xml.etree.ElementTree as ElementTree
+
+    from leuktui.report.build import build_report
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    names = ["n\x1b]0;pwn\x07\x1b[31mred\r\nline2\x9b1m", "<script>alert(1)</script>"]
+    ids = seed(workspace, names)
+    db = Database(workspace.db_url)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = build_report(db, workspace, [db.get_run(i) for i in ids], tmp_path / "report")
+    finally:
+        db.close()
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message)] == []
+    files = [path for path in result.folder.rglob("*") if path.suffix in (".md", ".html", ".csv", ".svg")]
+    assert any(path.suffix == ".svg" for path in files)
+    for path in files:
+        content = path.read_text(encoding="utf-8")
+        assert_clean(content.replace("\t", " ").replace("\r", ""))
+        if path.suffix == ".svg":
+            ElementTree.fromstring(content)  # well-formed XML
+    markdown = (result.folder / "report.md").read_text()
+    import re
+
+    prose = re.sub(r"```.*?```", "", markdown, flags=re.DOTALL)  # a code block shows its text as it is
+    assert "<script>" not in prose and "\\<script\\>alert(1)\\</script\\>" in prose
+    assert "<script>alert" not in (result.folder / "report.html").read_text()
+    assert "n\\x1b]0;pwn\\x07\\x1b[31mred↵↵line2\\x9b1m" in markdown
