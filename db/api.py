@@ -301,7 +301,10 @@ class Database:
         newest = without_seed(fits[-1])
         group = [run for run in fits if without_seed(run) == newest]
         retried = {run.parent_id for run in group}
-        completed = [run for run in group if run.status == COMPLETED]
+        # One fit a seed (the newest): two of one config and seed, as an older `finalize --force`
+        # made, would count that seed twice in the ensemble.
+        newest_of_seed = {run.config.get("seed"): run for run in group if run.status == COMPLETED}
+        completed = sorted(newest_of_seed.values(), key=lambda run: run.id)
         waiting = [run for run in group if run.status in (QUEUED, HELD, RUNNING)]
         left_out = [run for run in group if run not in completed and run not in waiting and run.id not in retried]
         return completed, waiting, left_out

@@ -5,6 +5,7 @@ prioritize, retry, resume. The database is the only channel to the scheduler.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import socket
@@ -362,10 +363,33 @@ def final_fit_config(run: Run, epochs: int | None = None) -> RunConfig:
 
 
 def finalize(db: Database, run_id: int, *, seeds: int = 1, epochs: int | None = None,
-             workspace: Workspace | None = None) -> tuple[list[Run], Sweep | None]:
+             workspace: Workspace | None = None, again: bool = False) -> tuple[list[Run], Sweep | None, list[Run]]:
     """Queue the final fit of a run: its config on train + valid, ``seeds`` seeds from its own
-    up, each linked to the run (``parent_id``) and tagged ``final``."""
+    up, each linked to the run (``parent_id``) and tagged ``final``. A seed the run already has
+    this final fit of (queued, running or completed) is not fitted twice, unless ``again``: an
+    ensemble would count it twice. Returns the runs queued, their sweep, and the fits kept."""
     run = db.get_run(run_id)
     config = final_fit_config(run, epochs)
-    return queue_runs(db, config, name=f"final fit of run {run_id}", tags=[FINAL_TAG], force=True, workspace=workspace,
-                      seeds=seeds, parent_id=run_id)
+    wanted = [config.seed + offset for offset in range(seeds)]
+    same = _without_seed(config.with_absolute_paths().to_dict())
+    fitting = {} if again else {fit.config.get("seed"): fit for fit in db.final_fits(run_id)
+                                if fit.status in (QUEUED, HELD, RUNNING, COMPLETED) and _without_seed(fit.config) == same}
+    kept = [fitting[seed] for seed in wanted if seed in fitting]
+    missing = [seed for seed in wanted if seed not in fitting]
+    if not missing:
+        listed = ", ".join(f"{fit.id} (seed {fit.config.get('seed')}, {fit.status})" for fit in kept)
+        raise QueueError(f"run {run_id} has this final fit already: run{'s' if len(kept) > 1 else ''} {listed}; "
+                         "add --force to queue it again")
+    name = f"final fit of run {run_id}"
+    if missing != wanted:  # only the seeds it lacks
+        config, grid, seeds = (config.replace(seed=missing[0]), None, 1) if len(missing) == 1 else \
+            (config, {"seed": [str(seed) for seed in missing]}, 1)
+    else:
+        grid = None
+    runs, sweep = queue_runs(db, config, grid=grid, name=name, tags=[FINAL_TAG], force=True, workspace=workspace,
+                             seeds=seeds, parent_id=run_id)
+    return runs, sweep, kept
+
+
+def _without_seed(config: dict[str, Any]) -> str:
+    return json.dumps({key: value for key, value in config.items() if key != "seed"}, sort_keys=True, default=str)

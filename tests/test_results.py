@@ -438,3 +438,30 @@ def test_an_interval_stays_inside_what_the_metric_can_be(tmp_path):
     shown = cli("show", "99", home=workspace.home, check=False)
     assert missing.returncode == shown.returncode == 1, "a run that does not exist is the same error everywhere"
     db.close()
+
+
+def test_finalize_fits_each_seed_once_and_its_flags_belong_to_one_use(tmp_path):
+    from db import states
+    from runner import control
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    source = record_run(db, curve=[0.6, 0.9, 0.8], right=right_on(90, 1))
+    (first,) = control.finalize(db, source)[0]
+    more, _, kept = control.finalize(db, source, seeds=2)
+    assert [run.config["seed"] for run in more] == [1] and [fit.id for fit in kept] == [first.id], "seed 0 is queued already"
+    refused = cli("finalize", str(source), "--seeds", "2", "--no-start", home=workspace.home, check=False)
+    assert refused.returncode == 1 and f"run {source} has this final fit already: runs {first.id} (seed 0, queued), " in refused.stderr
+    (again,) = control.finalize(db, source, again=True)[0]
+    for run_id in (first.id, more[0].id, again.id):
+        for status in ("running", "completed"):
+            states.move(db, run_id, status)
+    completed, waiting, left_out = db.final_fit_plan(source)
+    assert [run.id for run in completed] == [more[0].id, again.id] and waiting == [], "one fit a seed, the newest"
+    for args, message in ((("-o", "final.csv"), "-o: only with --export"), (("--tta", "five"), "--tta: only with --export"),
+                          (("--export", "--seeds", "2"), "--seeds: only without --export"),
+                          (("--export", "--epochs", "3"), "--epochs: only without --export")):
+        wrong = cli("finalize", str(source), *args, home=workspace.home, check=False)
+        assert wrong.returncode == 2 and wrong.stderr.startswith(f"leuktui: error: {message}"), (args, wrong.stderr)
+    assert not (tmp_path / "final.csv").exists() and len(db.final_fits(source)) == 3, "nothing queued by the refusals"
+    db.close()

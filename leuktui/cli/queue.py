@@ -47,14 +47,15 @@ def add_commands(commands: Any) -> None:
     finalize = add_command(commands, "finalize", help="the final fit: retrain a run's config on train + valid for its best "
                                                       "epoch count (N seeds), then --export their ensemble as the submission")
     finalize.add_argument("run", type=run_id_arg, metavar="RUN")
-    finalize.add_argument("--seeds", type=positive_int, default=1, metavar="N", help="seeds to fit (from the run's own up; default 1)")
+    finalize.add_argument("--seeds", type=positive_int, default=None, metavar="N", help="seeds to fit (from the run's own up; default 1)")
     finalize.add_argument("--epochs", type=positive_int, help="epochs to train (default: the run's best epoch)")
     finalize.add_argument("--export", action="store_true",
                           help="write the submission from the run's finished final fits (their ensemble) instead of queueing")
     finalize.add_argument("-o", "--output", help="with --export: output CSV (default: WORKSPACE/exports/final-RUN-VIEWS.csv)")
     finalize.add_argument("--tta", "--eval-mode", dest="tta", type=views_arg, default=None, metavar="VIEWS",
                           help="with --export: test-time views (default: the run's own)")
-    finalize.add_argument("--force", action="store_true", help="with --export: replace an existing -o file")
+    finalize.add_argument("--force", action="store_true", help="with --export: replace an existing -o file; without: queue a "
+                          "seed's final fit again although the run has it")
     finalize.add_argument("--no-start", action="store_true", help="do not start the scheduler")
     add_json(finalize)
     finalize.set_defaults(handler=cmd_finalize)
@@ -109,14 +110,25 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def cmd_finalize(args: argparse.Namespace) -> int:
     from runner import control
 
+    # The flags of one use are refused in the other: `finalize 3 -o final.csv` without --export
+    # would queue three more trainings and drop the path.
+    wrong = [flag for flag, given in (("--seeds", args.seeds is not None), ("--epochs", args.epochs is not None),
+                                      ("--no-start", args.no_start)) if given] if args.export else \
+        [flag for flag, given in (("-o", args.output is not None), ("--tta", args.tta is not None)) if given]
+    if wrong:
+        raise UsageError(f"{wrong[0]}: only {'without' if args.export else 'with'} --export "
+                         f"({'it exports the finished fits' if args.export else 'without it, finalize queues the fits'})")
     workspace, db = open_workspace(args)
     if args.export:
         return export_final(args, workspace, db)
-    runs, _ = control.finalize(db, args.run, seeds=args.seeds, epochs=args.epochs, workspace=workspace)
+    runs, _, kept = control.finalize(db, args.run, seeds=args.seeds or 1, epochs=args.epochs, workspace=workspace, again=args.force)
     if args.json:
-        print_json({"run_ids": [r.id for r in runs], "epochs": runs[0].config["epochs"], "seeds": [r.config["seed"] for r in runs]})
+        print_json({"run_ids": [r.id for r in runs], "epochs": runs[0].config["epochs"], "seeds": [r.config["seed"] for r in runs],
+                    "kept_run_ids": [fit.id for fit in kept]})
     else:
         out = console()
+        for fit in kept:
+            out.print(text(f"run {fit.id} fits seed {fit.config['seed']} already ({fit.status}); not queued again"))
         for run in runs:
             out.print(text(f"queued run {run.id} {run.name}: train + valid, {run.config['epochs']} epochs, seed {run.config['seed']}"))
         out.print(text(f"when they finish: leuktui finalize {args.run} --export (they have no validation score)"))
