@@ -36,6 +36,13 @@ def read_labelled_csv(path: Path, id_columns: tuple[str, ...] = ("ID", "Path")) 
             if header is None:
                 raise DatasetError(f"{path}: empty file, expected a header row")
             header = [h.strip() for h in header]
+            # A column named twice, or both an ID and a Path: which one holds the answers is a guess.
+            repeated = next((name for name in (*id_columns, "label", "prob_all") if header.count(name) > 1), None)
+            if repeated is not None:
+                raise DatasetError(f"{path}: header names the {repeated} column twice")
+            named = [name for name in id_columns if name in header]
+            if len(named) > 1:
+                raise DatasetError(f"{path}: header has both {' and '.join(named)} columns; keep the one that names the images")
             id_col = next((header.index(c) for c in id_columns if c in header), None)
             if id_col is None or "label" not in header:
                 raise DatasetError(f"{path}: header {','.join(header)!r} needs ID (or Path) and label columns")

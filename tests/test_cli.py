@@ -585,3 +585,17 @@ def test_a_cancel_of_a_run_whose_process_died_with_no_scheduler_ends_it_cancelle
     run = db.get_run(run_id)
     assert run.status == "cancelled" and run.finished_at and run.pid is None
     db.close()
+
+
+def test_a_submission_that_names_a_column_twice_is_refused_not_guessed(tmp_path):
+    key = tmp_path / "key.csv"
+    key.write_text("ID,label\na.bmp,1\nb.bmp,0\n")
+    for header, rows, message in (
+        ("ID,label,label", ["a.bmp,1,0", "b.bmp,0,0"], "header names the label column twice"),
+        ("ID,Path,label", ["a.bmp,x.bmp,1", "b.bmp,y.bmp,0"], "header has both ID and Path columns"),
+    ):
+        submission = tmp_path / "submission.csv"
+        submission.write_text("\n".join([header, *rows]) + "\n")
+        result = cli("score", str(submission), "--key", str(key), check=False)
+        assert (result.returncode, result.stderr.strip()) == (1, f"leuktui: error: {submission}: {message}"
+                                                              + ("; keep the one that names the images" if "both" in message else ""))
