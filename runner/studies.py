@@ -556,15 +556,22 @@ def overview(db: Database, sweep: Sweep) -> dict[str, Any]:
 
 
 def importances(workspace: Workspace, sweep: Sweep) -> dict[str, float] | None:
-    """Optuna's parameter importances (fANOVA) over the completed trials; None with fewer than
-    two completed trials, or when the parameters did not vary among them."""
+    """Optuna's parameter importances by fANOVA (named, not Optuna's default, which changed to
+    PED-ANOVA; seeded, so a study shows the same numbers each time) over the completed trials;
+    None with fewer than two completed trials, or when their parameters or their values did not
+    vary (nothing to attribute: every parameter would be "important" or none)."""
+    import warnings
+
     import optuna
 
     study = load_study(open_storage(storage_of(workspace)), sweep.study)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(completed) < 2:
+    if len(completed) < 2 or len({trial.value for trial in completed}) < 2:
         return None
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a library's advice on the terminal is not ours to print
+            ranked = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        return {k: float(v) for k, v in ranked.items()}
     except (RuntimeError, ValueError):  # e.g. every completed trial has the same parameters
         return None

@@ -376,3 +376,30 @@ def test_a_study_whose_optuna_study_is_gone_is_one_line_and_its_runs_stay(tmp_pa
     restarted.tick(force=True)  # logged, tried again later, and it does not keep the scheduler up
     assert not restarted.wants_trials() and len(db.sweep_runs(sweep.id)) == 2
     db.close()
+
+
+def test_importances_are_fanovas_the_same_each_time_and_none_where_the_trials_scored_the_same(tmp_path, tiny_data):
+    import warnings
+
+    from runner.studies import importances
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db, sweep = make_study(workspace, tiny_data, trials=3, parallel=3)
+    driver = StudyDriver(db, workspace)
+    driver.tick(force=True)
+    runs = db.sweep_runs(sweep.id)
+    for run in runs[:2]:
+        train_trial(db, workspace, run.id, [0.5, 0.6])  # the same value: nothing to attribute
+    driver.tick(force=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert importances(workspace, sweep) is None
+    assert "importance: none to tell" in cli("study", "show", "search", home=workspace.home).stdout
+    train_trial(db, workspace, runs[2].id, [0.7, 0.9])
+    driver.tick(force=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = importances(workspace, sweep)
+    assert [str(w.message) for w in caught] == [], "no library warning reaches the user"
+    assert first is not None and set(first) == {"lr", "batch_size"} and first == importances(workspace, sweep)
+    db.close()
