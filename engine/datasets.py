@@ -64,6 +64,17 @@ class Split:
         return len(self.samples)
 
 
+def dataset_holding(path: Path | str, data_dirs) -> Path | None:
+    """The dataset folder among ``data_dirs`` that ``path`` is in (or is), else None: what leuktui
+    writes (a submission, a report, the mistakes' copies) never goes among a dataset's files."""
+    target = Path(path).expanduser().absolute().resolve()
+    for root in dict.fromkeys(str(d) for d in data_dirs if d):
+        folder = Path(root).expanduser().resolve()
+        if target == folder or folder in target.parents:
+            return folder
+    return None
+
+
 def detect_layout(root: Path) -> str:
     root = Path(root)
     if not root.is_dir():

@@ -599,3 +599,12 @@ def test_a_submission_that_names_a_column_twice_is_refused_not_guessed(tmp_path)
         result = cli("score", str(submission), "--key", str(key), check=False)
         assert (result.returncode, result.stderr.strip()) == (1, f"leuktui: error: {submission}: {message}"
                                                               + ("; keep the one that names the images" if "both" in message else ""))
+
+
+def test_a_path_given_empty_is_refused_never_taken_for_the_default_or_this_folder(tmp_path):
+    for args, flag in ((("export", "1", "-o", ""), "-o"), (("report", "-o", ""), "-o"), (("data", "check", ""), "DIR"),
+                       (("data", "synth", ""), "DIR"), (("score", "", "--key", "k.csv"), "FILE"), (("score", "s.csv", "--key", ""), "--key"),
+                       (("queue", "--data-dir", ""), "--data-dir"), (("mistakes", "1", "-o", ""), "-o")):
+        result = cli(*args, home=tmp_path / "home", check=False)
+        assert (result.returncode, result.stderr.strip()) == (2, f"leuktui: error: {flag}: empty; give a path"), args
+    assert not (tmp_path / "home").exists()

@@ -420,3 +420,15 @@ def test_runs_that_differ_in_two_fields_at_once_are_said_to_and_why_no_table_com
     markdown = (result.folder / "report.md").read_text()
     assert "These runs differ in lr, rotation, but no two of them agree on every other field" in markdown
     assert "differ in no factor" not in markdown
+
+
+def test_a_report_never_goes_into_a_runs_dataset_folder(seeded, tmp_path):
+    workspace, db = seeded
+    data = tmp_path / "cells"
+    (data / "train").mkdir(parents=True)
+    run = db.get_run(1)
+    db.update_run(1, config={**run.config, "data_dir": str(data)})
+    for inside in (data / "report", data / "train" / "r", data):
+        with pytest.raises(ReportError, match=f"^{inside}: inside the dataset folder {data}; a report never goes among"):
+            build_report(db, workspace, [db.get_run(1)], inside)
+    assert sorted(p.name for p in data.iterdir()) == ["train"], "nothing written there"

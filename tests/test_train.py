@@ -436,6 +436,10 @@ def test_mistakes_are_the_confusion_matrix_off_diagonal_and_their_grad_cams_foll
     refused = cli("mistakes", "1", "--checkpoint", "last", "-o", str(tmp_path / "wrong"), home=home, check=False)
     assert refused.returncode == 2 and "not an empty folder" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert len(database.evaluations(1)) == before, "refused before any work: no evaluation recorded"
+    among = cli("mistakes", "1", "-o", str(tiny_data / "mistakes"), home=home, check=False)
+    assert (among.returncode, among.stderr.strip()) == (2, f"leuktui: error: {tiny_data / 'mistakes'}: inside the dataset folder "
+                                                           f"{tiny_data}; the mistakes' copies never go among its files")
+    assert not (tiny_data / "mistakes").exists()
     unwritable = Path("/proc/leuktui-mistakes")  # /proc takes no new folder, even for root
     refused = cli("mistakes", "1", "--checkpoint", "last", "-o", str(unwritable), home=home, check=False)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -106,8 +106,17 @@ def fail(message: str, status: int) -> int:
     return status
 
 
+# Paths given empty (`-o "$OUT"` with $OUT unset) are refused, as `--home ""` is: never taken for
+# the default, nor for this folder.
+PATH_ARGUMENTS = {"output": "-o", "dir": "DIR", "key": "--key", "file": "FILE", "data_dir": "--data-dir",
+                  "test_csv": "--test-csv"}
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = build_parser(argv).parse_args(argv)
+    empty = next((flag for dest, flag in PATH_ARGUMENTS.items() if getattr(args, dest, None) == ""), None)
+    if empty is not None:
+        raise UsageError(f"{empty}: empty; give a path")
     if args.global_json:
         if not hasattr(args, "json"):
             command = " ".join(filter(None, (PROG, args.command)))

@@ -141,6 +141,11 @@ def cmd_mistakes(args: argparse.Namespace) -> int:
     workspace, db = open_workspace(args)
     if args.output:
         check_output_folder(Path(args.output))
+        from engine.datasets import dataset_holding
+
+        dataset = dataset_holding(args.output, [db.get_run(args.run).config.get("data_dir")])
+        if dataset is not None:
+            raise UsageError(f"{args.output}: inside the dataset folder {dataset}; the mistakes' copies never go among its files")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit: {args.limit} is not a count of images (1 or more)")
     mistakes = mistake_list(db, workspace, args.run, tta=args.tta, checkpoint=args.checkpoint, on_phase=phase_printer())

@@ -433,6 +433,11 @@ def build_report(
     folder = Path(folder).expanduser().absolute()
     if not runs:
         raise ReportError("no runs to report on")
+    from engine.datasets import dataset_holding
+
+    dataset = dataset_holding(folder, [(run.config or {}).get("data_dir") for run in runs])
+    if dataset is not None:
+        raise ReportError(f"{folder}: inside the dataset folder {dataset}; a report never goes among the dataset's files")
     check_destination(folder)
     timings = {"import": 0.0, "query": 0.0, "draw": 0.0, "write": 0.0}
 
