@@ -225,4 +225,7 @@ class Workspace:
         except OSError as exc:
             reads = f"; {READERS} read it as it is" if self.home.is_dir() else ""
             raise WorkspaceError(f"{self.home}: workspace folder is not writable ({exc.strerror or exc}){reads}") from None
+        for folder in (self.runs_dir, self.cache_dir, self.exports_dir):  # a file in a folder's place fails every run later
+            if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+                raise WorkspaceError(f"{folder}: not a folder, where the workspace keeps its {folder.name}; move it away")
         return self

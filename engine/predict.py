@@ -64,6 +64,10 @@ def load_run_model(db: Database, workspace: Workspace, run_id: int, checkpoint: 
     record = db.get_run(run_id)
     path = workspace.checkpoint_path(run_id, checkpoint)
     if not path.is_file():
+        if checkpoint == "best" and (record.config or {}).get("fit_on") == "train+valid":
+            fits = f", or export its run's fits with `leuktui finalize {record.parent_id} --export`" if record.parent_id else ""
+            raise PredictError(f"run {run_id}: a final fit keeps no best checkpoint (it has no validation score to choose one "
+                               f"by); give --checkpoint last{fits}")
         raise PredictError(f"run {run_id}: no {checkpoint} checkpoint at {path} (status {record.status})")
     state = load_checkpoint(path)
     config = RunConfig.from_dict(state["config"])

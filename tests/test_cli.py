@@ -608,3 +608,15 @@ def test_a_path_given_empty_is_refused_never_taken_for_the_default_or_this_folde
         result = cli(*args, home=tmp_path / "home", check=False)
         assert (result.returncode, result.stderr.strip()) == (2, f"leuktui: error: {flag}: empty; give a path"), args
     assert not (tmp_path / "home").exists()
+
+
+def test_a_file_where_the_workspace_keeps_its_runs_is_refused_before_a_run_is_queued(tmp_path, tiny_data):
+    home = tmp_path / "home"
+    cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home)
+    if (home / "runs").is_dir():
+        (home / "runs").rmdir()
+    (home / "runs").write_text("not a folder")
+    result = cli("queue", "--data-dir", str(tiny_data), "--no-start", "--force", home=home, check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"leuktui: error: {home / 'runs'}: not a folder, where the workspace keeps its runs; move it away")
+    assert len(json.loads(cli("ls", "--json", home=home).stdout)) == 1, "nothing queued"

@@ -251,6 +251,9 @@ def test_mistakes_are_one_line(lab, tmp_path):
         result = cli(*args, home=workspace.home, check=False)
         assert result.returncode != 0 and words in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+    # --metric as --best-metric and a study's --metric spell it, too.
+    assert cli("ablation", "--cols", "hist_eq", "--metric", "val_loss", "--json", home=workspace.home).stdout == \
+        cli("ablation", "--cols", "hist_eq", "--metric", "loss", "--json", home=workspace.home).stdout
     # A selection that matches nothing is about the workspace, not the command line: exit 1, in one wording.
     for command in ("ablation", "report"):
         result = cli(command, "--tag", "nope", home=workspace.home, check=False)
@@ -464,4 +467,7 @@ def test_finalize_fits_each_seed_once_and_its_flags_belong_to_one_use(tmp_path):
         wrong = cli("finalize", str(source), *args, home=workspace.home, check=False)
         assert wrong.returncode == 2 and wrong.stderr.startswith(f"leuktui: error: {message}"), (args, wrong.stderr)
     assert not (tmp_path / "final.csv").exists() and len(db.final_fits(source)) == 3, "nothing queued by the refusals"
+    named = cli("ablation", str(source), str(first.id), home=workspace.home, check=False)
+    assert (named.returncode, named.stderr.strip()) == (1, f"leuktui: error: run {first.id}: a final fit (trained on train + valid), "
+                                                          "so no validation score to tabulate; leave it out")
     db.close()

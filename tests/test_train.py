@@ -355,6 +355,10 @@ def test_the_final_fit_trains_on_train_and_valid_and_exports_its_ensemble(tmp_pa
     assert "no validation score" in cli("show", str(queued["run_ids"][0]), home=home).stdout
     again = cli("finalize", str(queued["run_ids"][0]), home=home, check=False)
     assert again.returncode == 1 and "is itself a final fit" in again.stderr
+    best = cli("export", str(queued["run_ids"][0]), home=home, check=False)
+    assert (best.returncode, best.stderr.strip()) == (1, f"leuktui: error: run {queued['run_ids'][0]}: a final fit keeps no best "
+                                                         "checkpoint (it has no validation score to choose one by); give --checkpoint "
+                                                         f"last, or export its run's fits with `leuktui finalize {source} --export`")
     db.close()
 
 

@@ -22,6 +22,7 @@ from leuktui.cli.common import (
     text,
 )
 from leuktui.cli.evaluation import views_arg
+from leuktui.formatting import is_final_fit
 from leuktui.results import LAST_K
 
 METRIC_KEYS = [m.key for m in METRICS]
@@ -61,7 +62,8 @@ def add_commands(commands: Any) -> None:
     ablation.add_argument("--rows", default="model", metavar="FIELD", help="the config field of the rows (default: model)")
     ablation.add_argument("--cols", metavar="FIELD", help="a config field, or tta for the views (default: as the app's screen "
                                                           "opens, the first other field the runs differ in, else tta)")
-    ablation.add_argument("--metric", default="acc", choices=METRIC_KEYS, metavar="METRIC", help=f"{'|'.join(METRIC_KEYS)} (default: acc)")
+    ablation.add_argument("--metric", default="acc", type=metric_key, metavar="METRIC",
+                          help=f"{'|'.join(METRIC_KEYS)}, or val_<metric> as --best-metric spells it (default: acc)")
     add_selection(ablation)
     output = ablation.add_mutually_exclusive_group()
     output.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
@@ -175,6 +177,14 @@ def _points(value: float) -> str:
 # -- ablation --------------------------------------------------------------------------------------
 
 
+def metric_key(text: str) -> str:
+    """``--metric``: a metric's key, or ``val_<key>`` as ``--best-metric`` and a study's ``--metric`` spell it."""
+    try:
+        return metric(text).key
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a metric (known: {', '.join(METRIC_KEYS)})") from None
+
+
 def chosen_runs(db, args: argparse.Namespace) -> list:
     """The runs an ablation is about: named, in a sweep, tagged, or every run with epochs."""
     from db import NotFound
@@ -184,6 +194,9 @@ def chosen_runs(db, args: argparse.Namespace) -> list:
         for run_id in args.runs:
             if run_id not in found:
                 raise UserError(f"run {run_id}: no such run")
+            if is_final_fit(found[run_id]):  # not left out in silence: it was named
+                raise UserError(f"run {run_id}: a final fit (trained on train + valid), so no validation score to tabulate; "
+                                "leave it out")
         runs = list(found.values())
     else:
         runs = db.list_runs()
