@@ -35,6 +35,14 @@ class QueueError(UserError):
     """A queue operation that does not apply to the run as it is; one line, names the run."""
 
 
+class AlreadyCompleted(QueueError):
+    """A config a completed run trained already, queued without ``force``; ``run`` is that run."""
+
+    def __init__(self, run: Run, how: str = "add --force") -> None:
+        super().__init__(f"run {run.id} ({run.name}) already completed this exact config; {how} to queue it again")
+        self.run = run
+
+
 def default_name(config: RunConfig, factors: dict[str, Any] | None = None) -> str:
     model = config.model.split(":")[-1]
     extras = [name for name, on in (("histeq", config.hist_eq), ("ccrop", config.center_crop), ("cell", config.crop_to_cell)) if on]
@@ -249,9 +257,7 @@ def queue_runs(
         for config, _ in plan.configs:
             done = db.runs_with_config(config.with_absolute_paths().config_hash(), status=COMPLETED)
             if done:
-                raise QueueError(
-                    f"run {done[0].id} ({done[0].name}) already completed this exact config; add --force to queue it again"
-                )
+                raise AlreadyCompleted(done[0])
     sweep = None
     if grid:
         sweep_name = name or "sweep " + " x ".join(f"{k}" for k in plan.factors)

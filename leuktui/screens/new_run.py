@@ -52,12 +52,17 @@ class NewRunScreen(Screen):
 
             has_gpu = bool(detect_gpus())
         self.defaults = form_defaults(base, has_gpu)
+        # Said in the title: a form's defaults that differ from `leuktui run --help`'s are a choice, not a mistake.
+        self.cpu_defaults = base is None and not has_gpu
         self.valid: RunConfig | None = self.defaults
         self.problem = ""  # what the form's summary says is wrong
 
     def compose(self) -> ComposeResult:
         yield Header()
         title = "New sweep: a grid of factors, or a search (an Optuna study)" if self.sweep else "New run"
+        if self.cpu_defaults:
+            title += (f" · no GPU here: CPU-sized defaults ({CPU_DEFAULTS['image_size']} px, {CPU_DEFAULTS['epochs']} epochs, "
+                      f"{CPU_DEFAULTS['scheduler']})")
         yield Static(title, id="form-title")
         with Horizontal(id="form-body"):
             with VerticalScroll(id="form"):
@@ -76,8 +81,12 @@ class NewRunScreen(Screen):
                 if self.sweep:
                     with Horizontal(classes="form-row", id="row-factors"):
                         yield Label("factors", classes="form-label")
-                        yield Input(value="model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors", compact=True)
+                        yield Input(placeholder="e.g. model=resnet18,resnet50,resnet152; hist_eq=false,true", id="meta-factors",
+                                    compact=True)
                     yield from self.search_rows()
+                with Horizontal(classes="form-row", id="row-again"):
+                    yield Label("again", classes="form-label")
+                    yield Checkbox("queue a config a run already completed, again (--force)", id="meta-again", compact=True)
                 for f in dataclasses.fields(RunConfig):
                     value = getattr(self.defaults, f.name)
                     with Horizontal(classes="form-row"):
@@ -163,6 +172,7 @@ class NewRunScreen(Screen):
         searching = self.searching
         self.query_one("#search-rows").display = searching
         self.query_one("#row-factors").display = not searching
+        self.query_one("#row-again").display = not searching
         self.query_one("#meta-name", Input).placeholder = "the study's name (required)" if searching else "made from the config if empty"
 
     def values(self) -> dict[str, Any]:
@@ -197,6 +207,8 @@ class NewRunScreen(Screen):
             return self._validate_search(config)
         try:
             grid = self.grid()
+            if self.sweep and not grid and self.seeds() == 1:
+                raise ConfigError("factors", "give one or more, e.g. model=resnet18,resnet50; hist_eq=false,true")
         except ConfigError as exc:
             return self._refuse([exc], f"fix the factors: {exc.message}")
         try:
@@ -279,9 +291,16 @@ class NewRunScreen(Screen):
         name = self.query_one("#meta-name", Input).value.strip() or None
         tags = [t.strip() for t in self.query_one("#meta-tags", Input).value.split(",") if t.strip()]
         grid, seeds = self.grid(), self.seeds()
+        again = self.query_one("#meta-again", Checkbox).value
 
         def submit():
-            return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags, workspace=self.app.workspace, seeds=seeds)
+            from runner.control import AlreadyCompleted
+
+            try:
+                return queue_runs(self.app.db, config, grid=grid, name=name, tags=tags, workspace=self.app.workspace, seeds=seeds,
+                                  force=again)
+            except AlreadyCompleted as exc:  # in the form's words, not the command line's
+                raise AlreadyCompleted(exc.run, "tick “again” in the form") from None
 
         self.app.run_task("queue", submit, done=self._queued)
 

@@ -18,7 +18,14 @@ from textual.worker import get_current_worker
 
 from db import NotFound
 from db.models import Epoch, Evaluation, Run
-from db.vocabulary import EVAL_MODE_BY_KEY, METRICS, MULTI_VIEW_MODES, RUNNING, epoch_metrics
+from db.vocabulary import (
+    EVAL_MODE_BY_KEY,
+    FINISHED_STATUSES,
+    METRICS,
+    MULTI_VIEW_MODES,
+    RUNNING,
+    epoch_metrics,
+)
 from leuktui.actions import bindings
 from leuktui.cells import plain, refill, status_cell
 from leuktui.feed import DetailFeed
@@ -158,6 +165,8 @@ class RunDetailScreen(Screen):
             self.dismiss()
 
     def on_detail_data(self, message: DetailData) -> None:
+        if self.run is None or self.run.status != message.run.status:
+            self.query_one(KeyBar).refresh()  # x Cancel goes when the run ends
         self.run = message.run
         if message.reset:
             self.epochs, self.steps = [], []
@@ -199,6 +208,8 @@ class RunDetailScreen(Screen):
     def key_shown(self, action: str) -> bool:
         """Whether the key bar shows ``action``'s key: a tab's own keys on that tab only (they work
         on every tab, opening theirs)."""
+        if action == "cancel_run":  # a finished run has nothing to cancel
+            return self.run is None or self.run.status not in FINISHED_STATUSES
         tab = TAB_KEYS.get(action)
         return tab is None or self.query_one("#detail-tabs", TabbedContent).active == tab
 

@@ -152,6 +152,11 @@ async def test_new_sweep_counts_the_runs_it_will_queue(seeded):
         await pilot.press("g")
         form = app.screen
         await pilot.pause(0.1)
+        # The factors are the user's to give (an example shows how): none typed, nothing to queue.
+        assert form.query_one("#meta-factors", Input).value == ""
+        assert "fix the factors: give one or more" in str(form.query_one("#form-summary", Static).render())
+        form.query_one("#meta-factors", Input).value = "model=resnet18,resnet50,resnet152; hist_eq=false,true"
+        await pilot.pause(0.1)
         assert "will queue 6 runs" in str(form.query_one("#form-summary", Static).render())
         form.query_one("#meta-factors", Input).value = "model=resnet18,resnet50; eval_mode=single,five,ten"
         await pilot.pause(0.1)
@@ -449,8 +454,14 @@ async def test_the_run_head_grows_for_an_error_line(seeded):
         head = app.screen.query_one("#detail-head", Static)
         await pilot.pause(0.3)
         before = head.size.height
+
+        def bar() -> str:
+            return str(app.screen.query_one(KeyBar).render())
+
+        assert "x Cancel" in bar(), bar()
         assert states.finish(Database(seeded.db_url), 7, "failed", error="CUDA out of memory: try a smaller batch_size\ntraceback…")
         await wait_until(pilot, lambda: "failed" in str(head.render()), message="the new status")
+        await wait_until(pilot, lambda: "Cancel" not in bar(), message="x Cancel gone with the run's end")
         await pilot.pause(0.2)
         assert "CUDA out of memory: try a smaller batch_size" in str(head.render()) and "traceback" not in str(head.render())
         assert head.size.height == before + 1, "laid out again for the error line"
@@ -652,6 +663,7 @@ async def test_at_80_columns_the_best_metric_and_help_are_on_screen(seeded):
 
         assert "m Chart" in bar() and "Prev" not in bar() and "FN/FP" not in bar(), bar()
         assert "e Export" in bar() and "v Eval 5/10-crop" in bar(), bar()
+        assert app.runs[1].status == "completed" and "Cancel" not in bar(), "a finished run has nothing to cancel"
         await pilot.press("2")
         await wait_until(pilot, lambda: "[ Prev" in bar(), message="the confusion tab's keys")
         assert "] Next" in bar() and "m Chart" not in bar() and "e Export" in bar(), bar()
@@ -793,3 +805,29 @@ async def test_a_sweeps_long_names_stay_told_apart_and_the_filter_leads_the_stat
     async with app.run_test(size=(140, 30)) as pilot:
         await wait_until(pilot, lambda: runs_table(app).row_count == 9, message="nine runs")
         assert sorted(shown_names(app)) == sorted([*names, "demo"]), "a wide terminal shows the names whole"
+
+
+async def test_the_form_queues_a_completed_config_again_only_when_again_is_ticked(tmp_path, tiny_data):
+    from textual.widgets import Checkbox
+
+    from conftest import tiny_config
+    from db import Workspace
+    from runner.control import create_run
+
+    workspace = Workspace(tmp_path / "home").ensure()
+    db = Database(workspace.db_url)
+    done = create_run(db, tiny_config(tiny_data, epochs=1), status="completed")
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: runs_table(app).row_count == 1, message="the run")
+        await pilot.press("n")  # the form, on the run's config
+        await wait_until(pilot, lambda: isinstance(app.screen, NewRunScreen), message="the form")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: any("tick “again” in the form" in n.message for n in app._notifications), message="the refusal")
+        assert len(db.list_runs()) == 1 and isinstance(app.screen, NewRunScreen)
+        assert not any("--force" in n.message for n in app._notifications), "the form's words, not the command line's"
+        app.screen.query_one("#meta-again", Checkbox).value = True
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: len(db.list_runs()) == 2, message="queued again")
+    assert db.list_runs()[0].config_hash == done.config_hash
+    db.close()
