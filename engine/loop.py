@@ -24,6 +24,7 @@ from engine.metrics import classification_metrics
 from engine.pipeline import BatchTransform, iterate_batches, tta_views
 
 STEP_FLUSH_EVERY = 25   # steps per batch of step-metric rows (one commit each)
+STEP_FLUSH_SECONDS = 2.0  # ... or sooner, where 25 steps take longer (the live chart's first points on a CPU)
 EVAL_BATCH_FACTOR = 2   # evaluation needs no gradients, so it takes bigger batches
 
 
@@ -139,7 +140,8 @@ def train_one_epoch(
     """Train over ``batches``; return mean loss, accuracy, images and seconds. ``after_step``
     runs after each optimizer step (the weight average's update).
 
-    Per-step losses stay on the device and are read back once per ``STEP_FLUSH_EVERY`` steps.
+    Per-step losses stay on the device and are read back once per ``STEP_FLUSH_EVERY`` steps, or
+    ``STEP_FLUSH_SECONDS`` when those steps are slower (one read a few seconds costs nothing).
     """
     model.train()
     started = time.perf_counter()
@@ -148,7 +150,11 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
 
+    flushed_at = time.perf_counter()
+
     def flush() -> None:
+        nonlocal flushed_at
+        flushed_at = time.perf_counter()
         if not pending:
             return
         rows = [(step, "train_loss", value) for (step, _), value in zip(pending, torch.stack([loss for _, loss in pending]).tolist(), strict=True)]
@@ -187,7 +193,7 @@ def train_one_epoch(
             predicted = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
             correct += (predicted == y).sum()
         seen += len(y)
-        if len(pending) >= STEP_FLUSH_EVERY:
+        if len(pending) >= STEP_FLUSH_EVERY or time.perf_counter() - flushed_at >= STEP_FLUSH_SECONDS:
             flush()
         if on_step:
             on_step(index)

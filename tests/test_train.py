@@ -277,6 +277,7 @@ def test_only_an_epochs_last_batch_of_steps_waits_for_the_disk(db, workspace, ti
     import engine.loop
 
     monkeypatch.setattr(engine.loop, "STEP_FLUSH_EVERY", 2)
+    monkeypatch.setattr(engine.loop, "STEP_FLUSH_SECONDS", 1e9)  # by count alone here, however slow the machine
     batches = []
     add_steps = db.add_steps
     monkeypatch.setattr(db, "add_steps", lambda run_id, rows, *, durable=True: (batches.append(([s for s, _, _ in rows], durable)),
@@ -284,6 +285,21 @@ def test_only_an_epochs_last_batch_of_steps_waits_for_the_disk(db, workspace, ti
     run, status = _train(db, workspace, tiny_config(tiny_data, batch_size=8, model=TINY_NET))  # 6 steps an epoch
     assert status == "completed"
     assert batches == [([1, 2], False), ([3, 4], False), ([5, 6], True), ([7, 8], False), ([9, 10], False), ([11, 12], True)]
+    assert [s for s, _ in db.steps(run.id)] == list(range(1, 13))
+
+
+def test_slow_steps_reach_the_live_chart_within_seconds_not_25_steps(db, workspace, tiny_data, monkeypatch):
+    """Where 25 steps take long (a CPU, a large model) the steps are written every couple of
+    seconds too, so the live loss chart does not stay empty through the first epoch."""
+    import engine.loop
+
+    monkeypatch.setattr(engine.loop, "STEP_FLUSH_SECONDS", 0.0)  # every step is "slow"
+    batches = []
+    add_steps = db.add_steps
+    monkeypatch.setattr(db, "add_steps", lambda run_id, rows, *, durable=True: (batches.append([s for s, _, _ in rows]),
+                                                                               add_steps(run_id, rows, durable=durable)))
+    run, status = _train(db, workspace, tiny_config(tiny_data, batch_size=8, model=TINY_NET))  # 6 steps an epoch
+    assert status == "completed" and batches == [[step] for step in range(1, 13)]
     assert [s for s, _ in db.steps(run.id)] == list(range(1, 13))
 
 
