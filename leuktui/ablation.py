@@ -160,8 +160,13 @@ class Pivot:
 
     @property
     def legend(self) -> str:
+        return f"{self.source_text}. {self.method}"
+
+    @property
+    def method(self) -> str:
+        """What a cell and the bold mean (the legend without the source, which the screen's title says)."""
         return (
-            f"{self.source_text}. Each cell: mean ± std over its n runs, which differ only in seed, and the 95% interval "
+            "Each cell: mean ± std over its n runs, which differ only in seed, and the 95% interval "
             "(t-interval of the mean; for n=1 the bootstrap interval over the validation images). Bold: a row's best cell, "
             "only where it differs significantly from every other cell of the row (Welch's t-test between seeds, the paired "
             "t-test between views of the same runs, and between single runs on the same images the exact McNemar test for "

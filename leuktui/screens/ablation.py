@@ -142,16 +142,15 @@ class AblationScreen(Screen):
             lines.append([plain(row), *cells, verdict_cell(row)])  # a config value (a model path) as text
         refill(self.query_one("#ablation-table", DataTable), [rows, *map(pivot.column_label, pivot.columns), "verdict"], lines)
         which = f"table {self.table_index + 1} of {len(self.tables)}: " if len(self.tables) > 1 else ""
-        apart = ", ".join(f"{k}={v}" for k, v in pivot.context.items())
+        # What tells this table from the next first (its factors, the runs it holds), as `leuktui ablation`
+        # titles it; on a narrow terminal the line's end is what is cut. The keys are on the key bar.
         self.query_one("#ablation-title", Static).update(plain(
-            f"{which}{pivot.source_text}" + (f" · runs with {apart}" if apart else "")
-            + f" · {finished} of {len(self.runs)} runs with results"
-            + (" · t: next table" if len(self.tables) > 1 else "") + " · m: metric · l: best/last-5 · y: Markdown · v: evaluate 5/10-crop"
+            f"{which}{pivot.title} · {finished} of {len(self.runs)} runs with results · {pivot.source_text}"
         ))
         untested = "".join(f"[{mark}] not tested: {why}\n" for why, mark in reasons.items())
         warnings = "".join(f"\n⚠ {w}" for w in (*pivot.warnings, *pivot.row_warnings.values()))
         warnings += "".join(f"\nnote: {n}" for n in dict.fromkeys(pivot.notes))
-        legend.update(plain(untested + pivot.legend + warnings, newlines=True))
+        legend.update(plain(untested + pivot.method + warnings, newlines=True))  # the source is in the title
 
     def action_next_table(self) -> None:
         if len(self.tables) > 1:

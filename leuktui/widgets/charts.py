@@ -42,6 +42,7 @@ def charted() -> list[tuple[str, str, str]]:
 
 
 MARKERS = ("braille", "dot", "x", "+", "o", "*")  # one per series where runs are overlaid
+GLYPHS = {"braille": "⢕", "dot": "•", "x": "x", "+": "+", "o": "o", "*": "*"}  # how plotext draws each
 MAX_TICKS = 8
 
 
@@ -69,6 +70,7 @@ class MetricChart(PlotextPlot):
         self.markers = markers
         self._series: list[Series] | None = None  # None: not read yet
         self._plotted_width: int | None = None
+        self._plotted_height: int | None = None
 
     def replot(self, series: list[Series], *, title: str | None = None) -> None:
         if title is not None:
@@ -83,24 +85,29 @@ class MetricChart(PlotextPlot):
         if not any(xs for _, xs, _ in self._series):  # an empty frame says nothing: say why it is empty
             return Text(f"{self.title}: no {self.x_label}s recorded yet; the chart starts with the first one", style="dim")
         width = max(10, self.size.width - 10)  # the plot area, less the y axis' labels
-        if width != self._plotted_width:
+        if (width, self.size.height) != (self._plotted_width, self._plotted_height):
             self._draw_series(width)
         return super().render()
 
     def _draw_series(self, width: int) -> None:
-        self._plotted_width = width
+        self._plotted_width, self._plotted_height = width, self.size.height
         plt = self.plt
         # clear_data only: clear_figure rebuilds plotext's figure, which costs ~10 ms a time.
         plt.clear_data()
-        plt.title(self.title)
+        plotted = [(index, series) for index, series in enumerate(self._series) if series[1]]
+        # plotext draws the legend inside the plot, a line a series: where that would cover more than
+        # half of it (a study's trials at 80x24), the legend goes in the title instead, marker by marker.
+        in_title = self.markers and len(plotted) > max(1, (self.size.height - 5) // 2)
+        title = self.title
+        if in_title:
+            title += " · " + "  ".join(f"{GLYPHS[MARKERS[index % len(MARKERS)]]} {label}" for index, (label, _, _) in plotted)
+        plt.title(title)
         plt.xlabel(self.x_label)
         drawn = False
-        for index, (label, xs, ys) in enumerate(self._series):
-            if not xs:
-                continue
+        for index, (label, xs, ys) in plotted:
             x, y = downsample(xs, ys, width)
             marker = MARKERS[index % len(MARKERS)] if self.markers else "braille"
-            plt.plot(x, y, label=label, marker=marker, color=PALETTE[index % len(PALETTE)])
+            plt.plot(x, y, label=None if in_title else label, marker=marker, color=PALETTE[index % len(PALETTE)])
             drawn = True
         ticks = integer_ticks([x for _, xs, _ in self._series for x in xs])
         if ticks:

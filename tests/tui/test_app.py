@@ -226,6 +226,8 @@ async def test_ablation_table_from_a_sweep(seeded):
         assert all(legend.count(f"not tested: {why}") == 1 for why in reasons), "each reason said once, under the table"
         await pilot.press("t")
         assert app.screen.pivot.context == {"hist_eq": True} and app.screen.pivot.columns == ["single"]
+        title = str(app.screen.query_one("#ablation-title", Static).render())
+        assert title.startswith("table 2 of 2: model x tta (hist_eq=True) · 6 of 6 runs with results · "), title  # what tells it apart, first
         await pilot.press("t")
         assert app.screen.pivot.context == {"hist_eq": False}
         async def metric_is(key: str) -> None:

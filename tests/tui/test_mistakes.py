@@ -200,7 +200,7 @@ def test_the_tab_draws_the_cell_in_half_blocks_in_tmux_and_says_why_not_in_256_c
             lines = screen.splitlines()
             top = next(i for i, line in enumerate(lines) if "Grad-CAM of" in line)
             right = lines[top].index("Grad-CAM of")
-            beside = [line for line in lines[top + 1:] if len(line) > right and line[right].strip()]
+            beside = [line for line in lines[top + 1:-1] if len(line) > right and line[right].strip()]  # not the key bar
             assert beside and all(line[right - 1] == " " for line in beside), "\n".join(beside)
         terminal.keys("q")
     finally:
