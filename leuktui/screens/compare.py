@@ -17,8 +17,6 @@ from leuktui.results import LAST_K, best_evaluation, config_diff, interval_text,
 from leuktui.widgets.charts import MetricChart, charted
 from leuktui.widgets.keybar import KeyBar
 
-NARROW = 110  # columns under which the tables stack
-
 
 class CompareScreen(Screen):
     BINDINGS = bindings("compare")
@@ -32,12 +30,13 @@ class CompareScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Comparing runs {', '.join(map(str, self.run_ids))}", id="compare-title")
+        yield Static(f"Comparing runs {', '.join(map(str, self.run_ids))} · the metrics at each run's best epoch (best ep)",
+                     id="compare-title")
         with Vertical():
             with Horizontal(classes="chart-row"):
                 yield MetricChart("validation accuracy", id="compare-acc", markers=True)
                 yield MetricChart("validation loss", id="compare-loss", markers=True)
-            with Horizontal(id="compare-tables"):
+            with Vertical(id="compare-tables"):
                 yield DataTable(id="compare-metrics", cursor_type="row")
                 yield DataTable(id="compare-diff", cursor_type="row")
             yield Static("", id="compare-pairs")
@@ -45,11 +44,6 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.load()
-
-    def on_resize(self) -> None:
-        # Narrow, the metrics table takes the whole width (its intervals and tests were off to
-        # the right) and the config differences go under it.
-        self.query_one("#compare-tables").set_class(self.size.width < NARROW, "narrow")
 
     def action_report(self) -> None:
         from leuktui.screens.report_dialog import ReportScreen
@@ -118,11 +112,14 @@ class CompareScreen(Screen):
             at_best = epoch_metrics(run.summary or {})
             source = best_evaluation(run, evaluations)
             interval = interval_text("acc", source.interval("acc")) if source is not None else ""
-            lines.append([Text(label[run.id]), status_cell(run), str(run.best_epoch or "-"), *(m.format(at_best.get(m.key)) for m in shown),
+            # Accuracy with its interval and last-5 mean first: on a narrow terminal the right-hand columns are cut.
+            lines.append([Text(label[run.id]), status_cell(run), str(run.best_epoch or "-"), shown[0].format(at_best.get(shown[0].key)),
                           interval or "-", percent(last_k_mean(epochs[run.id], "acc", LAST_K)),
+                          *(m.format(at_best.get(m.key)) for m in shown[1:]),
                           percent(last.val_acc if last else None), number(last.images_per_s if last else None, 1)])
         refill(self.query_one("#compare-metrics", DataTable),
-               ["run", "status", "best ep", *(f"best {m.title}" for m in shown), "acc 95% CI", f"last-{LAST_K} acc", "final acc", "img/s"],
+               ["run", "status", "best ep", shown[0].title, f"{shown[0].title} 95% CI", f"last-{LAST_K} {shown[0].title}",
+                *(m.title for m in shown[1:]), "final acc", "img/s"],
                lines)
         differing = config_diff({run.id: run.config for run in runs})
         refill(self.query_one("#compare-diff", DataTable), ["config", *(label[r.id] for r in runs)],
