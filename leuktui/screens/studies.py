@@ -142,7 +142,7 @@ class StudiesScreen(Screen):
         head.update(plain(head_text(summary) + others, newlines=True))
         ranked = importances.get(summary["id"])
         if ranked is None:
-            importance = "importance: after two completed trials"
+            importance = "importance: after two completed trials that scored differently"
         elif "error" in ranked:
             importance = f"importance: not available ({ranked['error']})"
         else:
@@ -161,7 +161,10 @@ class StudiesScreen(Screen):
             self._shown = picture
             table = self.query_one("#study-trials", DataTable)
             cursor = table.cursor_row
-            refill(table, ("trial", "run", "status", *names, summary["metric"], "epochs done"), rows, keys=[row[1] for row in rows])
+            # A trial's value is at its best epoch, a pruned one's at its last (what Optuna was told): the Runs
+            # screen's best accuracy of that run can differ, and the header says why.
+            value = summary["metric"] + (" (pruned: last epoch)" if any(t["status"] == "pruned" for t in summary["trials"]) else "")
+            refill(table, ("trial", "run", "status", *names, value, "epochs done"), rows, keys=[row[1] for row in rows])
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1))
             self.query_one("#study-curves", MetricChart).replot(curves(summary), title=f"{summary['metric']} per epoch, each trial")

@@ -52,6 +52,8 @@ async def test_the_studies_screen_shows_trials_best_curves_importances_and_its_k
         assert "best: trial 0 (run 1) 80.00% at epoch 2" in head
         statuses = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
         assert statuses[:3] == ["completed", "completed", "pruned"]
+        headers = [str(column.label) for column in table.columns.values()]
+        assert "val_acc (pruned: last epoch)" in headers, headers  # why a pruned run's value is not its best accuracy
         chart = screen.query_one("#study-curves", MetricChart)
         assert [label for label, _, _ in chart._series][:3] == ["#0 completed", "#1 completed", "#2 pruned"]
         assert list(chart._series[0][2]) == [0.6, 0.8, 0.7]
