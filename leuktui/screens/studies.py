@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
-from db.vocabulary import COMPLETED, metric
+from db.vocabulary import COMPLETED, STUDY_FINISHED, STUDY_STOPPED, STUDY_STOPPING, metric
 from leuktui.actions import bindings
 from leuktui.cells import STATUS_STYLES, plain, refill
 from leuktui.messages import PollFailed, StudiesState
@@ -196,6 +196,9 @@ class StudiesScreen(Screen):
     def action_stop_study(self) -> None:
         summary = self.summary()
         if summary is None:
+            return
+        if summary["state"] in (STUDY_FINISHED, STUDY_STOPPED, STUDY_STOPPING):  # nothing it would still give to stop
+            self.notify(f"study '{summary['name']}' is {summary['state']}: it gives no new trials (+ adds more)", title="stop study")
             return
         from leuktui.screens.dialogs import ConfirmScreen
 

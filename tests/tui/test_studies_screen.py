@@ -8,6 +8,7 @@ from textual.widgets import DataTable, Static
 from conftest import tiny_config, train_trial
 from db import Database, states
 from db.vocabulary import PRUNED, QUEUED, RUNNING
+from leuktui.screens.dialogs import ConfirmScreen
 from leuktui.screens.run_detail import RunDetailScreen
 from leuktui.screens.studies import StudiesScreen
 from leuktui.widgets.charts import MetricChart
@@ -70,6 +71,11 @@ async def test_the_studies_screen_shows_trials_best_curves_importances_and_its_k
         await wait_until(pilot, lambda: find_study(db, "lr-search").study["stopped_at"] is not None, message="the study stopped")
         waiting = [run for run in db.sweep_runs(study_id) if run.status == QUEUED]
         assert waiting == []  # its waiting trials were cancelled
+        await wait_until(pilot, lambda: screen.summary()["state"] != "searching", message="the screen reads it stopped")
+        await pilot.press("x")  # stopped: nothing to ask about
+        await wait_until(pilot, lambda: any("it gives no new trials (+ adds more)" in n.message for n in app._notifications),
+                         message="the study says it is stopped")
+        assert not isinstance(app.screen, ConfirmScreen)
 
         table.move_cursor(row=0)
         await pilot.press("enter")
