@@ -100,7 +100,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("cancel-run", "x", "cancel_run", "Cancel", "runs", "cancel (a running run checkpoints, then stops)"),
     Action("resume-retry", "R", "resume_or_retry", "Resume/retry", "runs",
            "resume an interrupted/cancelled/failed run, retry a finished one"),
-    Action("tags", "t", "tags", "Tags/notes", "runs", "tags and notes"),
+    Action("tags", "t", "tags", "Tags/notes", "runs", "tags and notes of the run under the cursor (marks are not used)"),
     Action("finalize", "F", "finalize", "Final fit", "runs",
            "final fit: retrain the run's config on train + valid for its best epoch count with 3 seeds (asks first); "
            "once they finish, F again exports their ensemble as the submission"),
