@@ -265,8 +265,9 @@ class LeuktuiApp(App):
                 if not binding.description or binding.action in seen:
                     continue
                 seen.add(binding.action)
-                key = display(ACTION_BY_ID[binding.id], self.keymap) if binding.id in ACTION_BY_ID else binding.key
-                yield SystemCommand(
-                    binding.description, f"{binding.description} ({key})",
+                known = ACTION_BY_ID.get(binding.id)
+                key = display(known, self.keymap) if known is not None else binding.key
+                yield SystemCommand(  # the help's line under the key bar's word: what it does, and its key
+                    binding.description, f"{known.explained if known is not None else binding.description} ({key})",
                     lambda owner=owner, action=binding.action: owner.run_action(action),
                 )

@@ -353,6 +353,8 @@ async def test_every_action_is_in_the_command_palette(seeded):
             if binding.show:
                 assert binding.description in titles
         assert {"Queue", "Help"} <= titles
+        helps = {command.title: command.help for command in app.get_system_commands(app.screen)}
+        assert helps["Export"] == "export the Kaggle submission (several marked runs: an ensemble) (e)", "what it does, not its name again"
 
 
 def test_the_app_never_imports_torch_sklearn_matplotlib_pandas_scipy_or_optuna_at_start_up(seeded):
