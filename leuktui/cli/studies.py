@@ -180,7 +180,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         out.print("best: no completed trial yet")
     if ranked:
         out.print(text("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in ranked.items())))
-    elif summary["counts"].get("completed", 0) >= 2 and not optuna_error:
+    elif summary["counts"].get(COMPLETED, 0) >= 2 and not optuna_error:
         out.print("importance: none to tell (the completed trials tried the same values, or scored the same)")
     if optuna_error:
         out.print(text(f"Optuna: {optuna_error}"))

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 from textual.worker import get_current_worker
 
-from db.vocabulary import COMPLETED, STUDY_FINISHED, STUDY_STOPPED, STUDY_STOPPING, metric
+from db.vocabulary import COMPLETED, PRUNED, STUDY_FINISHED, STUDY_STOPPED, STUDY_STOPPING, metric
 from leuktui.actions import bindings
 from leuktui.cells import STATUS_STYLES, plain, refill
 from leuktui.messages import PollFailed, StudiesState
@@ -163,7 +163,7 @@ class StudiesScreen(Screen):
             cursor = table.cursor_row
             # A trial's value is at its best epoch, a pruned one's at its last (what Optuna was told): the Runs
             # screen's best accuracy of that run can differ, and the header says why.
-            value = summary["metric"] + (" (pruned: last epoch)" if any(t["status"] == "pruned" for t in summary["trials"]) else "")
+            value = summary["metric"] + (" (pruned: last epoch)" if any(t["status"] == PRUNED for t in summary["trials"]) else "")
             refill(table, ("trial", "run", "status", *names, value, "epochs done"), rows, keys=[row[1] for row in rows])
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1))

@@ -99,7 +99,7 @@ def test_queue_watch_export_and_quit_in_a_real_terminal(tmp_path):
         terminal.keys("n")
         terminal.wait_for("will queue 1 run", 15)
         terminal.type("tmux-run")
-        for field_value in ((7, "32"), (1, "16"), (1, "1")):  # image_size, batch_size, epochs
+        for field_value in ((8, "32"), (1, "16"), (1, "1")):  # image_size, batch_size, epochs (after name, tags, again, ...)
             tabs, value = field_value
             terminal.keys(*["Tab"] * tabs)
             terminal.keys("C-u")

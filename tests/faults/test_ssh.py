@@ -87,7 +87,7 @@ def test_a_dropped_login_leaves_the_run_training_and_no_app_behind(tmp_path, log
         terminal.keys("n")
         terminal.wait_for("will queue 1 run", 15)
         terminal.type("over-ssh")
-        for tabs, value in ((7, "24"), (1, "8"), (1, "4")):  # image_size, batch_size, epochs
+        for tabs, value in ((8, "24"), (1, "8"), (1, "4")):  # image_size, batch_size, epochs (after name, tags, again, ...)
             terminal.keys(*["Tab"] * tabs)
             terminal.keys("C-u")
             terminal.type(value)
