@@ -306,7 +306,8 @@ class Database:
         newest_of_seed = {run.config.get("seed"): run for run in group if run.status == COMPLETED}
         completed = sorted(newest_of_seed.values(), key=lambda run: run.id)
         waiting = [run for run in group if run.status in (QUEUED, HELD, RUNNING)]
-        left_out = [run for run in group if run not in completed and run not in waiting and run.id not in retried]
+        left_out = [run for run in group if run not in completed and run not in waiting and run.id not in retried
+                    and run.status != COMPLETED]  # an older fit of a seed a newer one fits is replaced, not left out
         return completed, waiting, left_out
 
     def update_run(self, run_id: int, *, when_status: Sequence[str] | None = None, wait: float | None = None, **values: Any) -> bool:

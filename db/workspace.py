@@ -15,6 +15,8 @@ from db.errors import UserError
 READERS = "ls, show, queue ls, scheduler status, compare, ablation, submissions and report -o DIR"
 
 CAM_FOLDER = "cam"  # a run folder's Grad-CAM maps
+# How a map is drawn (engine.cam.target_layer): a new rule, new maps, never an older rule's from the cache.
+CAM_RULE = "stage>=4x4"
 
 DEFAULT_HOME = "leuktui-home"
 DB_FILE = "leuktui.db"
@@ -163,7 +165,8 @@ class Workspace:
         inode, size and mtime; a new best checkpoint is a new file, ``os.replace`` of a temporary
         one), so a new checkpoint gets new maps and an unchanged one reuses its files."""
         status = self.checkpoint_path(run_id, checkpoint).stat()
-        stamp = hashlib.sha256(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:12]
+        identity = f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}:{CAM_RULE}"
+        stamp = hashlib.sha256(identity.encode()).hexdigest()[:12]
         return self.run_dir(run_id) / CAM_FOLDER / f"{checkpoint}-{stamp}"
 
     @staticmethod

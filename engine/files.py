@@ -55,6 +55,8 @@ def ended_by_signals() -> Iterator[None]:
         return
 
     def end(signum, _frame):
+        for number in saved:  # a second signal, while the clean-up runs, ends the process at once
+            signal.signal(number, signal.SIG_DFL)
         raise SystemExit(128 + signum)
 
     saved = {number: signal.signal(number, end) for number in (signal.SIGTERM, signal.SIGHUP)

@@ -10,6 +10,7 @@ import math
 import os
 import socket
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,8 @@ MAX_TAG = 64
 
 
 MAX_NOTES = 100_000
+# Characters that reorder the text after them on a terminal (a line that reads other than it is).
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def check_labels(name: str | None, tags: Sequence[str], notes: str = "") -> None:
@@ -103,7 +106,7 @@ def check_labels(name: str | None, tags: Sequence[str], notes: str = "") -> None
             raise ConfigError("tag", f"{tag[:20]!r}… has {len(tag):,} characters; a tag has at most {MAX_TAG}")
     if len(notes) > MAX_NOTES:
         raise ConfigError("notes", f"{len(notes):,} characters; notes have at most {MAX_NOTES:,}")
-    bad = next((char for char in notes if not char.isprintable() and char not in "\n\t"), None)
+    bad = next((char for char in notes if char not in "\n\t\r" and (unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS)), None)
     if bad is not None:
         line = notes.count("\n", 0, notes.index(bad)) + 1
         raise ConfigError("notes", f"line {line} has a control character ({bad!r}); notes are lines of text")

@@ -560,8 +560,6 @@ def importances(workspace: Workspace, sweep: Sweep) -> dict[str, float] | None:
     PED-ANOVA; seeded, so a study shows the same numbers each time) over the completed trials;
     None with fewer than two completed trials, or when their parameters or their values did not
     vary (nothing to attribute: every parameter would be "important" or none)."""
-    import warnings
-
     import optuna
 
     study = load_study(open_storage(storage_of(workspace)), sweep.study)
@@ -569,9 +567,7 @@ def importances(workspace: Workspace, sweep: Sweep) -> dict[str, float] | None:
     if len(completed) < 2 or len({trial.value for trial in completed}) < 2:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a library's advice on the terminal is not ours to print
-            ranked = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        ranked = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         return {k: float(v) for k, v in ranked.items()}
     except (RuntimeError, ValueError):  # e.g. every completed trial has the same parameters
         return None

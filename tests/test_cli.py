@@ -242,6 +242,10 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert not home.exists(), "nothing recorded: not even the workspace these refused commands would have made"
+    # Text from a word processor or a web page is text: no-break spaces, an emoji's joiner, Windows line ends.
+    pasted = "5\xa0mg per\u2009dose 👩\u200d🔬\r\nsecond line\tand a tab"
+    cli("queue", "--data-dir", str(tiny_data), "--notes", pasted, "--no-start", home=tmp_path / "notes-home")
+    assert json.loads(cli("ls", "--json", home=tmp_path / "notes-home").stdout)[0]["notes"] == pasted
     bad_gpus = cli("queue", "--data-dir", str(tiny_data), "--no-start", home=home, check=False, env={"LEUKTUI_GPUS": "0,x"})
     assert bad_gpus.returncode == 1 and bad_gpus.stderr.strip() == \
         "leuktui: error: LEUKTUI_GPUS='0,x': expected GPU indices such as 0,1 (or empty for none)"
@@ -312,6 +316,12 @@ def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny
                  ("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.1,x", "--no-start")):
         refused = cli(*args, home=missing / "deeper", check=False)
         assert refused.returncode == 2 and not missing.exists(), (args, refused.stderr)
+    elsewhere = cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=missing, check=False,
+                    env={"LEUKTUI_DB": f"sqlite:///{tmp_path / 'elsewhere.db'}"})
+    assert elsewhere.returncode == 2 and missing.is_dir(), "runs of a database elsewhere are not seen from here: kept"
+    import shutil
+
+    shutil.rmtree(missing)
     kept = tmp_path / "empty-already"
     kept.mkdir()
     assert cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=kept, check=False).returncode == 2

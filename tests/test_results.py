@@ -461,6 +461,7 @@ def test_finalize_fits_each_seed_once_and_its_flags_belong_to_one_use(tmp_path):
             states.move(db, run_id, status)
     completed, waiting, left_out = db.final_fit_plan(source)
     assert [run.id for run in completed] == [more[0].id, again.id] and waiting == [], "one fit a seed, the newest"
+    assert left_out == [], "the older fit of seed 0 is replaced, not left out (the lineage would call it a failure)"
     for args, message in ((("-o", "final.csv"), "-o: only with --export"), (("--tta", "five"), "--tta: only with --export"),
                           (("--export", "--seeds", "2"), "--seeds: only without --export"),
                           (("--export", "--epochs", "3"), "--epochs: only without --export")):

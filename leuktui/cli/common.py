@@ -205,29 +205,47 @@ FRESH_FILES = {"leuktui.db", "leuktui.db-wal", "leuktui.db-shm", "leuktui.db-jou
 def unmake_workspaces() -> None:
     """Remove each workspace this command made that holds nothing but an empty database: a refused
     ``queue --home NEW --data-dir bogus`` leaves no folder behind for the next command to take as a
-    workspace. One with any run or sweep recorded, or any other file, is kept as it is."""
+    workspace. One with any run or sweep recorded, or any other file, is kept as it is, and so is
+    one whose database lives elsewhere (``$LEUKTUI_DB``: runs there are not seen from here). The
+    folder is first renamed aside and looked at again there, so a second command that opened it
+    meanwhile fails to find it instead of writing where it is then removed."""
     import shutil
     import sqlite3
 
     while MADE_HERE:
         top, workspace = MADE_HERE.pop()
+        database = workspace.home / "leuktui.db"
+        if sqlite_path(workspace.db_url) != database:
+            continue
+        aside = workspace.home.with_name(f".{workspace.home.name}.unmade-{os.getpid()}")
         try:
-            if not {path.name for path in workspace.home.iterdir()} <= FRESH_FILES:
+            if not _unused(workspace.home, database):
                 continue
-            database = workspace.home / "leuktui.db"
-            if database.exists():
-                with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-                    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                    if any(connection.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone()  # noqa: S608 (our names)
-                           for table in ("run", "sweep") if table in tables):
-                        continue
-            shutil.rmtree(workspace.home)
+            os.rename(workspace.home, aside)
+            if not _unused(aside, aside / database.name):
+                os.rename(aside, workspace.home)  # used after all, in the moment between: put back
+                continue
+            shutil.rmtree(aside)
             folder = workspace.home.parent
             while folder != top.parent and not any(folder.iterdir()):  # the parents it made, if left empty
                 folder.rmdir()
                 folder = folder.parent
         except (OSError, sqlite3.Error):
-            continue  # kept: it cannot be read to say it is empty
+            continue  # kept: it cannot be read to say it is empty, or moved
+
+
+def _unused(home: Path, database: Path) -> bool:
+    """Whether ``home`` holds nothing but a database with no run and no sweep."""
+    import sqlite3
+
+    if not {path.name for path in home.iterdir()} <= FRESH_FILES:
+        return False
+    if not database.exists():
+        return True
+    with contextlib.closing(sqlite3.connect(database.as_uri() + "?mode=ro", uri=True)) as connection:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return not any(connection.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone()  # noqa: S608 (our names)
+                       for table in ("run", "sweep") if table in tables)
 
 
 def missing_database(workspace: Workspace) -> Path | None:

@@ -309,10 +309,10 @@ def _h(text: object) -> str:
 
 def _md(text: object) -> str:
     """``text`` for the Markdown file: control characters as their escapes (a name or a path may
-    hold one; `cat report.md` would send it to the terminal) and, outside `code` spans, ``<`` and
-    ``>`` escaped, so a run's name such as ``<script>`` is shown as text, never taken for HTML."""
-    parts = visible(text, newlines=True).split("`")
-    return "`".join(part if i % 2 else part.replace("<", "\\<").replace(">", "\\>") for i, part in enumerate(parts))
+    hold one; `cat report.md` would send it to the terminal), and every ``<`` and ``>`` escaped, so
+    a run's name such as ``<script>`` is shown as text, never taken for HTML (inside a `code` span
+    the backslash shows: telling spans apart by their backticks is what a name could fool)."""
+    return visible(text, newlines=True).replace("<", "\\<").replace(">", "\\>")
 
 
 def _md_table(table) -> str:

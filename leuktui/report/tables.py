@@ -159,9 +159,13 @@ def final_fits_table(data: ReportData) -> Table:
     frame = pd.DataFrame(rows, columns=["run", "made from", "model", "seed", "epochs", "train loss", "train acc", "status"])
     text = _formatted(frame, {"train loss": lambda v: "-" if _missing(v) else f"{v:.4f}",
                               "train acc": lambda v: "-" if _missing(v) else f"{100 * v:.2f}%"})
+    fits = {record.id for record in data.final_fits}
+    exported = any(set(submission.run_ids) <= fits for submission in data.submissions)
+    where = ("their ensemble is among the submissions above" if exported
+             else "`leuktui finalize RUN --export` (F in the app) writes their ensemble, the submission to hand in")
     return Table("final-fits", "Final fits", frame, text,
-                 "Each retrained on train + valid for its source run's best epoch count (`leuktui finalize`), so no "
-                 "validation score; their ensemble, exported with `leuktui finalize RUN --export`, is in the submissions above.")
+                 f"Each retrained on train + valid for its source run's best epoch count (`leuktui finalize`), so no "
+                 f"validation score; {where}.")
 
 
 def ablation_factors(data: ReportData) -> list[str]:

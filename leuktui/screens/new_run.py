@@ -207,10 +207,15 @@ class NewRunScreen(Screen):
             return self._validate_search(config)
         try:
             grid = self.grid()
-            if self.sweep and not grid and self.seeds() == 1:
-                raise ConfigError("factors", "give one or more, e.g. model=resnet18,resnet50; hist_eq=false,true")
         except ConfigError as exc:
             return self._refuse([exc], f"fix the factors: {exc.message}")
+        try:
+            seeds = self.seeds()
+        except ConfigError as exc:
+            return self._refuse([exc], f"fix the seeds: {exc.message}")
+        if self.sweep and not grid and seeds == 1:
+            return self._refuse([ConfigError("factors", "give one or more")],
+                                "fix the factors: give one or more, e.g. model=resnet18,resnet50; hist_eq=false,true")
         try:
             count = len(expand(config, with_seeds(grid, config, self.seeds())).configs)
         except ConfigError as exc:

@@ -142,7 +142,7 @@ class StudiesScreen(Screen):
         head.update(plain(head_text(summary) + others, newlines=True))
         ranked = importances.get(summary["id"])
         if ranked is None:
-            importance = "importance: after two completed trials that scored differently"
+            importance = "importance: none yet (it takes two completed trials that tried different values and scored differently)"
         elif "error" in ranked:
             importance = f"importance: not available ({ranked['error']})"
         else:

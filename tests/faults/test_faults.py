@@ -234,6 +234,27 @@ def test_data_synth_ended_by_a_signal_leaves_no_half_written_folder(tmp_path, si
     assert list(tmp_path.iterdir()) == [], "neither the dataset nor its staging folder is left"
 
 
+
+def test_a_second_signal_while_a_command_cleans_up_ends_it_at_once():
+    """The first TERM ends a command as an exception (its clean-up runs); a second one, while that
+    runs, ends the process there and then, as the user asked twice."""
+    script = ("import sys, time\n"
+              "from engine.files import ended_by_signals\n"
+              "with ended_by_signals():\n"
+              "    try:\n"
+              "        print('ready', flush=True); time.sleep(60)\n"
+              "    except SystemExit:\n"
+              "        print('cleaning', flush=True); time.sleep(60); raise\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    assert process.stdout.readline().strip() == "cleaning"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == -signal.SIGTERM and time.monotonic() - started < 20
+
+
 @pytest.fixture
 def db(home):
     database = Database(home.db_url)
