@@ -102,16 +102,19 @@ def curves_plot(records: Sequence[RunRecord], kind: str) -> Plot:
     label = CURVES[kind][2]
     with matplotlib.rc_context(RC):
         figure, axes = _new_figure(8.5, 3.6, ncols=2, sharey=True)
+        labelled = False
         for index, record in enumerate(records):
             style = style_of(index)
             series = data[record.id]
+            named = False  # each run once in the legend, from whichever side it has points on
             for axis, split in zip(axes, ("train", "valid"), strict=True):
                 points = [(x, y) for x, y in zip(series["epoch"], series[split], strict=True) if y is not None]
                 if not points:
                     continue
                 xs, ys = zip(*points, strict=True)
                 axis.plot(xs, ys, color=style.colour, linestyle=style.line_style, marker=style.marker, markersize=4,
-                          markevery=_markevery(len(xs)), linewidth=1.6, label=record.label if split == "train" else None)
+                          markevery=_markevery(len(xs)), linewidth=1.6, label=None if named else record.label)
+                named = labelled = True
         for axis, title in zip(axes, ("training", "validation"), strict=True):
             axis.set_title(f"{title} {label}")
             axis.set_xlabel("epoch")
@@ -119,7 +122,8 @@ def curves_plot(records: Sequence[RunRecord], kind: str) -> Plot:
         axes[0].set_ylabel(label)
         if kind == "accuracy":
             axes[0].yaxis.set_major_formatter(PercentFormatter(xmax=1))
-        figure.legend(loc="outside lower center", ncols=min(4, max(1, len(records))), frameon=False)
+        if labelled:
+            figure.legend(loc="outside lower center", ncols=min(4, max(1, len(records))), frameon=False)
     caption = f"Training (left) and validation (right) {label} per epoch."
     return Plot(label, caption, figure, data)
 
