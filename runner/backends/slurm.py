@@ -74,9 +74,16 @@ def run_slurm(argv: Sequence[str], *, what: str, stdin: str | None = None) -> st
 
 
 def check_slurm(partition: str | None) -> None:
-    """Say in one line why jobs cannot be submitted here: no ``sbatch``, or no such partition."""
+    """Say in one line why jobs cannot be submitted here: no ``sbatch``, no controller to reach (no
+    configuration found, or it is down), or no such partition: at ``scheduler start``, not when
+    the first run fails."""
     if shutil.which("sbatch") is None:
         raise SlurmError("sbatch: not found on PATH; the Slurm backend runs where Slurm's commands do (a login node)")
+    try:
+        run_slurm(["scontrol", "ping"], what="reach the controller")
+    except SlurmError as exc:
+        raise SlurmError(f"Slurm's controller cannot be reached from here ({exc}); run where it can, e.g. a login node, or set "
+                         "SLURM_CONF") from None
     if partition:
         try:
             run_slurm(["scontrol", "show", "partition", partition], what=f"show partition {partition}")

@@ -287,6 +287,12 @@ def test_without_sbatch_the_slurm_backend_is_one_line(cluster):
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("leuktui: error: sbatch: not found on PATH"), line
+    # Slurm's commands, but no configuration to find the controller by: said at start, not by the first run's failure.
+    nowhere = cluster.cli("scheduler", "start", "--backend", "slurm", check=False, env={"SLURM_CONF": "/nonexistent/slurm.conf"})
+    assert nowhere.returncode == 1
+    (line,) = nowhere.stderr.strip().splitlines()
+    assert line.startswith("leuktui: error: Slurm's controller cannot be reached from here (scontrol refused to reach the "
+                           "controller: ") and line.endswith("; run where it can, e.g. a login node, or set SLURM_CONF"), line
 
 
 def test_two_login_hosts_on_one_database_submit_each_run_once_and_each_adopts_its_own(cluster):
