@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def read_labelled_csv(path: Path, id_columns: tuple[str, ...] = ("ID", "Path")) 
                     value = float(row[label_col])
                 except ValueError:
                     raise DatasetError(f"{path} line {line_no}: label {row[label_col]!r} is not a number") from None
+                if not math.isfinite(value):  # '1e400', 'nan': said as written, with its line
+                    raise DatasetError(f"{path} line {line_no}: label {row[label_col].strip()[:40]!r} is not 0 or 1")
                 out[ident] = value
             return out
     except FileNotFoundError:

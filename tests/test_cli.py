@@ -609,6 +609,10 @@ def test_a_submission_that_names_a_column_twice_is_refused_not_guessed(tmp_path)
         result = cli("score", str(submission), "--key", str(key), check=False)
         assert (result.returncode, result.stderr.strip()) == (1, f"leuktui: error: {submission}: {message}"
                                                               + ("; keep the one that names the images" if "both" in message else ""))
+    huge = tmp_path / "huge.csv"
+    huge.write_text("ID,label\na.bmp,1" + "0" * 400 + "\nb.bmp,0\n")  # a number float() makes inf
+    result = cli("score", str(huge), "--key", str(key), check=False)
+    assert (result.returncode, result.stderr.strip()) == (1, f"leuktui: error: {huge} line 2: label '1{'0' * 39}' is not 0 or 1")
 
 
 def test_a_path_given_empty_is_refused_never_taken_for_the_default_or_this_folder(tmp_path):
