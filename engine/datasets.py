@@ -83,6 +83,8 @@ def detect_layout(root: Path) -> str:
         return "csv"
     if (root / FOLDS_TRAIN[0]).is_dir():
         return "folds"
+    if (root / TRAIN_CSV).exists():  # a folder, a FIFO: there, but not a file to read
+        raise DatasetError(f"{root / TRAIN_CSV}: not a regular file; the dataset's {TRAIN_CSV} is a CSV file")
     raise DatasetError(f"{root}: no {TRAIN_CSV} and no {FOLDS_TRAIN[0]}/ folder; not a dataset")
 
 

@@ -251,8 +251,7 @@ def test_every_reader_refuses_what_is_not_a_file_in_one_line(tmp_path_factory, t
     if reader in ("train.csv", "valid.csv", "image"):
         result = cli("data", "check", str(data), check=False)
         assert result.returncode == 1 and "error:" in result.stdout
-        if reader != "train.csv":  # a train.csv that is not a file means no dataset here at all
-            assert str(target) in result.stdout
+        assert str(target) in result.stdout, result.stdout  # train.csv too: there, but not a file
     elif reader.startswith("score"):
         result = cli("score", str(submission), "--key", str(key), check=False)
         assert result.returncode == 1 and str(target) in result.stderr and len(result.stderr.strip().splitlines()) == 1
