@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -54,15 +55,32 @@ def ended_by_signals() -> Iterator[None]:
         yield
         return
 
+    ending: list[int] = []
+
     def end(signum, _frame):
+        ending.append(signum)
         for number in saved:  # a second signal, while the clean-up runs, ends the process at once
             signal.signal(number, signal.SIG_DFL)
         raise SystemExit(128 + signum)
 
+    def swallowed(unraisable) -> None:
+        # The signal landed where Python ignores exceptions (a weakref callback, a __del__): the
+        # SystemExit went nowhere and the command would run on. Delivered again, it lands next at
+        # a point that can raise.
+        if isinstance(unraisable.exc_value, SystemExit) and ending:
+            for number in saved:
+                signal.signal(number, end)
+            # Sent from a thread a moment later: sent from here, it would land inside this hook again.
+            threading.Timer(0.01, os.kill, (os.getpid(), ending[-1])).start()
+            return
+        hook(unraisable)
+
     saved = {number: signal.signal(number, end) for number in (signal.SIGTERM, signal.SIGHUP)
              if signal.getsignal(number) is signal.SIG_DFL}
+    hook, sys.unraisablehook = sys.unraisablehook, swallowed
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for number, handler in saved.items():
             signal.signal(number, handler)

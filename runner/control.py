@@ -99,6 +99,9 @@ def check_labels(name: str | None, tags: Sequence[str], notes: str = "") -> None
     """A name and tags a table can show, and notes of lines of text (the CLI, the form and the tags
     dialog alike): a note's control character (an escape sequence that would retitle or redraw the
     terminal that shows it) is refused where it is typed."""
+    for field_name, text in (("name", name or ""), *(("tag", tag) for tag in tags), ("notes", notes)):
+        if any("\ud800" <= char <= "\udfff" for char in text):  # a shell's bytes that are not UTF-8 (printf '\xff')
+            raise ConfigError(field_name, "has bytes that are not UTF-8 text")
     if name is not None and len(name) > MAX_NAME:
         raise ConfigError("name", f"{len(name):,} characters; a name has at most {MAX_NAME}")
     for tag in tags:
@@ -106,9 +109,10 @@ def check_labels(name: str | None, tags: Sequence[str], notes: str = "") -> None
             raise ConfigError("tag", f"{tag[:20]!r}… has {len(tag):,} characters; a tag has at most {MAX_TAG}")
     if len(notes) > MAX_NOTES:
         raise ConfigError("notes", f"{len(notes):,} characters; notes have at most {MAX_NOTES:,}")
-    bad = next((char for char in notes if char not in "\n\t\r" and (unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS)), None)
+    lines = notes.replace("\r\n", "\n")  # Windows line ends are line ends; a lone CR redraws the line it is on
+    bad = next((char for char in lines if char not in "\n\t" and (unicodedata.category(char) == "Cc" or char in BIDI_CONTROLS)), None)
     if bad is not None:
-        line = notes.count("\n", 0, notes.index(bad)) + 1
+        line = lines.count("\n", 0, lines.index(bad)) + 1
         raise ConfigError("notes", f"line {line} has a control character ({bad!r}); notes are lines of text")
 
 
@@ -231,6 +235,20 @@ def expand(base: RunConfig, grid: dict[str, list[str]]) -> Plan:
     return plan
 
 
+def check_queue(base: RunConfig, *, grid: dict[str, list[str]] | None = None, name: str | None = None, tags: Sequence[str] = (),
+                notes: str = "", seeds: int = 1, workspace: Workspace | None = None) -> tuple[dict[str, list[str]], Any]:
+    """What ``queue_runs`` checks before it records anything (labels, the grid, each config against
+    where it will run: ``preflight``); needs no database, so a command asks it before it makes a
+    workspace, and a refused one leaves none. Returns the grid with its seeds and the plan."""
+    check_labels(name, tags, notes)
+    grid = with_seeds(grid or {}, base, seeds)
+    plan = expand(base, grid)
+    if workspace is not None:
+        for config in dict.fromkeys(config.with_absolute_paths() for config, _ in plan.configs):
+            preflight(config, workspace)
+    return grid, plan
+
+
 def queue_runs(
     db: Database,
     base: RunConfig,
@@ -243,19 +261,17 @@ def queue_runs(
     workspace: Workspace | None = None,
     seeds: int = 1,
     parent_id: int | None = None,
+    checked: bool = False,
 ) -> tuple[list[Run], Sweep | None]:
     """Queue one run, or a sweep of runs; refuse exact repeats of completed runs unless ``force``.
     ``seeds`` > 1 makes the seed one more factor of the sweep (replicates that differ only in it).
 
     With ``workspace``, every config is first checked against this machine (``preflight``):
-    a sweep with one bad value records nothing.
+    a sweep with one bad value records nothing. ``checked``: the caller asked ``check_queue``
+    already (before it made the workspace), so the configs are not checked twice.
     """
-    check_labels(name, tags, notes)
-    grid = with_seeds(grid or {}, base, seeds)
-    plan = expand(base, grid)
-    if workspace is not None:
-        for config in dict.fromkeys(config.with_absolute_paths() for config, _ in plan.configs):
-            preflight(config, workspace)
+    grid, plan = check_queue(base, grid=grid, name=name, tags=tags, notes=notes, seeds=seeds,
+                             workspace=None if checked else workspace)
     if not force:
         for config, _ in plan.configs:
             done = db.runs_with_config(config.with_absolute_paths().config_hash(), status=COMPLETED)

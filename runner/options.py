@@ -82,7 +82,7 @@ class Options:
         path: Path = workspace.home / OPTIONS_FILE
         try:
             text = read_regular_text(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no options saved (or no workspace folder yet)
             return cls()
         except NotAFile as exc:
             raise UserError(f"{exc}; it should hold the scheduler's options") from None

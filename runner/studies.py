@@ -182,14 +182,7 @@ def create_study(db: Database, workspace: Workspace, request: StudyRequest, base
     if settings["parallel"] is None:
         settings["parallel"] = default_parallel(workspace)
     if check_configs:
-        from runner.control import preflight
-
-        configs = {base}
-        for param in params:
-            for value in param.choices or (param.low, param.high):
-                configs.add(trial_config(base, {param.name: value}))
-        for config in configs:
-            preflight(config, workspace)
+        check_study_configs(workspace, request, base)
     if db.sweep_named(request.name, kind="study") is not None:
         raise StudyError(f"study {request.name!r} exists already; `leuktui study more {request.name} N` gives it more trials")
     storage = storage_of(workspace)
@@ -208,6 +201,21 @@ def create_study(db: Database, workspace: Workspace, request: StudyRequest, base
                              f"{request.name} --storage ...`") from None
     factors = {p.name: list(p.choices) if p.kind == "categorical" else [p.low, p.high] for p in params}
     return db.create_sweep(request.name, base.to_dict(), factors, kind="study", study=settings)
+
+
+def check_study_configs(workspace: Workspace, request: StudyRequest, base: RunConfig) -> None:
+    """Every value of every list in the space checked against where the trials will run; needs no
+    database, so a command can ask before it makes a workspace for nothing."""
+    from runner.control import preflight
+
+    params, settings = check_request(request, base)
+    base = base.replace(best_metric=settings["metric"]).with_absolute_paths()
+    configs = {base}
+    for param in params:
+        for value in param.choices or (param.low, param.high):
+            configs.add(trial_config(base, {param.name: value}))
+    for config in configs:
+        preflight(config, workspace)
 
 
 def find_study(db: Database, name_or_id: str) -> Sweep:

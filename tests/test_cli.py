@@ -235,6 +235,10 @@ def test_a_run_that_cannot_work_here_is_refused_before_it_is_recorded(tmp_path, 
         (("queue", "--data-dir", str(tiny_data), "--notes", "ok\nthen\x1b]0;title\x07"),
          "--notes: line 2 has a control character ('\\x1b'); notes are lines of text"),
         (("run", "--data-dir", str(tiny_data), "--notes", "\u202e"), "--notes: line 1 has a control character"),
+        (("queue", "--data-dir", str(tiny_data), "--notes", "GOOD\rBAD"), "--notes: line 1 has a control character ('\\r')"),
+        (("queue", "--data-dir", str(tiny_data), "--notes", "a\udcffb"), "--notes: has bytes that are not UTF-8 text"),  # printf 'a\xffb'
+        (("run", "--data-dir", str(tiny_data), "--name", "n\udcffm"), "--name: has bytes that are not UTF-8 text"),
+        (("queue", "--data-dir", str(tiny_data), "--tag", "t\udcff"), "--tag: has bytes that are not UTF-8 text"),
     ]
     for args, message in cases:
         result = cli(*args, "--no-start", home=home, check=False, env=no_gpus) if args[0] == "queue" else \
@@ -311,21 +315,18 @@ def test_an_explicit_home_that_does_not_exist_is_refused_not_made(tmp_path, tiny
         assert not missing.exists(), args
     env_missing = cli("ls", check=False, env={"LEUKTUI_HOME": str(missing)})
     assert env_missing.returncode == 1 and f"$LEUKTUI_HOME={missing}" in env_missing.stderr
-    # A command that makes a workspace and is then refused takes the folders it made away again.
+    # A command that makes a workspace asks everything that can refuse it first: a refused one makes none.
     for args in (("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start"), ("run", "--data-dir", str(tmp_path / "no-data")),
                  ("queue", "--data-dir", str(tiny_data), "--grid", "lr=0.1,x", "--no-start")):
         refused = cli(*args, home=missing / "deeper", check=False)
         assert refused.returncode == 2 and not missing.exists(), (args, refused.stderr)
     elsewhere = cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=missing, check=False,
                     env={"LEUKTUI_DB": f"sqlite:///{tmp_path / 'elsewhere.db'}"})
-    assert elsewhere.returncode == 2 and missing.is_dir(), "runs of a database elsewhere are not seen from here: kept"
-    import shutil
-
-    shutil.rmtree(missing)
+    assert elsewhere.returncode == 2 and not missing.exists() and not (tmp_path / "elsewhere.db").exists()
     kept = tmp_path / "empty-already"
     kept.mkdir()
     assert cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=kept, check=False).returncode == 2
-    assert kept.is_dir(), "a folder that was there before is the user's: left"
+    assert kept.is_dir() and list(kept.iterdir()) == [], "a folder that was there before is the user's: left, and nothing written in it"
     cli("queue", "--data-dir", str(tiny_data), "--no-start", home=missing)  # queue makes a workspace
     assert (missing / "leuktui.db").is_file()
     refused = cli("queue", "--data-dir", str(tmp_path / "no-data"), "--no-start", home=missing, check=False)
@@ -618,7 +619,8 @@ def test_a_submission_that_names_a_column_twice_is_refused_not_guessed(tmp_path)
 def test_a_path_given_empty_is_refused_never_taken_for_the_default_or_this_folder(tmp_path):
     for args, flag in ((("export", "1", "-o", ""), "-o"), (("report", "-o", ""), "-o"), (("data", "check", ""), "DIR"),
                        (("data", "synth", ""), "DIR"), (("score", "", "--key", "k.csv"), "FILE"), (("score", "s.csv", "--key", ""), "--key"),
-                       (("queue", "--data-dir", ""), "--data-dir"), (("mistakes", "1", "-o", ""), "-o")):
+                       (("queue", "--data-dir", ""), "--data-dir"), (("mistakes", "1", "-o", ""), "-o"),
+                       (("queue", "--data-dir", "d", "--pretrained", ""), "--pretrained")):
         result = cli(*args, home=tmp_path / "home", check=False)
         assert (result.returncode, result.stderr.strip()) == (2, f"leuktui: error: {flag}: empty; give a path"), args
     assert not (tmp_path / "home").exists()

@@ -24,7 +24,6 @@ from engine.config import ConfigError
 from engine.files import ended_by_signals
 from leuktui.cli import data, evaluation, queue, report, results, runs, scheduler, studies
 from leuktui.cli.common import (
-    MADE_HERE,
     PROG,
     Parser,
     UsageError,
@@ -32,7 +31,6 @@ from leuktui.cli.common import (
     flag_name,
     missing_database,
     refuse_unwritable_database,
-    unmake_workspaces,
     workspace_of,
 )
 
@@ -84,7 +82,6 @@ def open_app(args: argparse.Namespace) -> int:
     asking = Asking()  # what the terminal draws images with, asked while the app loads
     try:
         workspace = workspace_of(args, create=True)
-        MADE_HERE.clear()  # the user said yes to it: kept whatever the app does
         from leuktui.app import LeuktuiApp
 
         app = LeuktuiApp(workspace, start_scheduler=not args.no_scheduler)
@@ -109,7 +106,7 @@ def fail(message: str, status: int) -> int:
 # Paths given empty (`-o "$OUT"` with $OUT unset) are refused, as `--home ""` is: never taken for
 # the default, nor for this folder.
 PATH_ARGUMENTS = {"output": "-o", "dir": "DIR", "key": "--key", "file": "FILE", "data_dir": "--data-dir",
-                  "test_csv": "--test-csv"}
+                  "test_csv": "--test-csv", "pretrained": "--pretrained"}
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -132,19 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(argv)
         if args.command is None:
             return open_app(args)
-        try:
-            if getattr(args, "trains_here", False):  # `run` and `resume` end their runs as their own code says
-                status = args.handler(args)
-            else:
-                with ended_by_signals():  # a kill or a closed SSH session leaves no half-written file or folder
-                    status = args.handler(args)
-        except BaseException:
-            unmake_workspaces()
-            raise
-        if status != 0:
-            unmake_workspaces()
-        MADE_HERE.clear()
-        return status
+        if getattr(args, "trains_here", False):  # `run` and `resume` end their runs as their own code says
+            return args.handler(args)
+        with ended_by_signals():  # a kill or a closed SSH session leaves no half-written file or folder
+            return args.handler(args)
     except UsageError as exc:
         return fail(str(exc), 2)
     except ConfigError as exc:

@@ -6,7 +6,6 @@ the console that prints tables (never cut to 80 columns when the output is not a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -164,20 +163,12 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
     it cannot write as it is (a read-only file system, a workspace shared to read). A folder with
     no workspace's database in it is refused too, unless the command does not read it
     (``database=False``: the scheduler's pid and lock files)."""
-    if getattr(args, "home", None) == "":  # `--home "$LAB"` with $LAB unset: not the default workspace
-        raise UsageError("--home: empty; give the workspace folder")
-    workspace = Workspace.resolve(getattr(args, "home", None))
-    try:
-        exists = workspace.home.exists()
-    except OSError as exc:  # a name longer than the file system allows
-        shown = str(workspace.home)
-        raise UserError(f"{shown[:80]}… ({len(shown)} characters): {exc.strerror}, so not a workspace") from None
+    workspace = workspace_named(args)
+    exists = workspace.home.exists()
     if not create and not exists:
         given = getattr(args, "home", None) or os.environ.get("LEUKTUI_HOME")
         where = f"--home {given}" if getattr(args, "home", None) else (f"$LEUKTUI_HOME={given}" if given else "the default workspace")
         raise UserError(f"{workspace.home}: no such workspace ({where}); `leuktui queue` or `leuktui run` makes one")
-    if exists and not workspace.home.is_dir():
-        raise UserError(f"{workspace.home}: not a folder, so not a workspace")
     path = missing_database(workspace)
     if database and not create and path is not None:  # a folder, but no workspace's database in it
         if path.parent != workspace.home:  # $LEUKTUI_DB names a file elsewhere
@@ -186,66 +177,24 @@ def workspace_of(args: argparse.Namespace, *, create: bool = False, write: bool 
                         "`leuktui queue` or `leuktui run` makes one")
     if not write and workspace.home.is_dir():
         return workspace
-    if create and not exists:
-        top = workspace.home
-        while not top.parent.exists():
-            top = top.parent
-        workspace.ensure()
-        MADE_HERE.append((top, workspace))
-        return workspace
     return workspace.ensure()
 
 
-# The workspaces this command made (the top folder it created, the workspace), taken away again
-# when the command is refused before it recorded anything there (main's `unmake_workspaces`).
-MADE_HERE: list[tuple[Path, Workspace]] = []
-FRESH_FILES = {"leuktui.db", "leuktui.db-wal", "leuktui.db-shm", "leuktui.db-journal", "leuktui.db.migrate.lock"}
-
-
-def unmake_workspaces() -> None:
-    """Remove each workspace this command made that holds nothing but an empty database: a refused
-    ``queue --home NEW --data-dir bogus`` leaves no folder behind for the next command to take as a
-    workspace. One with any run or sweep recorded, or any other file, is kept as it is, and so is
-    one whose database lives elsewhere (``$LEUKTUI_DB``: runs there are not seen from here). The
-    folder is first renamed aside and looked at again there, so a second command that opened it
-    meanwhile fails to find it instead of writing where it is then removed."""
-    import shutil
-    import sqlite3
-
-    while MADE_HERE:
-        top, workspace = MADE_HERE.pop()
-        database = workspace.home / "leuktui.db"
-        if sqlite_path(workspace.db_url) != database:
-            continue
-        aside = workspace.home.with_name(f".{workspace.home.name}.unmade-{os.getpid()}")
-        try:
-            if not _unused(workspace.home, database):
-                continue
-            os.rename(workspace.home, aside)
-            if not _unused(aside, aside / database.name):
-                os.rename(aside, workspace.home)  # used after all, in the moment between: put back
-                continue
-            shutil.rmtree(aside)
-            folder = workspace.home.parent
-            while folder != top.parent and not any(folder.iterdir()):  # the parents it made, if left empty
-                folder.rmdir()
-                folder = folder.parent
-        except (OSError, sqlite3.Error):
-            continue  # kept: it cannot be read to say it is empty, or moved
-
-
-def _unused(home: Path, database: Path) -> bool:
-    """Whether ``home`` holds nothing but a database with no run and no sweep."""
-    import sqlite3
-
-    if not {path.name for path in home.iterdir()} <= FRESH_FILES:
-        return False
-    if not database.exists():
-        return True
-    with contextlib.closing(sqlite3.connect(database.as_uri() + "?mode=ro", uri=True)) as connection:
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return not any(connection.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone()  # noqa: S608 (our names)
-                       for table in ("run", "sweep") if table in tables)
+def workspace_named(args: argparse.Namespace) -> Workspace:
+    """The workspace ``--home`` names, made or touched in no way: for the checks a command that
+    makes one asks first, so that a refused command leaves no workspace behind. Refused: an empty
+    ``--home``, a name too long for the file system, and something there that is not a folder."""
+    if getattr(args, "home", None) == "":  # `--home "$LAB"` with $LAB unset: not the default workspace
+        raise UsageError("--home: empty; give the workspace folder")
+    workspace = Workspace.resolve(getattr(args, "home", None))
+    try:
+        exists = workspace.home.exists()
+    except OSError as exc:  # a name longer than the file system allows
+        shown = str(workspace.home)
+        raise UserError(f"{shown[:80]}… ({len(shown)} characters): {exc.strerror}, so not a workspace") from None
+    if exists and not workspace.home.is_dir():
+        raise UserError(f"{workspace.home}: not a folder, so not a workspace")
+    return workspace
 
 
 def missing_database(workspace: Workspace) -> Path | None:

@@ -23,6 +23,7 @@ from leuktui.cli.common import (
     run_id_arg,
     run_name,
     text,
+    workspace_named,
 )
 from leuktui.cli.evaluation import views_arg
 from leuktui.formatting import age, run_to_dict, status_text, visible
@@ -91,9 +92,13 @@ def cmd_queue(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(f"--seeds: {exc.message}") from None
     tags = check_tags(args.tag)
+    from runner.control import check_queue
+
+    # Everything that can refuse the runs is asked before the workspace is made: a refused command leaves none.
+    check_queue(config, grid=grid, name=args.name, tags=tags, notes=args.notes, seeds=args.seeds, workspace=workspace_named(args))
     workspace, db = open_workspace(args, create=True)
     runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=tags, notes=args.notes, force=args.force,
-                             workspace=workspace, seeds=args.seeds)
+                             workspace=workspace, seeds=args.seeds, checked=True)
     if args.json:
         print_json({"sweep_id": sweep.id if sweep else None, "run_ids": [r.id for r in runs]})
     else:

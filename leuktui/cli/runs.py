@@ -37,6 +37,7 @@ from leuktui.cli.common import (
     run_id_arg,
     run_name,
     text,
+    workspace_named,
 )
 from leuktui.formatting import (
     age,
@@ -93,10 +94,12 @@ def add_commands(commands: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     tags = check_tags(args.tag)
-    workspace, db = open_workspace(args, create=True)
-    from runner.control import create_run, preflight
+    from runner.control import check_labels, create_run, preflight
 
-    preflight(config.with_absolute_paths(), workspace, here=True)
+    # Asked before the workspace is made: a refused run leaves none.
+    check_labels(args.name, tags, args.notes)
+    preflight(config.with_absolute_paths(), workspace_named(args), here=True)
+    workspace, db = open_workspace(args, create=True)
     with ctrl_c_held():
         run = create_run(db, config, name=args.name, tags=tags, notes=args.notes, status=RUNNING)
     return train_foreground(workspace, db, run.id, resume=False)

@@ -21,6 +21,7 @@ from leuktui.cli.common import (
     positive_int,
     print_json,
     text,
+    workspace_named,
 )
 from leuktui.formatting import age
 
@@ -75,7 +76,7 @@ def add_commands(commands: Any) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from runner.studies import StudyRequest, create_study
+    from runner.studies import StudyRequest, check_study_configs, create_study
 
     base = config_from_args(args)
     if getattr(args, "best_metric", None) is not None:
@@ -91,9 +92,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     request = StudyRequest(name=args.name, space=args.space, trials=args.trials, parallel=args.parallel, sampler=args.sampler,
                            pruner=args.pruner, metric=args.metric, startup_trials=args.startup_trials,
                            warmup_epochs=args.warmup_epochs, tags=check_tags(args.tag), notes=args.notes)
-    workspace, db = open_workspace(args, create=True)
     try:
-        sweep = create_study(db, workspace, request, base)
+        check_study_configs(workspace_named(args), request, base)  # before the workspace is made: a refused one leaves none
+        workspace, db = open_workspace(args, create=True)
+        sweep = create_study(db, workspace, request, base, check_configs=False)
     except ConfigError as exc:
         if exc.field in ("space", "name"):
             raise UsageError(f"{'--space' if exc.field == 'space' else 'NAME'}: {exc.message}") from None

@@ -255,6 +255,29 @@ def test_a_second_signal_while_a_command_cleans_up_ends_it_at_once():
     assert process.wait(timeout=20) == -signal.SIGTERM and time.monotonic() - started < 20
 
 
+
+def test_a_signal_that_lands_where_python_ignores_exceptions_still_ends_the_command():
+    """A TERM handled inside a __del__ or a weakref callback (Python's collector runs them at any
+    moment) raised its SystemExit where Python ignores exceptions: the command ran on to the end
+    and exited 0. The signal is delivered again, and ends the command."""
+    script = ("import os, signal, time\n"
+              "from engine.files import ended_by_signals\n"
+              "class Collected:\n"
+              "    def __del__(self):\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        for _ in range(100000):\n"
+              "            pass\n"
+              "with ended_by_signals():\n"
+              "    try:\n"
+              "        item = Collected(); del item\n"
+              "        time.sleep(20); print('ran on', flush=True)\n"
+              "    except SystemExit:\n"
+              "        print('ended', flush=True); raise\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    assert (result.returncode, result.stdout.strip()) == (128 + signal.SIGTERM, "ended"), result.stderr
+
+
 @pytest.fixture
 def db(home):
     database = Database(home.db_url)
