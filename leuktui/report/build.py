@@ -27,7 +27,15 @@ from db.vocabulary import metric
 from db.workspace import folder_permissions
 from engine.studies import StudyError
 from leuktui.formatting import visible
-from leuktui.report.data import ReportData, ReportError, RunRecord, collect, final_fits_alone
+from leuktui.report.data import (
+    LITERAL,
+    ReportData,
+    ReportError,
+    RunRecord,
+    collect,
+    final_fits_alone,
+    literal,
+)
 from runner.studies import importances as study_importances
 from runner.studies import overview as study_overview
 
@@ -155,7 +163,7 @@ def example_images(records: Sequence[RunRecord], workspace: Workspace | None = N
 
     data_dir, samples, problems = example_samples(records)
     if data_dir is None:
-        return [], [], f"no example images: the training data is not readable here ({'; '.join(problems)})"
+        return [], [], f"no example images: the training data is not readable here ({'; '.join(map(literal, problems))})"
 
     settings: dict[Preprocess, list[int]] = {}
     known = RunConfig.field_names()
@@ -302,9 +310,23 @@ window.addEventListener("load", function () {
 """
 
 
+_AS_IS = str.maketrans({mark: char for char, mark in LITERAL.items()})
+_ESCAPED = str.maketrans({mark: "\\" + char for char, mark in LITERAL.items()})
+_MARKS = frozenset(LITERAL.values())
+
+
+def _shown(text: object) -> str:
+    """``visible`` (control characters as escapes, lines kept), ``literal``'s marks kept for the writer."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char in _MARKS else visible(char, newlines=True) for char in text)
+
+
 def _h(text: object) -> str:
-    """``text`` for the HTML page: control characters as their escapes (``visible``), then escaped."""
-    return html.escape(visible(text, newlines=True))
+    """``text`` for the HTML page: control characters as their escapes (``visible``), then escaped;
+    a user's text (``literal``) as it is."""
+    return html.escape(_shown(text)).translate(_AS_IS)
 
 
 def _md(text: object) -> str:
@@ -312,7 +334,7 @@ def _md(text: object) -> str:
     hold one; `cat report.md` would send it to the terminal), and every ``<`` and ``>`` escaped, so
     a run's name such as ``<script>`` is shown as text, never taken for HTML (inside a `code` span
     the backslash shows: telling spans apart by their backticks is what a name could fool)."""
-    return visible(text, newlines=True).replace("<", "\\<").replace(">", "\\>")
+    return _shown(text).replace("<", "\\<").replace(">", "\\>").translate(_ESCAPED)
 
 
 def _md_table(table) -> str:
@@ -321,9 +343,9 @@ def _md_table(table) -> str:
     columns = list(table.text.columns)
     lines = ["| " + " | ".join(_md(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for position, row in enumerate(table.text.itertuples(index=False)):
-        cells = [f"**{_md(value)}**" if (position, column) in table.bold else _md(value)
-                 for column, value in zip(columns, row, strict=True)]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        cells = [f"**{_md(literal(value))}**" if (position, column) in table.bold else _md(literal(value))
+                 for column, value in zip(columns, row, strict=True)]  # a cell is data: shown as it is
+        lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     return text + (f"\n{_md(table.caption)}\n" if table.caption else "")
 
@@ -345,9 +367,9 @@ def _html_table(table) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape ``text`` for HTML, keeping `code` spans."""
-    parts = _h(text).split("`")
-    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+    """Escape ``text`` for HTML, keeping our `code` spans (a user's backtick is ``literal``'s mark until here)."""
+    parts = html.escape(_shown(text)).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts)).translate(_AS_IS)
 
 
 class Document:
@@ -515,7 +537,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
         written_tables.append(table.name)
 
     doc = Document(figures_folder)
-    names = ", ".join(record.label for record in records)
+    names = ", ".join(record.prose_label for record in records)
     fits = (f" and {len(data.final_fits)} final fit{'s' if len(data.final_fits) != 1 else ''} "
             f"({', '.join(str(record.id) for record in data.final_fits)})") if data.final_fits else ""
     subtitle = (f"{len(records)} run{'s' if len(records) != 1 else ''} ({names}){fits} · written "
@@ -578,7 +600,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     for record in records:
         gallery, why_not, maps_missing = timed("query", lambda record=record: mistake_gallery(db, workspace, record))
         if gallery is None:
-            doc.paragraph(f"Run {record.label}: {why_not}", "note")
+            doc.paragraph(f"Run {record.prose_label}: {why_not}", "note")
             continue
         if maps_missing:
             undrawn.append(record.id)
@@ -648,7 +670,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
         plot = timed("draw", lambda: figures.examples_plot(originals, columns))
         doc.figure(draw(plot), plot.caption)
     else:
-        notes.append(why_not)
+        notes.append(why_not.translate(_AS_IS))  # the command line prints it as text
         doc.paragraph(why_not, "note")
 
     # Appendix.
@@ -656,7 +678,7 @@ def _write(db, workspace, data: ReportData, out: Path, figures, tables, timed, t
     doc.heading("Appendix: the runs")
     for record in [*records, *data.final_fits]:
         run = record.run
-        doc.heading(f"Run {record.label}", level=3)
+        doc.heading(f"Run {record.prose_label}", level=3)
         facts = [
             ("status", f"{run.status}, {run.epochs_done}/{run.config.get('epochs')} epochs, best epoch {run.best_epoch}"),
             ("environment", tables.environment_line(record)),

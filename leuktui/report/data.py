@@ -20,6 +20,18 @@ class ReportError(UserError):
     """A report that cannot be built as asked; the message names the run, sweep or folder."""
 
 
+# A user's text (a run's name) among the report's own prose: the characters Markdown would take as
+# formatting, and the backtick the HTML page's `code` spans are told by, stand in as private-use
+# characters until each document writes them out literally (build._md, build._h).
+LITERAL = {"`": "\ue000", "*": "\ue001", "_": "\ue002", "[": "\ue003", "]": "\ue004", "\\": "\ue005", "|": "\ue006"}
+_LITERAL = str.maketrans(LITERAL)
+
+
+def literal(text: object) -> str:
+    """``text`` (made visible) to be shown as it is in the report's prose, never as formatting."""
+    return visible(text).translate(_LITERAL)
+
+
 @dataclass
 class RunRecord:
     """One run of the report and everything recorded about it."""
@@ -38,6 +50,11 @@ class RunRecord:
     @property
     def label(self) -> str:
         return f"{self.run.id} {visible(self.run.name)}"  # a control character as its escape: figures, CSV, Markdown
+
+    @property
+    def prose_label(self) -> str:
+        """``label`` for a sentence, a caption or a heading of the report (``literal``)."""
+        return literal(self.label)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def confusion_plot(record: RunRecord) -> Plot:
         axis.set_xlabel("predicted class")
         axis.set_ylabel("true class")
         axis.set_title(f"run {record.label} · epoch {data['epoch']}")
-    caption = (f"Normalized confusion matrix of run {record.label} at its best epoch ({data['epoch']}) on the "
+    caption = (f"Normalized confusion matrix of run {record.prose_label} at its best epoch ({data['epoch']}) on the "
                "validation set: each row sums to 100%; counts in brackets.")
     return Plot(f"confusion-run-{record.id}", caption, figure, data)
 
@@ -221,9 +221,9 @@ def roc_plot(records: Sequence[RunRecord]) -> Plot | None:
         axis.set_ylabel("true-positive rate (sensitivity)")
         axis.set_title("ROC curves on the validation set")
         axis.legend(loc="lower right")
-    missing = [record.label for record in records if record.id not in data]
+    missing = [record.prose_label for record in records if record.id not in data]
     sources = "; ".join(
-        f"{record.label}: {view_label(data[record.id]['tta'])} of epoch {data[record.id]['epoch']}" for record in records if record.id in data
+        f"{record.prose_label}: {view_label(data[record.id]['tta'])} of epoch {data[record.id]['epoch']}" for record in records if record.id in data
     )
     caption = ("ROC curves from the recorded validation predictions of each run's best checkpoint (ALL is the positive class); "
                f"the evaluations behind them: {sources}.")
@@ -287,7 +287,7 @@ def mistakes_plot(record: RunRecord, kinds: Sequence[tuple[str, Sequence[tuple[s
                 if column == 0:
                     axis.set_ylabel(title, fontsize=9)
     data = {title: [caption for caption, _, _ in items] for title, items in kinds}
-    caption = (f"Run {record.label}: its most confident mistakes on the validation set, each beside the Grad-CAM map of the "
+    caption = (f"Run {record.prose_label}: its most confident mistakes on the validation set, each beside the Grad-CAM map of the "
                "class it predicted (what the last convolutional block looked at: the last whose map is at least 4x4 cells).")
     return Plot(f"mistakes-run-{record.id}", caption, figure, data)
 

@@ -272,7 +272,7 @@ def environment_line(record: RunRecord) -> str:
 
 def config_table(record: RunRecord) -> Table:
     frame = pd.DataFrame([{"field": key, "value": value} for key, value in sorted(record.config.items())])
-    return Table(f"config-run-{record.id}", f"Run {record.label}", frame, _formatted(frame, {}))
+    return Table(f"config-run-{record.id}", f"Run {record.prose_label}", frame, _formatted(frame, {}))
 
 
 def study_table(summary: dict[str, Any]) -> Table:

@@ -468,7 +468,7 @@ def test_a_report_on_hostile_names_holds_them_as_text_in_every_file(tmp_path):
     from leuktui.report.build import build_report
 
     workspace = Workspace(tmp_path / "home").ensure()
-    names = ["n\x1b]0;pwn\x07\x1b[31mred\r\nline2\x9b1m", "<script>alert(1)</script>"]
+    names = ["n\x1b]0;pwn\x07\x1b[31mred\r\nline2\x9b1m", "<script>alert(1)</script>", "one`tick <i>it</i> **b** _x_ [l](u) a\\b |p|"]
     ids = seed(workspace, names)
     db = Database(workspace.db_url)
     try:
@@ -492,3 +492,8 @@ def test_a_report_on_hostile_names_holds_them_as_text_in_every_file(tmp_path):
     assert "<script>" not in prose and "\\<script\\>alert(1)\\</script\\>" in prose
     assert "<script>alert" not in (result.folder / "report.html").read_text()
     assert "n\\x1b]0;pwn\\x07\\x1b[31mred↵↵line2\\x9b1m" in markdown
+    # Backticks, emphasis, links and pipes in a name are shown, not taken as formatting, in both documents.
+    assert "one\\`tick \\<i\\>it\\</i\\> \\*\\*b\\*\\* \\_x\\_ \\[l\\](u) a\\\\b \\|p\\|" in prose, prose
+    page = (result.folder / "report.html").read_text()
+    assert "one`tick &lt;i&gt;it&lt;/i&gt; **b** _x_ [l](u) a\\b |p|" in page
+    assert "<code>tick" not in page, "a name's backtick opens no code span"
