@@ -197,6 +197,20 @@ def workspace_named(args: argparse.Namespace) -> Workspace:
     return workspace
 
 
+def open_workspace_checked(args: argparse.Namespace, check) -> tuple[Workspace, Database]:
+    """The workspace of a command that may make it, with ``check(workspace)`` (what can refuse the
+    command's runs) asked first where the workspace is not there yet, so a refused command makes
+    none; an existing one is opened first, its own refusals (read-only, not a workspace) said first."""
+    refuse_unwritable_database()
+    named = workspace_named(args)
+    if named.home.is_dir() and missing_database(named) is None:  # a workspace already: its own refusals first
+        workspace, db = open_workspace(args, create=True)
+        check(workspace)
+        return workspace, db
+    check(named)
+    return open_workspace(args, create=True)
+
+
 def missing_database(workspace: Workspace) -> Path | None:
     """The SQLite file ``workspace`` reads where it is not there (None for a server's database, or
     one that is); a malformed ``$LEUKTUI_DB`` is refused in one line."""

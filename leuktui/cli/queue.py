@@ -18,12 +18,12 @@ from leuktui.cli.common import (
     console,
     ensure_scheduler,
     open_workspace,
+    open_workspace_checked,
     positive_int,
     print_json,
     run_id_arg,
     run_name,
     text,
-    workspace_named,
 )
 from leuktui.cli.evaluation import views_arg
 from leuktui.formatting import age, run_to_dict, status_text, visible
@@ -94,9 +94,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
     tags = check_tags(args.tag)
     from runner.control import check_queue
 
-    # Everything that can refuse the runs is asked before the workspace is made: a refused command leaves none.
-    check_queue(config, grid=grid, name=args.name, tags=tags, notes=args.notes, seeds=args.seeds, workspace=workspace_named(args))
-    workspace, db = open_workspace(args, create=True)
+    workspace, db = open_workspace_checked(args, lambda workspace: check_queue(
+        config, grid=grid, name=args.name, tags=tags, notes=args.notes, seeds=args.seeds, workspace=workspace))
     runs, sweep = queue_runs(db, config, grid=grid, name=args.name, tags=tags, notes=args.notes, force=args.force,
                              workspace=workspace, seeds=args.seeds, checked=True)
     if args.json:

@@ -32,12 +32,12 @@ from leuktui.cli.common import (
     ensure_scheduler,
     metrics_line,
     open_workspace,
+    open_workspace_checked,
     positive_int,
     print_json,
     run_id_arg,
     run_name,
     text,
-    workspace_named,
 )
 from leuktui.formatting import (
     age,
@@ -96,10 +96,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     tags = check_tags(args.tag)
     from runner.control import check_labels, create_run, preflight
 
-    # Asked before the workspace is made: a refused run leaves none.
-    check_labels(args.name, tags, args.notes)
-    preflight(config.with_absolute_paths(), workspace_named(args), here=True)
-    workspace, db = open_workspace(args, create=True)
+    def check(workspace) -> None:
+        check_labels(args.name, tags, args.notes)
+        preflight(config.with_absolute_paths(), workspace, here=True)
+
+    workspace, db = open_workspace_checked(args, check)
     with ctrl_c_held():
         run = create_run(db, config, name=args.name, tags=tags, notes=args.notes, status=RUNNING)
     return train_foreground(workspace, db, run.id, resume=False)

@@ -18,10 +18,10 @@ from leuktui.cli.common import (
     ensure_scheduler,
     flag_name,
     open_workspace,
+    open_workspace_checked,
     positive_int,
     print_json,
     text,
-    workspace_named,
 )
 from leuktui.formatting import age
 
@@ -93,8 +93,7 @@ def cmd_create(args: argparse.Namespace) -> int:
                            pruner=args.pruner, metric=args.metric, startup_trials=args.startup_trials,
                            warmup_epochs=args.warmup_epochs, tags=check_tags(args.tag), notes=args.notes)
     try:
-        check_study_configs(workspace_named(args), request, base)  # before the workspace is made: a refused one leaves none
-        workspace, db = open_workspace(args, create=True)
+        workspace, db = open_workspace_checked(args, lambda workspace: check_study_configs(workspace, request, base))
         sweep = create_study(db, workspace, request, base, check_configs=False)
     except ConfigError as exc:
         if exc.field in ("space", "name"):
