@@ -38,7 +38,8 @@ NOTES = {
               "beside the Grad-CAM map of the class predicted: kitty graphics or sixel where the terminal has them, half-cell "
               "blocks elsewhere); images/s and ETA in the head.",
     "form": "Tab between fields; errors show under the field. A sweep takes factors "
-            "`model=resnet18,resnet50; hist_eq=false,true` and shows how many runs it queues.",
+            "`model=resnet18,resnet50; hist_eq=false,true` and shows how many runs it queues; the again box queues a "
+            "config a run already completed (as `--force`).",
     "ablation": "Rows one factor, columns another or the eval mode (single / 5-crop / 10-crop, from evaluations of "
                 "existing checkpoints); pick rows and columns at the top. A table holds only runs that agree on every "
                 "other field (runs that differ elsewhere get their own table); a cell is mean ± std (n) of its seed "
@@ -48,8 +49,9 @@ NOTES = {
                "each pair McNemar's test with the accuracy difference (Holm-adjusted over the pairs).",
     "queue": "Running and waiting work in order, with devices and GPU utilisation/memory (NVML) or CPU/RAM; "
              "`enter` opens the run.",
-    "studies": "An Optuna study's trials (state, parameters, value at the best epoch, epochs), the best so far, each "
-               "trial's value per epoch as curves, and the parameters' importances (fANOVA, after two completed trials); "
+    "studies": "An Optuna study's trials (state, parameters, value at the best epoch, a pruned trial's at its last, "
+               "epochs), the best so far, each trial's value per epoch as curves, and the parameters' importances "
+               "(fANOVA, after two completed trials that scored differently); "
                "`enter` opens a trial's run.",
     "export": "Checkpoint, test-time views, test CSV (the run's own, else its model's) and output path; several marked "
               "runs make an ensemble (runs that predict different test CSVs leave the choice to you); runs in the "
