@@ -120,8 +120,8 @@ def test_runs_and_a_sweep_train_to_completion_as_slurm_jobs_on_postgresql(cluste
     assert all(run.backend == "slurm" for run in runs) and len(set(job_ids)) == len(runs), job_ids
     for run in runs:
         # The worker records the run completed a moment before its process, and so the job, ends.
-        job = wait_for(lambda run=run: (j := job_detail(run.job_id)) is not None and j.state != "RUNNING" and j, 60,
-                       f"Slurm job {run.job_id} to end")
+        # Ended as Slurm counts it (COMPLETING, its tidying up after the processes, is not yet the end).
+        job = wait_for(lambda run=run: (j := job_detail(run.job_id)) is not None and j.ended and j, 60, f"Slurm job {run.job_id} to end")
         assert job.state == "COMPLETED", job
         shown = cluster.show(run.id)
         assert (shown["backend"], shown["job_id"], shown["epochs_done"]) == ("slurm", run.job_id, 2)
