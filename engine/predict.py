@@ -21,7 +21,14 @@ from db.models import Evaluation
 from db.vocabulary import CHECKPOINTS, eval_mode
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError, RunConfig
-from engine.datasets import DatasetError, Split, load_split, load_test, resolve_test_csv
+from engine.datasets import (
+    DatasetError,
+    Split,
+    dataset_holding,
+    load_split,
+    load_test,
+    resolve_test_csv,
+)
 from engine.device import make_precision, resolve_device
 from engine.errors import UserError
 from engine.files import atomic_write
@@ -167,10 +174,9 @@ def check_writable(output: Path, *, force: bool = False, protected: Sequence[Pat
         if not stat.S_ISREG(kind):
             raise PredictError(f"{output}: not a regular file (a device, a FIFO or a socket); give a file name")
     target = output.resolve()
-    for root in protected:
-        root = Path(root).resolve()
-        if target == root or root in target.parents:
-            raise PredictError(f"{output}: inside the dataset folder {root}; a submission never overwrites the dataset")
+    root = dataset_holding(output, protected)  # the one rule a report and the mistakes' copies follow too
+    if root is not None:
+        raise PredictError(f"{output}: inside the dataset folder {root}; a submission never overwrites the dataset")
     if workspace is not None:
         _check_outside_workspace(output, target, workspace)
     if target.exists() and not force:
